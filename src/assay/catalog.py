@@ -1,0 +1,77 @@
+"""``assay-list [group]``: the options of each config group, one line each.
+
+    assay-list              # every group
+    assay-list selection    # one group
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+import assay.config  # noqa: F401  (registers every entry)
+from assay.paths import CONF_DIR
+from assay.registry import describe, options
+
+OVERLAYS = ("paths", "hydra/launcher", "experiment", "debug")
+
+
+def _yaml_comment(path: Path) -> str:
+    """First comment line of a YAML file that is not a package directive."""
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line.startswith("#") and not line.startswith("# @package"):
+            return line.lstrip("# ").strip()
+    return ""
+
+
+def group_options(group: str) -> dict[str, str]:
+    folder = CONF_DIR / group
+    if not folder.is_dir():
+        raise KeyError(group)
+    registered = options(group)
+    out = {}
+    for path in sorted(folder.glob("*.yaml")):
+        key = path.stem
+        schema = _schema_of(path)
+        cls = registered.get(schema[: -len("_schema")]) if schema else None
+        out[key] = describe(cls) if cls is not None else _yaml_comment(path)
+    return out
+
+
+def _schema_of(path: Path) -> str | None:
+    data = yaml.safe_load(path.read_text()) or {}
+    for entry in data.get("defaults", []) if isinstance(data, dict) else []:
+        if isinstance(entry, str) and entry.endswith("_schema"):
+            return entry
+    return None
+
+
+def groups() -> list[str]:
+    from assay.config import GROUPS
+
+    return list(GROUPS) + list(OVERLAYS)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="assay-list", description="List the options of assay's config groups.")
+    parser.add_argument("group", nargs="?", help=f"one of: {', '.join(groups())}")
+    args = parser.parse_args(argv)
+    chosen = [args.group] if args.group else groups()
+    for group in chosen:
+        try:
+            opts = group_options(group)
+        except KeyError:
+            print(f"error: group={group!r}: unknown group; choose one of {groups()}", file=sys.stderr)
+            sys.exit(2)
+        print(f"{group}:")
+        width = max(len(k) for k in opts) if opts else 0
+        for key, text in opts.items():
+            print(f"  {key:<{width}}  {text}")
+
+
+if __name__ == "__main__":
+    main()

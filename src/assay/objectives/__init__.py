@@ -1,0 +1,1 @@
+"""Objectives (config group ``objective``): per-sample losses; reduction is the aggregator's job."""

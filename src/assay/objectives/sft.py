@@ -1,0 +1,32 @@
+"""Supervised fine-tuning: negative log-likelihood of the completion tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from assay.objectives.base import ObjectiveConfig, ObjectiveOutput
+from assay.objectives.logps import sequence_logps
+from assay.registry import register
+
+
+def sft_loss(logp_sum: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
+    """Per-sample mean NLL over completion tokens: -(1/|y|) Σ_t log π(y_t | x, y_<t)."""
+    return -logp_sum / n_tokens
+
+
+@register("objective", "sft")
+@dataclass
+class SFT(ObjectiveConfig):
+    """Supervised fine-tuning: per-sample mean negative log-likelihood of the completion."""
+
+    name: str = "sft"
+
+    @property
+    def data_format(self) -> str:
+        return "sft"
+
+    def compute(self, model: torch.nn.Module, batch: dict) -> ObjectiveOutput:
+        lp = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        return ObjectiveOutput(loss=sft_loss(lp.sum, lp.count), metrics={"confidence": lp.mean_prob})

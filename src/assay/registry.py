@@ -1,0 +1,73 @@
+"""One registry per concern.
+
+A registry entry is a dataclass: typed fields with docstrings (the schema Hydra validates overrides
+against) plus the methods that build or apply the component. ``conf/<group>/<key>.yaml`` selects the
+schema ``<key>_schema`` in its defaults list and holds only the values that differ from the dataclass.
+
+    @register("objective", "dpo")
+    @dataclass
+    class DPO(ObjectiveConfig):
+        "Direct Preference Optimization (Rafailov et al. 2023, arXiv 2305.18290)."
+        beta: float = 0.1
+
+The ``name`` field of each entry defaults to its key, so a composed config always says which entry
+built it, and ``OmegaConf.to_object`` returns an instance of the right class without any lookup.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, TypeVar
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+from assay.errors import UserError
+
+T = TypeVar("T")
+
+_REGISTRY: dict[str, dict[str, type]] = {}
+
+
+def register(group: str, key: str) -> Callable[[type[T]], type[T]]:
+    """Register dataclass ``cls`` as option ``key`` of config group ``group``."""
+
+    def wrap(cls: type[T]) -> type[T]:
+        if not dataclasses.is_dataclass(cls):
+            raise TypeError(f"{cls.__name__} must be a dataclass to be registered")
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        if "name" not in names or names["name"].default != key:
+            raise TypeError(f"{cls.__name__}.name must default to the registry key {key!r}")
+        entries = _REGISTRY.setdefault(group, {})
+        if key in entries and entries[key] is not cls:
+            raise TypeError(f"{group}/{key} is registered twice ({entries[key].__name__}, {cls.__name__})")
+        entries[key] = cls
+        ConfigStore.instance().store(group=group, name=f"{key}_schema", node=cls)
+        return cls
+
+    return wrap
+
+
+def options(group: str) -> dict[str, type]:
+    """The registered entries of ``group``, by key."""
+    return dict(_REGISTRY.get(group, {}))
+
+
+def lookup(group: str, key: str) -> type:
+    entries = _REGISTRY.get(group, {})
+    if key not in entries:
+        raise UserError(group, key, f"must be one of {sorted(entries)}")
+    return entries[key]
+
+
+def describe(cls: type) -> str:
+    """First line of the entry's docstring: what ``assay-list`` shows."""
+    doc = (cls.__doc__ or "").strip()
+    return doc.splitlines()[0] if doc else ""
+
+
+def to_object(node: Any) -> Any:
+    """Turn a composed, typed config node into its dataclass instance (running its validation)."""
+    if dataclasses.is_dataclass(node):
+        return node
+    return OmegaConf.to_object(node)

@@ -1,0 +1,214 @@
+"""``assay-train``: compose -> validate -> examples -> model -> select -> order -> train -> evaluate.
+
+    assay-train                                             # the embedded default (SFT on skills)
+    assay-train objective=dpo data.format=preference noise=pairwise_flip noise.p=0.2
+    assay-train experiment=sft_then_dpo                     # two stages in one command
+    assay-train -m objective=sft,dpo seed=0,1,2 ...         # a sweep (every job validated first)
+    assay-train --cfg job                                   # show the composed config
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from assay.config import GROUPS, resolved, validate
+from assay.errors import UserError, explain
+from assay.paths import CONF_DIR
+
+HEADLINE = ("test/exact_match", "test/pref_acc", "test/reward_margin", "test/loss", "val/exact_match")
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Run one composed config (all its stages) and return its summary."""
+    if cfg.stages:
+        return run_stages(cfg)
+    return run_stage(cfg, Path(cfg.paths.output_dir))
+
+
+def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    import pytorch_lightning as pl
+    from datasets import DatasetDict
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from assay.data import build_examples
+    from assay.data.collate import tokenize_split
+    from assay.data.datamodule import AssayDataModule, SamplerProgress
+    from assay.models.build import save_model
+    from assay.module import AssayModule
+    from assay.objectives.reference import attach_reference_logps
+
+    started = time.time()
+    spec = validate(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "summary.json").unlink(missing_ok=True)  # a run that does not finish has no summary
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    examples = build_examples(spec.data, spec.mixture, spec.noise)
+    model, tokenizer = spec.model.build(examples.splits)
+    tokenizer.save_pretrained(run_dir / "tokenizer")
+    data = spec.data
+    tokenized = DatasetDict(
+        {
+            split: tokenize_split(ds, tokenizer, data.format, data.separator, data.max_length).add_column("_row", list(range(len(ds))))
+            for split, ds in examples.splits.items()
+        }
+    )
+    reference_files: dict[str, str] = {}
+    if spec.objective.needs_reference:
+        cache = Path(cfg.paths.cache_dir) / "reference_logps"
+        tokenized, reference_files = attach_reference_logps(model, tokenized, tokenizer.pad_token_id, data.eval_batch_size, cache)
+
+    selection = spec.selection.select(tokenized["train"])
+    selection.save(run_dir / "selection.parquet")
+    datamodule = AssayDataModule(
+        tokenized, selection.kept_rows, selection.scores, spec.ordering, data.format, data.batch_size,
+        data.eval_batch_size, tokenizer.pad_token_id, allow_order_change=cfg.allow_order_change,
+    )
+    module = AssayModule(model, tokenizer, spec.objective, spec.optim, spec.eval)
+    checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0, every_n_train_steps=max(1, spec.trainer.max_steps // 4))
+    callbacks = [SamplerProgress(), *spec.dynamics.callbacks(run_dir), checkpoints]
+    logger = spec.logger.build(run_dir, _logger_context(cfg, run_dir))
+    trainer = spec.trainer.build(callbacks=callbacks, logger=logger, default_root_dir=str(run_dir))
+    trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_path(cfg, run_dir))
+    val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    test = trainer.test(module, datamodule=datamodule, verbose=False)[0]
+    save_model(module.model, tokenizer, run_dir)
+
+    summary = {
+        "status": "completed",
+        "run_dir": str(run_dir),
+        "stage": cfg.stage,
+        "metrics": {**val, **{k: float(v) for k, v in test.items()}},
+        "data": {
+            "source_counts": examples.source_counts,
+            "train_examples": len(tokenized["train"]),
+            "kept_examples": int(selection.kept.sum()),
+            "val_examples": len(tokenized["val"]),
+            "test_examples": len(tokenized["test"]),
+            "data_order_fingerprint": datamodule.sampler.fingerprint(),
+        },
+        "choices": _choices(cfg),
+        "reference_logps": reference_files,
+        "global_step": trainer.global_step,
+        "elapsed_s": round(time.time() - started, 1),
+    }
+    if logger:
+        logger.log_hyperparams({"summary/" + k: v for k, v in summary["metrics"].items()})
+        logger.finalize("success")
+        if hasattr(logger, "experiment") and hasattr(logger.experiment, "summary"):
+            logger.experiment.summary.update(summary["metrics"])
+    _write_json(run_dir / "summary.json", summary)
+    return summary
+
+
+def run_stages(cfg: DictConfig) -> dict[str, Any]:
+    """A multi-stage recipe: each stage is the job's config plus the stage's overrides, and every
+    stage after the first starts from the previous stage's final model (``model.init_from``)."""
+    from hydra import compose
+
+    root = Path(cfg.paths.output_dir)
+    base = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    previous, stages = None, {}
+    for stage in cfg.stages:
+        overrides = base + list(stage.get("overrides", [])) + [f"stage={stage.name}", "stages=[]"]
+        if previous is not None:
+            overrides.append(f"model.init_from={previous}")
+        stage_cfg = compose(config_name="train", overrides=overrides)
+        stage_dir = root / stage.name
+        with open_dict(stage_cfg):
+            stage_cfg.paths.output_dir = str(stage_dir)
+        print(f"[assay] stage {stage.name}: {stage_dir}", flush=True)
+        stages[stage.name] = run_stage(stage_cfg, stage_dir)
+        previous = str(stage_dir)
+    last = stages[list(stages)[-1]]
+    summary = {"status": "completed", "run_dir": str(root), "metrics": last["metrics"], "stages": stages}
+    _write_json(root / "summary.json", summary)
+    return summary
+
+
+def _resume_path(cfg: DictConfig, run_dir: Path) -> str | None:
+    if cfg.ckpt_path in (None, ""):
+        return None
+    path = run_dir / "checkpoints" / "last.ckpt" if cfg.ckpt_path == "last" else Path(cfg.ckpt_path)
+    if cfg.ckpt_path == "last" and not path.is_file():
+        return None  # nothing to resume yet: start fresh
+    if not path.is_file():
+        raise UserError("ckpt_path", cfg.ckpt_path, "checkpoint file does not exist")
+    return str(path)
+
+
+def _choices(cfg: DictConfig) -> dict[str, str]:
+    if HydraConfig.initialized():
+        return {g: c for g, c in HydraConfig.get().runtime.choices.items() if not g.startswith("hydra")}
+    return {g: cfg[g].name for g in GROUPS}
+
+
+def _logger_context(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    group, run_name = None, run_dir.name
+    if HydraConfig.initialized():
+        hc = HydraConfig.get()
+        if hc.mode is not None and hc.mode.name == "MULTIRUN":
+            group = Path(hc.sweep.dir).name
+            run_name = f"{group}/{hc.job.num}"
+    return {"group": group or run_name, "run_name": run_name, "stage": cfg.stage, "choices": _choices(cfg), "config": resolved(cfg)}
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.rename(path)
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="assay run", show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    metrics = summary["metrics"]
+    for key in [k for k in HEADLINE if k in metrics] or sorted(metrics)[:8]:
+        table.add_row(key, f"{metrics[key]:.4f}")
+    console = Console(stderr=False)
+    console.print(table)
+    console.print(f"run directory: [bold]{summary['run_dir']}[/bold]")
+
+
+# --------------------------------------------------------------------------------------------------
+# Entry point
+
+
+def _task(cfg: DictConfig) -> float | None:
+    try:
+        summary = run(cfg)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    print_summary(summary)
+    return summary["metrics"].get("test/exact_match")
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from assay.preflight import preflight
+
+    try:
+        preflight(sys.argv[1:])
+    except Exception as e:  # composition errors are the user's: one line, no traceback
+        print(f"error: {explain(e)}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")(_task)()
+
+
+if __name__ == "__main__":
+    main()
