@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 
@@ -25,7 +26,7 @@ def check(condition: bool, field: str, value: Any, allowed: str) -> None:
 def explain(exc: BaseException) -> str:
     """One line for a composition or validation failure, naming field, value and what is allowed."""
     from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
-    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
     if isinstance(exc, UserError):
         return str(exc)
@@ -40,9 +41,13 @@ def explain(exc: BaseException) -> str:
     cause = exc.__cause__ or exc.__context__
     if isinstance(exc, ConfigCompositionException) and isinstance(cause, OmegaConfBaseException):
         exc = cause
-    if isinstance(exc, ConfigKeyError):
+    if isinstance(exc, (ConfigKeyError, ConfigAttributeError)):
         key = getattr(exc, "full_key", None) or "?"
-        return f"{key}: unknown key ({_first_line(exc)}); check the spelling, or `assay-train --cfg job` lists the keys"
+        owner = getattr(exc, "object_type", None)
+        if dataclasses.is_dataclass(owner):
+            valid = sorted(f.name for f in dataclasses.fields(owner) if not f.name.startswith("_"))
+            return f"{key}: unknown key; {owner.__name__} has {valid}"
+        return f"{key}: unknown key ({_first_line(exc)}); `assay-train --cfg job` lists the keys"
     if isinstance(exc, OmegaConfBaseException):
         key = getattr(exc, "full_key", None) or "?"
         return f"{key}: {_first_line(exc)}"

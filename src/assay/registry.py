@@ -17,10 +17,11 @@ built it, and ``OmegaConf.to_object`` returns an instance of the right class wit
 from __future__ import annotations
 
 import dataclasses
+import typing
 from typing import Any, Callable, TypeVar
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from assay.errors import UserError
 
@@ -42,10 +43,20 @@ def register(group: str, key: str) -> Callable[[type[T]], type[T]]:
         if key in entries and entries[key] is not cls:
             raise TypeError(f"{group}/{key} is registered twice ({entries[key].__name__}, {cls.__name__})")
         entries[key] = cls
-        ConfigStore.instance().store(group=group, name=f"{key}_schema", node=cls)
+        ConfigStore.instance().store(group=group, name=f"{key}_schema", node=_schema_node(cls))
         return cls
 
     return wrap
+
+
+def _schema_node(cls: type) -> DictConfig:
+    """The typed schema, with free-form maps (``dict[str, X]`` fields such as mixture weights)
+    open to new keys, so ``mixture.weights={wiki:1,code:3}`` works on the command line."""
+    node = OmegaConf.structured(cls)
+    for f in dataclasses.fields(cls):
+        if typing.get_origin(f.type) is dict or f.type is dict or str(f.type).startswith("dict["):
+            OmegaConf.set_struct(node[f.name], False)
+    return node
 
 
 def options(group: str) -> dict[str, type]:

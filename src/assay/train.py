@@ -50,7 +50,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     spec = validate(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "summary.json").unlink(missing_ok=True)  # a run that does not finish has no summary
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    OmegaConf.save(OmegaConf.create(job_config(cfg)), run_dir / "config.yaml")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     examples = build_examples(spec.data, spec.mixture, spec.noise)
@@ -120,7 +120,8 @@ def run_stages(cfg: DictConfig) -> dict[str, Any]:
     base = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     previous, stages = None, {}
     for stage in cfg.stages:
-        overrides = base + list(stage.get("overrides", [])) + [f"stage={stage.name}", "stages=[]"]
+        # The recipe's stage overrides first, the command line after them: the command line has the last word.
+        overrides = list(stage.get("overrides", [])) + base + [f"stage={stage.name}", "stages=[]"]
         if previous is not None:
             overrides.append(f"model.init_from={previous}")
         stage_cfg = compose(config_name="train", overrides=overrides)
@@ -136,6 +137,14 @@ def run_stages(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
+def job_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config of the job itself, without Hydra's own node."""
+    job = cfg.copy()
+    with open_dict(job):
+        job.pop("hydra", None)
+    return resolved(job)
+
+
 def _resume_path(cfg: DictConfig, run_dir: Path) -> str | None:
     if cfg.ckpt_path in (None, ""):
         return None
@@ -147,10 +156,12 @@ def _resume_path(cfg: DictConfig, run_dir: Path) -> str | None:
     return str(path)
 
 
-def _choices(cfg: DictConfig) -> dict[str, str]:
+def _choices(cfg: DictConfig) -> dict[str, Any]:
+    """Which option of each group this job ran (read from the config itself, so stages report their own)."""
+    choices: dict[str, Any] = {}
     if HydraConfig.initialized():
-        return {g: c for g, c in HydraConfig.get().runtime.choices.items() if not g.startswith("hydra")}
-    return {g: cfg[g].name for g in GROUPS}
+        choices = {g: c for g, c in HydraConfig.get().runtime.choices.items() if g in ("experiment", "debug", "paths")}
+    return {**choices, **{g: cfg[g].name for g in GROUPS}}
 
 
 def _logger_context(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -160,7 +171,7 @@ def _logger_context(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         if hc.mode is not None and hc.mode.name == "MULTIRUN":
             group = Path(hc.sweep.dir).name
             run_name = f"{group}/{hc.job.num}"
-    return {"group": group or run_name, "run_name": run_name, "stage": cfg.stage, "choices": _choices(cfg), "config": resolved(cfg)}
+    return {"group": group or run_name, "run_name": run_name, "stage": cfg.stage, "choices": _choices(cfg), "config": job_config(cfg)}
 
 
 def _write_json(path: Path, data: dict) -> None:

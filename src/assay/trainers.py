@@ -21,10 +21,10 @@ class TrainerConfig:
     strategy: str = "auto"
     num_nodes: int = 1
     precision: str = "32-true"
-    max_steps: int = 1000
+    max_steps: int = 2500
     """Optimizer steps; the run's length (epochs follow from the data size)."""
     max_epochs: int = -1
-    val_check_interval: Any = 250
+    val_check_interval: Any = 500
     """Validate every this many training batches (int) or fraction of an epoch (float)."""
     check_val_every_n_epoch: Optional[int] = None
     limit_val_batches: Any = 1.0

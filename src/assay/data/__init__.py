@@ -20,7 +20,7 @@ class Examples:
 
 
 def build_examples(data: DataConfig, mixture: MixtureConfig, noise: NoiseConfig) -> Examples:
-    splits = data.load()
+    splits = data.capped(data.load())
     for split, ds in splits.items():
         if len(ds) == 0:
             raise UserError(f"data ({split} split)", data.name, "has no examples")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import datasets
+import numpy as np
 from omegaconf import II, MISSING
 
 from assay.errors import UserError, check
@@ -40,9 +41,16 @@ class DataConfig:
     """Tokens per sequence (prompt + completion); longer prompts are cut from the left."""
     separator: str = " "
     """Inserted between prompt and completion when they are tokenized separately."""
+    max_train_examples: Optional[int] = None
+    """Keep a seeded random subset of at most this many training examples (quick runs, debugging)."""
+    max_eval_examples: Optional[int] = None
+    """The same cap for the val and test splits."""
     seed: int = II("seed")
 
     def __post_init__(self) -> None:
+        for key in ("max_train_examples", "max_eval_examples"):
+            if getattr(self, key) is not None:
+                check(getattr(self, key) > 0, f"data.{key}", getattr(self, key), "must be a positive integer (or null)")
         check(self.format in FORMATS, "data.format", self.format, f"must be one of {sorted(FORMATS)}")
         check(self.batch_size > 0, "data.batch_size", self.batch_size, "must be a positive integer")
         check(self.eval_batch_size > 0, "data.eval_batch_size", self.eval_batch_size, "must be a positive integer")
@@ -54,6 +62,17 @@ class DataConfig:
 
     def load(self) -> datasets.DatasetDict:  # pragma: no cover - every entry overrides it
         raise TypeError(f"{type(self).__name__} does not implement load()")
+
+    def capped(self, splits: datasets.DatasetDict) -> datasets.DatasetDict:
+        """Apply the example caps: a seeded subset that keeps the original row order (and so ids)."""
+        out = {}
+        for split, ds in splits.items():
+            cap = self.max_train_examples if split == "train" else self.max_eval_examples
+            if cap is not None and len(ds) > cap:
+                rows = np.sort(np.random.default_rng(self.seed).permutation(len(ds))[:cap])
+                ds = ds.select(rows)
+            out[split] = ds
+        return datasets.DatasetDict(out)
 
 
 @register("data", "skills")
@@ -68,6 +87,7 @@ class SkillsData(DataConfig):
     test_per_domain: int = 100
     difficulties: list[int] = field(default_factory=lambda: [1, 2, 3])
     max_length: int = 40
+    batch_size: int = 64
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -151,8 +171,6 @@ class TableData(DataConfig):
     val_fraction: float = 0.05
     """Carved from train (seeded) when no validation split exists."""
     test_fraction: float = 0.05
-    max_examples: Optional[int] = None
-    """Keep at most this many rows per split (first rows), for quick runs."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -160,8 +178,6 @@ class TableData(DataConfig):
         for key in ("val_fraction", "test_fraction"):
             v = getattr(self, key)
             check(0.0 <= v < 0.5, f"data.{key}", v, "must be in [0, 0.5)")
-        if self.max_examples is not None:
-            check(self.max_examples > 0, "data.max_examples", self.max_examples, "must be a positive integer")
 
     # ---- row mapping ---------------------------------------------------------------------------
     def _required_raw_columns(self) -> list[str]:
@@ -203,8 +219,6 @@ class TableData(DataConfig):
                 f"{split} split lacks column(s) {missing} needed for format={self.format}, schema={self.schema} "
                 f"(it has {ds.column_names}); map them with data.columns.<ours>=<theirs>",
             )
-        if self.max_examples is not None:
-            ds = ds.select(range(min(self.max_examples, len(ds))))
         has_id = "id" in ds.column_names
         source = self.source_name or default_source
 
@@ -253,6 +267,8 @@ class HubData(TableData):
     subset: Optional[str] = None
     """The dataset configuration name (``load_dataset``'s second argument)."""
     revision: Optional[str] = None
+    data_files: dict[str, str] = field(default_factory=dict)
+    """Split name -> file, for builder paths such as ``json``/``parquet`` (``load_dataset(data_files=...)``)."""
     splits: dict[str, str] = field(default_factory=lambda: {"train": "train"})
     """Our split -> the dataset's split, e.g. ``{train: train_prefs, test: test_prefs}``."""
 
@@ -260,7 +276,8 @@ class HubData(TableData):
         for ours in self.splits:
             check(ours in SPLITS, "data.splits", ours, f"keys must be among {list(SPLITS)}")
         loaded = _load_or_explain(
-            "data.path", self.path, path=self.path, name=self.subset, revision=self.revision
+            "data.path", self.path, path=self.path, name=self.subset, revision=self.revision,
+            data_files=dict(self.data_files) if self.data_files else None,
         )
         raw = {}
         for ours, theirs in self.splits.items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = ["<pad>", "<unk>", "<eos>"]
@@ -21,7 +21,7 @@ def train_corpus_tokenizer(texts: Iterable[str], vocab_size: int, alphabet: Iter
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Digits(individual_digits=True)]
     )
-    tok.decoder = decoders.BPEDecoder()
+    # No decoder: decoding joins tokens with single spaces, which restores the corpus's symbol spacing.
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=1,

@@ -1,0 +1,39 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   create/reuse .venv, install assay, train + evaluate the embedded default
+#   make test   same bootstrap, then the offline test suite (what CI runs through .ci/run)
+
+VENV        ?= .venv
+PYTHON      ?= python3
+TORCH_CPU   ?= 2.13.0
+PY          := $(VENV)/bin/python
+STAMP       := $(VENV)/.assay-installed
+PYTEST_ARGS ?= -n 2
+
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: demo test models clean-runs
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	@# Without a GPU, pin the local CPU build of torch (a bare `torch` pulls GBs of CUDA wheels).
+	@# With a GPU, bring your own torch: an importable torch in the venv is kept as it is.
+	@if $(PY) -c "import torch" 2>/dev/null; then echo "torch: keeping $$($(PY) -c 'import torch; print(torch.__version__)')"; \
+	elif command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install --quiet torch; \
+	else $(PY) -m pip install --quiet torch==$(TORCH_CPU); fi
+	$(PY) -m pip install --quiet -e ".[test]"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/assay-train experiment=skills_sft
+
+models: $(STAMP)
+	$(VENV)/bin/assay-fetch smollm2
+
+test: $(STAMP)
+	@$(VENV)/bin/assay-fetch smollm2 || echo "assay-fetch smollm2 failed: the SmolLM2 test will be skipped"
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean-runs:
+	rm -rf logs

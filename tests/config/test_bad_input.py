@@ -1,0 +1,75 @@
+"""Bad input gets one line naming the field, the value and what is allowed; exit 2; no traceback."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FAST = ["debug=fast", "logger=none", "trainer.enable_progress_bar=false"]
+
+
+def assay_train(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "assay.train", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+
+
+CASES = {
+    "unknown group option": (["objective=dpoo"], ["objective='dpoo'", "dpo", "sft"]),
+    "unknown key": (["objective.bta=0.1"], ["objective.bta", "unknown key"]),
+    "wrong type": (["optim.lr=fast"], ["optim.lr", "fast"]),
+    "zero learning rate": (["optim.lr=0"], ["optim.lr=0", "must be > 0"]),
+    "negative learning rate": (["optim.lr=-1e-3"], ["optim.lr=-0.001", "must be > 0"]),
+    "zero batch size": (["data.batch_size=0"], ["data.batch_size=0", "positive integer"]),
+    "negative mixture weight": (["mixture=weights", "mixture.weights.copy=-1"], ["mixture.weights.copy=-1.0", ">= 0"]),
+    "all-zero mixture weights": (["mixture=weights", "mixture.weights={copy:0,reverse:0,sort:0,count:0,add:0}"], ["mixture.weights", "at least one weight"]),
+    "fraction outside (0, 1]": (["selection=random", "selection.fraction=1.5"], ["selection.fraction=1.5", "(0, 1]"]),
+    "noise outside [0, 0.5)": (["noise=corrupt", "noise.p=0.7"], ["noise.p=0.7", "[0, 0.5)"]),
+    "init_from not a run dir": (["model.init_from=/tmp"], ["model.init_from='/tmp'", "run directory"]),
+    "objective and data format disagree": (["objective=dpo"], ["data.format='sft'", "data.format=preference"]),
+    "bad value in one sweep job": (["-m", "optim.lr=1e-3,-1"], ["optim.lr=-1.0", "optim.lr=-1"]),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_config_errors(name, tmp_path):
+    args, fragments = CASES[name]
+    assert_one_line_error(assay_train([*FAST, *args], tmp_path), *fragments)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_missing_data_file(tmp_path):
+    proc = assay_train([*FAST, "data=jsonl", f"data.train_file={tmp_path}/nope.jsonl"], tmp_path)
+    assert_one_line_error(proc, "data.train_file", "nope.jsonl", "does not exist")
+
+
+def test_unreadable_data_file(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "completion": \n not json at all {{{\n')
+    proc = assay_train([*FAST, "data=jsonl", f"data.train_file={bad}"], tmp_path)
+    assert_one_line_error(proc, "data.train_file", "bad.jsonl", "unreadable")
+
+
+def test_data_file_lacking_columns(tmp_path):
+    f = write_jsonl(tmp_path / "t.jsonl", [{"prompt": f"q{i}", "answer": "a"} for i in range(40)])
+    proc = assay_train([*FAST, "data=jsonl", f"data.train_file={f}"], tmp_path)
+    assert_one_line_error(proc, "data.columns", "['completion']", "format=sft")
+
+
+def test_empty_dataset_after_selection(tmp_path):
+    proc = assay_train([*FAST, "selection=random", "selection.count=null", "selection.fraction=0.001"], tmp_path)
+    assert_one_line_error(proc, "selection='random'", "kept no examples")
+    assert not list(tmp_path.rglob("summary.json"))  # a failed run never leaves a summary

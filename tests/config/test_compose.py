@@ -1,0 +1,74 @@
+"""Every option of every group, and every experiment and debug overlay, composes and validates."""
+
+from pathlib import Path
+
+import pytest
+
+from assay.catalog import group_options, groups
+from assay.config import GROUPS, validate
+from assay.paths import CONF_DIR
+
+# Options that need a value the user must give, or that only make sense with another choice.
+COMPANIONS = {
+    ("model", "hf"): ["model.name_or_path=/some/local/model"],
+    ("data", "hf_sft"): ["data.path=/some/local/dataset"],
+    ("data", "hf_preference"): ["data.path=/some/local/dataset", "objective=dpo"],
+    ("data", "jsonl"): ["data.train_file=/some/train.jsonl"],
+    ("mixture", "weights"): ["mixture.weights={copy:1,add:3}"],
+    ("noise", "pairwise_flip"): ["objective=dpo", "data.format=preference"],
+    ("objective", "dpo"): ["data.format=preference"],
+}
+
+
+def all_options():
+    for group in GROUPS:
+        for option in group_options(group):
+            yield group, option
+
+
+@pytest.mark.parametrize("group,option", list(all_options()))
+def test_every_option_composes_and_validates(compose_cfg, group, option):
+    cfg = compose_cfg([f"{group}={option}", *COMPANIONS.get((group, option), [])])
+    spec = validate(cfg)
+    entry = getattr(spec, group)
+    assert entry.name == option  # the entry that will be built is the one asked for
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")))
+def test_every_experiment_composes(compose_cfg, experiment):
+    cfg = compose_cfg([f"experiment={experiment}"])
+    validate(cfg)
+    for stage in cfg.stages:  # each stage of a recipe must itself be a valid run
+        validate(compose_cfg([f"experiment={experiment}", *stage.overrides, "stages=[]"]))
+
+
+@pytest.mark.parametrize("overlay", ["debug=fast", "hydra/launcher=local", "hydra/launcher=slurm", "paths=default"])
+def test_overlays_compose(compose_cfg, overlay):
+    validate(compose_cfg([overlay]))
+
+
+def test_catalog_lists_every_yaml_with_a_description():
+    for group in groups():
+        opts = group_options(group)
+        files = {p.stem for p in (CONF_DIR / group).glob("*.yaml")}
+        assert set(opts) == files
+        assert all(text for text in opts.values()), (group, opts)
+
+
+def test_yaml_holds_only_what_differs_from_the_dataclass():
+    """Defaults live in the dataclass: a YAML value equal to the schema default is noise."""
+    import yaml
+
+    from assay.registry import options
+
+    for group in GROUPS:
+        for key, cls in options(group).items():
+            text = yaml.safe_load((CONF_DIR / group / f"{key}.yaml").read_text()) or {}
+            for field, value in text.items():
+                if field == "defaults" or value == "???":
+                    continue
+                try:
+                    schema_default = getattr(cls, field)
+                except AttributeError:
+                    continue
+                assert value != schema_default, f"{group}/{key}.yaml repeats the default {field}={value!r}"

@@ -1,0 +1,66 @@
+"""Test setup: offline always, caches in a temporary directory, and a compose helper."""
+
+from __future__ import annotations
+
+import os
+
+# Before anything imports transformers/datasets/wandb: a test that would download must fail.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ.pop("WANDB_API_KEY", None)
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.core.global_hydra import GlobalHydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import open_dict  # noqa: E402
+
+from assay.paths import CONF_DIR  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+# The model cache as the user has it (the autouse fixture points ASSAY_CACHE at a temporary dir).
+USER_MODEL_CACHE = Path(os.environ.get("ASSAY_CACHE", Path.home() / ".cache" / "assay")).expanduser() / "models"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("ASSAY_CACHE", str(tmp_path_factory.getbasetemp() / "assay-cache"))
+
+
+def compose_config(overrides: list[str], output_dir: Path | None = None):
+    """Compose ``conf/train.yaml`` as ``assay-train`` would, with the run directory at ``output_dir``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+    if output_dir is not None:
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(output_dir)
+    return cfg
+
+
+@pytest.fixture
+def compose_cfg():
+    yield compose_config
+    GlobalHydra.instance().clear()
+
+
+def run_in_hydra(overrides: list[str], output_dir: Path) -> dict:
+    """Run a full config in-process (inside an initialised Hydra, so multi-stage recipes can compose)."""
+    from assay.train import run
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(output_dir)
+        try:
+            return run(cfg)
+        finally:
+            GlobalHydra.instance().clear()
