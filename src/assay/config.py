@@ -14,20 +14,12 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-# Importing the concern packages registers their entries in the ConfigStore.
-import assay.data.mixture  # noqa: F401
-import assay.data.noise  # noqa: F401
-import assay.data.sources  # noqa: F401
-import assay.dynamics  # noqa: F401
-import assay.loggers  # noqa: F401
-import assay.models.build  # noqa: F401
-import assay.objectives.dpo  # noqa: F401
-import assay.objectives.sft  # noqa: F401
-import assay.ordering  # noqa: F401
-import assay.selection  # noqa: F401
-import assay.trainers  # noqa: F401
 from assay.errors import UserError, check
-from assay.registry import to_object
+from assay.registry import discover, to_object
+
+# Every module of the concern packages is imported, so that registering an entry is all it takes to
+# add a method: a new module + its YAML + its tests, nothing else changes.
+discover("assay.data", "assay.models", "assay.objectives", "assay.selection", "assay.ordering", "assay.dynamics", "assay.trainers", "assay.loggers")
 
 SCHEDULES = ("constant", "constant_with_warmup", "linear", "cosine")
 

@@ -17,6 +17,8 @@ built it, and ``OmegaConf.to_object`` returns an instance of the right class wit
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import pkgutil
 import typing
 from typing import Any, Callable, TypeVar
 
@@ -57,6 +59,14 @@ def _schema_node(cls: type) -> DictConfig:
         if typing.get_origin(f.type) is dict or f.type is dict or str(f.type).startswith("dict["):
             OmegaConf.set_struct(node[f.name], False)
     return node
+
+
+def discover(*packages: str) -> None:
+    """Import every module of ``packages`` (and their sub-packages) so their entries register."""
+    for name in packages:
+        package = importlib.import_module(name)
+        for info in pkgutil.walk_packages(getattr(package, "__path__", []), prefix=f"{name}."):
+            importlib.import_module(info.name)
 
 
 def options(group: str) -> dict[str, type]:

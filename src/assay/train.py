@@ -45,6 +45,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from assay.models.build import save_model
     from assay.module import AssayModule
     from assay.objectives.reference import attach_reference_logps
+    from assay.selection import SelectionContext
 
     started = time.time()
     spec = validate(cfg)
@@ -68,7 +69,9 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         cache = Path(cfg.paths.cache_dir) / "reference_logps"
         tokenized, reference_files = attach_reference_logps(model, tokenized, tokenizer.pad_token_id, data.eval_batch_size, cache)
 
-    selection = spec.selection.select(tokenized["train"])
+    selection = spec.selection.select(
+        SelectionContext(tokenized["train"], tokenized, model, tokenizer, run_dir, Path(cfg.paths.cache_dir))
+    )
     selection.save(run_dir / "selection.parquet")
     datamodule = AssayDataModule(
         tokenized, selection.kept_rows, selection.scores, spec.ordering, data.format, data.batch_size,

@@ -5,11 +5,11 @@ import datasets
 from assay.errors import UserError
 from assay.ordering import RandomOrdering, SequentialOrdering
 from assay.ordering.sampler import OrderedSampler
-from assay.selection import KeepAll, RandomSelection, top_k_mask
+from assay.selection import KeepAll, RandomSelection, SelectionContext, top_k_mask
 
 
 def pool(n):
-    return datasets.Dataset.from_list([{"id": f"x{i}"} for i in range(n)])
+    return SelectionContext(datasets.Dataset.from_list([{"id": f"x{i}"} for i in range(n)]))
 
 
 def test_random_selection_fraction_and_count():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import datasets
 import numpy as np
@@ -33,23 +33,45 @@ class Selection:
 
 
 @dataclass
+class SelectionContext:
+    """What a scorer may use. Which parts are present depends on the stage; a scorer declares what
+    it needs (``needs_model``) and the run provides it or stops with a clear message."""
+
+    train: datasets.Dataset
+    """The training pool (tokenized: text columns, ``prompt_ids`` and response ids, noise flags)."""
+    splits: Optional[datasets.DatasetDict] = None
+    """All tokenized splits (``val`` serves as the trusted target/anchor set by default)."""
+    model: Any = None
+    tokenizer: Any = None
+    run_dir: Optional[Path] = None
+    cache_dir: Optional[Path] = None
+
+
+@dataclass
 class SelectionConfig:
     name: str = MISSING
     seed: int = II("seed")
 
-    def score(self, train: datasets.Dataset) -> np.ndarray:
+    @property
+    def needs_model(self) -> bool:
+        """True when scoring runs the run's model (it is built before selection either way)."""
+        return False
+
+    def score(self, ctx: SelectionContext) -> np.ndarray:
         """One score per training example, higher = keep."""
-        return np.zeros(len(train))
+        return np.zeros(len(ctx.train))
 
     def keep(self, scores: np.ndarray) -> np.ndarray:
         return np.ones(len(scores), dtype=bool)
 
-    def select(self, train: datasets.Dataset) -> Selection:
-        scores = self.score(train)
+    def select(self, ctx: SelectionContext) -> Selection:
+        if self.needs_model and ctx.model is None:
+            raise UserError("selection", self.name, "needs the run's model, which this stage does not provide")
+        scores = np.asarray(self.score(ctx), dtype=np.float64)
         kept = self.keep(scores)
         if not kept.any():
-            raise UserError("selection", self.name, f"kept no examples out of {len(train)}; keep a larger fraction or count")
-        return Selection(list(train["id"]), scores, kept)
+            raise UserError("selection", self.name, f"kept no examples out of {len(ctx.train)}; keep a larger fraction or count")
+        return Selection(list(ctx.train["id"]), scores, kept)
 
 
 def top_k_mask(scores: np.ndarray, k: int) -> np.ndarray:
@@ -86,8 +108,8 @@ class RandomSelection(SelectionConfig):
             check(self.fraction is not None, "selection.fraction", self.fraction, "set a fraction in (0, 1] or a count")
             check(0.0 < self.fraction <= 1.0, "selection.fraction", self.fraction, "must be in (0, 1]")
 
-    def score(self, train: datasets.Dataset) -> np.ndarray:
-        return np.random.default_rng(self.seed).random(len(train))
+    def score(self, ctx: SelectionContext) -> np.ndarray:
+        return np.random.default_rng(self.seed).random(len(ctx.train))
 
     def keep(self, scores: np.ndarray) -> np.ndarray:
         k = self.count if self.count is not None else int(np.floor(self.fraction * len(scores)))
