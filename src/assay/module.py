@@ -19,10 +19,12 @@ class AssayModule(pl.LightningModule):
         self.model, self.tokenizer = model, tokenizer
         self.objective, self.optim, self.evaluation = objective, optim, evaluation
         self._eval_sums: dict[str, list] = defaultdict(list)
+        # Running statistics of a dynamic objective (β-DPO), as buffers: saved in every checkpoint.
+        self.controller = objective.build_controller()
 
     def training_step(self, batch: dict, batch_idx: int):
-        out = self.objective.compute(self.model, batch)
-        loss = self.objective.aggregate(out.loss)
+        out = self.objective.compute(self.model, batch, training=True, controller=self.controller)
+        loss = self.objective.aggregate(out)
         n = len(batch["ids"])
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         self.log_dict({f"train/{k}": v.float().mean() for k, v in out.metrics.items()}, batch_size=n)
@@ -36,7 +38,7 @@ class AssayModule(pl.LightningModule):
         self._eval_step(batch, "test", True)
 
     def _eval_step(self, batch: dict, split: str, generate: bool) -> None:
-        out = self.objective.compute(self.model, batch)
+        out = self.objective.compute(self.model, batch, training=False, controller=self.controller)
         values = {"loss": out.loss, **out.metrics}
         if generate:
             values["exact_match"] = self.exact_match(batch)

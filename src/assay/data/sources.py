@@ -88,10 +88,20 @@ class SkillsData(DataConfig):
     difficulties: list[int] = field(default_factory=lambda: [1, 2, 3])
     max_length: int = 40
     batch_size: int = 64
+    rating_gaps: Optional[list[float]] = None
+    """Curry-DPO pairs (Pattnaik et al., EMNLP 2024, arXiv 2403.07230): null keeps one pair per prompt
+    (exact vs near miss); a list turns each training prompt into pairs of its top-rated response vs
+    each other response whose rating gap is listed (ratings 3/2/1/0: gap 3 = vs garbage, easiest;
+    gap 1 = vs near miss, hardest), ordered easy → hard. Val/test keep the standard pair, so every
+    stage of a curriculum is measured on the same pairs."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         from assay.data.skills import GENERATORS
+
+        if self.rating_gaps is not None:
+            check(self.format == "preference", "data.rating_gaps", list(self.rating_gaps), "needs data.format=preference")
+            check(len(self.rating_gaps) > 0 and all(g > 0 for g in self.rating_gaps), "data.rating_gaps", list(self.rating_gaps), "must list rating gaps > 0 (or be null)")
 
         for d in self.domains:
             check(d in GENERATORS, "data.domains", d, f"each domain must be one of {sorted(GENERATORS)}")
@@ -117,8 +127,25 @@ class SkillsData(DataConfig):
                     r["completion"] = r["answer"]
                 else:  # rejected = the near miss, a plausible wrong answer
                     r["chosen"], r["rejected"] = r["responses"][0], r["responses"][1]
+            if split == "train" and self.format == "preference" and self.rating_gaps is not None:
+                rows = rating_gap_pairs(rows, list(self.rating_gaps))
             out[split] = datasets.Dataset.from_list(rows)
         return datasets.DatasetDict(out)
+
+
+def rating_gap_pairs(rows: list[dict], gaps: list[float]) -> list[dict]:
+    """Curry-DPO's multi-pair expansion: for each prompt, (top-rated response, other response) for
+    every other response whose rating gap is in ``gaps``; ids ``<prompt id>/vs<index>``. Pairs come
+    out ordered by gap, large (easy) first, prompts in their original order within a gap."""
+    out = []
+    for r in rows:
+        ratings, responses = r["ratings"], r["responses"]
+        top = max(range(len(ratings)), key=lambda j: ratings[j])
+        for j in range(len(ratings)):
+            gap = ratings[top] - ratings[j]
+            if j != top and gap in gaps and responses[j] != responses[top]:
+                out.append({**r, "id": f"{r['id']}/vs{j}", "chosen": responses[top], "rejected": responses[j], "rating_gap": float(gap)})
+    return sorted(out, key=lambda x: -x["rating_gap"])
 
 
 # --------------------------------------------------------------------------------------------------

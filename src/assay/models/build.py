@@ -207,4 +207,8 @@ class SmolLM2(ModelConfig):
         # transformers de-quantises the Q4_1 tensors to float weights on load.
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=DTYPES[self.dtype])
+        # The weights are de-quantised floats from here on: drop the GGUF marker so the trained model
+        # saves as a plain checkpoint that later stages load with `model.init_from`.
+        model.hf_quantizer = None
+        model.config.quantization_config = None
         return model, tokenizer

@@ -7,9 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from assay.errors import check
-from assay.objectives.base import ObjectiveConfig, ObjectiveOutput
-from assay.objectives.logps import sequence_logps
+from assay.objectives.preference import Beta, PairScores, ReferenceObjective
 from assay.registry import register
 
 
@@ -18,7 +16,7 @@ def dpo_loss(
     policy_rejected: torch.Tensor,
     ref_chosen: torch.Tensor,
     ref_rejected: torch.Tensor,
-    beta: float,
+    beta: Beta,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Eq. (7): ℓ = -log σ(β h), h = [log π(y_w|x) - log π_ref(y_w|x)] - [log π(y_l|x) - log π_ref(y_l|x)].
 
@@ -34,38 +32,41 @@ def dpo_loss(
 
 @register("objective", "dpo")
 @dataclass
-class DPO(ObjectiveConfig):
-    """DPO with the sigmoid loss against a frozen reference (reference log-probs precomputed)."""
+class DPO(ReferenceObjective):
+    """DPO with the sigmoid loss against a frozen reference (reference log-probs precomputed).
+
+    Rafailov et al., NeurIPS 2023, arXiv 2305.18290, Eq. 7: ℓ = -log σ(β·h).
+    Symbols → fields: β → ``beta``; h is computed from the policy and cached reference log-probs.
+    """
 
     name: str = "dpo"
-    beta: float = 0.1
-    """β: strength of the KL constraint to the reference (paper default 0.1)."""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check(self.beta > 0, "objective.beta", self.beta, "must be > 0")
+    def pair_loss(self, s: PairScores, beta: Beta) -> torch.Tensor:
+        return dpo_loss(s.policy_chosen, s.policy_rejected, s.ref_chosen, s.ref_rejected, beta)[0]
 
-    @property
-    def data_format(self) -> str:
-        return "preference"
 
-    @property
-    def needs_reference(self) -> bool:
-        return True
+@register("objective", "dr_dpo")
+@dataclass
+class DrDPO(DPO):
+    """Dr. DPO: the DPO loss aggregated by Dr. DPO's soft-min (Wu et al., ICLR 2025, arXiv 2407.07880).
 
-    def compute(self, model: torch.nn.Module, batch: dict) -> ObjectiveOutput:
-        lp = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
-        chosen, rejected = lp.sum.chunk(2)
-        loss, r_chosen, r_rejected = dpo_loss(chosen, rejected, batch["ref_chosen_logps"], batch["ref_rejected_logps"], self.beta)
-        margin = r_chosen - r_rejected
-        return ObjectiveOutput(
-            loss=loss,
-            metrics={
-                "reward_chosen": r_chosen,
-                "reward_rejected": r_rejected,
-                "reward_margin": margin,
-                "pref_acc": (margin > 0).float(),
-                # the model's preference probability σ(βh): the dynamics' confidence for pairs
-                "confidence": torch.sigmoid(margin),
-            },
-        )
+    L = -β'·log mean_i exp(-ℓ_i/β'), ℓ_i = -log σ(β·h_i). Symbols → fields: β → ``beta``,
+    β' → ``dr_beta_prime``. The same as ``objective=dpo objective.aggregator=dr_dpo``.
+    """
+
+    name: str = "dr_dpo"
+    aggregator: str = "dr_dpo"
+
+
+@register("objective", "beta_dpo")
+@dataclass
+class BetaDPO(DPO):
+    """β-DPO: DPO with batch-level dynamic β and β-guided filtering (Wu et al., NeurIPS 2024, arXiv 2407.08639).
+
+    β_batch = β_0·[1 + α·(mean_kept(M_i) - M_0)], M_0 a moving average with momentum m, a fraction ρ
+    of pairs kept by Gaussian weights around M_0. Symbols → fields: β_0 → ``beta``, α → ``beta_dpo_alpha``,
+    m → ``beta_dpo_momentum``, ρ → ``beta_dpo_keep``. The same as ``objective=dpo objective.controller=beta_dpo``.
+    """
+
+    name: str = "beta_dpo"
+    controller: str = "beta_dpo"

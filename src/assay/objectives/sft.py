@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -27,6 +28,6 @@ class SFT(ObjectiveConfig):
     def data_format(self) -> str:
         return "sft"
 
-    def compute(self, model: torch.nn.Module, batch: dict) -> ObjectiveOutput:
+    def compute(self, model: torch.nn.Module, batch: dict, training: bool = False, controller: Optional[torch.nn.Module] = None) -> ObjectiveOutput:
         lp = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
         return ObjectiveOutput(loss=sft_loss(lp.sum, lp.count), metrics={"confidence": lp.mean_prob})

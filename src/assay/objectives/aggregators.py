@@ -1,0 +1,94 @@
+"""Aggregators: per-sample losses -> the batch loss.
+
+``mean`` is the usual average. ``dr_dpo`` is Dr. DPO's distributionally robust aggregation
+(Wu et al., ICLR 2025, arXiv 2407.07880; its equation number was not checked):
+
+    L = -β' · log( (1/N) Σ_i exp(-ℓ_i / β') )  =  -β' · ( logsumexp_i(-ℓ_i/β') - log N )
+
+computed with logsumexp, because exp(-ℓ/β') underflows to 0 at small β' and log(0) = -inf (research
+note §3.2). Its gradient is Σ_i w_i ∇ℓ_i with w_i = softmax_i(-ℓ_i/β'): pairs with a high loss
+(likely flipped) get little weight. β' → ∞ recovers the mean, β' → 0 the minimum.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+AGGREGATORS = {"mean", "dr_dpo"}
+SCOPES = ("local", "global")
+
+
+def mean_loss(loss: torch.Tensor, kept: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Mean over the kept samples (all when ``kept`` is None); 0 when none is kept."""
+    if kept is None:
+        return loss.mean()
+    kept = kept.to(loss.dtype)
+    return (loss * kept).sum() / kept.sum().clamp(min=1.0)
+
+
+def dr_dpo_loss(loss: torch.Tensor, beta_prime: float, kept: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dr. DPO over one set of samples: (batch loss, per-sample weights softmax(-ℓ/β'), 0 where not kept).
+
+    Computed in float64 around the kept samples' mean loss c (detached):
+    L = c - β'·(logsumexp(-(ℓ - c)/β') - log N). At large β' the bracket is a tiny difference
+    multiplied by β', which float32 rounding would turn into an error of order 1e-7·β'.
+    """
+    x = loss.double()
+    valid = torch.isfinite(x) if kept is None else (kept > 0) & torch.isfinite(x)
+    n = valid.sum().clamp(min=1)
+    center = (torch.where(valid, x, torch.zeros_like(x)).sum() / n).detach()
+    scores = (-(x - center) / beta_prime).masked_fill(~valid, float("-inf"))
+    value = center - beta_prime * (torch.logsumexp(scores, dim=0) - torch.log(n.double()))
+    weights = torch.nan_to_num(torch.softmax(scores, dim=0), nan=0.0)
+    return value.to(loss.dtype), weights.to(loss.dtype)
+
+
+def is_distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
+
+
+def gather_across_ranks(x: torch.Tensor, differentiable: bool, fill: float) -> tuple[torch.Tensor, slice]:
+    """Concatenate ``x`` [n_rank] over ranks (sizes may differ) and return (all, this rank's slice).
+
+    ``differentiable`` uses ``torch.distributed.nn.all_gather``, whose backward sums the gradients
+    of every rank's copy, so DDP's gradient average reproduces the gradient of the global loss.
+    """
+    if not is_distributed():
+        return x, slice(0, x.shape[0])
+    import torch.distributed as dist
+
+    world, rank = dist.get_world_size(), dist.get_rank()
+    size = torch.tensor([x.shape[0]], device=x.device)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    sizes_list = [int(s.item()) for s in sizes]
+    longest = max(sizes_list)
+    padded = torch.cat([x, x.new_full((longest - x.shape[0],), fill)])
+    if differentiable:
+        from torch.distributed.nn.functional import all_gather as all_gather_with_grad
+
+        parts = list(all_gather_with_grad(padded))
+    else:
+        parts = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(parts, padded.detach())
+    start = sum(sizes_list[:rank])
+    return torch.cat([p[:n] for p, n in zip(parts, sizes_list)]), slice(start, start + x.shape[0])
+
+
+def reduce_losses(
+    loss: torch.Tensor, kept: Optional[torch.Tensor], aggregator: str, beta_prime: float, scope: str
+) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """(batch loss, per-sample aggregation weights or None) for the configured aggregator."""
+    if aggregator == "mean":
+        return mean_loss(loss, kept), None
+    if scope == "global" and is_distributed():
+        mask = torch.ones_like(loss) if kept is None else kept.to(loss.dtype)
+        # Non-kept and padding entries carry an infinite loss: weight exp(-inf) = 0.
+        masked = loss.masked_fill(mask <= 0, float("inf"))
+        everyone, mine = gather_across_ranks(masked, differentiable=True, fill=float("inf"))
+        value, weights = dr_dpo_loss(everyone, beta_prime)
+        return value, weights[mine]
+    return dr_dpo_loss(loss, beta_prime, kept)
+

@@ -1,0 +1,172 @@
+"""What every preference objective shares: per-pair scores, the β-DPO controller, per-pair metrics.
+
+A preference objective is a per-pair loss ℓ(scores, β) over the tensors below (research note §7:
+scores, then the per-pair loss, then the aggregator or controller, each orthogonal to the others).
+Notation: lp(y) = Σ_t log π_θ(y_t | x, y_<t), ρ = lp(y) - lp_ref(y), h = ρ_w - ρ_l.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import torch
+from omegaconf import II
+
+from assay.errors import check
+from assay.objectives.base import ObjectiveConfig, ObjectiveOutput
+from assay.objectives.beta_dpo import BetaDPOController
+from assay.objectives.logps import sequence_logps
+
+CONTROLLERS = ("none", "beta_dpo")
+Beta = Union[float, torch.Tensor]
+
+
+@dataclass
+class PairScores:
+    """Per-pair tensors, each [B]: everything a per-pair loss may read."""
+
+    policy_chosen: torch.Tensor
+    """lp(y_w): summed log-prob of the chosen completion under the policy."""
+    policy_rejected: torch.Tensor
+    chosen_tokens: torch.Tensor
+    """|y_w|: completion tokens of the chosen response (≥ 1)."""
+    rejected_tokens: torch.Tensor
+    ref_chosen: Optional[torch.Tensor] = None
+    """lp_ref(y_w), precomputed before training; None for reference-free objectives."""
+    ref_rejected: Optional[torch.Tensor] = None
+
+    @property
+    def chosen_ratio(self) -> torch.Tensor:
+        """ρ_w = lp(y_w) - lp_ref(y_w)."""
+        return self.policy_chosen - self.ref_chosen
+
+    @property
+    def rejected_ratio(self) -> torch.Tensor:
+        return self.policy_rejected - self.ref_rejected
+
+    @property
+    def margin(self) -> torch.Tensor:
+        """h = ρ_w - ρ_l, the DPO logit before β."""
+        return self.chosen_ratio - self.rejected_ratio
+
+    @property
+    def mean_margin(self) -> torch.Tensor:
+        """h̄ = ρ_w/|y_w| - ρ_l/|y_l|: the length-averaged margin (IPO as TRL computes it)."""
+        return self.chosen_ratio / self.chosen_tokens - self.rejected_ratio / self.rejected_tokens
+
+
+def pair_scores(model: torch.nn.Module, batch: dict, with_reference: bool) -> PairScores:
+    """One forward pass over the [chosen ; rejected] stack of the batch."""
+    lp = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+    chosen, rejected = lp.sum.chunk(2)
+    chosen_tokens, rejected_tokens = lp.count.to(chosen.dtype).chunk(2)
+    scores = PairScores(chosen, rejected, chosen_tokens, rejected_tokens)
+    if with_reference:
+        scores.ref_chosen = batch["ref_chosen_logps"].to(chosen.dtype)
+        scores.ref_rejected = batch["ref_rejected_logps"].to(chosen.dtype)
+    return scores
+
+
+@dataclass
+class PreferenceObjective(ObjectiveConfig):
+    """Shared fields of the pairwise objectives: the β controller and its settings."""
+
+    controller: str = "none"
+    """``none`` (fixed β) or ``beta_dpo`` (β-DPO, Wu et al. 2024, arXiv 2407.08639: batch-level
+    dynamic β from reward-margin statistics plus β-guided filtering; needs reference margins)."""
+    beta_dpo_alpha: float = 0.6
+    """α of β-DPO: how strongly β follows the batch's margin relative to M_0 (0 = fixed β). 0.6 is
+    the value in the authors' README command (``loss.a=0.6``)."""
+    beta_dpo_momentum: float = 0.9
+    """m of β-DPO: momentum of the moving averages M_0 and σ, in [0, 1) (paper: m = 0.9)."""
+    beta_dpo_keep: float = 0.8
+    """ρ of β-DPO: fraction of each batch kept by the Gaussian filter, in (0, 1] (paper: 0.8)."""
+    seed: int = II("seed")
+    """Seeds β-DPO's sampling of kept pairs."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.controller in CONTROLLERS, "objective.controller", self.controller, f"must be one of {list(CONTROLLERS)}")
+        check(0.0 <= self.beta_dpo_momentum < 1.0, "objective.beta_dpo_momentum", self.beta_dpo_momentum, "must be in [0, 1)")
+        check(0.0 < self.beta_dpo_keep <= 1.0, "objective.beta_dpo_keep", self.beta_dpo_keep, "must be in (0, 1]")
+        if self.controller == "beta_dpo":
+            check(
+                self.needs_reference,
+                "objective.controller",
+                self.controller,
+                f"beta_dpo adapts β from reference log-ratio margins, but objective={self.name} is reference-free; "
+                "use objective.controller=none or a reference-based loss (dpo, cdpo, rdpo, ipo, hinge)",
+            )
+
+    @property
+    def data_format(self) -> str:
+        return "preference"
+
+    @property
+    def base_beta(self) -> Optional[float]:
+        """β_0, the fixed β the loss scales by (None for losses without one)."""
+        return None
+
+    def pair_loss(self, s: PairScores, beta: Beta) -> torch.Tensor:
+        """[B] per-pair loss."""
+        raise TypeError(f"{type(self).__name__} does not implement pair_loss()")
+
+    def rewards(self, s: PairScores, beta: Beta) -> tuple[torch.Tensor, torch.Tensor]:
+        """Implicit rewards (r_w, r_l); the default is DPO's r = β·ρ."""
+        return beta * s.chosen_ratio.detach(), beta * s.rejected_ratio.detach()
+
+    def build_controller(self) -> Optional[torch.nn.Module]:
+        if self.controller == "beta_dpo":
+            return BetaDPOController(self.base_beta, self.beta_dpo_alpha, self.beta_dpo_momentum, self.beta_dpo_keep, self.seed)
+        return None
+
+    def compute(self, model: torch.nn.Module, batch: dict, training: bool = False, controller: Optional[torch.nn.Module] = None) -> ObjectiveOutput:
+        s = pair_scores(model, batch, self.needs_reference)
+        return self.from_scores(s, training, controller)
+
+    def from_scores(self, s: PairScores, training: bool = False, controller: Optional[torch.nn.Module] = None) -> ObjectiveOutput:
+        """Loss and per-pair metrics from precomputed scores (the model-free half of ``compute``)."""
+        n = s.policy_chosen.shape[0]
+        beta, kept, metrics = self.base_beta, None, {}
+        if controller is not None:
+            step = controller.step(s.margin, training)
+            beta, kept = step.beta, step.kept
+            metrics.update(kept=kept, beta_dpo_threshold=step.threshold.expand(n), beta_dpo_sigma=step.sigma.expand(n))
+        loss = self.pair_loss(s, beta)
+        r_w, r_l = self.rewards(s, beta if beta is not None else 1.0)
+        metrics.update(logp_chosen=s.policy_chosen.detach(), logp_rejected=s.policy_rejected.detach())
+        if self.needs_reference:
+            metrics.update(logratio_chosen=s.chosen_ratio.detach(), logratio_rejected=s.rejected_ratio.detach(), margin=s.margin.detach())
+        if beta is not None:
+            metrics["beta"] = torch.as_tensor(beta, dtype=loss.dtype, device=loss.device).expand(n)
+        reward_margin = r_w - r_l
+        metrics.update(
+            reward_chosen=r_w,
+            reward_rejected=r_l,
+            reward_margin=reward_margin,
+            pref_acc=(reward_margin > 0).float(),
+            # the model's preference probability σ(r_w - r_l): the dynamics' confidence for pairs
+            confidence=torch.sigmoid(reward_margin),
+        )
+        return ObjectiveOutput(loss=loss, metrics=metrics, kept=kept)
+
+
+@dataclass
+class ReferenceObjective(PreferenceObjective):
+    """A pairwise loss of the reference log-ratios, scaled by β."""
+
+    beta: float = 0.1
+    """β: strength of the KL constraint to the reference (DPO paper default 0.1)."""
+
+    def __post_init__(self) -> None:
+        check(self.beta > 0, "objective.beta", self.beta, "must be > 0")
+        super().__post_init__()
+
+    @property
+    def needs_reference(self) -> bool:
+        return True
+
+    @property
+    def base_beta(self) -> Optional[float]:
+        return self.beta

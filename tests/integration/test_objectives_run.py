@@ -1,0 +1,52 @@
+"""End-to-end preference runs: loss × aggregator × controller, per-sample dynamics, Curry-DPO stages."""
+
+import pytest
+import torch
+
+from tests.conftest import run_in_hydra
+
+pytestmark = pytest.mark.integration
+FAST = ["debug=fast", "trainer.enable_progress_bar=false", "logger=none"]
+
+
+def test_dr_dpo_with_beta_dpo_on_noisy_pairs_records_per_sample_dynamics(tmp_path):
+    from assay.dynamics.store import read_store
+
+    summary = run_in_hydra(
+        [*FAST, "objective=dpo", "data.format=preference", "objective.aggregator=dr_dpo", "objective.controller=beta_dpo", "noise=pairwise_flip"],
+        tmp_path,
+    )
+    assert summary["status"] == "completed"
+    assert {"test/pref_acc", "test/reward_margin", "test/exact_match"} <= set(summary["metrics"])
+    records = read_store(tmp_path / "dynamics")
+    assert len(records) == 4 * 8
+    expected = {"loss", "logratio_chosen", "logratio_rejected", "margin", "beta", "dr_weight", "kept", "beta_dpo_threshold", "beta_dpo_sigma", "is_flipped"}
+    assert expected <= set(records.columns)
+    per_step = records.groupby("step")
+    assert (per_step["kept"].sum() == 6).all()  # ⌊0.8·8⌋ pairs kept per batch
+    assert ((per_step["dr_weight"].sum() - 1).abs() < 1e-5).all()
+    assert (records.loc[records["kept"] == 0, "dr_weight"] == 0).all()
+    # the controller's statistics are in the checkpoint
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert {"controller.threshold", "controller.sigma", "controller.updates"} <= set(state)
+    assert int(state["controller.updates"]) == 4  # evaluation batches did not update it
+
+
+@pytest.mark.parametrize("objective", ["simpo", "orpo", "ipo"])
+def test_other_losses_run(tmp_path, objective):
+    summary = run_in_hydra([*FAST, f"objective={objective}", "data.format=preference", "trainer.max_steps=2", "eval.val_generate=false"], tmp_path)
+    assert summary["status"] == "completed" and "test/pref_acc" in summary["metrics"]
+    assert (summary["reference_logps"] != {}) == (objective == "ipo")
+
+
+def test_curry_dpo_stages_use_the_previous_stage_as_reference(tmp_path):
+    summary = run_in_hydra([*FAST, "experiment=curry_dpo", "trainer.max_steps=2", "eval.val_generate=false"], tmp_path)
+    stages = summary["stages"]
+    assert list(stages) == ["sft", "gap3", "gap2", "gap1"]
+    # a fresh reference each stage: the cached reference log-probs differ from stage to stage
+    files = [stages[s]["reference_logps"]["train"] for s in ("gap3", "gap2", "gap1")]
+    assert len(set(files)) == 3
+    import pandas as pd
+
+    train_ids = pd.read_parquet(tmp_path / "gap3" / "selection.parquet")["id"]
+    assert train_ids.str.endswith("/vs3").all()
