@@ -1,13 +1,16 @@
 """Reference log-probs, computed once before training and cached on disk.
 
-The cache key is a hash of exactly what determines the numbers: the reference weights, and the
-token ids of every (id, prompt, chosen, rejected) row. Later runs and every job of a sweep that
-share them reuse the file; no reference model stays in memory during training.
+A reference log-prob depends on exactly two things: the reference weights and the token ids of
+(prompt, response). The cache is one file per reference (named by a hash of its weights) holding
+one value per sequence (keyed by a hash of its token ids). Any run against the same reference
+reuses every sequence it has seen: a sweep over flip rates and seeds, which only swaps chosen and
+rejected, computes the log-probs once. No reference model stays in memory during training.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import datasets
@@ -32,11 +35,8 @@ def weights_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def rows_digest(ds: datasets.Dataset) -> str:
-    h = hashlib.sha256()
-    for row_id, p, c, r in zip(ds["id"], ds["prompt_ids"], ds["chosen_ids"], ds["rejected_ids"]):
-        h.update(f"{row_id}|{p}|{c}|{r}\n".encode())
-    return h.hexdigest()
+def sequence_key(prompt_ids: list[int], response_ids: list[int]) -> str:
+    return hashlib.blake2b(f"{prompt_ids}|{response_ids}".encode(), digest_size=12).hexdigest()
 
 
 @torch.no_grad()
@@ -56,26 +56,32 @@ def compute_reference_logps(model: torch.nn.Module, ds: datasets.Dataset, pad_id
 def attach_reference_logps(
     model: torch.nn.Module, splits: datasets.DatasetDict, pad_id: int, batch_size: int, cache_dir: Path
 ) -> tuple[datasets.DatasetDict, dict[str, str]]:
-    """Add ``ref_chosen_logps`` / ``ref_rejected_logps`` to every split; returns the cache files used."""
-    weights = weights_digest(model)
+    """Add ``ref_chosen_logps`` / ``ref_rejected_logps`` to every split; returns the cache file used per split."""
     cache_dir.mkdir(parents=True, exist_ok=True)
-    used = {}
+    path = cache_dir / f"{weights_digest(model)[:24]}.parquet"
+    known: dict[str, float] = {}
+    if path.is_file():
+        table = pd.read_parquet(path)
+        known = dict(zip(table["key"], table["logp"]))
+    added = 0
     for split, ds in splits.items():
-        key = hashlib.sha256(f"{weights}|{rows_digest(ds)}".encode()).hexdigest()[:24]
-        path = cache_dir / f"{key}.parquet"
-        if path.is_file():
-            table = pd.read_parquet(path)
-        else:
-            values = compute_reference_logps(model, ds, pad_id, batch_size, desc=f"reference log-probs ({split})")
-            table = pd.DataFrame({"id": ds["id"], COLUMNS[0]: values[:, 0], COLUMNS[1]: values[:, 1]})
-            tmp = path.with_suffix(".tmp")
-            table.to_parquet(tmp, index=False)
-            tmp.rename(path)
-        table = table.set_index("id").loc[ds["id"]]
-        for col in COLUMNS:
-            if col in ds.column_names:
-                ds = ds.remove_columns(col)
-            ds = ds.add_column(col, table[col].astype("float32").tolist())
+        keys = {
+            col: [sequence_key(p, r) for p, r in zip(ds["prompt_ids"], ds[f"{col}_ids"])] for col in ("chosen", "rejected")
+        }
+        missing = [i for i, (c, r) in enumerate(zip(keys["chosen"], keys["rejected"])) if c not in known or r not in known]
+        if missing:
+            values = compute_reference_logps(model, ds.select(missing), pad_id, batch_size, desc=f"reference log-probs ({split})")
+            for j, i in enumerate(missing):
+                known[keys["chosen"][i]], known[keys["rejected"][i]] = float(values[j, 0]), float(values[j, 1])
+            added += len(missing)
+        for col, name in zip(("chosen", "rejected"), COLUMNS):
+            if name in ds.column_names:
+                ds = ds.remove_columns(name)
+            ds = ds.add_column(name, np.asarray([known[k] for k in keys[col]], dtype=np.float32).tolist())
         splits[split] = ds
-        used[split] = str(path)
-    return splits, used
+    if added:
+        # Atomic replace: concurrent sweep jobs never read half a file (a lost update is only recomputed).
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        pd.DataFrame({"key": list(known), "logp": list(known.values())}).to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    return splits, {split: str(path) for split in splits}
