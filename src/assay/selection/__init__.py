@@ -3,7 +3,8 @@ keeps ids. The result (scores + kept mask, keyed by id) is the run's selection a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -16,6 +17,11 @@ from assay.errors import UserError, check
 from assay.registry import register
 
 
+KEEP_RULES = ("all", "top", "threshold", "anchor_quantile", "quota")
+FLAGS = ("is_corrupted", "is_flipped")
+"""Ground-truth noise flags: where the training split has one, every selection is scored against it."""
+
+
 @dataclass
 class Selection:
     ids: list[str]
@@ -23,9 +29,13 @@ class Selection:
     """Higher = more worth keeping."""
     kept: np.ndarray
     """Boolean mask aligned with ``ids``."""
+    metadata: dict = field(default_factory=dict)
+    """What the selection step measured: the keep rule, its threshold, detection AUROC / precision@k
+    against ground-truth noise flags when the data has them."""
 
     def save(self, path: Path) -> None:
         pd.DataFrame({"id": self.ids, "score": self.scores, "kept": self.kept}).to_parquet(path, index=False)
+        Path(path).with_suffix(".json").write_text(json.dumps(self.metadata, indent=2, default=float))
 
     @property
     def kept_rows(self) -> np.ndarray:
@@ -49,8 +59,43 @@ class SelectionContext:
 
 @dataclass
 class SelectionConfig:
+    """A scorer (``score``) plus the selector that turns its scores into kept ids (``keep_rule``)."""
+
     name: str = MISSING
     seed: int = II("seed")
+    keep_rule: str = "top"
+    """How scores become kept ids: ``all``; ``top`` (the ``count`` highest, else the top ``fraction``);
+    ``threshold`` (score >= ``threshold``); ``anchor_quantile`` (CLUES's global threshold: score >= the
+    ``anchor_quantile`` quantile of the same scorer's scores on the trusted ``anchor_split``);
+    ``quota`` (the top share ``quotas[source]`` within every source, ``fraction`` for the rest)."""
+    fraction: Optional[float] = 1.0
+    """Share of the pool to keep with keep_rule=top, in (0, 1]."""
+    count: Optional[int] = None
+    """Number of examples to keep with keep_rule=top (overrides fraction)."""
+    threshold: Optional[float] = None
+    """Keep scores >= this with keep_rule=threshold."""
+    anchor_quantile: float = 0.1
+    """q in [0, 1] for keep_rule=anchor_quantile: 0 = the lowest anchor score, 0.5 = the median. CLUES
+    leaves the statistic open (its code has no thresholding); 0.1 keeps what scores like all but the
+    worst tenth of trusted data."""
+    anchor_split: str = "val"
+    """The trusted anchor set for keep_rule=anchor_quantile (a split disjoint from train)."""
+    quotas: dict[str, float] = field(default_factory=dict)
+    """Per-source share kept with keep_rule=quota, e.g. ``{code: 0.8, wiki: 0.3}``."""
+
+    def __post_init__(self) -> None:
+        check(self.keep_rule in KEEP_RULES, "selection.keep_rule", self.keep_rule, f"must be one of {list(KEEP_RULES)}")
+        if self.count is not None:
+            check(self.count > 0, "selection.count", self.count, "must be a positive integer")
+        elif self.keep_rule in ("top", "quota"):
+            check(self.fraction is not None, "selection.fraction", self.fraction, "set a fraction in (0, 1] or a count")
+        if self.fraction is not None:
+            check(0.0 < self.fraction <= 1.0, "selection.fraction", self.fraction, "must be in (0, 1]")
+        if self.keep_rule == "threshold":
+            check(self.threshold is not None, "selection.threshold", self.threshold, "keep_rule=threshold needs a number")
+        check(0.0 <= self.anchor_quantile <= 1.0, "selection.anchor_quantile", self.anchor_quantile, "must be in [0, 1]")
+        for source, share in self.quotas.items():
+            check(0.0 <= share <= 1.0, f"selection.quotas.{source}", share, "must be in [0, 1]")
 
     @property
     def needs_model(self) -> bool:
@@ -62,16 +107,58 @@ class SelectionConfig:
         return np.zeros(len(ctx.train))
 
     def keep(self, scores: np.ndarray) -> np.ndarray:
-        return np.ones(len(scores), dtype=bool)
+        """The kept mask for the rules that read scores only (all, top, threshold)."""
+        scores = _finite(scores)
+        if self.keep_rule == "all":
+            return np.ones(len(scores), dtype=bool)
+        if self.keep_rule == "threshold":
+            return scores >= self.threshold
+        if self.keep_rule == "top":
+            if self.count is not None and self.count > len(scores):
+                raise UserError("selection.count", self.count, f"exceeds the {len(scores)} training examples")
+            k = self.count if self.count is not None else int(np.floor(self.fraction * len(scores)))
+            return top_k_mask(scores, k)
+        raise UserError("selection.keep_rule", self.keep_rule, "needs the selection context; call select(ctx)")
+
+    def keep_in(self, ctx: SelectionContext, scores: np.ndarray) -> tuple[np.ndarray, dict]:
+        """The kept mask for any rule, and what the rule measured (e.g. the anchor threshold)."""
+        if self.keep_rule == "anchor_quantile":
+            return self._keep_above_anchor(ctx, scores)
+        if self.keep_rule == "quota":
+            return quota_mask(_finite(scores), np.asarray(ctx.train["source"]), self.quotas, self.fraction or 1.0), {}
+        return self.keep(scores), {}
+
+    def _keep_above_anchor(self, ctx: SelectionContext, scores: np.ndarray) -> tuple[np.ndarray, dict]:
+        field_name = "selection.anchor_split"
+        splits = ctx.splits or {}
+        check(self.anchor_split in splits and self.anchor_split != "train", field_name, self.anchor_split, f"must name a split other than train; have {sorted(splits)}")
+        anchor = splits[self.anchor_split]
+        check(len(anchor) > 0, field_name, self.anchor_split, "the anchor set is empty; CLUES's threshold needs trusted examples")
+        shared = set(anchor["id"]) & set(ctx.train["id"])
+        check(not shared, field_name, self.anchor_split, f"shares {len(shared)} ids with train (e.g. {sorted(shared)[:3]}); the anchor set must be disjoint")
+        anchor_scores = _finite(np.asarray(self.score(replace(ctx, train=anchor)), dtype=np.float64))
+        threshold = float(np.quantile(anchor_scores, self.anchor_quantile))
+        return _finite(scores) >= threshold, {"anchor_threshold": threshold, "anchor_size": len(anchor)}
 
     def select(self, ctx: SelectionContext) -> Selection:
         if self.needs_model and ctx.model is None:
             raise UserError("selection", self.name, "needs the run's model, which this stage does not provide")
         scores = np.asarray(self.score(ctx), dtype=np.float64)
-        kept = self.keep(scores)
+        if len(scores) != len(ctx.train):
+            raise ValueError(f"{self.name} gave {len(scores)} scores for {len(ctx.train)} examples")
+        kept, measured = self.keep_in(ctx, scores)
+        kept = np.asarray(kept, dtype=bool)
         if not kept.any():
             raise UserError("selection", self.name, f"kept no examples out of {len(ctx.train)}; keep a larger fraction or count")
-        return Selection(list(ctx.train["id"]), scores, kept)
+        metadata = {"scorer": self.name, "keep_rule": self.keep_rule, "kept": int(kept.sum()), "pool": len(kept), **measured}
+        metadata["detection"] = detection_report(ctx.train, scores, kept)
+        return Selection(list(ctx.train["id"]), scores, kept, metadata)
+
+
+def _finite(scores: np.ndarray) -> np.ndarray:
+    """NaN scores (an example a scorer could not score) rank below every real score."""
+    scores = np.asarray(scores, dtype=np.float64)
+    return np.where(np.isnan(scores), -np.inf, scores)
 
 
 def top_k_mask(scores: np.ndarray, k: int) -> np.ndarray:
@@ -82,12 +169,60 @@ def top_k_mask(scores: np.ndarray, k: int) -> np.ndarray:
     return mask
 
 
+def quota_mask(scores: np.ndarray, sources: np.ndarray, quotas: dict[str, float], default: float) -> np.ndarray:
+    """Within every source keep its top ⌊share x size⌋ by score (kMQ-style per-domain budgets)."""
+    present = set(sources.tolist())
+    unknown = sorted(set(quotas) - present)
+    check(not unknown, "selection.quotas", unknown, f"names sources not in the training pool; present: {sorted(present)}")
+    mask = np.zeros(len(scores), dtype=bool)
+    for source in present:
+        rows = np.flatnonzero(sources == source)
+        k = int(np.floor(quotas.get(source, default) * len(rows)))
+        mask[rows[top_k_mask(scores[rows], k)]] = True
+    return mask
+
+
+def auroc(positive: np.ndarray, score: np.ndarray) -> float:
+    """Area under the ROC curve of ``score`` for ``positive`` (Mann-Whitney U; ties count half)."""
+    positive = np.asarray(positive, dtype=bool)
+    ranks = pd.Series(np.asarray(score, dtype=np.float64)).rank(method="average").to_numpy()
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def detection_report(train: datasets.Dataset, scores: np.ndarray, kept: np.ndarray) -> dict:
+    """Each ground-truth flag present in ``train`` against the keep-scores, read as a detector where a
+    low keep-score flags the noisy example (the protocol of LAVA / OpenDataVal / dattri):
+    AUROC, precision@k with k = number of flagged examples, and the flagged share before / after."""
+    report = {}
+    scores = _finite(scores)
+    for flag in FLAGS:
+        if flag not in train.column_names:
+            continue
+        noisy = np.asarray(train[flag], dtype=bool)
+        k = int(noisy.sum())
+        if k == 0 or k == len(noisy):
+            continue
+        lowest = np.lexsort((np.arange(len(scores)), scores))[:k]
+        report[flag] = {
+            "auroc": auroc(noisy, -scores),
+            "precision_at_k": float(noisy[lowest].mean()),
+            "k": k,
+            "pool_rate": float(noisy.mean()),
+            "kept_rate": float(noisy[kept].mean()) if kept.any() else float("nan"),
+        }
+    return report
+
+
 @register("selection", "none")
 @dataclass
 class KeepAll(SelectionConfig):
     """Keep every training example."""
 
     name: str = "none"
+    keep_rule: str = "all"
 
 
 @register("selection", "random")
@@ -97,22 +232,6 @@ class RandomSelection(SelectionConfig):
 
     name: str = "random"
     fraction: Optional[float] = 0.5
-    """Share of the pool to keep, in (0, 1]."""
-    count: Optional[int] = None
-    """Number of examples to keep (overrides fraction)."""
-
-    def __post_init__(self) -> None:
-        if self.count is not None:
-            check(self.count > 0, "selection.count", self.count, "must be a positive integer")
-        else:
-            check(self.fraction is not None, "selection.fraction", self.fraction, "set a fraction in (0, 1] or a count")
-            check(0.0 < self.fraction <= 1.0, "selection.fraction", self.fraction, "must be in (0, 1]")
 
     def score(self, ctx: SelectionContext) -> np.ndarray:
         return np.random.default_rng(self.seed).random(len(ctx.train))
-
-    def keep(self, scores: np.ndarray) -> np.ndarray:
-        k = self.count if self.count is not None else int(np.floor(self.fraction * len(scores)))
-        if self.count is not None and self.count > len(scores):
-            raise UserError("selection.count", self.count, f"exceeds the {len(scores)} training examples")
-        return top_k_mask(scores, k)

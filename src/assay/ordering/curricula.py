@@ -1,0 +1,180 @@
+"""Score- and group-driven orderings: curricula, DELT folding, blocked, interleaved, end-of-training upsampling.
+
+Every ordering here is a pure, seeded function of (kept rows, per-row keys, epoch). The keys come
+from :meth:`OrderingConfig.keys` (a numeric score for curricula, a group label for blocked /
+interleaved / upsample_end), resolved once before training from the training split, so the
+orderings themselves never touch a dataset or a model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from assay.errors import UserError, check
+from assay.ordering import OrderingConfig, keys_for_rows, resolve_keys
+from assay.registry import register
+
+
+def _rng(seed: int, epoch: int, salt: int = 0) -> np.random.Generator:
+    return np.random.default_rng([seed, epoch, salt])
+
+
+def ascending(rows: np.ndarray, scores: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Rows sorted by score, ascending; ties (e.g. the three difficulty levels of the skills corpus)
+    broken by a seeded shuffle, so items of equal score do not keep dataset order."""
+    tie = rng.permutation(len(rows))
+    return rows[np.lexsort((tie, scores.astype(np.float64)))]
+
+
+@dataclass
+class ScoreOrdering(OrderingConfig):
+    score_from: str = "difficulty"
+    """Where the per-example score comes from: ``selection`` (the selection scores, higher = kept
+    first by the selector), a numeric column of the training split (``difficulty``), or the path of a
+    Parquet file with ``id`` and ``score`` columns (e.g. an earlier stage's ``selection.parquet``).
+    Low score = easy."""
+
+    def keys(self, train, selection_scores):
+        return resolve_keys(train, selection_scores, self.score_from, "ordering.score_from", numeric=True)
+
+
+@register("ordering", "curriculum")
+@dataclass
+class Curriculum(ScoreOrdering):
+    """Easy -> hard: ascending score every epoch (ties shuffled, seeded)."""
+
+    name: str = "curriculum"
+
+    def order(self, rows, scores, epoch):
+        rows = np.asarray(rows)
+        return ascending(rows, keys_for_rows(rows, scores), _rng(self.seed, epoch))
+
+
+@register("ordering", "anti_curriculum")
+@dataclass
+class AntiCurriculum(ScoreOrdering):
+    """Hard -> easy: descending score every epoch (the anti-curriculum baseline of Skill-It)."""
+
+    name: str = "anti_curriculum"
+
+    def order(self, rows, scores, epoch):
+        rows = np.asarray(rows)
+        return ascending(rows, -keys_for_rows(rows, scores).astype(np.float64), _rng(self.seed, epoch))
+
+
+@register("ordering", "folding")
+@dataclass
+class Folding(ScoreOrdering):
+    """DELT folding (Dai et al. 2025, arXiv 2506.21545): sort ascending, emit L strided easy->hard passes."""
+
+    name: str = "folding"
+    score_from: str = "selection"
+    layers: int = 3
+    """L, the number of folds: fold l holds the sorted items at positions i with i mod L == l
+    (DELT's ``folding_layer``, default 3). Every item appears once; each fold spans the full range."""
+
+    def __post_init__(self) -> None:
+        check(self.layers >= 1, "ordering.layers", self.layers, "must be a positive integer")
+
+    def order(self, rows, scores, epoch):
+        rows = np.asarray(rows)
+        ranked = ascending(rows, keys_for_rows(rows, scores), _rng(self.seed, epoch))
+        return fold(ranked, self.layers)
+
+
+def fold(ranked: np.ndarray, layers: int) -> np.ndarray:
+    """DELT's folding of an already sorted sequence: concat over l of ranked[l::L]."""
+    return np.concatenate([ranked[l::layers] for l in range(layers)]) if len(ranked) else ranked
+
+
+@dataclass
+class GroupOrdering(OrderingConfig):
+    by: str = "source"
+    """Training-split column that names each example's group (``source`` or ``difficulty``)."""
+
+    def keys(self, train, selection_scores):
+        return resolve_keys(train, selection_scores, self.by, "ordering.by", numeric=False)
+
+
+def _groups(rows: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> dict:
+    """Rows per group label (labels sorted), each group shuffled with ``rng``."""
+    out = {}
+    for g in sorted(set(labels.tolist()), key=str):
+        members = rows[labels == g]
+        out[g] = members[rng.permutation(len(members))]
+    return out
+
+
+@register("ordering", "blocked")
+@dataclass
+class Blocked(GroupOrdering):
+    """Contiguous blocks per group, shuffled inside (the "blocked" strategy of Yang et al. 2024, arXiv 2408.07888)."""
+
+    name: str = "blocked"
+    shuffle_blocks: bool = False
+    """Visit the blocks in a seeded random order each epoch (false = sorted by label, so blocking
+    by ``difficulty`` goes 1 -> 2 -> 3)."""
+
+    def order(self, rows, scores, epoch):
+        rows = np.asarray(rows)
+        rng = _rng(self.seed, epoch)
+        groups = _groups(rows, keys_for_rows(rows, scores), rng)
+        names = list(groups)
+        if self.shuffle_blocks:
+            names = [names[i] for i in rng.permutation(len(names))]
+        return np.concatenate([groups[g] for g in names]) if names else rows[:0]
+
+
+@register("ordering", "interleaved")
+@dataclass
+class Interleaved(GroupOrdering):
+    """Round-robin across groups: one example of each group in turn (each group shuffled, seeded)."""
+
+    name: str = "interleaved"
+
+    def order(self, rows, scores, epoch):
+        rows = np.asarray(rows)
+        groups = list(_groups(rows, keys_for_rows(rows, scores), _rng(self.seed, epoch)).values())
+        out = []
+        for i in range(max((len(g) for g in groups), default=0)):
+            out.extend(g[i] for g in groups if i < len(g))  # an exhausted group drops out of the round
+        return np.asarray(out, dtype=rows.dtype)
+
+
+@register("ordering", "upsample_end")
+@dataclass
+class UpsampleEnd(GroupOrdering):
+    """Raise chosen groups' share in the last fraction of each epoch (Blakeney et al. 2024, arXiv 2406.03476)."""
+
+    name: str = "upsample_end"
+    sources: list[str] = field(default_factory=list)
+    """Group labels (values of ``by``) to upsample at the end, e.g. ``[add, sort]``."""
+    last_fraction: float = 0.2
+    """Share of the epoch that forms the end phase; the paper finds 10-20% the sweet spot."""
+    factor: float = 3.0
+    """The chosen groups' share in the end phase = factor x their share of the whole pool (capped
+    at 1, and by how many of their examples exist: rows are reordered, never duplicated)."""
+
+    def __post_init__(self) -> None:
+        check(len(self.sources) > 0, "ordering.sources", list(self.sources), "name at least one group to upsample at the end")
+        check(0.0 < self.last_fraction < 1.0, "ordering.last_fraction", self.last_fraction, "must be in (0, 1)")
+        check(self.factor >= 1.0, "ordering.factor", self.factor, "must be >= 1")
+
+    def order(self, rows, scores, epoch):
+        rows = np.asarray(rows)
+        labels = keys_for_rows(rows, scores)
+        rng = _rng(self.seed, epoch)
+        chosen_mask = np.isin(labels.astype(str), [str(s) for s in self.sources])
+        if not chosen_mask.any():
+            raise UserError("ordering.sources", list(self.sources), f"none of these occur in ordering.by={self.by!r}; present: {sorted(set(labels.astype(str)))}")
+        chosen, other = rows[chosen_mask], rows[~chosen_mask]
+        chosen, other = chosen[rng.permutation(len(chosen))], other[rng.permutation(len(other))]
+        tail = int(np.ceil(self.last_fraction * len(rows)))
+        n_chosen_tail = min(len(chosen), tail, int(round(min(1.0, self.factor * len(chosen) / len(rows)) * tail)))
+        n_other_tail = min(len(other), tail - n_chosen_tail)
+        n_chosen_tail = tail - n_other_tail  # when other groups run short, the chosen fill the tail
+        tail_rows = np.concatenate([chosen[:n_chosen_tail], other[:n_other_tail]])
+        head_rows = np.concatenate([chosen[n_chosen_tail:], other[n_other_tail:]])
+        return np.concatenate([head_rows[rng.permutation(len(head_rows))], tail_rows[rng.permutation(len(tail_rows))]])

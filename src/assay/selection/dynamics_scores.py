@@ -1,0 +1,152 @@
+"""Scorers that read the per-sample store of an earlier stage: forgetting events, dataset cartography,
+and β-DPO's margin filter. They cost no model pass: the earlier stage recorded everything while training
+(``dynamics=losses``), keyed by example id, so any later stage can join on the ids it trains on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from assay.errors import UserError, check
+from assay.registry import register
+from assay.selection import SelectionConfig, SelectionContext
+
+UNSEEN = ("error", "lowest")
+
+
+@dataclass
+class DynamicsScorer(SelectionConfig):
+    fraction: Optional[float] = 0.5
+    dynamics_from: Optional[str] = None
+    """Run directory of the earlier stage whose per-sample store (``<run>/dynamics``) is read; that
+    stage must train with ``dynamics=losses`` on the same pool (e.g. the warm-up stage of a recipe)."""
+    unseen: str = "error"
+    """Training ids the store has no record of: ``error``, or ``lowest`` (rank them below all others)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.unseen in UNSEEN, "selection.unseen", self.unseen, f"must be one of {list(UNSEEN)}")
+
+    def records(self, needed: tuple[str, ...] = ()) -> pd.DataFrame:
+        from assay.dynamics.store import read_store
+
+        if self.dynamics_from in (None, ""):
+            raise UserError("selection.dynamics_from", self.dynamics_from, f"{self.name} reads the per-sample store of an earlier stage; give the run directory of a stage trained with dynamics=losses (e.g. the warm-up stage)")
+        root = Path(self.dynamics_from) / "dynamics"
+        table = read_store(root)
+        if table.empty:
+            raise UserError("selection.dynamics_from", self.dynamics_from, f"has no per-sample records under {root}; that stage must run with dynamics=losses")
+        for column in needed:
+            if column not in table.columns:
+                raise UserError("selection.dynamics_from", self.dynamics_from, f"the store has no {column!r} (columns: {sorted(table.columns)}); {self.name} needs a stage whose objective records it")
+        return table
+
+    def align(self, ctx: SelectionContext, per_id: pd.Series) -> np.ndarray:
+        """Scores in training-row order; ids without a record follow ``unseen``."""
+        ids = pd.Index(ctx.train["id"]).astype(str)
+        values = per_id.reindex(ids).to_numpy(dtype=np.float64)
+        missing = np.isnan(values)
+        if missing.any() and self.unseen == "error":
+            raise UserError("selection.dynamics_from", self.dynamics_from, f"has no record for {int(missing.sum())} of {len(ids)} training ids (e.g. {list(ids[missing][:3])}); train that stage over the whole pool, or set selection.unseen=lowest")
+        return np.where(missing, -np.inf, values)
+
+
+@register("selection", "forgetting")
+@dataclass
+class Forgetting(DynamicsScorer):
+    """Forgetting events (Toneva et al. 2019, arXiv 1812.05159): correct -> incorrect transitions between presentations."""
+
+    name: str = "forgetting"
+    correct_at: float = 0.5
+    """A presentation counts as correct when the recorded ``confidence`` is >= this (mean gold-token
+    probability for SFT; σ(βh) for pairs, so 0.5 = the chosen response is preferred)."""
+    never_learned: float = 1000.0
+    """Events charged to an example never correct at any presentation (the cartography code's
+    stand-in for infinity)."""
+    prefer: str = "stable"
+    """``stable`` keeps rarely forgotten examples (never-learned ones, often noise, go last);
+    ``forgettable`` keeps the most forgotten ones (Toneva et al. prune the unforgettable)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.prefer in ("stable", "forgettable"), "selection.prefer", self.prefer, "must be one of ['stable', 'forgettable']")
+
+    def score(self, ctx: SelectionContext) -> np.ndarray:
+        events = forgetting_events(self.records(("confidence",)), self.correct_at, self.never_learned)
+        return self.align(ctx, -events if self.prefer == "stable" else events)
+
+
+def forgetting_events(table: pd.DataFrame, correct_at: float, never_learned: float) -> pd.Series:
+    table = table.sort_values(["id", "step"], kind="stable")
+    correct = (table["confidence"] >= correct_at).to_numpy()
+    same = (table["id"].to_numpy()[1:] == table["id"].to_numpy()[:-1])
+    forgot = np.r_[False, same & correct[:-1] & ~correct[1:]]
+    ids = table["id"].astype(str).to_numpy()
+    events = pd.Series(forgot.astype(float), index=ids).groupby(level=0).sum()
+    learned = pd.Series(correct, index=ids).groupby(level=0).any()
+    return events.where(learned, never_learned)
+
+
+REGIONS = ("easy", "ambiguous", "hard")
+
+
+@register("selection", "cartography")
+@dataclass
+class Cartography(DynamicsScorer):
+    """Dataset cartography (Swayamdipta et al. 2020, arXiv 2009.10795): confidence / variability over epochs."""
+
+    name: str = "cartography"
+    region: str = "ambiguous"
+    """Which region to keep: ``easy`` (high mean confidence μ), ``hard`` (low μ), ``ambiguous`` (high
+    variability σ, the region the paper finds best for out-of-distribution generalisation)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.region in REGIONS, "selection.region", self.region, f"must be one of {list(REGIONS)}")
+
+    def score(self, ctx: SelectionContext) -> np.ndarray:
+        carto = cartography(self.records(("confidence",)))
+        if ctx.run_dir is not None and Path(ctx.run_dir).is_dir():
+            carto.to_parquet(Path(ctx.run_dir) / "cartography.parquet")
+        column = {"easy": carto["confidence"], "hard": -carto["confidence"], "ambiguous": carto["variability"]}[self.region]
+        return self.align(ctx, column)
+
+
+def cartography(table: pd.DataFrame) -> pd.DataFrame:
+    """Per id: confidence μ = mean over epochs of the (epoch-mean) gold probability, variability σ =
+    its population std (``np.std``, as the reference code), correctness = epochs with p >= 0.5."""
+    per_epoch = table.assign(id=table["id"].astype(str)).groupby(["id", "epoch"])["confidence"].mean()
+    grouped = per_epoch.groupby(level=0)
+    return pd.DataFrame(
+        {
+            "confidence": grouped.mean(),
+            "variability": grouped.std(ddof=0),
+            "correctness": (per_epoch >= 0.5).groupby(level=0).sum().astype(float),
+            "epochs": grouped.size(),
+        }
+    )
+
+
+@register("selection", "beta_filter")
+@dataclass
+class BetaFilter(DynamicsScorer):
+    """β-DPO's data filter (Wu et al. 2024, arXiv 2407.08639) on stored reward margins: keep pairs near the mean margin."""
+
+    name: str = "beta_filter"
+    fraction: Optional[float] = 0.8
+    """ρ = 0.8: β-DPO keeps 80% of pairs (drops 20% as uninformative)."""
+    metric: str = "reward_margin"
+    """Stored per-sample column holding the pair's implicit-reward margin M_i."""
+
+    def score(self, ctx: SelectionContext) -> np.ndarray:
+        table = self.records((self.metric,))
+        margin = table.assign(id=table["id"].astype(str)).groupby("id")[self.metric].mean()
+        mu, sigma = float(margin.mean()), float(margin.std(ddof=0)) or 1.0
+        # log of β-DPO's weight p(M) ∝ exp(−(M − M0)² / 2σ²); a top-k over it is the deterministic
+        # form of the paper's weighted sampling without replacement
+        return self.align(ctx, -0.5 * ((margin - mu) / sigma) ** 2)

@@ -1,0 +1,129 @@
+"""Gradient scorers: GraNd, CLUES and LESS, on batched per-sample gradient features
+(``assay.dynamics.grad_features``).
+
+CLUES and LESS sum over the checkpoints of an earlier (warm-up) stage, weighted by each checkpoint's
+learning rate, with train gradients Adam-preconditioned from that checkpoint's optimizer moments.
+Without ``dynamics_from`` they use the stage's starting model as the one checkpoint (weight 1,
+plain gradients), which is the single-checkpoint special case of the same formula.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from assay.dynamics.grad_features import checkpoint_weights, grad_param_names, gradient_features, load_checkpoint, stage_checkpoints
+from assay.errors import check
+from assay.registry import register
+from assay.selection import SelectionContext
+from assay.selection.model_scores import ModelScorer
+
+
+@dataclass
+class GradientScorer(ModelScorer):
+    batch_size: int = 8
+    params: list[str] = field(default_factory=list)
+    """Name substrings of the parameters the gradients are taken over (e.g. ``[lm_head]``, ``[layers.1.]``);
+    empty = the LoRA adapters when the model has them, else the last decoder layer."""
+    proj_dim: int = 0
+    """Random-projection dimension k (0 = the exact gradients, CLUES's ``noproj``)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.proj_dim >= 0, "selection.proj_dim", self.proj_dim, "must be >= 0 (0 = no projection)")
+
+    def features(self, model, ds, pad_id: int, adam=None) -> torch.Tensor:
+        names = grad_param_names(model, self.params)
+        return gradient_features(model, ds, pad_id, names, self.batch_size, self.proj_dim, self.seed, adam)
+
+
+@register("selection", "grand")
+@dataclass
+class GraNd(GradientScorer):
+    """GraNd (Paul et al. 2021, arXiv 2107.07075): per-sample gradient norm ‖∇ℓ(x)‖₂."""
+
+    name: str = "grand"
+    prefer: str = "easy"
+    """``easy`` keeps small-gradient examples (large norms flag label noise); ``hard`` keeps large ones
+    (the paper's pruning of easy examples)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.prefer in ("easy", "hard"), "selection.prefer", self.prefer, "must be one of ['easy', 'hard']")
+
+    def score(self, ctx: SelectionContext) -> np.ndarray:
+        norms = self.features(ctx.model, ctx.train, ctx.tokenizer.pad_token_id).norm(dim=1).numpy()
+        return -norms if self.prefer == "easy" else norms
+
+
+@dataclass
+class TargetGradientScorer(GradientScorer):
+    target_split: str = "val"
+    """The trusted anchor / target examples (a split disjoint from train)."""
+    dynamics_from: Optional[str] = None
+    """Run directory of the warm-up stage whose checkpoints (weights, Adam moments, learning rate)
+    are summed over; empty = the stage's starting model only."""
+    adam: bool = True
+    """Precondition train gradients with the checkpoint's Adam moments (when the checkpoint has them)."""
+
+    def target(self, ctx: SelectionContext):
+        splits = ctx.splits or {}
+        check(self.target_split in splits and self.target_split != "train" and len(splits[self.target_split]) > 0, "selection.target_split", self.target_split, f"must name a non-empty split other than train; have {sorted(splits)}")
+        return splits[self.target_split]
+
+    def over_checkpoints(self, ctx: SelectionContext, similarity) -> np.ndarray:
+        """Σ_c w_c · similarity(train features at θ_c, target features at θ_c)."""
+        pad = ctx.tokenizer.pad_token_id
+        target = self.target(ctx)
+        if self.dynamics_from in (None, ""):
+            return similarity(self.features(ctx.model, ctx.train, pad), self.features(ctx.model, target, pad)).numpy()
+        model = copy.deepcopy(ctx.model)
+        names = grad_param_names(model, self.params)
+        paths = stage_checkpoints(self.dynamics_from)
+        lrs, sims = [], []
+        for path in paths:
+            lr, moments = load_checkpoint(model, path, names)
+            train = self.features(model, ctx.train, pad, moments if self.adam else None)
+            sims.append(similarity(train, self.features(model, target, pad)).numpy())
+            lrs.append(lr)
+        weights = self.weights(lrs)
+        return sum(w * s for w, s in zip(weights, sims))
+
+    def weights(self, lrs) -> np.ndarray:
+        return checkpoint_weights(lrs)
+
+
+@register("selection", "clues")
+@dataclass
+class CLUES(TargetGradientScorer):
+    """CLUES (Zhao et al., NeurIPS 2024): Σ_c η_c ⟨Γ(x; θ_c), mean anchor gradient at θ_c⟩ (TracIn-CP)."""
+
+    name: str = "clues"
+    keep_rule: str = "anchor_quantile"
+    """CLUES keeps training examples that score at least as well as the trusted anchors do."""
+
+    def score(self, ctx: SelectionContext) -> np.ndarray:
+        return self.over_checkpoints(ctx, lambda train, anchor: train @ anchor.mean(0))
+
+    def weights(self, lrs) -> np.ndarray:
+        # CLUES: s(x) = mean over c of η̄_c ⟨Γ, ḡ⟩, so the raw learning rates weight each checkpoint
+        return np.asarray(lrs, dtype=np.float64) / len(lrs)
+
+
+@register("selection", "less")
+@dataclass
+class LESS(TargetGradientScorer):
+    """LESS (Xia et al. 2024, arXiv 2402.04333): Σ_i η̄_i cos(projected Adam train grad, target grad), mean over targets."""
+
+    name: str = "less"
+    proj_dim: int = 8192
+    fraction: Optional[float] = 0.05
+    """LESS keeps the top 5%."""
+
+    def score(self, ctx: SelectionContext) -> np.ndarray:
+        return self.over_checkpoints(ctx, lambda train, target: (F.normalize(train, dim=1) @ F.normalize(target, dim=1).T).mean(1))

@@ -1,0 +1,233 @@
+"""Scorers that run the run's model over the pool (no gradients): perplexity, IFD, EL2N, embedding
+similarity to a target set, and k-means diversity.
+
+The model at selection time is the stage's starting point: a fresh model, or with
+``model.init_from=<run>`` the model an earlier stage trained (the usual warm-up -> score -> select
+recipe). The response scored is ``completion`` (SFT) or ``chosen`` (pairs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from assay.data.collate import IGNORE
+from assay.errors import check
+from assay.registry import register
+from assay.selection import SelectionConfig, SelectionContext
+
+PREFER = ("easy", "hard")
+
+
+def response_column(ds) -> str:
+    return "completion_ids" if "completion_ids" in ds.column_names else "chosen_ids"
+
+
+def padded_batches(ds, pad_id: int, batch_size: int, with_prompt: bool = True, bos_id: Optional[int] = None, desc: str = "scoring") -> Iterator[dict]:
+    """Right-padded ``prompt + response`` rows (loss on the response only), ``batch_size`` at a time.
+    ``with_prompt=False`` scores the response alone (after ``bos_id`` when the tokenizer has one)."""
+    from tqdm.auto import tqdm
+
+    col = response_column(ds)
+    for start in tqdm(range(0, len(ds), batch_size), desc=desc, leave=False, disable=len(ds) <= batch_size):
+        rows = ds[start : start + batch_size]
+        seqs, labels = [], []
+        for p, r in zip(rows["prompt_ids"], rows[col]):
+            prefix = p if with_prompt else ([bos_id] if bos_id is not None else [])
+            seqs.append(prefix + r)
+            labels.append([IGNORE] * len(prefix) + r)
+        t = max(len(s) for s in seqs)
+        input_ids = torch.full((len(seqs), t), pad_id, dtype=torch.long)
+        label_t = torch.full((len(seqs), t), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(seqs), t), dtype=torch.long)
+        for i, (s, l) in enumerate(zip(seqs, labels)):
+            input_ids[i, : len(s)], label_t[i, : len(l)], mask[i, : len(s)] = torch.tensor(s), torch.tensor(l), 1
+        yield {"input_ids": input_ids, "attention_mask": mask, "labels": label_t}
+
+
+class _eval_mode:
+    """Scoring runs in eval mode without gradients; the model's mode is restored after."""
+
+    def __init__(self, model):
+        self.model, self.was_training = model, model.training
+
+    def __enter__(self):
+        self.model.eval()
+        self.grad = torch.no_grad()
+        self.grad.__enter__()
+
+    def __exit__(self, *exc):
+        self.grad.__exit__(*exc)
+        self.model.train(self.was_training)
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def token_statistics(model, ds, pad_id: int, batch_size: int, with_prompt: bool = True, bos_id: Optional[int] = None) -> dict[str, np.ndarray]:
+    """Per example, over response tokens: mean NLL (``loss``) and mean ‖softmax − onehot‖₂ (``el2n``)."""
+    loss, el2n = [], []
+    device = _device(model)
+    with _eval_mode(model):
+        for batch in padded_batches(ds, pad_id, batch_size, with_prompt, bos_id):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits[:, :-1].float()
+            targets = batch["labels"][:, 1:]
+            mask = (targets != IGNORE).float()
+            logp = F.log_softmax(logits, -1)
+            gold = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+            probs = logp.exp()
+            # ‖p − e_y‖² = Σ_v p_v² − 2 p_y + 1  (Paul et al. 2021, EL2N, per token)
+            err = ((probs**2).sum(-1) - 2 * gold.exp() + 1).clamp(min=0).sqrt()
+            n = mask.sum(-1).clamp(min=1)
+            loss.append((-(gold * mask).sum(-1) / n).cpu())
+            el2n.append(((err * mask).sum(-1) / n).cpu())
+    return {"loss": torch.cat(loss).numpy(), "el2n": torch.cat(el2n).numpy()}
+
+
+@dataclass
+class ModelScorer(SelectionConfig):
+    fraction: Optional[float] = 0.5
+    batch_size: int = 16
+    """Examples per forward pass while scoring."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.batch_size > 0, "selection.batch_size", self.batch_size, "must be a positive integer")
+
+    @property
+    def needs_model(self) -> bool:
+        return True
+
+
+@dataclass
+class LossScorer(ModelScorer):
+    prefer: str = "easy"
+    """``easy`` keeps low-loss examples (filters noise and garbage); ``hard`` keeps high-loss ones
+    (Paul et al.'s pruning of easy examples)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.prefer in PREFER, "selection.prefer", self.prefer, f"must be one of {list(PREFER)}")
+
+    def signed(self, difficulty: np.ndarray) -> np.ndarray:
+        return -difficulty if self.prefer == "easy" else difficulty
+
+
+@register("selection", "perplexity")
+@dataclass
+class Perplexity(LossScorer):
+    """Reference-model loss per example (perplexity filter): mean NLL of the response given the prompt."""
+
+    name: str = "perplexity"
+
+    def score(self, ctx: SelectionContext) -> np.ndarray:
+        stats = token_statistics(ctx.model, ctx.train, ctx.tokenizer.pad_token_id, self.batch_size)
+        return self.signed(stats["loss"])
+
+
+@register("selection", "el2n")
+@dataclass
+class EL2N(LossScorer):
+    """EL2N (Paul et al. 2021, arXiv 2107.07075): ‖softmax − onehot‖₂ averaged over response tokens."""
+
+    name: str = "el2n"
+
+    def score(self, ctx: SelectionContext) -> np.ndarray:
+        stats = token_statistics(ctx.model, ctx.train, ctx.tokenizer.pad_token_id, self.batch_size)
+        return self.signed(stats["el2n"])
+
+
+@register("selection", "ifd")
+@dataclass
+class IFD(ModelScorer):
+    """Instruction-following difficulty (Li et al. 2024, arXiv 2308.12032): loss(A|Q) / loss(A)."""
+
+    name: str = "ifd"
+    max_ifd: float = 1.0
+    """IFD >= this means the instruction does not help predict the answer (misaligned pair); Cherry
+    drops those and keeps the highest IFD below it. Their keep-score is pushed below every aligned
+    one (``max_ifd − IFD``), so the top of the ranking is Cherry's choice."""
+
+    def score(self, ctx: SelectionContext) -> np.ndarray:
+        tok = ctx.tokenizer
+        conditioned = token_statistics(ctx.model, ctx.train, tok.pad_token_id, self.batch_size)["loss"]
+        alone = token_statistics(ctx.model, ctx.train, tok.pad_token_id, self.batch_size, with_prompt=False, bos_id=tok.bos_token_id)["loss"]
+        ifd = conditioned / np.maximum(alone, 1e-8)
+        return np.where(ifd < self.max_ifd, ifd, self.max_ifd - ifd)
+
+
+def embed(model, ds, pad_id: int, batch_size: int) -> np.ndarray:
+    """Position-weighted mean of the last hidden state (SGPT pooling, as RDS+ uses), L2-normalised."""
+    out = []
+    device = _device(model)
+    with _eval_mode(model):
+        for batch in padded_batches(ds, pad_id, batch_size, desc="embedding"):
+            mask = batch["attention_mask"].to(device).float()
+            hidden = model(input_ids=batch["input_ids"].to(device), attention_mask=mask.long(), output_hidden_states=True, use_cache=False).hidden_states[-1].float()
+            weights = mask * torch.arange(1, mask.size(1) + 1, device=device)  # w_t ∝ t
+            pooled = (hidden * weights.unsqueeze(-1)).sum(1) / weights.sum(1, keepdim=True)
+            out.append(F.normalize(pooled, dim=-1).cpu())
+    return torch.cat(out).numpy()
+
+
+@register("selection", "embed_sim")
+@dataclass
+class EmbedSim(ModelScorer):
+    """RDS+ (Ivison et al. 2025, arXiv 2503.01807): cosine of pooled hidden states to a target set."""
+
+    name: str = "embed_sim"
+    target_split: str = "val"
+    """The target examples the pool is matched against."""
+    reduce: str = "max"
+    """Over target examples: ``max`` (RDS+'s choice) or ``mean``."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.reduce in ("max", "mean"), "selection.reduce", self.reduce, "must be one of ['max', 'mean']")
+
+    def score(self, ctx: SelectionContext) -> np.ndarray:
+        splits = ctx.splits or {}
+        check(self.target_split in splits and len(splits[self.target_split]) > 0, "selection.target_split", self.target_split, f"must name a non-empty split; have {sorted(splits)}")
+        pad = ctx.tokenizer.pad_token_id
+        sims = embed(ctx.model, ctx.train, pad, self.batch_size) @ embed(ctx.model, splits[self.target_split], pad, self.batch_size).T
+        return sims.max(1) if self.reduce == "max" else sims.mean(1)
+
+
+@register("selection", "kmeans_diverse")
+@dataclass
+class KMeansDiverse(ModelScorer):
+    """Diversity by k-means on pooled hidden states (the static kMQ of Yu et al. 2024, arXiv 2409.11378)."""
+
+    name: str = "kmeans_diverse"
+    clusters: int = 8
+    """K. The paper uses 64 on large pools; a small pool needs fewer."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.clusters >= 1, "selection.clusters", self.clusters, "must be a positive integer")
+
+    def score(self, ctx: SelectionContext) -> np.ndarray:
+        from sklearn.cluster import KMeans
+
+        x = embed(ctx.model, ctx.train, ctx.tokenizer.pad_token_id, self.batch_size)
+        return diversity_scores(x, min(self.clusters, len(x)), self.seed)
+
+
+def diversity_scores(x: np.ndarray, clusters: int, seed: int) -> np.ndarray:
+    """Scores whose top-k is a round-robin over clusters (nearest-to-centroid first in each), so any
+    budget is spread evenly across clusters: score = −(rank within cluster) − distance/(1 + max)."""
+    from sklearn.cluster import KMeans
+
+    km = KMeans(n_clusters=clusters, random_state=seed, n_init=4).fit(x)
+    dist = np.linalg.norm(x - km.cluster_centers_[km.labels_], axis=1)
+    rank = np.zeros(len(x))
+    for c in range(clusters):
+        members = np.flatnonzero(km.labels_ == c)
+        rank[members[np.argsort(dist[members], kind="stable")]] = np.arange(len(members))
+    return -rank - dist / (1.0 + dist.max())
