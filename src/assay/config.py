@@ -19,7 +19,7 @@ from assay.registry import discover, to_object
 
 # Every module of the concern packages is imported, so that registering an entry is all it takes to
 # add a method: a new module + its YAML + its tests, nothing else changes.
-discover("assay.data", "assay.models", "assay.objectives", "assay.selection", "assay.ordering", "assay.dynamics", "assay.trainers", "assay.loggers")
+discover("assay.data", "assay.models", "assay.embeddings", "assay.objectives", "assay.selection", "assay.ordering", "assay.dynamics", "assay.trainers", "assay.loggers")
 
 SCHEDULES = ("constant", "constant_with_warmup", "linear", "cosine")
 
@@ -88,9 +88,16 @@ class TrainConfig:
     stage: str = "train"
     """Name of this stage (wandb job_type; sub-directory in multi-stage recipes)."""
     stages: list[Any] = field(default_factory=list)
-    """Multi-stage recipe: a list of {name, overrides}; each stage starts from the previous one."""
+    """Multi-stage recipe: a list of {name, overrides, init_from_previous}; each stage starts from the
+    previous stage's model unless it sets ``init_from_previous: false``."""
+    previous_stage: Optional[str] = None
+    """Run directory of the stage before this one in a multi-stage recipe (set by the recipe; null in
+    a single run). Stage overrides may read it, e.g. ``selection.dynamics_from=${previous_stage}``."""
     ckpt_path: Optional[str] = None
     """Resume from this checkpoint (``last`` = the run directory's last.ckpt if present)."""
+    checkpoint_every_n_steps: Optional[int] = None
+    """Write last.ckpt every this many optimizer steps (default: a quarter of trainer.max_steps).
+    Smaller = less work lost to a kill or preemption, at the cost of checkpoint writes."""
     allow_order_change: bool = False
     """Resume even if the checkpoint was trained on a different data order."""
 

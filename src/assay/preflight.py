@@ -6,11 +6,16 @@ after a model has loaded; in a sweep, one bad combination stops the sweep before
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from omegaconf import OmegaConf
 
 from assay.config import validate
 from assay.errors import UserError
@@ -48,14 +53,65 @@ def expand(overrides: list[str], multirun: bool) -> list[list[str]]:
     return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
 
 
+def sweeper_params_overrides(params: Any) -> list[str]:
+    """``hydra.sweeper.params`` as overrides, the way the basic sweeper reads them (a command-line
+    override of the same key comes later and wins)."""
+    return [f"{k}={v}" for k, v in (params or {}).items()]
+
+
+def search_space_jobs(base: list[str], params: Any) -> list[list[str]]:
+    """For a search sweeper (Optuna): the base job, and for every searched key its extreme values
+    (each choice; both ends of an interval or range), so a key or value that cannot compose fails now."""
+    jobs = [base]
+    for k, v in (params or {}).items():
+        (override,) = OverridesParser.create().parse_overrides([f"{k}={v}"])
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            jobs.append(base + [override.input_line])
+            continue
+        sweep = override.value()
+        if hasattr(sweep, "list") or hasattr(sweep, "step"):
+            values = list(override.sweep_string_iterator())
+            values = values if hasattr(sweep, "list") else values[:1] + values[-1:]
+        else:  # interval(a, b)
+            start, end = sweep.start, sweep.end
+            if "int" in (getattr(sweep, "tags", None) or set()) or override.input_line.split("=", 1)[1].startswith("int("):
+                start, end = int(start), int(end)
+            values = [str(start), str(end)]
+        jobs += [base + [f"{key}={value}"] for value in values]
+    return jobs
+
+
+def sweep_jobs(overrides: list[str]) -> list[list[str]]:
+    """Every job of a multirun, including the grid a ``sweep=<name>`` overlay (or any config) puts
+    in ``hydra.sweeper.params``."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    base = [o.input_line for o in parsed if not o.is_sweep_override()]
+    cfg = compose(config_name="train", overrides=base, return_hydra_config=True)
+    sweeper = cfg.hydra.sweeper
+    params = OmegaConf.to_container(sweeper.params, resolve=False) if sweeper.get("params") else {}
+    storage = str(sweeper.get("storage") or "")
+    if storage.startswith("sqlite:///"):
+        # SQLite creates the study file but not its folder; the study must outlive one sweep directory.
+        Path(storage[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    if "BasicSweeper" in str(sweeper.get("_target_", "")):
+        return expand(sweeper_params_overrides(params) + overrides, True)
+    params.update({o.get_key_element(): o.input_line.split("=", 1)[1] for o in parsed if o.is_sweep_override()})
+    return search_space_jobs(base, params)
+
+
 def preflight(argv: list[str]) -> int:
     """Validate every job; returns the number of jobs checked."""
     parsed = job_overrides(argv)
     if parsed is None:
         return 0
-    jobs = expand(*parsed)
+    overrides, multirun = parsed
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        jobs = sweep_jobs(overrides) if multirun else [overrides]
+        if multirun:
+            launcher = compose(config_name="train", overrides=jobs[0], return_hydra_config=True).hydra.launcher
+            check_slurm_launcher(launcher)
         for job in jobs:
             try:
                 cfg = compose(config_name="train", overrides=job, return_hydra_config=True)
@@ -67,3 +123,73 @@ def preflight(argv: list[str]) -> int:
                 raise
     GlobalHydra.instance().clear()
     return len(jobs)
+
+
+def check_slurm_launcher(launcher: Any) -> None:
+    """Before a sweep is submitted: sbatch exists, the controller answers, and the partition has the
+    CPUs, memory, GPUs, nodes and time the launcher profile asks for (else SLURM would either refuse
+    each job or leave it pending forever)."""
+    import shutil
+    import subprocess
+
+    if "SlurmLauncher" not in str(launcher.get("_target_", "")):
+        return
+    if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
+        raise UserError("hydra/launcher", "slurm", "sbatch/sinfo not found on PATH: submit from a SLURM login node (or start slurm/local_cluster.sh up)")
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%P|%c|%m|%G|%l|%D|%a"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise UserError("hydra/launcher", "slurm", f"SLURM controller unreachable (sinfo: {type(e).__name__})") from None
+    if out.returncode != 0 or not out.stdout.strip():
+        why = (out.stderr.strip().splitlines() or ["no partitions"])[-1]
+        raise UserError("hydra/launcher", "slurm", f"SLURM controller unreachable (sinfo: {why})")
+    parts: dict[str, dict[str, Any]] = {}
+    default = None
+    for line in out.stdout.strip().splitlines():
+        name, cpus, mem, gres, limit, nodes, avail = line.split("|")
+        if name.endswith("*"):
+            name = name[:-1]
+            default = name
+        p = parts.setdefault(name, {"cpus": 0, "mem": 0, "gpus": 0, "minutes": None, "nodes": 0, "up": False})
+        p["cpus"] = max(p["cpus"], _int(cpus))
+        p["mem"] = max(p["mem"], _int(mem))
+        p["gpus"] = max(p["gpus"], sum(_int(g.split(":")[-1].split("(")[0]) for g in gres.split(",") if g.startswith("gpu")))
+        p["minutes"] = _minutes(limit)
+        p["nodes"] += _int(nodes)
+        p["up"] = p["up"] or avail == "up"
+    name = launcher.get("partition") or default
+    if name not in parts:
+        raise UserError("hydra.launcher.partition", launcher.get("partition"), f"no such partition; this cluster has {sorted(parts)}")
+    p = parts[name]
+    if not p["up"]:
+        raise UserError("hydra.launcher.partition", name, "partition is not up (sinfo shows it down or drained)")
+    tasks = int(launcher.get("tasks_per_node") or 1)
+    cpus = int(launcher.get("cpus_per_task") or 1) * tasks
+    if cpus > p["cpus"]:
+        raise UserError("hydra.launcher.cpus_per_task", launcher.get("cpus_per_task"), f"x tasks_per_node={tasks} asks {cpus} CPUs; partition {name} has at most {p['cpus']} per node")
+    if launcher.get("mem_gb") and int(launcher.mem_gb) * 1024 > p["mem"]:
+        raise UserError("hydra.launcher.mem_gb", launcher.mem_gb, f"partition {name} has at most {p['mem'] // 1024} GB ({p['mem']} MB) per node")
+    gpus = int(launcher.get("gpus_per_node") or 0)
+    if gpus > p["gpus"]:
+        raise UserError("hydra.launcher.gpus_per_node", gpus, f"partition {name} has {p['gpus']} GPUs per node")
+    if int(launcher.get("nodes") or 1) > p["nodes"]:
+        raise UserError("hydra.launcher.nodes", launcher.nodes, f"partition {name} has {p['nodes']} nodes")
+    if p["minutes"] is not None and int(launcher.get("timeout_min") or 0) > p["minutes"]:
+        raise UserError("hydra.launcher.timeout_min", launcher.timeout_min, f"partition {name} allows at most {p['minutes']} minutes")
+
+
+def _int(text: str) -> int:
+    digits = "".join(ch for ch in text if ch.isdigit())
+    return int(digits) if digits else 0
+
+
+def _minutes(limit: str) -> int | None:
+    """sinfo's time limit ('infinite', 'days-hh:mm:ss', 'hh:mm:ss', 'mm:ss') in minutes."""
+    if limit in ("infinite", "n/a", "UNLIMITED") or not limit:
+        return None
+    days, _, rest = limit.rpartition("-")
+    fields = [int(x) for x in rest.split(":")]
+    while len(fields) < 3:
+        fields.insert(0, 0)
+    h, m, s = fields[-3:]
+    return (int(days) if days else 0) * 1440 + h * 60 + m + (1 if s else 0)

@@ -45,7 +45,9 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from assay.models.build import save_model
     from assay.module import AssayModule
     from assay.objectives.reference import attach_reference_logps
+    from assay.preemption import PreemptionCheckpoint, cluster_plugins
     from assay.selection import SelectionContext
+    from assay.selection.rescoring import rescoring_callbacks
 
     started = time.time()
     spec = validate(cfg)
@@ -74,15 +76,22 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     )
     selection.save(run_dir / "selection.parquet")
     datamodule = AssayDataModule(
-        tokenized, selection.kept_rows, selection.scores, spec.ordering, data.format, data.batch_size,
+        tokenized, selection.kept_rows, spec.ordering.keys(tokenized["train"], selection.scores), spec.ordering, data.format, data.batch_size,
         data.eval_batch_size, tokenizer.pad_token_id, allow_order_change=cfg.allow_order_change,
     )
     module = AssayModule(model, tokenizer, spec.objective, spec.optim, spec.eval)
-    checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0, every_n_train_steps=max(1, spec.trainer.max_steps // 4))
-    callbacks = [SamplerProgress(), *spec.dynamics.callbacks(run_dir), checkpoints]
+    every = cfg.get("checkpoint_every_n_steps") or max(1, spec.trainer.max_steps // 4)
+    checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0, every_n_train_steps=every)
+    # The preemption callback comes after the sampler and the dynamics recorders, so a checkpoint it
+    # writes on a requeue signal already counts the batch that just ended.
+    rescoring = rescoring_callbacks(spec.selection, spec.ordering, tokenized, tokenizer, run_dir, Path(cfg.paths.cache_dir))
+    callbacks = [SamplerProgress(), *spec.dynamics.callbacks(run_dir), *rescoring, PreemptionCheckpoint(run_dir / "checkpoints" / "last.ckpt"), checkpoints]
     logger = spec.logger.build(run_dir, _logger_context(cfg, run_dir))
-    trainer = spec.trainer.build(callbacks=callbacks, logger=logger, default_root_dir=str(run_dir))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=_resume_path(cfg, run_dir))
+    trainer = spec.trainer.build(callbacks=callbacks, logger=logger, default_root_dir=str(run_dir), plugins=cluster_plugins())
+    resume = _resume_path(cfg, run_dir)
+    if resume:
+        print(f"[assay] resuming from {resume}", flush=True)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     test = trainer.test(module, datamodule=datamodule, verbose=False)[0]
     save_model(module.model, tokenizer, run_dir)
@@ -101,43 +110,71 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             "data_order_fingerprint": datamodule.sampler.fingerprint(),
         },
         "choices": _choices(cfg),
+        "selection": selection.metadata,
+        "reselections": [entry for callback in rescoring for entry in callback.history],
         "reference_logps": reference_files,
         "global_step": trainer.global_step,
+        "resumed_from": resume,
         "elapsed_s": round(time.time() - started, 1),
     }
     if logger:
         logger.log_hyperparams({"summary/" + k: v for k, v in summary["metrics"].items()})
         logger.finalize("success")
         if hasattr(logger, "experiment") and hasattr(logger.experiment, "summary"):
-            logger.experiment.summary.update(summary["metrics"])
+            logger.experiment.summary.update({**summary["metrics"], "status": "completed"})
     _write_json(run_dir / "summary.json", summary)
+    _finish_wandb(0)
     return summary
 
 
 def run_stages(cfg: DictConfig) -> dict[str, Any]:
-    """A multi-stage recipe: each stage is the job's config plus the stage's overrides, and every
-    stage after the first starts from the previous stage's final model (``model.init_from``)."""
+    """A multi-stage recipe: each stage is the job's config plus the stage's overrides. Every stage
+    after the first gets ``previous_stage=<previous stage dir>`` (its overrides may interpolate
+    ``${previous_stage}``) and starts from that stage's final model (``model.init_from``) unless it
+    sets ``init_from_previous: false`` (e.g. LESS: train the base model on what a warm-up selected)."""
     from hydra import compose
 
     root = Path(cfg.paths.output_dir)
     base = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     previous, stages = None, {}
-    for stage in cfg.stages:
+    for stage in _stage_entries(cfg):
         # The recipe's stage overrides first, the command line after them: the command line has the last word.
-        overrides = list(stage.get("overrides", [])) + base + [f"stage={stage.name}", "stages=[]"]
+        overrides = list(stage["overrides"]) + base + [f"stage={stage['name']}", "stages=[]"]
         if previous is not None:
-            overrides.append(f"model.init_from={previous}")
+            overrides.append(f"previous_stage={previous}")
+            if stage["init_from_previous"]:
+                overrides.append(f"model.init_from={previous}")
         stage_cfg = compose(config_name="train", overrides=overrides)
-        stage_dir = root / stage.name
+        stage_dir = root / stage["name"]
         with open_dict(stage_cfg):
             stage_cfg.paths.output_dir = str(stage_dir)
-        print(f"[assay] stage {stage.name}: {stage_dir}", flush=True)
-        stages[stage.name] = run_stage(stage_cfg, stage_dir)
+        print(f"[assay] stage {stage['name']}: {stage_dir}", flush=True)
+        stages[stage["name"]] = run_stage(stage_cfg, stage_dir)
         previous = str(stage_dir)
     last = stages[list(stages)[-1]]
     summary = {"status": "completed", "run_dir": str(root), "metrics": last["metrics"], "stages": stages}
     _write_json(root / "summary.json", summary)
     return summary
+
+
+STAGE_KEYS = ("name", "overrides", "init_from_previous")
+
+
+def _stage_entries(cfg: DictConfig) -> list[dict[str, Any]]:
+    """The recipe's stages with their overrides unresolved (``${previous_stage}`` is filled in per
+    stage by Hydra, not here), each checked for unknown keys before any stage runs."""
+    entries = []
+    for i, stage in enumerate(OmegaConf.to_container(cfg.stages, resolve=False)):
+        if not isinstance(stage, dict) or "name" not in stage:
+            raise UserError(f"stages[{i}]", stage, "must be a mapping with a name and overrides")
+        unknown = sorted(set(stage) - set(STAGE_KEYS))
+        if unknown:
+            raise UserError(f"stages[{i}].{unknown[0]}", stage[unknown[0]], f"is not a stage field; allowed: {list(STAGE_KEYS)}")
+        init = stage.get("init_from_previous", True)
+        if not isinstance(init, bool):
+            raise UserError(f"stages[{i}].init_from_previous", init, "must be true or false")
+        entries.append({"name": str(stage["name"]), "overrides": [str(o) for o in stage.get("overrides") or []], "init_from_previous": init})
+    return entries
 
 
 def job_config(cfg: DictConfig) -> dict[str, Any]:
@@ -149,13 +186,18 @@ def job_config(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _resume_path(cfg: DictConfig, run_dir: Path) -> str | None:
-    if cfg.ckpt_path in (None, ""):
+    from assay.preemption import requeued
+
+    ckpt = cfg.ckpt_path
+    if ckpt in (None, "") and requeued():
+        ckpt = "last"  # a requeued SLURM job continues where it stopped, in the same run directory
+    if ckpt in (None, ""):
         return None
-    path = run_dir / "checkpoints" / "last.ckpt" if cfg.ckpt_path == "last" else Path(cfg.ckpt_path)
-    if cfg.ckpt_path == "last" and not path.is_file():
+    path = run_dir / "checkpoints" / "last.ckpt" if ckpt == "last" else Path(ckpt)
+    if ckpt == "last" and not path.is_file():
         return None  # nothing to resume yet: start fresh
     if not path.is_file():
-        raise UserError("ckpt_path", cfg.ckpt_path, "checkpoint file does not exist")
+        raise UserError("ckpt_path", ckpt, "checkpoint file does not exist")
     return str(path)
 
 
@@ -174,7 +216,18 @@ def _logger_context(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         if hc.mode is not None and hc.mode.name == "MULTIRUN":
             group = Path(hc.sweep.dir).name
             run_name = f"{group}/{hc.job.num}"
-    return {"group": group or run_name, "run_name": run_name, "stage": cfg.stage, "choices": _choices(cfg), "config": job_config(cfg)}
+    # Flat dotted keys (objective.name, noise.p): what wandb's run table and API filters group on.
+    from assay.compare import flatten
+
+    return {"group": group or run_name, "run_name": run_name, "stage": cfg.stage, "choices": _choices(cfg), "config": flatten(job_config(cfg))}
+
+
+def _finish_wandb(exit_code: int) -> None:
+    """Close the wandb run of this job, so the next job of an in-process sweep starts its own run
+    instead of logging into this one."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish(exit_code=exit_code)
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -206,8 +259,12 @@ def _task(cfg: DictConfig) -> float | None:
     try:
         summary = run(cfg)
     except UserError as e:
+        _finish_wandb(2)
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
+    except BaseException:
+        _finish_wandb(1)
+        raise
     print_summary(summary)
     return summary["metrics"].get("test/exact_match")
 

@@ -70,7 +70,7 @@ class ModelConfig:
             tokenizer.pad_token = tokenizer.eos_token
         if self.lora.r > 0:
             model = self._wrap_lora(model)
-        return model, tokenizer
+        return model.train(), tokenizer  # from_pretrained returns eval mode
 
     def load(self, corpus: Optional[datasets.DatasetDict]) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:  # pragma: no cover
         raise TypeError(f"{type(self).__name__} does not implement load()")

@@ -1,0 +1,148 @@
+"""Surviving preemption, time limits and hard kills.
+
+A cluster job can end three ways before it finishes: SLURM sends a signal ahead of the time limit or
+a preemption (submitit asks for SIGUSR2; plain sbatch setups often use SIGUSR1), SLURM sends SIGTERM
+before a SIGKILL, or the node dies. For the first two, :class:`PreemptionCheckpoint` writes
+``last.ckpt`` at the next batch boundary (the only point where model, optimizer, scheduler, sampler
+position and per-sample store agree) and then hands the signal on, so submitit requeues the very same
+job pickle, which lands in the same run directory and resumes from that checkpoint. For the third,
+checkpoints are written atomically (:class:`AtomicCheckpointIO`), so a kill mid-write leaves the
+previous checkpoint intact instead of a truncated file that cannot be resumed.
+
+Lightning's own SLURM requeue is switched off (``SLURMEnvironment(auto_requeue=False)``): with two
+requeue mechanisms a preempted job can be requeued twice or by the one that did not checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+
+
+def requeue_signals() -> list[signal.Signals]:
+    """The signals that mean "stop soon, you will be requeued": submitit's (USR2 unless
+    SUBMITIT_PREEMPT_SIGNAL says otherwise), USR1 (the usual ``sbatch --signal``), and TERM."""
+    name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2").upper().removeprefix("SIG")
+    sigs = [getattr(signal, f"SIG{name}", signal.SIGUSR2), signal.SIGUSR1, signal.SIGTERM]
+    return list(dict.fromkeys(sigs))
+
+
+class PreemptionCheckpoint(pl.Callback):
+    """On a requeue signal: checkpoint at the next batch boundary, then pass the signal on to whoever
+    handled it before (submitit requeues and exits; without a handler, the default action ends the
+    process). RNG states travel in every checkpoint so a resumed run draws the same numbers."""
+
+    def __init__(self, last_ckpt: Path):
+        self.last_ckpt = Path(last_ckpt)
+        self.pending: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    # ---- signals --------------------------------------------------------------------------------
+    def on_train_start(self, trainer, pl_module) -> None:
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in requeue_signals():
+            self._previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, self._note)
+
+    def _note(self, signum: int, frame) -> None:
+        self.pending = signum
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.pending is None:
+            return
+        signum, self.pending = self.pending, None
+        trainer.save_checkpoint(self.last_ckpt)
+        print(f"[assay] caught {signal.Signals(signum).name}: saved {self.last_ckpt} at step {trainer.global_step}", flush=True)
+        self._restore()
+        self._forward(signum)
+
+    def _forward(self, signum: int) -> None:
+        previous = self._previous.get(signum, signal.SIG_DFL)
+        if callable(previous):
+            previous(signum, None)  # submitit: checkpoint the job pickle, scontrol requeue, exit
+        elif previous == signal.SIG_DFL:
+            os.kill(os.getpid(), signum)
+
+    def _restore(self) -> None:
+        for sig, handler in self._previous.items():
+            try:
+                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+            except (ValueError, TypeError):
+                pass
+        self._previous = {}
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._restore()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self._restore()
+
+    # ---- RNG state ------------------------------------------------------------------------------
+    # Plain tensors, ints and lists only, so the checkpoint still loads with torch.load(weights_only=True).
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        import random
+
+        import numpy as np
+        import torch
+
+        np_state = np.random.get_state()
+        checkpoint["assay_rng"] = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype("int64")), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+            "python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
+        }
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        import random
+
+        import numpy as np
+        import torch
+
+        state = checkpoint.get("assay_rng")
+        if not state:
+            return
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        name, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((name, keys.numpy().astype("uint32"), pos, has_gauss, cached))
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write to a temporary file, then rename: a job killed while saving keeps its previous checkpoint."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any = None) -> None:
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        super().save_checkpoint(checkpoint, tmp, storage_options)
+        os.replace(tmp, path)
+
+
+def cluster_plugins() -> list[Any]:
+    """Trainer plugins: atomic checkpoints always; inside a SLURM job, the SLURM environment with
+    Lightning's auto-requeue off (submitit owns requeueing)."""
+    plugins: list[Any] = [AtomicCheckpointIO()]
+    from lightning_fabric.plugins.environments import SLURMEnvironment
+
+    if SLURMEnvironment.detect():
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    return plugins
+
+
+def requeued() -> bool:
+    """True in a SLURM job that was requeued (preempted or timed out, then started again)."""
+    try:
+        return int(os.environ.get("SLURM_RESTART_COUNT", "0")) > 0
+    except ValueError:
+        return False

@@ -1,0 +1,181 @@
+"""A real single-node SLURM cluster (slurm/local_cluster.sh): a sweep through the submitit launcher,
+the preflight's cluster checks, and a preempted job that is requeued and resumes in place.
+
+The cluster is started here when it is not already up (root needed; the Debian packages are
+installed if missing) and stopped afterwards when this module started it.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from assay.compare import compare
+from assay.dynamics.store import read_store
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "slurm" / "local_cluster.sh"
+TRAIN = str(Path(sys.executable).parent / "assay-train")
+
+
+def _cluster_up() -> bool:
+    if shutil.which("scontrol") is None:
+        return False
+    r = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=30)
+    return "UP" in r.stdout
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if os.name != "posix" or os.geteuid() != 0:
+        pytest.skip("the local SLURM cluster needs root (it starts munged, slurmctld and slurmd)")
+    was_up = _cluster_up()
+    if not was_up:
+        try:
+            r = subprocess.run(["bash", str(SCRIPT), "up"], capture_output=True, text=True, timeout=900)
+        except subprocess.TimeoutExpired:
+            pytest.skip("slurm/local_cluster.sh up did not finish within 15 minutes")
+        if r.returncode != 0:
+            why = (r.stderr.strip().splitlines() or ["no output"])[-1]
+            pytest.skip(f"the local SLURM cluster could not start: {why}")
+    yield
+    if not was_up:
+        subprocess.run(["bash", str(SCRIPT), "down"], capture_output=True, text=True, timeout=120)
+
+
+def _env(tmp_path, **extra):
+    env = {**os.environ, "ASSAY_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", **extra}
+    for k in [k for k in env if k.startswith("SLURM_")]:
+        env.pop(k)  # never inherit a surrounding job's identity
+    return env
+
+
+def test_sweep_of_four_jobs_on_slurm_then_compare(cluster, tmp_path):
+    sweep = tmp_path / "sweep"
+    r = subprocess.run(
+        [TRAIN, "-m", "sweep=smoke", "hydra/launcher=slurm_local", "logger=csv", f"hydra.sweep.dir={sweep}"],
+        env=_env(tmp_path), cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    # one sbatch array, one task per job, each in its own run directory
+    (script,) = (sweep / ".submitit").glob("*_submission.sh")
+    sbatch = script.read_text()
+    for flag in ("--array=0-3%4", "--cpus-per-task=1", "--mem=1GB", "--ntasks-per-node=1", "--signal=USR2@30", "--time=20"):
+        assert f"#SBATCH {flag}\n" in sbatch, flag
+    assert "export HF_HUB_OFFLINE=1" in sbatch  # the profile's setup lines
+    for job in range(4):
+        run = sweep / str(job)
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["status"] == "completed" and summary["global_step"] == 2
+        assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "metrics.csv").is_file()
+    logs = list((sweep / ".submitit").glob("*_log.out"))
+    assert len(logs) == 4
+    result = compare([str(sweep)], by=["optim.lr"], metrics=["test/loss"], out=tmp_path / "compare", quiet=True)
+    table = result["table"]
+    assert table["optim.lr"].tolist() == ["0.001", "0.003"] and table["n"].tolist() == [2, 2]
+    assert all(r.status == "completed" for r in result["runs"])
+    assert (tmp_path / "compare" / "test_loss_vs_optim.lr.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("hydra.launcher.mem_gb=100000", "hydra.launcher.mem_gb=100000: partition debug has at most"),
+        ("hydra.launcher.cpus_per_task=512", "hydra.launcher.cpus_per_task=512: x tasks_per_node=1 asks 512 CPUs"),
+        ("hydra.launcher.gpus_per_node=8", "hydra.launcher.gpus_per_node=8: partition debug has 0 GPUs"),
+        ("hydra.launcher.partition=a100", "hydra.launcher.partition='a100': no such partition"),
+    ],
+)
+def test_profile_larger_than_the_partition_is_one_line(cluster, tmp_path, override, expected):
+    r = subprocess.run([TRAIN, "-m", "sweep=smoke", "hydra/launcher=slurm_local", override], env=_env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    err = r.stderr.strip()
+    assert r.returncode == 2 and err.startswith("error: ") and expected in err and len(err.splitlines()) == 1, err
+
+
+def _fake_bin(tmp_path, with_slurm: bool) -> str:
+    """A PATH with python's own directory and, optionally, sbatch/sinfo that cannot reach a controller."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if with_slurm:
+        for tool in ("sbatch", "sinfo"):
+            (bin_dir / tool).write_text("#!/bin/sh\necho 'slurm_load_partitions: Unable to contact slurm controller (connect failure)' >&2\nexit 1\n")
+            (bin_dir / tool).chmod(0o755)
+    return f"{bin_dir}:{Path(sys.executable).parent}"
+
+
+@pytest.mark.parametrize(
+    "with_slurm, expected",
+    [(False, "sbatch/sinfo not found on PATH"), (True, "SLURM controller unreachable (sinfo: slurm_load_partitions: Unable to contact slurm controller")],
+)
+def test_missing_or_unreachable_slurm_is_one_line(tmp_path, with_slurm, expected):
+    env = _env(tmp_path, PATH=_fake_bin(tmp_path, with_slurm))
+    r = subprocess.run([sys.executable, TRAIN, "-m", "sweep=smoke", "hydra/launcher=slurm_local"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    err = r.stderr.strip()
+    assert r.returncode == 2 and err.startswith("error: ") and expected in err and len(err.splitlines()) == 1, err
+
+
+def test_preempted_job_checkpoints_requeues_and_resumes_in_place(cluster, tmp_path):
+    """USR2 (what SLURM sends on preemption or ahead of the time limit, via submitit) mid-run: the job
+    saves last.ckpt, submitit requeues the same job pickle, and the second start resumes in the same
+    run directory to the same result as an uninterrupted run."""
+    common = ["debug=fast", "trainer.max_steps=16", "checkpoint_every_n_steps=4", "trainer.val_check_interval=4", "logger=csv"]
+    env = _env(tmp_path, OMP_NUM_THREADS="1")  # the cluster profile's thread count, for a bitwise reference
+    ref = tmp_path / "reference"
+    r = subprocess.run([TRAIN, *common, f"hydra.run.dir={ref}"], env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    sweep = tmp_path / "sweep"
+    launcher = subprocess.Popen(
+        [TRAIN, "-m", *common, "hydra/launcher=slurm_local", f"hydra.sweep.dir={sweep}"],
+        env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    run = sweep / "0"
+    try:
+        job = None
+        deadline = time.time() + 300
+        while time.time() < deadline and launcher.poll() is None:
+            parts = sorted((run / "dynamics").glob("part-*.parquet"))
+            if job is None:
+                ids = list((sweep / ".submitit").glob("*_submitted.pkl"))
+                job = ids[0].name.split("_")[0] if ids else None
+            if job and any(int(p.stem.split("-")[2]) >= 5 for p in parts):
+                break
+            time.sleep(0.1)
+        assert job is not None and launcher.poll() is None, "the job never got going"
+        subprocess.run(["scancel", "--signal=USR2", job], check=True, timeout=30)
+        # Slurm holds a requeued job for a while (BeginTime); release it at once for the test.
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            show = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+            if "Restarts=1" in show and "JobState=PENDING" in show:
+                subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], timeout=30)
+                break
+            time.sleep(0.5)
+        assert launcher.wait(timeout=400) == 0, launcher.stderr.read()[-3000:]
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+    log = "".join(p.read_text() for p in (sweep / ".submitit").glob("*_log.out"))
+    # the signal's own checkpoint (not a periodic one), the requeue, and the resume from it
+    assert "caught SIGUSR2: saved" in log and "Requeued job" in log and "resuming from" in log, log[-2000:]
+    show = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+    assert "Restarts=1" in show, show
+
+    a = json.loads((ref / "summary.json").read_text())
+    b = json.loads((run / "summary.json").read_text())
+    assert b["global_step"] == a["global_step"] == 16
+    assert b["resumed_from"] == str(run / "checkpoints" / "last.ckpt") and a["resumed_from"] is None
+    assert b["data"]["data_order_fingerprint"] == a["data"]["data_order_fingerprint"]
+    assert b["metrics"].keys() == a["metrics"].keys()
+    for k, v in a["metrics"].items():
+        assert b["metrics"][k] == pytest.approx(v, rel=1e-6, abs=1e-7), k
+    sa, sb = read_store(ref / "dynamics"), read_store(run / "dynamics")
+    assert not sb.duplicated(["id", "step"]).any() and len(sb) == len(sa) == 16 * 8
+    assert sb[["id", "step"]].equals(sa[["id", "step"]])
