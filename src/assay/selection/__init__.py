@@ -82,6 +82,10 @@ class SelectionConfig:
     """The trusted anchor set for keep_rule=anchor_quantile (a split disjoint from train)."""
     quotas: dict[str, float] = field(default_factory=dict)
     """Per-source share kept with keep_rule=quota, e.g. ``{code: 0.8, wiki: 0.3}``."""
+    rescore_every: Optional[int] = None
+    """Re-score the pool and re-select / re-order every this many epochs while training (null or 0 =
+    select once, before training). Scoring then reads the live model, or this run's own per-sample
+    store for scorers that read one; each re-selection is saved as ``selection_epoch<k>.parquet``."""
 
     def __post_init__(self) -> None:
         check(self.keep_rule in KEEP_RULES, "selection.keep_rule", self.keep_rule, f"must be one of {list(KEEP_RULES)}")
@@ -96,6 +100,18 @@ class SelectionConfig:
         check(0.0 <= self.anchor_quantile <= 1.0, "selection.anchor_quantile", self.anchor_quantile, "must be in [0, 1]")
         for source, share in self.quotas.items():
             check(0.0 <= share <= 1.0, f"selection.quotas.{source}", share, "must be in [0, 1]")
+        if self.rescore_every is not None:
+            check(self.rescore_every >= 0, "selection.rescore_every", self.rescore_every, "must be >= 0 epochs (0 or null = off)")
+
+    @property
+    def rescores(self) -> bool:
+        return bool(self.rescore_every)
+
+    def for_rescoring(self, run_dir: Path) -> "SelectionConfig":
+        """The scorer as it runs again mid-training: by default unchanged (it reads the live model
+        through the context). Scorers that read an earlier stage's artefacts override this to read
+        the current run instead."""
+        return self
 
     @property
     def needs_model(self) -> bool:

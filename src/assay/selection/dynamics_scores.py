@@ -5,7 +5,7 @@ and β-DPO's margin filter. They cost no model pass: the earlier stage recorded 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -14,7 +14,7 @@ import pandas as pd
 
 from assay.errors import UserError, check
 from assay.registry import register
-from assay.selection import SelectionConfig, SelectionContext
+from assay.selection import Selection, SelectionConfig, SelectionContext
 
 UNSEEN = ("error", "lowest")
 
@@ -31,6 +31,20 @@ class DynamicsScorer(SelectionConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.unseen in UNSEEN, "selection.unseen", self.unseen, f"must be one of {list(UNSEEN)}")
+
+    def for_rescoring(self, run_dir: Path) -> "DynamicsScorer":
+        """Re-scoring reads this run's own store (flushed at the epoch boundary). Ids this run has not
+        served yet have no record there, so they rank below every recorded id instead of failing."""
+        return replace(self, dynamics_from=str(run_dir), unseen="lowest")
+
+    def select(self, ctx: SelectionContext) -> Selection:
+        if self.dynamics_from in (None, "") and self.rescores:
+            # Online pruning (cartography / forgetting over the run's own epochs): with no earlier
+            # stage to read, the first rescore_every epochs train on the whole pool and record it.
+            keep_all = np.ones(len(ctx.train), dtype=bool)
+            meta = {"scorer": self.name, "keep_rule": "all", "kept": len(ctx.train), "pool": len(ctx.train), "rescored_from": "this run's dynamics"}
+            return Selection(list(ctx.train["id"]), np.zeros(len(ctx.train)), keep_all, meta)
+        return super().select(ctx)
 
     def records(self, needed: tuple[str, ...] = ()) -> pd.DataFrame:
         from assay.dynamics.store import read_store

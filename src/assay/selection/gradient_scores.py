@@ -10,7 +10,7 @@ plain gradients), which is the single-checkpoint special case of the same formul
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 import numpy as np
@@ -70,6 +70,11 @@ class TargetGradientScorer(GradientScorer):
     are summed over; empty = the stage's starting model only."""
     adam: bool = True
     """Precondition train gradients with the checkpoint's Adam moments (when the checkpoint has them)."""
+
+    def for_rescoring(self, run_dir) -> "TargetGradientScorer":
+        """Mid-training, the live model is the one checkpoint (weight 1, plain gradients): the
+        single-checkpoint case of the same TracIn-CP sum, at the current weights."""
+        return replace(self, dynamics_from=None)
 
     def target(self, ctx: SelectionContext):
         splits = ctx.splits or {}
