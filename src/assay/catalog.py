@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -16,16 +17,27 @@ import assay.config  # noqa: F401  (registers every entry)
 from assay.paths import CONF_DIR
 from assay.registry import describe, options
 
-OVERLAYS = ("paths", "hydra/launcher", "experiment", "debug")
+OVERLAYS = ("paths", "hydra/launcher", "hydra/sweeper", "experiment", "sweep", "debug")
 
 
 def _yaml_comment(path: Path) -> str:
-    """First comment line of a YAML file that is not a package directive."""
+    """The YAML file's leading comment block, cut to about one line (package directives skipped)."""
+    lines = []
     for line in path.read_text().splitlines():
         line = line.strip()
-        if line.startswith("#") and not line.startswith("# @package"):
-            return line.lstrip("# ").strip()
-    return ""
+        if line.startswith("# @package"):
+            continue
+        if not line.startswith("#"):
+            if lines:
+                break
+            continue
+        lines.append(line.lstrip("#").strip())
+    text = " ".join(lines)
+    if len(text) <= 160:
+        return text
+    # The last whole sentence that fits on a line; "et al." and "Dr." do not end a sentence.
+    ends = [m.end() for m in re.finditer(r"\w{4,}[.)]\.? ", text[:161])]
+    return text[: ends[-1]].rstrip() if ends and ends[-1] > 40 else text[:157] + "..."
 
 
 def group_options(group: str) -> dict[str, str]:
