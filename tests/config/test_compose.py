@@ -17,6 +17,14 @@ COMPANIONS = {
     ("mixture", "weights"): ["mixture.weights={copy:1,add:3}"],
     ("noise", "pairwise_flip"): ["objective=dpo", "data.format=preference"],
     ("objective", "dpo"): ["data.format=preference"],
+    ("objective", "cdpo"): ["data.format=preference"],
+    ("objective", "rdpo"): ["data.format=preference"],
+    ("objective", "ipo"): ["data.format=preference"],
+    ("objective", "hinge"): ["data.format=preference"],
+    ("objective", "simpo"): ["data.format=preference"],
+    ("objective", "orpo"): ["data.format=preference"],
+    ("objective", "dr_dpo"): ["data.format=preference"],
+    ("objective", "beta_dpo"): ["data.format=preference"],
 }
 
 

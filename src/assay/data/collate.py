@@ -65,22 +65,19 @@ class Collator:
 
 
 def _pad_right(seqs: list[list[int]], labels: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    # Pad as Python lists and convert each field once: one tensor per row would cost a conversion
+    # (and an allocation) per sequence.
     t = max(len(s) for s in seqs)
-    input_ids = torch.full((len(seqs), t), pad_id, dtype=torch.long)
-    label_t = torch.full((len(seqs), t), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(seqs), t), dtype=torch.long)
-    for i, (s, l) in enumerate(zip(seqs, labels)):
-        input_ids[i, : len(s)] = torch.tensor(s)
-        label_t[i, : len(l)] = torch.tensor(l)
-        mask[i, : len(s)] = 1
-    return {"input_ids": input_ids, "attention_mask": mask, "labels": label_t}
+    return {
+        "input_ids": torch.tensor([s + [pad_id] * (t - len(s)) for s in seqs], dtype=torch.long),
+        "attention_mask": torch.tensor([[1] * len(s) + [0] * (t - len(s)) for s in seqs], dtype=torch.long),
+        "labels": torch.tensor([l + [IGNORE] * (t - len(l)) for l in labels], dtype=torch.long),
+    }
 
 
 def _pad_left(seqs: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
     t = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), t), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), t), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, t - len(s):] = torch.tensor(s)
-        mask[i, t - len(s):] = 1
-    return {"prompt_input_ids": ids, "prompt_attention_mask": mask}
+    return {
+        "prompt_input_ids": torch.tensor([[pad_id] * (t - len(s)) + s for s in seqs], dtype=torch.long),
+        "prompt_attention_mask": torch.tensor([[0] * (t - len(s)) + [1] * len(s) for s in seqs], dtype=torch.long),
+    }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytorch_lightning as pl
+import torch
 
 from assay.dynamics.store import PerSampleStore
 
@@ -30,10 +31,11 @@ class PerSampleRecorder(pl.Callback):
             "id": list(batch["ids"]),
             "step": [step] * n,
             "epoch": [trainer.current_epoch] * n,
-            "loss": per_sample.loss.float().cpu().tolist(),
         }
-        for key, value in per_sample.metrics.items():
-            columns[key] = value.float().cpu().tolist()
+        # One [K, B] device-to-host copy for the loss and every metric instead of one per column.
+        names = ["loss", *per_sample.metrics]
+        values = torch.stack([per_sample.loss.float(), *(v.float() for v in per_sample.metrics.values())]).cpu().tolist()
+        columns.update(zip(names, values))
         for flag in self.FLAGS:
             if flag in batch:
                 columns[flag] = batch[flag].bool().cpu().tolist()
