@@ -102,3 +102,21 @@ def test_selection_saves_metadata(tmp_path):
     import json
 
     assert json.loads((tmp_path / "selection.json").read_text())["detection"]["is_corrupted"]["auroc"] == 1.0
+
+
+def test_target_set_filters_sources_and_names_unknown_ones():
+    import datasets
+    import pytest
+
+    from assay.errors import UserError
+    from assay.selection import SelectionContext, TargetSet
+
+    val = datasets.Dataset.from_list([{"id": f"v{i}", "source": "add" if i % 3 else "copy"} for i in range(9)])
+    train = datasets.Dataset.from_list([{"id": "t0", "source": "add"}])
+    ctx = SelectionContext(train, datasets.DatasetDict({"train": train, "val": val}))
+    assert set(TargetSet(target_sources=["copy"]).target(ctx)["source"]) == {"copy"}
+    assert len(TargetSet().target(ctx)) == 9
+    with pytest.raises(UserError, match=r"selection.target_sources=\['sort'\]: not sources of the val split"):
+        TargetSet(target_sources=["sort"]).target(ctx)
+    with pytest.raises(UserError, match=r"selection.target_split='train'"):
+        TargetSet(target_split="train").target(ctx)

@@ -177,6 +177,31 @@ def _finite(scores: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(scores), -np.inf, scores)
 
 
+@dataclass
+class TargetSet:
+    """Fields of the scorers that compare the pool with a trusted target set (LESS, CLUES, RDS+,
+    LAVA, GOT-D): which split, and optionally which of its sources, e.g. one skill to select for."""
+
+    target_split: str = "val"
+    """The trusted / target examples: a split of the run's data other than train."""
+    target_sources: list[str] = field(default_factory=list)
+    """Keep only these sources of the target split (e.g. ``[add]``: select for one skill); empty = all."""
+
+    def target(self, ctx: "SelectionContext") -> datasets.Dataset:
+        splits = ctx.splits or {}
+        check(self.target_split in splits and self.target_split != "train", "selection.target_split", self.target_split,
+              f"not a split of this run other than train; splits are {sorted(splits)}")
+        ds = splits[self.target_split]
+        if self.target_sources:
+            have = set(ds["source"])
+            unknown = sorted(set(self.target_sources) - have)
+            check(not unknown, "selection.target_sources", unknown, f"not sources of the {self.target_split} split; it has {sorted(have)}")
+            wanted = set(self.target_sources)
+            ds = ds.filter(lambda source: source in wanted, input_columns="source")
+        check(len(ds) > 0, "selection.target_split", self.target_split, "is empty: a target set needs at least one example")
+        return ds
+
+
 def top_k_mask(scores: np.ndarray, k: int) -> np.ndarray:
     """Keep the k highest scores (ties broken by position, so the result is deterministic)."""
     order = np.lexsort((np.arange(len(scores)), -scores))

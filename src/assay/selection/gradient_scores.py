@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from assay.dynamics.grad_features import checkpoint_weights, grad_param_names, gradient_features, load_checkpoint, stage_checkpoints
 from assay.errors import check
 from assay.registry import register
-from assay.selection import SelectionContext
+from assay.selection import SelectionContext, TargetSet
 from assay.selection.model_scores import ModelScorer
 
 
@@ -62,9 +62,7 @@ class GraNd(GradientScorer):
 
 
 @dataclass
-class TargetGradientScorer(GradientScorer):
-    target_split: str = "val"
-    """The trusted anchor / target examples (a split disjoint from train)."""
+class TargetGradientScorer(GradientScorer, TargetSet):
     dynamics_from: Optional[str] = None
     """Run directory of the warm-up stage whose checkpoints (weights, Adam moments, learning rate)
     are summed over; empty = the stage's starting model only."""
@@ -75,11 +73,6 @@ class TargetGradientScorer(GradientScorer):
         """Mid-training, the live model is the one checkpoint (weight 1, plain gradients): the
         single-checkpoint case of the same TracIn-CP sum, at the current weights."""
         return replace(self, dynamics_from=None)
-
-    def target(self, ctx: SelectionContext):
-        splits = ctx.splits or {}
-        check(self.target_split in splits and self.target_split != "train" and len(splits[self.target_split]) > 0, "selection.target_split", self.target_split, f"must name a non-empty split other than train; have {sorted(splits)}")
-        return splits[self.target_split]
 
     def over_checkpoints(self, ctx: SelectionContext, similarity) -> np.ndarray:
         """Σ_c w_c · similarity(train features at θ_c, target features at θ_c)."""

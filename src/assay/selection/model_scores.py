@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from assay.data.collate import IGNORE
 from assay.errors import check
 from assay.registry import register
-from assay.selection import SelectionConfig, SelectionContext
+from assay.selection import SelectionConfig, SelectionContext, TargetSet
 
 PREFER = ("easy", "hard")
 
@@ -178,12 +178,10 @@ def embed(model, ds, pad_id: int, batch_size: int) -> np.ndarray:
 
 @register("selection", "embed_sim")
 @dataclass
-class EmbedSim(ModelScorer):
+class EmbedSim(ModelScorer, TargetSet):
     """RDS+ (Ivison et al. 2025, arXiv 2503.01807): cosine of pooled hidden states to a target set."""
 
     name: str = "embed_sim"
-    target_split: str = "val"
-    """The target examples the pool is matched against."""
     reduce: str = "max"
     """Over target examples: ``max`` (RDS+'s choice) or ``mean``."""
 
@@ -192,10 +190,8 @@ class EmbedSim(ModelScorer):
         check(self.reduce in ("max", "mean"), "selection.reduce", self.reduce, "must be one of ['max', 'mean']")
 
     def score(self, ctx: SelectionContext) -> np.ndarray:
-        splits = ctx.splits or {}
-        check(self.target_split in splits and len(splits[self.target_split]) > 0, "selection.target_split", self.target_split, f"must name a non-empty split; have {sorted(splits)}")
         pad = ctx.tokenizer.pad_token_id
-        sims = embed(ctx.model, ctx.train, pad, self.batch_size) @ embed(ctx.model, splits[self.target_split], pad, self.batch_size).T
+        sims = embed(ctx.model, ctx.train, pad, self.batch_size) @ embed(ctx.model, self.target(ctx), pad, self.batch_size).T
         return sims.max(1) if self.reduce == "max" else sims.mean(1)
 
 

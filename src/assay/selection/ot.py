@@ -35,7 +35,7 @@ import torch
 from tqdm.auto import tqdm
 
 from assay.errors import UserError, check
-from assay.selection import SelectionConfig, SelectionContext
+from assay.selection import SelectionConfig, TargetSet, SelectionContext
 
 SOLVERS = ("auto", "exact", "sinkhorn", "batched")
 
@@ -334,15 +334,13 @@ def ot_values(
 
 
 @dataclass
-class OTSelection(SelectionConfig):
+class OTSelection(SelectionConfig, TargetSet):
     """Score = −(OT value): the points that bring the pool closest to the target rank first; any keep_rule applies."""
 
     embedder: str = "minilm"
     """Embedder name (registry ``embedder``: hidden_mean, minilm, column)."""
     embedder_options: dict[str, Any] = field(default_factory=dict)
     """Fields of the chosen embedder, e.g. ``{weighting: position}`` for hidden_mean."""
-    target_split: str = "val"
-    """The trusted / target set ν: a split of the run's data."""
     solver: str = "auto"
     """``exact`` (ot.emd), ``sinkhorn`` (ot.sinkhorn, log domain, full cost matrix), ``batched``
     (log-domain Sinkhorn on cost blocks, memory O(batch·M)), or ``auto`` (sinkhorn up to
@@ -395,11 +393,7 @@ class OTSelection(SelectionConfig):
         """Pool and target embeddings, and the target split."""
         from assay.embeddings import build_embedder
 
-        if ctx.splits is None or self.target_split not in ctx.splits:
-            have = sorted(ctx.splits) if ctx.splits is not None else []
-            raise UserError("selection.target_split", self.target_split, f"not a split of this run; splits are {have}")
-        target = ctx.splits[self.target_split]
-        check(len(target) > 0, "selection.target_split", self.target_split, "is empty: the OT valuation needs a non-empty target set")
+        target = self.target(ctx)
         embedder = build_embedder(self.embedder, self.embedder_options)
         x = embedder.embed(ctx.train, ctx.model, ctx.tokenizer, ctx.cache_dir)
         y = embedder.embed(target, ctx.model, ctx.tokenizer, ctx.cache_dir)
