@@ -26,6 +26,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from assay.errors import UserError
+from assay.registry import GROUPS
 
 HEADLINE = ("test/exact_match", "test/pref_acc", "test/reward_margin", "test/loss", "val/exact_match", "val/loss")
 CURVES = ("train/loss", "val/loss")
@@ -271,7 +272,8 @@ def read_sweep(path: Path) -> list[Run]:
             config = {}
             for o in overrides:
                 key, _, value = o.lstrip("+~").partition("=")
-                config[key] = _parse_scalar(value)
+                # A group choice (objective=dpo) is the option's name in a run's config (objective.name).
+                config[f"{key}.name" if "." not in key and "/" not in key and key in GROUPS else key] = _parse_scalar(value)
             runs.append(Run(str(path / str(num)), "local", "missing", config, reason="no job directory (never started, or lost)"))
     return runs
 

@@ -15,7 +15,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from assay.errors import UserError, check
-from assay.registry import discover, to_object
+from assay.registry import GROUPS, discover, to_object
 
 # Every module of the concern packages is imported, so that registering an entry is all it takes to
 # add a method: a new module + its YAML + its tests, nothing else changes.
@@ -104,7 +104,6 @@ class TrainConfig:
 
 ConfigStore.instance().store(name="train_schema", node=TrainConfig)
 
-GROUPS = ("model", "data", "mixture", "noise", "selection", "ordering", "objective", "dynamics", "trainer", "logger")
 
 
 @dataclass

@@ -31,6 +31,9 @@ T = TypeVar("T")
 
 _REGISTRY: dict[str, dict[str, type]] = {}
 
+GROUPS = ("model", "data", "mixture", "noise", "selection", "ordering", "objective", "dynamics", "trainer", "logger")
+"""The config groups backed by a registry (the research axes plus trainer and logger)."""
+
 
 def register(group: str, key: str) -> Callable[[type[T]], type[T]]:
     """Register dataclass ``cls`` as option ``key`` of config group ``group``."""

@@ -37,3 +37,25 @@ def test_group_name_stands_for_its_option_and_unknown_keys_fail():
 @pytest.mark.parametrize("limit, minutes", [("infinite", None), ("30:00", 30), ("2:00:00", 120), ("1-00:00:00", 1440), ("1-02:03:04", 1564)])
 def test_sinfo_time_limits(limit, minutes):
     assert _minutes(limit) == minutes
+
+
+def test_missing_sweep_jobs_group_with_the_completed_ones(tmp_path):
+    """A job that never ran is known only by its overrides (objective=dpo); it must land in the same
+    group as completed runs, whose config says objective.name=dpo."""
+    import json
+
+    import yaml
+
+    from assay.compare import read_sweep
+
+    sweep = tmp_path / "sweep"
+    (sweep / "0").mkdir(parents=True)
+    yaml.safe_dump({"hydra": {"sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper", "params": None},
+                              "overrides": {"task": ["objective=sft,dpo", "data.format=preference"]}}}, open(sweep / "multirun.yaml", "w"))
+    yaml.safe_dump({"objective": {"name": "sft"}, "seed": 0}, open(sweep / "0" / "config.yaml", "w"))
+    (sweep / "0" / "summary.json").write_text(json.dumps({"status": "completed", "metrics": {"test/loss": 1.0}}))
+    runs = read_sweep(sweep)
+    missing = [r for r in runs if r.status == "missing"]
+    assert len(missing) == 1 and missing[0].config["objective.name"] == "dpo"
+    table = aggregate(runs, check_keys(runs, ["objective"]), ["test/loss"]).set_index("objective.name")
+    assert table.loc["dpo", "failed"] == 1 and table.loc["sft", "n"] == 1
