@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -39,6 +40,8 @@ class CSVLoggerConfig(LoggerConfig):
     def build(self, run_dir: Path, context: dict[str, Any]):
         from pytorch_lightning.loggers import CSVLogger
 
+        # The run directory already holds Hydra's train.log and config.yaml: that is intended.
+        warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
         return CSVLogger(save_dir=str(run_dir), name="", version="")
 
 

@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -271,6 +272,8 @@ def _task(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Lightning's own use of a deprecated torch pytree name, printed at every fit: not the user's concern.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     from assay.preflight import preflight
 
     try:
