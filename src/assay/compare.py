@@ -66,30 +66,28 @@ def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _read_yaml(path: Path) -> dict:
+def _read_mapping(path: Path, kind: str) -> dict:
+    """A run's config (YAML) or summary (JSON) as a dict; a half-written file is one clear error."""
     import yaml
 
+    parse, bad = (json.loads, json.JSONDecodeError) if kind == "JSON" else (yaml.safe_load, yaml.YAMLError)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = parse(path.read_text())
     except (OSError, UnicodeDecodeError) as e:
         raise UserError("run", str(path.parent), f"cannot read {path.name} ({type(e).__name__})") from None
-    except yaml.YAMLError:
-        raise UserError("run", str(path.parent), f"{path.name} is half-written or not YAML; rerun or remove that run") from None
+    except bad:
+        raise UserError("run", str(path.parent), f"{path.name} is half-written or not {kind}; rerun or remove that run") from None
     if not isinstance(data, dict):
         raise UserError("run", str(path.parent), f"{path.name} is empty or half-written; rerun or remove that run")
     return data
 
 
+def _read_yaml(path: Path) -> dict:
+    return _read_mapping(path, "YAML")
+
+
 def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except OSError as e:
-        raise UserError("run", str(path.parent), f"cannot read {path.name} ({type(e).__name__})") from None
-    except json.JSONDecodeError:
-        raise UserError("run", str(path.parent), f"{path.name} is half-written or not JSON; rerun or remove that run") from None
-    if not isinstance(data, dict):
-        raise UserError("run", str(path.parent), f"{path.name} is not a JSON object")
-    return data
+    return _read_mapping(path, "JSON")
 
 
 def _numeric(d: dict) -> dict[str, float]:
