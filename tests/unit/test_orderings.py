@@ -111,3 +111,25 @@ def test_missing_scores_are_one_clear_line(tmp_path):
         Curriculum(seed=0, score_from="nothing").keys(_train([1, 2, 3]), np.zeros(3))
     with pytest.raises(UserError, match="no value for 1 of 3"):
         Curriculum(seed=0, score_from="selection").keys(_train([1, 2, 3]), np.array([1.0, np.nan, 2.0]))
+
+
+def test_upsample_end_places_the_end_phase_in_the_last_epochs_of_the_run():
+    """With the run's length known (4 epochs of 60 rows, last 25% = the whole last epoch), epochs 0-2
+    are plain permutations and the last epoch carries the raised share, repeating `add` rows once
+    they run out (3x their pool share of 1/3 = every position)."""
+    rows = np.arange(60)
+    labels = np.array(["add", "copy", "sort"] * 20)
+    o = UpsampleEnd(seed=0, sources=["add"], last_fraction=0.25, factor=3.0).for_run(240)
+    for epoch in range(3):
+        assert sorted(o.order(rows, labels, epoch)) == list(rows)
+    last = o.order(rows, labels, 3)
+    assert len(last) == 60 and np.all(labels[last] == "add")
+    # an end phase of 10% starts 6 rows before the end of the last epoch: only those are upsampled
+    o = UpsampleEnd(seed=0, sources=["add"], last_fraction=0.1, factor=2.0).for_run(240)
+    last = o.order(rows, labels, 3)
+    assert sorted(last) == list(rows) and np.sum(labels[last[-24:]] == "add") == 16  # round(2/3 x 24)
+    assert o.end_phase_rows(60, 3) == 24 and o.end_phase_rows(60, 2) == 0
+    # unknown run length: every epoch ends with its own phase (the fallback)
+    assert UpsampleEnd(seed=0, sources=["add"], last_fraction=0.25).end_phase_rows(60, 7) == 15
+    with pytest.raises(UserError, match="ordering.horizon_rows"):
+        UpsampleEnd(seed=0, sources=["add"], horizon_rows=0)

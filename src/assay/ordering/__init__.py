@@ -25,6 +25,11 @@ class OrderingConfig:
         scores). Resolved once before training, so ``order`` stays a pure function."""
         return np.asarray(selection_scores)
 
+    def for_run(self, total_rows: int) -> "OrderingConfig":
+        """This ordering for a run that serves ``total_rows`` rows in all (orderings that place
+        something at a point of training, not of an epoch, read it; the rest ignore it)."""
+        return self
+
     def order(self, rows: np.ndarray, scores: np.ndarray, epoch: int) -> np.ndarray:
         """The rows to visit in epoch ``epoch`` (a permutation of ``rows``)."""
         raise TypeError(f"{type(self).__name__} does not implement order()")

@@ -8,7 +8,8 @@ orderings themselves never touch a dataset or a model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Optional
 
 import numpy as np
 
@@ -146,21 +147,40 @@ class Interleaved(GroupOrdering):
 @register("ordering", "upsample_end")
 @dataclass
 class UpsampleEnd(GroupOrdering):
-    """Raise chosen groups' share in the last fraction of each epoch (Blakeney et al. 2024, arXiv 2406.03476)."""
+    """Raise chosen groups' share in the last fraction of training (Blakeney et al. 2024, arXiv 2406.03476)."""
 
     name: str = "upsample_end"
     sources: list[str] = field(default_factory=list)
     """Group labels (values of ``by``) to upsample at the end, e.g. ``[add, sort]``."""
     last_fraction: float = 0.2
-    """Share of the epoch that forms the end phase; the paper finds 10-20% the sweet spot."""
+    """Share of training that forms the end phase; the paper finds 10-20% the sweet spot."""
     factor: float = 3.0
-    """The chosen groups' share in the end phase = factor x their share of the whole pool (capped
-    at 1, and by how many of their examples exist: rows are reordered, never duplicated)."""
+    """The chosen groups' share in the end phase = factor x their share of the pool (capped at 1).
+    An epoch's end-phase positions take chosen rows not yet served in that epoch first, and repeat
+    them only when the phase asks for more than exist (the paper samples the end mixture with
+    replacement); other rows that no longer fit the epoch wait for the next one."""
+    horizon_rows: Optional[int] = None
+    """Rows served over the whole run, which places the end phase in the run's last epochs. The run
+    sets it from trainer.max_steps x data.batch_size x trainer.accumulate_grad_batches; null (the
+    length is unknown) treats every epoch as a whole run, with its own end phase."""
 
     def __post_init__(self) -> None:
         check(len(self.sources) > 0, "ordering.sources", list(self.sources), "name at least one group to upsample at the end")
         check(0.0 < self.last_fraction < 1.0, "ordering.last_fraction", self.last_fraction, "must be in (0, 1)")
         check(self.factor >= 1.0, "ordering.factor", self.factor, "must be >= 1")
+        if self.horizon_rows is not None:
+            check(self.horizon_rows > 0, "ordering.horizon_rows", self.horizon_rows, "must be a positive number of rows (or null)")
+
+    def for_run(self, total_rows: int) -> "UpsampleEnd":
+        return self if self.horizon_rows is not None else replace(self, horizon_rows=int(total_rows))
+
+    def end_phase_rows(self, n: int, epoch: int) -> int:
+        """How many of epoch ``epoch``'s ``n`` positions fall in the end phase."""
+        if self.horizon_rows is None:
+            return int(np.ceil(self.last_fraction * n))
+        start = int(np.floor((1.0 - self.last_fraction) * self.horizon_rows))
+        first, last = epoch * n, (epoch + 1) * n
+        return int(np.clip(last - max(start, first), 0, n))
 
     def order(self, rows, scores, epoch):
         rows = np.asarray(rows)
@@ -171,10 +191,16 @@ class UpsampleEnd(GroupOrdering):
             raise UserError("ordering.sources", list(self.sources), f"none of these occur in ordering.by={self.by!r}; present: {sorted(set(labels.astype(str)))}")
         chosen, other = rows[chosen_mask], rows[~chosen_mask]
         chosen, other = chosen[rng.permutation(len(chosen))], other[rng.permutation(len(other))]
-        tail = int(np.ceil(self.last_fraction * len(rows)))
-        n_chosen_tail = min(len(chosen), tail, int(round(min(1.0, self.factor * len(chosen) / len(rows)) * tail)))
-        n_other_tail = min(len(other), tail - n_chosen_tail)
+        n = len(rows)
+        tail = self.end_phase_rows(n, epoch)
+        if tail == 0:
+            return rows[rng.permutation(n)]
+        share = min(1.0, self.factor * len(chosen) / n)
+        n_other_tail = min(len(other), tail - int(round(share * tail)))
         n_chosen_tail = tail - n_other_tail  # when other groups run short, the chosen fill the tail
-        tail_rows = np.concatenate([chosen[:n_chosen_tail], other[:n_other_tail]])
-        head_rows = np.concatenate([chosen[n_chosen_tail:], other[n_other_tail:]])
-        return np.concatenate([head_rows[rng.permutation(len(head_rows))], tail_rows[rng.permutation(len(tail_rows))]])
+        cycles = -(-n_chosen_tail // len(chosen))  # repeat chosen rows only past the first full pass
+        chosen_tail = np.concatenate([chosen] + [chosen[rng.permutation(len(chosen))] for _ in range(cycles - 1)])[:n_chosen_tail]
+        tail_rows = np.concatenate([chosen_tail, other[:n_other_tail]])
+        head_rows = np.concatenate([chosen[min(n_chosen_tail, len(chosen)):], other[n_other_tail:]])
+        head_rows = head_rows[rng.permutation(len(head_rows))][: n - tail]
+        return np.concatenate([head_rows, tail_rows[rng.permutation(len(tail_rows))]])
