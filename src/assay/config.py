@@ -98,6 +98,10 @@ class TrainConfig:
     checkpoint_every_n_steps: Optional[int] = None
     """Write last.ckpt every this many optimizer steps (default: a quarter of trainer.max_steps).
     Smaller = less work lost to a kill or preemption, at the cost of checkpoint writes."""
+    keep_checkpoints: bool = False
+    """Keep every checkpoint written (``checkpoints/step=<n>.ckpt``, one per checkpoint_every_n_steps),
+    not only last.ckpt: LESS, CLUES and LQS sum over a warm-up stage's checkpoints, weighted by each
+    one's learning rate (TracIn-CP)."""
     allow_order_change: bool = False
     """Resume even if the checkpoint was trained on a different data order."""
 

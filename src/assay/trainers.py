@@ -35,15 +35,27 @@ class TrainerConfig:
     enable_progress_bar: bool = True
     enable_model_summary: bool = False
     num_sanity_val_steps: int = 0
+    threads: Optional[int] = None
+    """Intra-op CPU threads of this process (``torch.set_num_threads``); null = torch's default (all
+    cores). With ``hydra/launcher=local_parallel`` jobs side by side, 1 each avoids oversubscription."""
 
     def __post_init__(self) -> None:
+        if self.threads is not None:
+            check(self.threads > 0, "trainer.threads", self.threads, "must be a positive integer (or null)")
         check(self.max_steps > 0, "trainer.max_steps", self.max_steps, "must be a positive integer")
         check(self.accumulate_grad_batches > 0, "trainer.accumulate_grad_batches", self.accumulate_grad_batches, "must be a positive integer")
         if self.gradient_clip_val is not None:
             check(self.gradient_clip_val > 0, "trainer.gradient_clip_val", self.gradient_clip_val, "must be > 0 (or null)")
 
+    def apply_threads(self) -> None:
+        if self.threads is not None:
+            import torch
+
+            torch.set_num_threads(self.threads)
+
     def build(self, **runtime: Any):
-        kwargs = {k: v for k, v in asdict(self).items() if k != "name"}
+        self.apply_threads()
+        kwargs = {k: v for k, v in asdict(self).items() if k not in ("name", "threads")}
         # The sampler shards after ordering; Lightning must not swap in a DistributedSampler.
         return hydra.utils.instantiate(kwargs, use_distributed_sampler=False, **runtime)
 

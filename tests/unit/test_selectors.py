@@ -120,3 +120,19 @@ def test_target_set_filters_sources_and_names_unknown_ones():
         TargetSet(target_sources=["sort"]).target(ctx)
     with pytest.raises(UserError, match=r"selection.target_split='train'"):
         TargetSet(target_split="train").target(ctx)
+
+
+@pytest.mark.parametrize("p", [0.2, 0.4])
+def test_random_selection_is_independent_of_the_noise(p):
+    """selection=random and noise share the run's seed; the random subset must not know which rows
+    the noise touched (detection AUROC ≈ 0.5, kept share of noisy rows ≈ the pool's)."""
+    from assay.data.noise import Corrupt
+    from assay.selection import RandomSelection
+
+    n = 2000
+    pool = datasets.Dataset.from_dict({"id": [str(i) for i in range(n)], "prompt": ["q"] * n, "completion": [f"a {i}" for i in range(n)]})
+    noisy = Corrupt(p=p, seed=0).apply(pool, "sft")
+    sel = RandomSelection(seed=0, fraction=1 - p).select(SelectionContext(noisy))
+    report = sel.metadata["detection"]["is_corrupted"]
+    assert abs(report["auroc"] - 0.5) < 0.06  # std of a null AUROC here is about 0.015
+    assert abs(report["kept_rate"] - report["pool_rate"]) < 0.05

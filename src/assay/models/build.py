@@ -92,10 +92,10 @@ class ModelConfig:
         return get_peft_model(model, cfg)
 
 
-def check_run_dir(path: str) -> Path:
+def check_run_dir(path: str, field_name: str = "model.init_from") -> Path:
     run = Path(path).expanduser()
     ok = (run / "model" / "config.json").is_file() and (run / "tokenizer").is_dir()
-    check(ok, "model.init_from", path, "must be an assay run directory (with model/ and tokenizer/ from a finished run)")
+    check(ok, field_name, path, "must be an assay run directory (with model/ and tokenizer/ from a finished run)")
     return run
 
 

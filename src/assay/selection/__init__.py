@@ -18,6 +18,8 @@ from assay.registry import register
 
 
 KEEP_RULES = ("all", "top", "threshold", "anchor_quantile", "quota")
+RANDOM_SELECTION_STREAM = 1_000_003
+"""Second seed word of selection=random's generator, so it is independent of every seed-only stream."""
 FLAGS = ("is_corrupted", "is_flipped")
 """Ground-truth noise flags: where the training split has one, every selection is scored against it."""
 
@@ -36,6 +38,15 @@ class Selection:
     def save(self, path: Path) -> None:
         pd.DataFrame({"id": self.ids, "score": self.scores, "kept": self.kept}).to_parquet(path, index=False)
         Path(path).with_suffix(".json").write_text(json.dumps(self.metadata, indent=2, default=float))
+
+    def detection_metrics(self) -> dict[str, float]:
+        """Detection against each ground-truth flag as flat metrics (``selection/is_corrupted/auroc``,
+        ``…/precision_at_k``, ``…/kept_rate``), so sweeps compare them like any other metric."""
+        out = {}
+        for flag, report in self.metadata.get("detection", {}).items():
+            for key in ("auroc", "precision_at_k", "kept_rate"):
+                out[f"selection/{flag}/{key}"] = float(report[key])
+        return out
 
     @property
     def kept_rows(self) -> np.ndarray:
@@ -82,6 +93,12 @@ class SelectionConfig:
     """The trusted anchor set for keep_rule=anchor_quantile (a split disjoint from train)."""
     quotas: dict[str, float] = field(default_factory=dict)
     """Per-source share kept with keep_rule=quota, e.g. ``{code: 0.8, wiki: 0.3}``."""
+    dynamics_from: Optional[str] = None
+    """Run directory of an earlier stage whose artefacts the scorer reads: its per-sample store
+    (cartography, forgetting, β filter), its checkpoints (CLUES, LESS, LQS), or for every scorer that
+    runs a model, its final weights (e.g. a probe trained on the noisy pool: early-training loss,
+    EL2N and embeddings flag what it has not fitted yet). This stage still trains from its own
+    starting model. Empty = the stage's starting model; scorers that read no model ignore it."""
     rescore_every: Optional[int] = None
     """Re-score the pool and re-select / re-order every this many epochs while training (null or 0 =
     select once, before training). Scoring then reads the live model, or this run's own per-sample
@@ -102,6 +119,21 @@ class SelectionConfig:
             check(0.0 <= share <= 1.0, f"selection.quotas.{source}", share, "must be in [0, 1]")
         if self.rescore_every is not None:
             check(self.rescore_every >= 0, "selection.rescore_every", self.rescore_every, "must be >= 0 epochs (0 or null = off)")
+
+    def scoring_model(self, model: Any, tokenizer: Any) -> Any:
+        """The model scorers read: ``model`` itself, or the final weights of ``dynamics_from``."""
+        if self.dynamics_from in (None, "") or not self.needs_model:
+            return model
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from assay.models.build import check_run_dir
+
+        run = check_run_dir(self.dynamics_from, "selection.dynamics_from")
+        theirs = AutoTokenizer.from_pretrained(run / "tokenizer").get_vocab()
+        check(theirs == tokenizer.get_vocab(), "selection.dynamics_from", self.dynamics_from,
+              "has a different tokenizer vocabulary from this run's; score with a run of the same model and data")
+        device = next(model.parameters()).device
+        return AutoModelForCausalLM.from_pretrained(run / "model", dtype=next(model.parameters()).dtype).to(device).train(model.training)
 
     @property
     def rescores(self) -> bool:
@@ -275,4 +307,6 @@ class RandomSelection(SelectionConfig):
     fraction: Optional[float] = 0.5
 
     def score(self, ctx: SelectionContext) -> np.ndarray:
-        return np.random.default_rng(self.seed).random(len(ctx.train))
+        # A stream of its own: the noise transforms draw default_rng(seed).random(n) over the same n
+        # rows, and reusing that stream would make this "random" subset drop exactly the noisy rows.
+        return np.random.default_rng([self.seed, RANDOM_SELECTION_STREAM]).random(len(ctx.train))
