@@ -4,20 +4,26 @@
 
 Part 1, step time (real Lightning fits of the default tiny Llama on the skills corpus, data.batch_size
 rows a step, no validation, no checkpoints):
-  off        dynamics=off
-  losses     dynamics=losses: per-sample loss + confidence from the training step itself, every step
-  grads      losses + projected per-sample gradients of every batch (vmap over the last decoder
-             layer, Rademacher projection to --proj-dim), appended to the same store
+  off          dynamics=off
+  losses       dynamics=losses: per-sample loss + confidence from the training step itself, every step
+  grads-<kind> losses + projected per-sample gradients of every batch (module taps over the last
+               decoder layer, projection --projections to --proj-dim), appended to the same store
 A step is the wall time between consecutive batch ends (data loading, forward, backward, optimizer,
 callbacks). The arms run interleaved for --rounds rounds of --steps steps so that load drift on a
 shared machine hits every arm alike; each arm's number is the median step over all its rounds
 (after dropping each fit's first --skip steps).
 
 Part 2, per-sample gradient scoring of the same --examples training examples on the same model and
-parameters (the last decoder layer; other weights frozen in both): ``gradient_features`` (one vmap'd
-backward per --batch rows) vs one forward + backward per example. Each arm runs in its own process:
-wall time after a warm-up, and peak resident memory (VmHWM) above the process's size once the
-model and data are built (the kernel's peak mark is reset there); the batched gradients are checked against the loop's.
+parameters (the last decoder layer; only it requires grad, in every arm): one forward + backward per
+example (the loop), ``gradient_features`` (one batched forward/backward with module taps per --batch
+rows), and the earlier ``vmap(grad(functional_call))`` path at the same batch sizes. Each arm runs in
+its own process: the median wall time of --repeats runs after a warm-up, and peak resident memory
+(VmHWM) above the process's size once the model and data are built (the kernel's peak mark is reset
+there); every arm's gradients are checked against the loop's.
+
+Part 3, projection fidelity and cost on those exact gradients: per projection kind and --proj-dim,
+the time to project all --examples rows, and over --fidelity-seeds seeds the mean absolute error of
+the pairwise cosine similarities (what LESS scores with) against the exact ones.
 
 Torch runs on --threads threads (default 1: the measurements share the machine with other work).
 Results go to stdout as a Markdown table and to results.json beside this file.
@@ -92,10 +98,11 @@ class GradientRecorder(pl.Callback):
     """Projected per-sample gradients of every training batch into the per-sample store (what a
     gradient-dynamics recorder costs: LESS / CLUES features at every step instead of at checkpoints)."""
 
-    def __init__(self, store, names, proj_dim: int):
-        self.store, self.names, self.proj_dim = store, names, proj_dim
+    def __init__(self, store, names, proj_dim: int, projection: str):
+        self.store, self.names, self.proj_dim, self.projection = store, names, proj_dim, projection
         self.grad_s: list[float] = []
         self.project_s: list[float] = []
+        self.buffer = None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         from assay.dynamics.grad_features import per_sample_grads, project
@@ -103,17 +110,22 @@ class GradientRecorder(pl.Callback):
         model = pl_module.model
         was = model.training
         model.eval()
+        rows = len(batch["input_ids"])
+        if self.buffer is None or len(self.buffer) < rows:  # one [B, D] buffer for every step
+            params = dict(model.named_parameters())
+            self.buffer = torch.empty(rows, sum(params[n].numel() for n in self.names), device=batch["input_ids"].device)
         t = time.perf_counter()
-        g = per_sample_grads(model, batch["input_ids"], batch["labels"], self.names)
+        g = per_sample_grads(model, batch["input_ids"], batch["labels"], self.names, out=self.buffer[:rows])
         self.grad_s.append(time.perf_counter() - t)
         model.train(was)
         t = time.perf_counter()
-        feats = project(g, self.proj_dim, seed=0).numpy()
+        feats = project(g, self.proj_dim, seed=0, kind=self.projection).numpy()
         self.project_s.append(time.perf_counter() - t)
         self.store.append(trainer.global_step, {"id": list(batch["ids"]), "step": [trainer.global_step] * len(feats), "grad": list(feats)})
 
 
 def fit_steps(arm: str, spec, model_state, model, tokenizer, tokenized, steps: int, names, proj_dim: int, hooks: dict) -> list[float]:
+    """Step times of one fit; ``arm`` is off, losses or grads-<projection kind>."""
     from assay.data.datamodule import AssayDataModule, SamplerProgress
     from assay.dynamics import DynamicsOff, LossDynamics
     from assay.dynamics.store import PerSampleStore
@@ -128,9 +140,9 @@ def fit_steps(arm: str, spec, model_state, model, tokenizer, tokenized, steps: i
     with tempfile.TemporaryDirectory() as tmp:
         dynamics = DynamicsOff() if arm == "off" else LossDynamics(flush_every=50)
         callbacks = [SamplerProgress(), *(timed(c, hooks.setdefault(f"{arm}/recorder", [])) for c in dynamics.callbacks(Path(tmp)))]
-        if arm == "grads":
-            grads = GradientRecorder(PerSampleStore(Path(tmp) / "grads"), names, proj_dim)
-            callbacks.append(timed(grads, hooks.setdefault("grads/gradients", [])))
+        if arm.startswith("grads"):
+            grads = GradientRecorder(PerSampleStore(Path(tmp) / "grads"), names, proj_dim, arm.split("-", 1)[1])
+            callbacks.append(timed(grads, hooks.setdefault(f"{arm}/gradients", [])))
         callbacks.append(timer)
         trainer = pl.Trainer(
             accelerator="cpu", devices=1, max_steps=steps, limit_val_batches=0, logger=False, enable_checkpointing=False,
@@ -138,14 +150,15 @@ def fit_steps(arm: str, spec, model_state, model, tokenizer, tokenized, steps: i
             gradient_clip_val=1.0, callbacks=callbacks,
         )
         trainer.fit(module, datamodule=dm)
-    if arm == "grads":
-        hooks.setdefault("grads/per_sample_grads", []).extend(grads.grad_s)
-        hooks.setdefault("grads/projection", []).extend(grads.project_s)
+    if arm.startswith("grads"):
+        hooks.setdefault(f"{arm}/per_sample_grads", []).extend(grads.grad_s)
+        hooks.setdefault(f"{arm}/projection", []).extend(grads.project_s)
     return np.diff(timer.marks).tolist()
 
 
 def loop_grads(model, ds, pad_id: int, names) -> torch.Tensor:
-    """One forward + backward per example (batch size 1, as LESS's collect_grad_reps does)."""
+    """One forward + backward per example (batch size 1, as LESS's collect_grad_reps does), the
+    gradient taken over ``names`` only."""
     from assay.dynamics.grad_features import _sample_loss
     from assay.selection.model_scores import padded_batches
 
@@ -157,6 +170,15 @@ def loop_grads(model, ds, pad_id: int, names) -> torch.Tensor:
         grads = torch.autograd.grad(loss, [params[n] for n in names])
         out.append(torch.cat([g.reshape(-1) for g in grads]))
     return torch.stack(out)
+
+
+def vmap_grads(model, ds, pad_id: int, names, batch: int) -> torch.Tensor:
+    """The earlier batched path: ``vmap(grad(functional_call))`` over the whole model, --batch rows at a time."""
+    from assay.dynamics.grad_features import per_sample_grads
+    from assay.selection.model_scores import padded_batches
+
+    model.eval()
+    return torch.cat([per_sample_grads(model, b["input_ids"], b["labels"], names, method="vmap") for b in padded_batches(ds, pad_id, batch, desc="vmap")])
 
 
 def status_kib(field: str) -> int:
@@ -176,7 +198,7 @@ def reset_peak_rss() -> int:
     return status_kib("VmRSS")
 
 
-def scoring_arm(kind: str, batch: int, examples: int) -> None:
+def scoring_arm(kind: str, batch: int, examples: int, repeats: int) -> None:
     """One scoring arm in a fresh process: peak RSS above the built model and data is that arm's."""
     from assay.dynamics.grad_features import grad_param_names, gradient_features
 
@@ -188,16 +210,46 @@ def scoring_arm(kind: str, batch: int, examples: int) -> None:
     base_kib = reset_peak_rss()
 
     def go(d):
-        return loop_grads(model, d, pad, names) if kind == "loop" else gradient_features(model, d, pad, names, batch)
+        if kind == "loop":
+            return loop_grads(model, d, pad, names)
+        if kind == "vmap":
+            return vmap_grads(model, d, pad, names, batch)
+        return gradient_features(model, d, pad, names, batch)
 
     go(ds.select(range(min(batch, examples))))  # warm-up (vmap tracing, allocator)
-    t = time.perf_counter()
-    g = go(ds)
-    elapsed = time.perf_counter() - t
+    times, g = [], None
+    for _ in range(repeats):
+        g = None  # the previous run's result is not part of this run's peak
+        t = time.perf_counter()
+        g = go(ds)
+        times.append(time.perf_counter() - t)
+    elapsed = float(np.median(times))
     peak_kib = status_kib("VmHWM")
     path = Path(tempfile.gettempdir()) / f"dynamics_overhead_{kind}_{batch}_{os.getpid()}.pt"
     torch.save(g, path)
-    print(json.dumps({"s": round(elapsed, 3), "peak_mib": round((peak_kib - base_kib) / 1024, 1), "file": str(path)}))
+    print(json.dumps({"s": round(elapsed, 3), "s_all": [round(x, 3) for x in times], "peak_mib": round((peak_kib - base_kib) / 1024, 1), "file": str(path)}))
+
+
+def fidelity(g: torch.Tensor, proj_dim: int, kinds, seeds: int) -> dict:
+    """Per projection kind: seconds to project ``g`` (median over seeds) and the mean absolute error
+    of its pairwise cosine similarities against the exact gradients' (off-diagonal pairs)."""
+    from assay.dynamics.grad_features import project
+
+    exact = torch.nn.functional.normalize(g.double(), dim=1)
+    exact = exact @ exact.T
+    off = ~torch.eye(len(g), dtype=torch.bool)
+    out = {}
+    for kind in kinds:
+        project(g[:2], proj_dim, seed=0, kind=kind)  # warm-up
+        secs, errs = [], []
+        for seed in range(seeds):
+            t = time.perf_counter()
+            p = project(g, proj_dim, seed=seed, kind=kind)
+            secs.append(time.perf_counter() - t)
+            c = torch.nn.functional.normalize(p.double(), dim=1)
+            errs.append(float((c @ c.T - exact)[off].abs().mean()))
+        out[kind] = {"s": round(float(np.median(secs)), 4), "cos_mae": round(float(np.mean(errs)), 5), "cos_mae_sd": round(float(np.std(errs)), 5)}
+    return out
 
 
 def main() -> None:
@@ -207,15 +259,18 @@ def main() -> None:
     ap.add_argument("--skip", type=int, default=5, help="first steps of each fit left out (warm-up)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--proj-dim", type=int, default=1024)
+    ap.add_argument("--projections", nargs="+", default=["sjlt", "rademacher"], help="projection kinds of the grads arms")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per scoring arm (median reported)")
+    ap.add_argument("--fidelity-seeds", type=int, default=5)
     ap.add_argument("--examples", type=int, default=128)
     ap.add_argument("--batch", type=int, nargs="+", default=[8, 32], help="batched sizes (8 = the gradient scorers' default)")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--scoring-arm", choices=["loop", "batched"], help=argparse.SUPPRESS)
+    ap.add_argument("--scoring-arm", choices=["loop", "batched", "vmap"], help=argparse.SUPPRESS)
     ap.add_argument("--scoring-batch", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.scoring_arm:
-        return scoring_arm(args.scoring_arm, args.scoring_batch, args.examples)
+        return scoring_arm(args.scoring_arm, args.scoring_batch, args.examples, args.repeats)
     from assay.dynamics.grad_features import grad_param_names
 
     uptime_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
@@ -226,30 +281,36 @@ def main() -> None:
     state = {k: v.clone() for k, v in model.state_dict().items()}
 
     # ---- part 1: step time ----
-    steps: dict[str, list[float]] = {"off": [], "losses": [], "grads": []}
+    steps: dict[str, list[float]] = {"off": [], "losses": [], **{f"grads-{k}": [] for k in args.projections}}
     hooks: dict[str, list[float]] = {}
     for r in range(args.rounds):
         for arm in steps:
-            n = args.grad_steps if arm == "grads" else args.steps
+            n = args.grad_steps if arm.startswith("grads") else args.steps
             steps[arm] += fit_steps(arm, spec, state, model, tokenizer, tokenized, n, names, args.proj_dim, hooks)[args.skip :]
             print(f"round {r} {arm}: median step {np.median(steps[arm]) * 1e3:.1f} ms", flush=True)
     med = {arm: float(np.median(v)) for arm, v in steps.items()}
 
     # ---- part 2: batched vs per-example per-sample gradients, each arm in its own process ----
-    arms = [("loop", 1)] + [("batched", bs) for bs in args.batch]
+    arms = [("loop", 1)] + [("batched", bs) for bs in args.batch] + [("vmap", bs) for bs in args.batch]
     runs = {}
     for kind, bs in arms:
-        cmd = [sys.executable, __file__, "--scoring-arm", kind, "--scoring-batch", str(bs), "--examples", str(args.examples), "--threads", str(args.threads)]
+        cmd = [sys.executable, __file__, "--scoring-arm", kind, "--scoring-batch", str(bs), "--examples", str(args.examples), "--threads", str(args.threads), "--repeats", str(args.repeats)]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
         runs[(kind, bs)] = json.loads(out)
         print(f"{kind} batch {bs}: {runs[(kind, bs)]['s']:.3f} s, peak +{runs[(kind, bs)]['peak_mib']} MiB", flush=True)
     loop = runs[("loop", 1)]
     reference = torch.load(loop["file"])
-    scoring = {"examples": args.examples, "loop_s": loop["s"], "loop_peak_mib": loop["peak_mib"], "batched": []}
+    scoring = {"examples": args.examples, "loop_s": loop["s"], "loop_s_all": loop["s_all"], "loop_peak_mib": loop["peak_mib"], "batched": []}
     for kind, bs in arms[1:]:
         r = runs[(kind, bs)]
         agree = float((torch.load(r["file"]) - reference).abs().max() / reference.abs().max())
-        scoring["batched"].append({"batch": bs, "s": r["s"], "speedup": round(loop["s"] / r["s"], 2), "peak_mib": r["peak_mib"], "max_rel_diff": agree})
+        scoring["batched"].append({"method": "taps" if kind == "batched" else kind, "batch": bs, "s": r["s"], "s_all": r["s_all"], "speedup": round(loop["s"] / r["s"], 2), "peak_mib": r["peak_mib"], "max_rel_diff": agree})
+
+    # ---- part 3: projection cost and fidelity on the loop's exact gradients ----
+    torch.set_num_threads(args.threads)
+    proj = fidelity(reference, args.proj_dim, args.projections, args.fidelity_seeds)
+    for f in (runs[a]["file"] for a in arms):
+        Path(f).unlink(missing_ok=True)
     uptime_after = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
     results = {
@@ -261,27 +322,36 @@ def main() -> None:
         "losses_overhead_pct": round((med["losses"] / med["off"] - 1) * 100, 2),
         "callback_ms_median": {k: round(float(np.median(v)) * 1e3, 3) for k, v in hooks.items()},
         "losses_recorder_pct_of_off_step": round(float(np.median(hooks["losses/recorder"])) / med["off"] * 100, 2),
-        "grads_multiple": round(med["grads"] / med["off"], 2),
+        "grads_multiple": {arm: round(med[arm] / med["off"], 2) for arm in med if arm.startswith("grads")},
         "scoring": scoring,
+        "projection": {"proj_dim": args.proj_dim, "rows": args.examples, "seeds": args.fidelity_seeds, **proj},
     }
     (HERE / "results.json").write_text(json.dumps(results, indent=2))
     s = results["scoring"]
     print(json.dumps(results, indent=2))
     print()
-    print("| measurement | value |")
-    print("|---|---|")
-    print(f"| step, dynamics off (median ms) | {results['step_ms']['off']} |")
-    print(f"| step, losses + confidence (median ms) | {results['step_ms']['losses']} |")
-    print(f"| step, + projected per-sample grads, k={args.proj_dim} (median ms) | {results['step_ms']['grads']} |")
     cb = results["callback_ms_median"]
-    print(f"| losses overhead, end to end (target <= 5%) | {results['losses_overhead_pct']}% |")
-    print(f"| losses recorder's own time per step (median ms; % of an off step) | {cb['losses/recorder']} ms; {results['losses_recorder_pct_of_off_step']}% |")
-    print(f"| grads callback per step: per-sample grads / projection (median ms) | {cb['grads/per_sample_grads']} / {cb['grads/projection']} |")
-    print(f"| per-sample grads, multiple of off | {results['grads_multiple']}x |")
-    print(f"| scoring {args.examples} examples, one backward per example | {s['loop_s']} s, peak +{s['loop_peak_mib']} MiB |")
+    print("| configuration | step time (ms) | vs dynamics off |")
+    print("|---|---:|---:|")
+    print(f"| dynamics off | {results['step_ms']['off']} | 1.00x |")
+    print(f"| losses + confidence recorded | {results['step_ms']['losses']} | {results['losses_overhead_pct']:+}% (target <= 5%; the recorder itself takes {cb['losses/recorder']} ms/step) |")
+    for k in args.projections:
+        arm = f"grads-{k}"
+        print(f"| projected per-sample gradients, {k} (k = {args.proj_dim}) | {results['step_ms'][arm]} | {results['grads_multiple'][arm]}x ({cb[arm + '/per_sample_grads']} ms per-sample gradients + {cb[arm + '/projection']} ms projection) |")
+    print()
+    print(f"| scoring {args.examples} examples | time (s) | speed-up vs loop | peak memory (MiB) | max relative difference to loop |")
+    print("|---|---:|---:|---:|---:|")
+    print(f"| one backward per example | {s['loop_s']} | 1.00x | +{s['loop_peak_mib']} | - |")
     for b in s["batched"]:
-        print(f"| scoring {args.examples} examples, batched vmap, batch {b['batch']} | {b['s']} s, peak +{b['peak_mib']} MiB |")
-        print(f"| batched speedup at batch {b['batch']} (target >= 5x) | {b['speedup']}x (max rel. diff to the loop {b['max_rel_diff']:.1e}) |")
+        label = "batched, module taps" if b["method"] == "taps" else "batched, vmap (earlier path)"
+        print(f"| {label}, batch {b['batch']} | {b['s']} | {b['speedup']}x | +{b['peak_mib']} | {b['max_rel_diff']:.1e} |")
+    print()
+    p = results["projection"]
+    print(f"| projection to k = {p['proj_dim']} of {p['rows']} exact gradients (D = {d_grad}) | time (ms) | cosine-similarity error (mean abs., {p['seeds']} seeds) |")
+    print("|---|---:|---:|")
+    for k in args.projections:
+        print(f"| {k} | {p[k]['s'] * 1e3:.1f} | {p[k]['cos_mae']:.4f} ± {p[k]['cos_mae_sd']:.4f} |")
+
 
 if __name__ == "__main__":
     main()

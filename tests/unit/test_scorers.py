@@ -117,6 +117,16 @@ def test_clues_and_less_without_and_with_checkpoints(tmp_path):
     assert len(trainable) > 0
 
 
+def test_less_projection_choice():
+    c = ctx(6)
+    exact = LESS(proj_dim=0).score(c)
+    for kind in ("sjlt", "rademacher"):
+        s = LESS(proj_dim=4096, seed=0, projection=kind).score(c)
+        assert s.shape == (6,) and np.corrcoef(s, exact)[0, 1] > 0.9  # k >> the spread of 6 examples
+    with pytest.raises(UserError, match="selection.projection"):
+        LESS(projection="gaussian")
+
+
 def write_store(root, rows):
     store = PerSampleStore(root / "dynamics")
     for step, group in pd.DataFrame(rows).groupby("step"):

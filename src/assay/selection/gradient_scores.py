@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from assay.dynamics.grad_features import checkpoint_weights, grad_param_names, gradient_features, load_checkpoint, stage_checkpoints
+from assay.dynamics.grad_features import PROJECTIONS, checkpoint_weights, grad_param_names, gradient_features, load_checkpoint, stage_checkpoints
 from assay.errors import check
 from assay.registry import register
 from assay.selection import SelectionContext, TargetSet
@@ -32,14 +32,21 @@ class GradientScorer(ModelScorer):
     empty = the LoRA adapters when the model has them, else the last decoder layer."""
     proj_dim: int = 0
     """Random-projection dimension k (0 = the exact gradients, CLUES's ``noproj``)."""
+    projection: str = "sjlt"
+    """Random projection to ``proj_dim``, seeded by ``seed`` (the same map on every call and shard).
+    ``sjlt``: sparse Johnson-Lindenstrauss / CountSketch, one ±1 per gradient coordinate (Kane and
+    Nelson 2014, arXiv 1012.1577; GraSS, arXiv 2505.18976): O(D) memory and O(N·D) time, inner
+    products unbiased with the same variance as the dense map. ``rademacher``: the dense ±1/sqrt(k)
+    matrix TRAK and LESS use (Achlioptas 2003), O(N·D·k) time."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.proj_dim >= 0, "selection.proj_dim", self.proj_dim, "must be >= 0 (0 = no projection)")
+        check(self.projection in PROJECTIONS, "selection.projection", self.projection, f"must be one of {list(PROJECTIONS)}")
 
     def features(self, model, ds, pad_id: int, adam=None) -> torch.Tensor:
         names = grad_param_names(model, self.params)
-        return gradient_features(model, ds, pad_id, names, self.batch_size, self.proj_dim, self.seed, adam)
+        return gradient_features(model, ds, pad_id, names, self.batch_size, self.proj_dim, self.seed, adam, self.projection)
 
 
 @register("selection", "grand")
