@@ -8,7 +8,10 @@ examples that bring that mixture closest to the target are those whose added mas
 OT(pool, target) the most: the most negative calibrated gradients g_i(1 + 1/N) − mean(g). Unlike
 matching the target distribution, this favours target-like examples that the pool under-represents.
 The candidate side can be millions of points, so the default solver is the batched log-domain
-Sinkhorn (cost blocks, memory O(batch·M)), as the paper's ott-jax ``PointCloud(batch_size=2000)``.
+Sinkhorn (cost blocks, memory O(batch·M)), as the paper's ott-jax ``PointCloud(batch_size=2000)``;
+beyond ``fit_size`` candidates the potentials are fitted on a seeded subsample and extended to every
+candidate by the entropic c-transform in one streamed pass (``assay.selection.ot``), so the cost grows
+linearly in the pool instead of sweeps × pool.
 """
 
 from __future__ import annotations
