@@ -11,7 +11,9 @@ precomputed before training:
 - ``assay``: ``AssayModule`` + ``AssayDataModule`` under a Lightning ``Trainer``, built as
   ``assay.train.run_stage`` builds them (``objective=dpo``, per-sample dynamics on: the
   ``PerSampleRecorder`` writes every pair of every step to a store), without validation,
-  checkpoints, logger or progress bar.
+  checkpoints, logger or progress bar. With the objective's defaults each pair is one shared-prompt
+  sequence, packed into rows (``objective.share_prompt``, ``objective.pack_factor``);
+  ``--assay-overrides objective.share_prompt=false`` scores two sequences per pair instead.
 - ``trl``: ``trl.DPOTrainer`` with ``precompute_ref_log_probs=True`` (it runs its reference pass in
   its constructor, before timing, and keeps no reference model), no evaluation, ``report_to="none"``,
   no saving, gradient checkpointing and bf16 off (the model is float32 on CPU, like the others).
@@ -65,6 +67,7 @@ def assay_overrides(args: argparse.Namespace, out_dir: Path) -> list[str]:
         f"paths.output_dir={out_dir}",
         f"paths.cache_dir={out_dir / 'cache'}",
         f"seed={args.seed}",
+        *args.assay_overrides,
     ]
 
 
@@ -102,7 +105,9 @@ def prepare(args: argparse.Namespace, work: Path) -> dict:
     data = spec.data
     train = tokenize_split(examples.splits["train"], tokenizer, data.format, data.separator, data.max_length)
     train = train.add_column("_row", list(range(len(train))))
-    splits, _ = attach_reference_logps(model, DatasetDict(train=train), tokenizer.pad_token_id, data.eval_batch_size, work / "reference")
+    splits, _ = attach_reference_logps(
+        model, DatasetDict(train=train), tokenizer.pad_token_id, data.eval_batch_size, work / "reference", spec.objective.collation
+    )
     splits["train"].save_to_disk(str(work / "train"))
     model.save_pretrained(work / "model")
     tokenizer.save_pretrained(work / "tokenizer")
@@ -164,7 +169,7 @@ def run_assay(args: argparse.Namespace, work: Path) -> dict:
     data = spec.data
     datamodule = AssayDataModule(
         tokenized, selection.kept_rows, spec.ordering.keys(tokenized["train"], selection.scores), spec.ordering, data.format,
-        data.batch_size, data.eval_batch_size, tokenizer.pad_token_id,
+        data.batch_size, data.eval_batch_size, tokenizer.pad_token_id, collation=spec.objective.collation,
     )
     module = AssayModule(model, tokenizer, spec.objective, spec.optim, spec.eval)
 
@@ -178,9 +183,10 @@ def run_assay(args: argparse.Namespace, work: Path) -> dict:
     callbacks = [SamplerProgress(), *spec.dynamics.callbacks(run_dir), StepEnds()]
     trainer = spec.trainer.build(callbacks=callbacks, logger=False, enable_checkpointing=False, default_root_dir=str(run_dir))
     trainer.fit(module, datamodule=datamodule)
+    peak = peak_rss_mib()  # training's peak, before the check below reads the store back
     records = len(read_store(run_dir / "dynamics"))
     assert records == args.steps * args.batch_size, f"dynamics store holds {records} records, expected {args.steps * args.batch_size}"
-    return {**throughput(ends, args), "dynamics_records": records}
+    return {**throughput(ends, args), "dynamics_records": records, "peak_rss_mib": peak}
 
 
 # ---- (b) TRL ----------------------------------------------------------------------------------------
@@ -296,7 +302,7 @@ def child(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     work = Path(args.work)
     out = prepare(args, work) if args.one == "prepare" else RUNNERS[args.one](args, work)
-    out.update(contender=args.one, peak_rss_mib=round(peak_rss_mib(), 1), threads=torch.get_num_threads())
+    out.update(contender=args.one, peak_rss_mib=round(out.get("peak_rss_mib", peak_rss_mib()), 1), threads=torch.get_num_threads())
     print("RESULT " + json.dumps(out), flush=True)
 
 
@@ -304,6 +310,7 @@ def spawn(args: argparse.Namespace, what: str, work: Path) -> dict:
     cmd = [sys.executable, __file__, "--one", what, "--work", str(work)]
     for key in ("steps", "warmup", "batch_size", "pairs", "threads", "beta", "lr", "seed"):
         cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
+    cmd += ["--assay-overrides", *args.assay_overrides]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled",
            "OMP_NUM_THREADS": str(args.threads), "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore"}
     load_before = os.getloadavg()[0]
@@ -327,6 +334,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=3, help="rounds of (assay, trl, bare); medians over rounds are reported")
     p.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS)
+    p.add_argument("--assay-overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="extra Hydra overrides for the assay contender and the shared preparation, e.g. objective.share_prompt=false")
     p.add_argument("--results", default=str(HERE / "results.jsonl"), help="append one JSON line per measurement here")
     p.add_argument("--one", choices=("prepare", *CONTENDERS), help=argparse.SUPPRESS)
     p.add_argument("--work", help=argparse.SUPPRESS)
@@ -346,7 +355,7 @@ def main() -> None:
         for r in range(args.repeats):
             for c in args.contenders:
                 res = spawn(args, c, work)
-                res.update(round=r, steps=args.steps, warmup=args.warmup, batch_size=args.batch_size, pairs=info["pairs"],
+                res.update(round=r, assay_overrides=args.assay_overrides, steps=args.steps, warmup=args.warmup, batch_size=args.batch_size, pairs=info["pairs"],
                            beta=args.beta, lr=args.lr, cpu_count=os.cpu_count(), time=time.strftime("%Y-%m-%dT%H:%M:%S"))
                 rounds[c].append(res)
                 print(f"  round {r} {c:5s}: {res['pairs_per_s']:7.1f} pairs/s ({res['pairs_per_cpu_s']:7.1f} per CPU-s)  "

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
+from functools import partial
 
 import pytorch_lightning as pl
 import torch
-from transformers import get_scheduler
 
 from assay.config import EvalConfig, OptimConfig
 from assay.data.text import normalise_answer
@@ -26,17 +27,27 @@ class AssayModule(pl.LightningModule):
         out = self.objective.compute(self.model, batch, training=True, controller=self.controller)
         loss = self.objective.aggregate(out)
         n = len(batch["ids"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=n)
-        if self._logger_writes_this_step():
+        writes = self._logger_writes_this_step()
+        if writes or self._shows_progress_bar():
+            self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        if writes:
             self.log_dict({f"train/{k}": v.float().mean() for k, v in out.metrics.items()}, batch_size=n)
         return {"loss": loss, "per_sample": out.detached()}
 
     def _logger_writes_this_step(self) -> bool:
         """Step metrics reach the logger every ``log_every_n_steps`` steps only; each ``self.log`` call
-        costs about a millisecond on CPU, so the batch means go in on those steps alone (every value
-        also lands in the per-sample store when dynamics are recorded)."""
-        every = self.trainer.log_every_n_steps if self._trainer is not None else 1
-        return (self.global_step + 1) % max(every, 1) == 0
+        costs one to two milliseconds on CPU, so values go in on those steps alone (every value also
+        lands in the per-sample store when dynamics are recorded). The loss is logged on every step
+        while a progress bar shows it."""
+        if self._trainer is None:
+            return True
+        connector = getattr(self.trainer, "_logger_connector", None)
+        if connector is not None and hasattr(connector, "should_update_logs"):
+            return bool(connector.should_update_logs or self.trainer.fast_dev_run)
+        return (self.global_step + 1) % max(self.trainer.log_every_n_steps, 1) == 0
+
+    def _shows_progress_bar(self) -> bool:
+        return self._trainer is None or self.trainer.progress_bar_callback is not None
 
     # ---- evaluation: per-sample loss and metrics, plus exact match of greedy generations ----------
     def validation_step(self, batch: dict, batch_idx: int) -> None:
@@ -93,5 +104,26 @@ class AssayModule(pl.LightningModule):
         params = [p for p in self.model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=self.optim.lr, weight_decay=self.optim.weight_decay, betas=tuple(self.optim.betas))
         total = self.trainer.estimated_stepping_batches
-        sched = get_scheduler(self.optim.schedule, opt, num_warmup_steps=self.optim.warmup_steps, num_training_steps=total)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_multiplier(self.optim.schedule, self.optim.warmup_steps, total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _multiplier(step: int, *, schedule: str, warmup: int, total: int) -> float:
+    if schedule == "constant":
+        return 1.0  # no warm-up, as transformers' "constant" schedule
+    if step < warmup:
+        return step / max(1, warmup)
+    if schedule == "constant_with_warmup":
+        return 1.0
+    if schedule == "linear":
+        return max(0.0, (total - step) / max(1, total - warmup))
+    progress = (step - warmup) / max(1, total - warmup)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))  # cosine: half a period, from 1 to 0
+
+
+def lr_multiplier(schedule: str, warmup: int, total: int) -> partial:
+    """The learning-rate multiplier of step t for ``optim.schedule``: linear warm-up over ``warmup``
+    steps, then constant, linear decay or cosine decay to 0 at ``total``. The same values as
+    transformers' ``get_scheduler`` for these names, without importing its trainer utilities (and
+    peft with them) into every run."""
+    return partial(_multiplier, schedule=schedule, warmup=warmup, total=total)

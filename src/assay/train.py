@@ -56,6 +56,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     (run_dir / "summary.json").unlink(missing_ok=True)  # a run that does not finish has no summary
     OmegaConf.save(OmegaConf.create(job_config(cfg)), run_dir / "config.yaml")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    spec.trainer.apply_threads()  # before data, scoring and training alike
 
     examples = build_examples(spec.data, spec.mixture, spec.noise)
     model, tokenizer = spec.model.build(examples.splits)
@@ -70,22 +71,28 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     reference_files: dict[str, str] = {}
     if spec.objective.needs_reference:
         cache = Path(cfg.paths.cache_dir) / "reference_logps"
-        tokenized, reference_files = attach_reference_logps(model, tokenized, tokenizer.pad_token_id, data.eval_batch_size, cache)
+        tokenized, reference_files = attach_reference_logps(
+            model, tokenized, tokenizer.pad_token_id, data.eval_batch_size, cache, spec.objective.collation
+        )
 
     selection = spec.selection.select(
-        SelectionContext(tokenized["train"], tokenized, model, tokenizer, run_dir, Path(cfg.paths.cache_dir))
+        SelectionContext(tokenized["train"], tokenized, spec.selection.scoring_model(model, tokenizer), tokenizer, run_dir, Path(cfg.paths.cache_dir))
     )
     selection.save(run_dir / "selection.parquet")
+    ordering = spec.ordering.for_run(spec.trainer.max_steps * data.batch_size * spec.trainer.accumulate_grad_batches)
     datamodule = AssayDataModule(
-        tokenized, selection.kept_rows, spec.ordering.keys(tokenized["train"], selection.scores), spec.ordering, data.format, data.batch_size,
-        data.eval_batch_size, tokenizer.pad_token_id, allow_order_change=cfg.allow_order_change,
+        tokenized, selection.kept_rows, ordering.keys(tokenized["train"], selection.scores), ordering, data.format, data.batch_size,
+        data.eval_batch_size, tokenizer.pad_token_id, allow_order_change=cfg.allow_order_change, collation=spec.objective.collation,
     )
     module = AssayModule(model, tokenizer, spec.objective, spec.optim, spec.eval)
     every = cfg.get("checkpoint_every_n_steps") or max(1, spec.trainer.max_steps // 4)
-    checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0, every_n_train_steps=every)
+    checkpoints = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", filename="step={step:06d}", auto_insert_metric_name=False, save_last=True,
+        save_top_k=-1 if cfg.get("keep_checkpoints") else 0, every_n_train_steps=every,
+    )
     # The preemption callback comes after the sampler and the dynamics recorders, so a checkpoint it
     # writes on a requeue signal already counts the batch that just ended.
-    rescoring = rescoring_callbacks(spec.selection, spec.ordering, tokenized, tokenizer, run_dir, Path(cfg.paths.cache_dir))
+    rescoring = rescoring_callbacks(spec.selection, ordering, tokenized, tokenizer, run_dir, Path(cfg.paths.cache_dir))
     callbacks = [SamplerProgress(), *spec.dynamics.callbacks(run_dir), *rescoring, PreemptionCheckpoint(run_dir / "checkpoints" / "last.ckpt"), checkpoints]
     logger = spec.logger.build(run_dir, _logger_context(cfg, run_dir))
     trainer = spec.trainer.build(callbacks=callbacks, logger=logger, default_root_dir=str(run_dir), plugins=cluster_plugins())
@@ -101,7 +108,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "status": "completed",
         "run_dir": str(run_dir),
         "stage": cfg.stage,
-        "metrics": {**val, **{k: float(v) for k, v in test.items()}},
+        "metrics": {**val, **{k: float(v) for k, v in test.items()}, **selection.detection_metrics()},
         "data": {
             "source_counts": examples.source_counts,
             "train_examples": len(tokenized["train"]),

@@ -30,3 +30,47 @@ def test_warmup_then_forgetting_and_clues(tmp_path):
     assert "is_corrupted" in summary["selection"]["detection"]
     summary = run_in_hydra(["debug=fast", "noise=corrupt", "noise.p=0.3", "data.max_train_examples=40", "selection=clues", f"selection.dynamics_from={warm}", "selection.params=[layers.1.mlp]"], tmp_path / "clues")
     assert "is_corrupted" in summary["selection"]["detection"] and "anchor_threshold" in summary["selection"]
+
+
+def test_probe_checkpoints_and_final_model_feed_later_scorers(tmp_path):
+    """The detection protocol: a probe keeps one checkpoint per interval; a model scorer given the
+    probe scores with the probe's final weights (not the fresh model it trains), and detection is
+    reported as flat metrics."""
+    import numpy as np
+    import pandas as pd
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from assay.selection.model_scores import token_statistics
+
+    common = ["debug=fast", "noise=corrupt", "noise.p=0.3", "data.max_train_examples=40"]
+    probe = tmp_path / "probe"
+    run_in_hydra([*common, "trainer.max_steps=12", "keep_checkpoints=true", "checkpoint_every_n_steps=4"], probe)
+    kept = sorted(p.name for p in (probe / "checkpoints").glob("step=*.ckpt"))
+    assert kept == ["step=000004.ckpt", "step=000008.ckpt", "step=000012.ckpt"]
+
+    summary = run_in_hydra([*common, "selection=perplexity", f"selection.dynamics_from={probe}"], tmp_path / "scored")
+    assert 0.0 <= summary["metrics"]["selection/is_corrupted/auroc"] <= 1.0
+    assert summary["metrics"]["selection/is_corrupted/auroc"] == summary["selection"]["detection"]["is_corrupted"]["auroc"]
+    # the scores are the probe's losses: recompute them from the probe's saved model
+    from assay.data import build_examples
+    from assay.config import validate
+    from assay.data.collate import tokenize_split
+    from transformers import AutoTokenizer
+    from tests.conftest import compose_config
+
+    spec = validate(compose_config([*common, "selection=perplexity"]))
+    train = build_examples(spec.data, spec.mixture, spec.noise).splits["train"]
+    tokenizer = AutoTokenizer.from_pretrained(probe / "tokenizer")
+    tokenized = tokenize_split(train, tokenizer, "sft", spec.data.separator, spec.data.max_length)
+    model = AutoModelForCausalLM.from_pretrained(probe / "model", dtype=torch.float32)
+    expected = -token_statistics(model, tokenized, tokenizer.pad_token_id, 16)["loss"]
+    scores = pd.read_parquet(tmp_path / "scored" / "selection.parquet")["score"].to_numpy()
+    np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_scoring_model_from_a_directory_that_is_not_a_run(tmp_path):
+    from assay.errors import UserError
+
+    with pytest.raises(UserError, match="selection.dynamics_from"):
+        run_in_hydra(["debug=fast", "selection=el2n", f"selection.dynamics_from={tmp_path}"], tmp_path / "run")

@@ -355,3 +355,17 @@ def test_curry_pairs_expand_top_vs_each_other_ordered_easy_to_hard():
     assert curry["val"]["id"] == plain["val"]["id"] and curry["val"]["rejected"] == plain["val"]["rejected"]
     gaps = curry["train"]["rating_gap"]
     assert gaps == sorted(gaps, reverse=True)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "constant_with_warmup", "linear", "cosine"])
+def test_lr_schedules_match_transformers(schedule):
+    from transformers import get_scheduler
+
+    from assay.module import lr_multiplier
+
+    for warmup, total in ((0, 10), (3, 10), (5, 5), (4, 1)):
+        ours = [lr_multiplier(schedule, warmup, total)(t) for t in range(total + 3)]
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        sched = get_scheduler(schedule, opt, num_warmup_steps=warmup, num_training_steps=total)
+        theirs = [sched.lr_lambdas[0](t) for t in range(total + 3)]
+        assert ours == pytest.approx(theirs, abs=1e-12), (schedule, warmup, total)

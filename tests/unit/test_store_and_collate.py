@@ -31,3 +31,18 @@ def test_collator_masks_prompt_and_stacks_pairs():
     assert batch["prompt_input_ids"].tolist() == [[5, 6], [0, 5]]  # left-padded for generation
     assert batch["prompt_attention_mask"].tolist() == [[1, 1], [0, 1]]
     assert torch.equal(batch["index"], torch.tensor([0, 1]))
+
+
+def test_store_keeps_dtypes_and_steps_with_different_columns(tmp_path):
+    store = PerSampleStore(tmp_path)
+    store.append(0, {"id": ["a", "b"], "step": [0, 0], "loss": [0.5, 0.25], "is_flipped": [True, False]})
+    store.append(1, {"id": ["a", "b"], "step": [1, 1], "loss": [0.4, 0.2], "is_flipped": [False, False]})
+    store.flush()
+    store.append(2, {"id": ["a"], "step": [2], "loss": [0.3]})
+    store.append(3, {"id": ["a"], "step": [3], "loss": [0.1], "kept": [1.0]})  # a column only some steps have
+    store.flush()
+    df = read_store(tmp_path)
+    assert df["step"].tolist() == [0, 0, 1, 1, 2, 3] and str(df["step"].dtype) == "int64"
+    assert df["loss"].tolist() == [0.5, 0.25, 0.4, 0.2, 0.3, 0.1]
+    assert df["is_flipped"].iloc[:4].tolist() == [True, False, False, False]
+    assert df["kept"].isna().tolist() == [True] * 5 + [False]

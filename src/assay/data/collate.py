@@ -1,8 +1,17 @@
 """Tokenization and collation for the two formats.
 
 A training row becomes ``prompt + separator + response + eos``; loss is taken on the response and
-eos only. Preference batches stack chosen rows on top of rejected rows (``[2B, T]``) so one forward
-pass scores both. Evaluation batches also carry the left-padded prompt for greedy generation.
+eos only. Preference batches come in one of two layouts, both scored by one forward pass:
+
+- two sequences per pair: chosen rows stacked on rejected rows (``[2B, T]``), each ``prompt + response``;
+- shared prompt (Wang et al. 2024, "Accelerating Direct Preference Optimization with Prefix
+  Sharing", arXiv 2410.20305): one segment ``prompt + chosen + rejected`` per pair, in which the
+  rejected tokens see the prompt and themselves but not the chosen tokens, and continue the prompt's
+  positions. A pair then costs P + C + R tokens instead of 2P + C + R padded to a common length.
+  Segments are packed whole into rows (first fit, longest first), so short pairs share a row
+  instead of padding to the longest; the attention mask keeps segments apart.
+
+Evaluation batches also carry the left-padded prompt for greedy generation.
 """
 
 from __future__ import annotations
@@ -14,6 +23,9 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 IGNORE = -100
+
+# Token roles in the shared-prompt layout (``part``): which tokens a token may attend to.
+PAD, PROMPT, CHOSEN, REJECTED = -1, 0, 1, 2
 
 
 def tokenize_split(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, data_format: str, separator: str, max_length: int) -> datasets.Dataset:
@@ -37,24 +49,32 @@ def tokenize_split(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, dat
 
 
 class Collator:
-    """Pads a list of tokenized rows into the tensors the objectives and evaluation read."""
+    """Pads a list of tokenized rows into the tensors the objectives and evaluation read.
 
-    def __init__(self, pad_id: int, data_format: str, with_generation: bool):
+    ``share_prompt`` (preference data only) selects the shared-prompt layout; ``pack_factor`` is
+    then the row capacity in units of the batch's longest segment (0: one segment per row).
+    """
+
+    def __init__(self, pad_id: int, data_format: str, with_generation: bool, share_prompt: bool = False, pack_factor: float = 0.0):
         self.pad_id, self.format, self.with_generation = pad_id, data_format, with_generation
+        self.share_prompt, self.pack_factor = share_prompt and data_format == "preference", pack_factor
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        responses = ["completion"] if self.format == "sft" else ["chosen", "rejected"]
-        seqs, labels = [], []
-        for col in responses:  # chosen block first, then rejected block
-            for r in rows:
-                seqs.append(r["prompt_ids"] + r[f"{col}_ids"])
-                labels.append([IGNORE] * len(r["prompt_ids"]) + r[f"{col}_ids"])
         batch: dict[str, Any] = {
             "ids": [r["id"] for r in rows],
             "index": torch.tensor([r["_row"] for r in rows], dtype=torch.long),
             "sources": [r["source"] for r in rows],
-            **_pad_right(seqs, labels, self.pad_id),
         }
+        if self.share_prompt:
+            batch.update(shared_prompt_layout(rows, self.pad_id, self.pack_factor))
+        else:
+            responses = ["completion"] if self.format == "sft" else ["chosen", "rejected"]
+            seqs, labels = [], []
+            for col in responses:  # chosen block first, then rejected block
+                for r in rows:
+                    seqs.append(r["prompt_ids"] + r[f"{col}_ids"])
+                    labels.append([IGNORE] * len(r["prompt_ids"]) + r[f"{col}_ids"])
+            batch.update(_pad_right(seqs, labels, self.pad_id))
         for flag in ("is_flipped", "is_corrupted", "ref_chosen_logps", "ref_rejected_logps"):
             if flag in rows[0]:
                 batch[flag] = torch.tensor([r[flag] for r in rows])
@@ -72,6 +92,87 @@ def _pad_right(seqs: list[list[int]], labels: list[list[int]], pad_id: int) -> d
         "input_ids": torch.tensor([s + [pad_id] * (t - len(s)) for s in seqs], dtype=torch.long),
         "attention_mask": torch.tensor([[1] * len(s) + [0] * (t - len(s)) for s in seqs], dtype=torch.long),
         "labels": torch.tensor([l + [IGNORE] * (t - len(l)) for l in labels], dtype=torch.long),
+    }
+
+
+def pack_first_fit(lengths: list[int], capacity: int) -> list[list[int]]:
+    """Indices of ``lengths`` grouped into bins of total ≤ ``capacity`` (first fit, longest first).
+
+    Every length must be ≤ ``capacity``. Within a bin, indices keep their batch order.
+    """
+    bins: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        for b, free in enumerate(room):
+            if lengths[i] <= free:
+                bins[b].append(i)
+                room[b] -= lengths[i]
+                break
+        else:
+            bins.append([i])
+            room.append(capacity - lengths[i])
+    return [sorted(b) for b in bins]
+
+
+def shared_prompt_layout(rows: list[dict[str, Any]], pad_id: int, pack_factor: float = 0.0) -> dict[str, torch.Tensor]:
+    """One segment ``prompt + chosen + rejected`` per pair, segments packed into right-padded rows.
+
+    Rows hold at most max(1, ``pack_factor``) times the longest segment's tokens; 0 gives one
+    segment per row.
+
+    Returns, for ``n`` rows of ``T`` tokens and ``B`` pairs:
+
+    - ``input_ids``, ``position_ids`` [n, T]: rejected positions restart where the prompt ends, so
+      every token has the position it has in its own ``prompt + response`` sequence;
+    - ``segment`` [n, T]: the pair a token belongs to (-1 on padding), ``part`` [n, T]: its role
+      (``PROMPT``, ``CHOSEN``, ``REJECTED``, ``PAD``); the attention mask is built from these two;
+    - ``target_index``, ``target_ids``, ``target_seq`` [N], one entry per scored response token:
+      the flat position (into n·T) of the logits that predict it, the token, and the sequence it
+      counts for (pair k's chosen response is k, its rejected response B + k, as in the two-sequence
+      layout). The first rejected token is predicted from the last prompt token, not from the last
+      chosen token that precedes it in the row.
+    """
+    lengths = [len(r["prompt_ids"]) + len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in rows]
+    longest = max(lengths)
+    bins = pack_first_fit(lengths, max(longest, int(pack_factor * longest))) if pack_factor > 0 else [[k] for k in range(len(rows))]
+    width = max(sum(lengths[k] for k in b) for b in bins)
+    n_pairs = len(rows)
+    ids, pos, seg, part = [], [], [], []
+    t_index, t_ids, t_seq = [], [], []
+    for row, pairs in enumerate(bins):
+        r_ids, r_pos, r_seg, r_part = [], [], [], []
+        for k in pairs:
+            prompt, chosen, rejected = rows[k]["prompt_ids"], rows[k]["chosen_ids"], rows[k]["rejected_ids"]
+            p, c, r = len(prompt), len(chosen), len(rejected)
+            start = row * width + len(r_ids)  # flat position of this segment's first token
+            r_ids += prompt + chosen + rejected
+            r_pos += list(range(p + c)) + list(range(p, p + r))
+            r_seg += [k] * (p + c + r)
+            r_part += [PROMPT] * p + [CHOSEN] * c + [REJECTED] * r
+            # Chosen token j (at p + j) is predicted at p + j - 1; rejected token 0 at p - 1 (the
+            # prompt's end), rejected token j > 0 at p + c + j - 1. With an empty prompt the first
+            # token of each response has no predictor, as in the two-sequence layout.
+            skip = 1 if p == 0 else 0
+            t_index += range(start + p - 1 + skip, start + p + c - 1)
+            t_ids += chosen[skip:]
+            t_seq += [k] * (c - skip)
+            if r:
+                t_index += ([] if skip else [start + p - 1]) + list(range(start + p + c, start + p + c + r - 1))
+                t_ids += rejected[skip:]
+                t_seq += [n_pairs + k] * (r - skip)
+        pad = width - len(r_ids)
+        ids.append(r_ids + [pad_id] * pad)
+        pos.append(r_pos + [0] * pad)
+        seg.append(r_seg + [-1] * pad)
+        part.append(r_part + [PAD] * pad)
+    return {
+        "input_ids": torch.tensor(ids, dtype=torch.long),
+        "position_ids": torch.tensor(pos, dtype=torch.long),
+        "segment": torch.tensor(seg, dtype=torch.long),
+        "part": torch.tensor(part, dtype=torch.long),
+        "target_index": torch.tensor(t_index, dtype=torch.long),
+        "target_ids": torch.tensor(t_ids, dtype=torch.long),
+        "target_seq": torch.tensor(t_seq, dtype=torch.long),
     }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import datasets
 import numpy as np
@@ -46,9 +46,11 @@ class AssayDataModule(pl.LightningDataModule):
         eval_batch_size: int,
         pad_id: int,
         allow_order_change: bool = False,
+        collation: Optional[dict] = None,
     ):
+        """``collation``: the objective's batch layout (``ObjectiveConfig.collation``), passed to every ``Collator``."""
         super().__init__()
-        self.splits, self.format = splits, data_format
+        self.splits, self.format, self.collation = splits, data_format, dict(collation or {})
         self.batch_size, self.eval_batch_size, self.pad_id = batch_size, eval_batch_size, pad_id
         self.sampler = OrderedSampler(ordering, kept_rows, scores)
         self.allow_order_change = allow_order_change
@@ -58,7 +60,7 @@ class AssayDataModule(pl.LightningDataModule):
             Rows(self.splits["train"]),
             batch_size=self.batch_size,
             sampler=self.sampler,
-            collate_fn=Collator(self.pad_id, self.format, with_generation=False),
+            collate_fn=Collator(self.pad_id, self.format, with_generation=False, **self.collation),
         )
 
     def _eval_loader(self, split: str) -> DataLoader:
@@ -66,7 +68,7 @@ class AssayDataModule(pl.LightningDataModule):
             Rows(self.splits[split]),
             batch_size=self.eval_batch_size,
             shuffle=False,
-            collate_fn=Collator(self.pad_id, self.format, with_generation=True),
+            collate_fn=Collator(self.pad_id, self.format, with_generation=True, **self.collation),
         )
 
     def val_dataloader(self) -> DataLoader:

@@ -15,26 +15,35 @@ import pandas as pd
 class PerSampleStore:
     def __init__(self, root: Path):
         self.root = Path(root)
-        self._frames: list[pd.DataFrame] = []
+        self._steps: list[dict[str, list]] = []
         self._first_step: int | None = None
         self._last_step: int = -1
 
     def append(self, step: int, columns: dict[str, list]) -> None:
-        """Add the records of one step; every column holds one value per example."""
+        """Add the records of one step; every column holds one value per example.
+
+        The columns are kept as lists until ``flush``: a DataFrame per step costs milliseconds,
+        a visible share of a small model's training step."""
         if self._first_step is None:
             self._first_step = step
         self._last_step = step
-        self._frames.append(pd.DataFrame(columns))
+        self._steps.append({k: list(v) for k, v in columns.items()})
+
+    def _frame(self) -> pd.DataFrame:
+        keys = list(self._steps[0])
+        if all(list(c) == keys for c in self._steps):
+            return pd.DataFrame({k: [x for c in self._steps for x in c[k]] for k in keys})
+        return pd.concat([pd.DataFrame(c) for c in self._steps], ignore_index=True)  # columns differ between steps
 
     def flush(self) -> Path | None:
-        if not self._frames:
+        if not self._steps:
             return None
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / f"part-{self._first_step:09d}-{self._last_step:09d}.parquet"
         tmp = path.with_suffix(".tmp")
-        pd.concat(self._frames, ignore_index=True).to_parquet(tmp, index=False)
+        self._frame().to_parquet(tmp, index=False)
         tmp.rename(path)  # atomic: readers never see half a part
-        self._frames, self._first_step = [], None
+        self._steps, self._first_step = [], None
         return path
 
     def truncate_after(self, step: int) -> None:

@@ -62,6 +62,11 @@ class ObjectiveConfig:
         """True when the loss reads reference-model log-probs (precomputed before training)."""
         return False
 
+    @property
+    def collation(self) -> dict:
+        """Keyword arguments of ``collate.Collator`` for the batch layout this objective reads."""
+        return {}
+
     def build_controller(self) -> Optional[torch.nn.Module]:
         """Running state of a dynamic objective (buffers only), or None for a static one."""
         return None

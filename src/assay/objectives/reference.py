@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Optional
 
 import datasets
 import numpy as np
@@ -22,7 +23,7 @@ from tqdm.auto import tqdm
 
 from assay.data.collate import Collator
 from assay.data.datamodule import Rows
-from assay.objectives.logps import sequence_logps
+from assay.objectives.logps import pair_logps
 
 COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 
@@ -40,23 +41,29 @@ def sequence_key(prompt_ids: list[int], response_ids: list[int]) -> str:
 
 
 @torch.no_grad()
-def compute_reference_logps(model: torch.nn.Module, ds: datasets.Dataset, pad_id: int, batch_size: int, desc: str) -> np.ndarray:
-    """[N, 2] summed log-probs of (chosen, rejected) under ``model``."""
+def compute_reference_logps(
+    model: torch.nn.Module, ds: datasets.Dataset, pad_id: int, batch_size: int, desc: str, collation: Optional[dict] = None
+) -> np.ndarray:
+    """[N, 2] summed log-probs of (chosen, rejected) under ``model``, in the batch layout ``collation``
+    (``ObjectiveConfig.collation``; two sequences per pair when None)."""
     was_training = model.training
     model.eval()
-    loader = DataLoader(Rows(ds), batch_size=batch_size, collate_fn=Collator(pad_id, "preference", with_generation=False))
+    loader = DataLoader(Rows(ds), batch_size=batch_size, collate_fn=Collator(pad_id, "preference", with_generation=False, **(collation or {})))
     out = []
     for batch in tqdm(loader, desc=desc, leave=False):
-        lp = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"]).sum
+        lp = pair_logps(model, batch).sum
         out.append(torch.stack(lp.chunk(2), dim=1).float().cpu())
     model.train(was_training)
     return torch.cat(out).numpy()
 
 
 def attach_reference_logps(
-    model: torch.nn.Module, splits: datasets.DatasetDict, pad_id: int, batch_size: int, cache_dir: Path
+    model: torch.nn.Module, splits: datasets.DatasetDict, pad_id: int, batch_size: int, cache_dir: Path, collation: Optional[dict] = None
 ) -> tuple[datasets.DatasetDict, dict[str, str]]:
-    """Add ``ref_chosen_logps`` / ``ref_rejected_logps`` to every split; returns the cache file used per split."""
+    """Add ``ref_chosen_logps`` / ``ref_rejected_logps`` to every split; returns the cache file used per split.
+
+    The cached value of a sequence does not depend on the batch layout (``collation``) beyond float
+    rounding, so runs with and without a shared prompt share one cache."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     path = cache_dir / f"{weights_digest(model)[:24]}.parquet"
     known: dict[str, float] = {}
@@ -70,7 +77,7 @@ def attach_reference_logps(
         }
         missing = [i for i, (c, r) in enumerate(zip(keys["chosen"], keys["rejected"])) if c not in known or r not in known]
         if missing:
-            values = compute_reference_logps(model, ds.select(missing), pad_id, batch_size, desc=f"reference log-probs ({split})")
+            values = compute_reference_logps(model, ds.select(missing), pad_id, batch_size, f"reference log-probs ({split})", collation)
             for j, i in enumerate(missing):
                 known[keys["chosen"][i]], known[keys["rejected"][i]] = float(values[j, 0]), float(values[j, 1])
             added += len(missing)
