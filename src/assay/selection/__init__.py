@@ -122,7 +122,7 @@ class SelectionConfig:
 
     def scoring_model(self, model: Any, tokenizer: Any) -> Any:
         """The model scorers read: ``model`` itself, or the final weights of ``dynamics_from``."""
-        if self.dynamics_from in (None, "") or not self.needs_model:
+        if self.dynamics_from in (None, "") or not self.scores_with_final_model:
             return model
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -149,6 +149,12 @@ class SelectionConfig:
     def needs_model(self) -> bool:
         """True when scoring runs the run's model (it is built before selection either way)."""
         return False
+
+    @property
+    def scores_with_final_model(self) -> bool:
+        """Whether ``dynamics_from``'s final weights replace the stage's model while scoring; scorers
+        that load that stage's checkpoints themselves (CLUES, LESS, LQS) do not need them."""
+        return self.needs_model
 
     def score(self, ctx: SelectionContext) -> np.ndarray:
         """One score per training example, higher = keep."""

@@ -76,6 +76,10 @@ class TargetGradientScorer(GradientScorer, TargetSet):
     adam: bool = True
     """Precondition train gradients with the checkpoint's Adam moments (when the checkpoint has them)."""
 
+    @property
+    def scores_with_final_model(self) -> bool:
+        return False  # reads the checkpoints of dynamics_from itself
+
     def for_rescoring(self, run_dir) -> "TargetGradientScorer":
         """Mid-training, the live model is the one checkpoint (weight 1, plain gradients): the
         single-checkpoint case of the same TracIn-CP sum, at the current weights."""

@@ -220,6 +220,10 @@ class LQS(ModelScorer, TargetSet):
         super().__post_init__()
         check(self.hessian_examples > 0, "selection.hessian_examples", self.hessian_examples, "must be a positive integer")
 
+    @property
+    def scores_with_final_model(self) -> bool:
+        return False  # reads the checkpoints of dynamics_from itself
+
     def for_rescoring(self, run_dir) -> "LQS":
         """Mid-training, the live model is the single checkpoint."""
         return replace(self, dynamics_from=None)
