@@ -80,3 +80,26 @@ def test_yaml_holds_only_what_differs_from_the_dataclass():
                 except AttributeError:
                     continue
                 assert value != schema_default, f"{group}/{key}.yaml repeats the default {field}={value!r}"
+
+
+@pytest.mark.parametrize("sweep", sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml")))
+def test_every_sweep_composes(compose_cfg, sweep):
+    validate(compose_cfg([f"sweep={sweep}", *(["model.init_from=null"] if sweep == "noisy_prefs" else [])]))
+
+
+@pytest.mark.parametrize(
+    "override,field_name",
+    [
+        ("trainer.threads=0", "trainer.threads"),
+        ("ordering=upsample_end ordering.sources=[add] ordering.horizon_rows=0", "ordering.horizon_rows"),
+        ("objective=dpo data.format=preference objective.pack_factor=-1", "objective.pack_factor"),
+        ("selection=less selection.projection=gaussian", "selection.projection"),
+        ("selection=gotd selection.fit_size=-5", "selection.fit_size"),
+    ],
+)
+def test_new_fields_refuse_bad_values_in_one_line(compose_cfg, override, field_name):
+    from assay.errors import UserError
+
+    with pytest.raises(UserError) as err:
+        validate(compose_cfg(override.split()))
+    assert str(err.value).startswith(field_name) and "\n" not in str(err.value)
