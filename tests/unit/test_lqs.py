@@ -12,7 +12,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from assay.errors import UserError
 from assay.selection import SelectionContext
 from assay.selection.gradient_scores import CLUES
-from assay.selection.lqs import LQS, hessian_vector_product, in_training_order, learnability_quality
+from assay.dynamics.grad_features import in_training_order
+from assay.selection.lqs import LQS, hessian_vector_product, learnability_quality
 from assay.selection.model_scores import padded_batches
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -68,7 +69,7 @@ def _sample_loss(model, params, frozen, input_ids, labels):
 
 
 
-def _row_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def row_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """[B] mean NLL of each row over its labelled tokens: ``_sample_loss`` for a whole batch."""
     logits = logits[:, :-1].float()
     targets = labels[:, 1:]
@@ -225,7 +226,7 @@ def _hooked_grads(model, input_ids, labels, names, out: torch.Tensor) -> set[str
         for n, p in params.items():
             p.requires_grad_(n in taps.hookable)
         with torch.enable_grad():
-            losses = _row_losses(model(input_ids=input_ids, use_cache=False).logits, labels)
+            losses = row_losses(model(input_ids=input_ids, use_cache=False).logits, labels)
     finally:
         for h in handles:
             h.remove()
@@ -434,10 +435,22 @@ def gradient_features(
 # ---- checkpoints of an earlier stage --------------------------------------------------------------
 
 
+def in_training_order(paths: Sequence[Path]) -> list[Path]:
+    """Checkpoints by optimizer step (``...step=<n>.ckpt``; a plain sort of unpadded names puts
+    step=12 before step=6). Names without a step keep their sorted place, at the end."""
+
+    def step(path: Path) -> float:
+        found = re.search(r"step=(\d+)", path.name)
+        return int(found.group(1)) if found else float("inf")
+
+    return sorted(paths, key=lambda p: (step(p), p.name))
+
+
 def stage_checkpoints(run_dir: str | Path) -> list[Path]:
-    """The intermediate checkpoints of a stage (``last.ckpt`` only when there is nothing else)."""
+    """The intermediate checkpoints of a stage in training order (``last.ckpt`` only when there is
+    nothing else)."""
     root = Path(run_dir) / "checkpoints"
-    found = sorted(p for p in root.glob("*.ckpt") if p.name != "last.ckpt")
+    found = in_training_order([p for p in root.glob("*.ckpt") if p.name != "last.ckpt"])
     if not found and (root / "last.ckpt").is_file():
         found = [root / "last.ckpt"]
     if not found:

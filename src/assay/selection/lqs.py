@@ -43,19 +43,15 @@ How it maps onto assay:
 from __future__ import annotations
 
 import copy
-import re
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Callable, Optional, Protocol, Sequence
 
 import datasets
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.func import functional_call, grad, jvp
 
-from assay.data.collate import IGNORE
-from assay.dynamics.grad_features import grad_param_names, gradient_features, load_checkpoint, stage_checkpoints
+from assay.dynamics.grad_features import grad_param_names, gradient_features, load_checkpoint, row_losses, stage_checkpoints
 from assay.errors import check
 from assay.registry import register
 from assay.selection import SelectionContext, TargetSet
@@ -111,11 +107,8 @@ def learnability_quality(n_checkpoints: int, at: Callable[[int], CheckpointTerms
 def mean_response_loss(model: torch.nn.Module, params: dict, frozen: dict, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean over rows of each row's mean NLL over its response tokens: the per-sample loss of the
     gradient features, averaged. Right padding with causal attention needs no attention mask."""
-    logits = functional_call(model, {**frozen, **params}, args=(), kwargs={"input_ids": input_ids, "use_cache": False}).logits[:, :-1].float()
-    targets = labels[:, 1:]
-    mask = (targets != IGNORE).float()
-    nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.clamp(min=0).reshape(-1), reduction="none").view_as(mask)
-    return ((nll * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
+    logits = functional_call(model, {**frozen, **params}, args=(), kwargs={"input_ids": input_ids, "use_cache": False}).logits
+    return row_losses(logits, labels).mean()
 
 
 def hessian_vector_product(model: torch.nn.Module, ds, pad_id: int, names: Sequence[str], v: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -185,17 +178,6 @@ class _ModelTerms:
         return torch.cat(dots), torch.cat(norms)
 
 
-def in_training_order(paths: Sequence[Path]) -> list[Path]:
-    """Checkpoints by optimizer step (Lightning names them ``...step=<n>.ckpt``; a plain sort of the
-    names puts step=12 before step=6). Names without a step keep their sorted place, at the end."""
-
-    def step(path: Path) -> float:
-        found = re.search(r"step=(\d+)", path.name)
-        return int(found.group(1)) if found else float("inf")
-
-    return sorted(paths, key=lambda p: (step(p), p.name))
-
-
 @register("selection", "lqs")
 @dataclass
 class LQS(ModelScorer, TargetSet):
@@ -239,7 +221,7 @@ class LQS(ModelScorer, TargetSet):
         if self.dynamics_from in (None, ""):
             model, paths = ctx.model, []
         else:
-            model, paths = copy.deepcopy(ctx.model), in_training_order(stage_checkpoints(self.dynamics_from))
+            model, paths = copy.deepcopy(ctx.model), stage_checkpoints(self.dynamics_from)
         names = grad_param_names(model, self.params)
         hessian_batch = self.hessian_sample(ctx.train) if len(paths) > 1 else None  # one checkpoint: no recursion
 
