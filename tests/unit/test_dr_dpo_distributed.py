@@ -63,6 +63,9 @@ def worker(rank: int, port: int, out_dir: str) -> None:
             grad /= WORLD  # DDP averages gradients over ranks
             result[scope] = {"value": value.detach(), "weights": weights.detach(), "grad": grad}
         torch.save(result, f"{out_dir}/rank{rank}.pt")
+        # Both ranks must be done with gloo before either tears it down: a rank that destroys the
+        # group while its peer still has a pending send aborts the peer's gloo thread (SIGABRT).
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
