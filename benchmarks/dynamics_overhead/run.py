@@ -6,8 +6,8 @@ Part 1, step time (real Lightning fits of the default tiny Llama on the skills c
 rows a step, no validation, no checkpoints):
   off          dynamics=off
   losses       dynamics=losses: per-sample loss + confidence from the training step itself, every step
-  grads-<kind> losses + projected per-sample gradients of every batch (module taps over the last
-               decoder layer, projection --projections to --proj-dim), appended to the same store
+  grads-<kind> dynamics=gradients at every step: losses + the norm and projection (--projections to
+               --proj-dim) of every example's gradient over the last decoder layer (module taps)
 A step is the wall time between consecutive batch ends (data loading, forward, backward, optimizer,
 callbacks). The arms run interleaved for --rounds rounds of --steps steps so that load drift on a
 shared machine hits every arm alike; each arm's number is the median step over all its rounds
@@ -94,41 +94,46 @@ def timed(callback: pl.Callback, sink: list[float]) -> pl.Callback:
     return callback
 
 
-class GradientRecorder(pl.Callback):
-    """Projected per-sample gradients of every training batch into the per-sample store (what a
-    gradient-dynamics recorder costs: LESS / CLUES features at every step instead of at checkpoints)."""
+_timed_arm: dict = {"arm": None, "hooks": None}
 
-    def __init__(self, store, names, proj_dim: int, projection: str):
-        self.store, self.names, self.proj_dim, self.projection = store, names, proj_dim, projection
-        self.grad_s: list[float] = []
-        self.project_s: list[float] = []
-        self.buffer = None
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        from assay.dynamics.grad_features import per_sample_grads, project
+def _install_timers() -> None:
+    """Wrap ``per_sample_grads`` and ``project`` in grad_features (once) so that every call's time
+    lands in the hooks of the grads arm running now; the recorder looks both up there when it runs."""
+    from assay.dynamics import grad_features
 
-        model = pl_module.model
-        was = model.training
-        model.eval()
-        rows = len(batch["input_ids"])
-        if self.buffer is None or len(self.buffer) < rows:  # one [B, D] buffer for every step
-            params = dict(model.named_parameters())
-            self.buffer = torch.empty(rows, sum(params[n].numel() for n in self.names), device=batch["input_ids"].device)
-        t = time.perf_counter()
-        g = per_sample_grads(model, batch["input_ids"], batch["labels"], self.names, out=self.buffer[:rows])
-        self.grad_s.append(time.perf_counter() - t)
-        model.train(was)
-        t = time.perf_counter()
-        feats = project(g, self.proj_dim, seed=0, kind=self.projection).numpy()
-        self.project_s.append(time.perf_counter() - t)
-        self.store.append(trainer.global_step, {"id": list(batch["ids"]), "step": [trainer.global_step] * len(feats), "grad": list(feats)})
+    if getattr(grad_features, "_benchmark_timed", False):
+        return
+
+    def timed_fn(fn, key):
+        def call(*args, **kwargs):
+            t = time.perf_counter()
+            out = fn(*args, **kwargs)
+            if _timed_arm["arm"] is not None:
+                _timed_arm["hooks"].setdefault(f"{_timed_arm['arm']}/{key}", []).append(time.perf_counter() - t)
+            return out
+
+        return call
+
+    grad_features.per_sample_grads = timed_fn(grad_features.per_sample_grads, "per_sample_grads")
+    grad_features.project = timed_fn(grad_features.project, "projection")
+    grad_features._benchmark_timed = True
+
+
+def gradient_recorder(run_dir: Path, params, proj_dim: int, projection: str) -> pl.Callback:
+    """``dynamics=gradients`` recording every step over the whole batch (what LESS / CLUES features
+    at every step instead of at checkpoints cost)."""
+    from assay.dynamics import GradientDynamics
+
+    _install_timers()
+    config = GradientDynamics(grad_every_n_steps=1, params=list(params), proj_dim=proj_dim, projection=projection, batch_size=1 << 30, flush_every=50)
+    return config.callbacks(run_dir)[-1]
 
 
 def fit_steps(arm: str, spec, model_state, model, tokenizer, tokenized, steps: int, names, proj_dim: int, hooks: dict) -> list[float]:
     """Step times of one fit; ``arm`` is off, losses or grads-<projection kind>."""
     from assay.data.datamodule import AssayDataModule, SamplerProgress
     from assay.dynamics import DynamicsOff, LossDynamics
-    from assay.dynamics.store import PerSampleStore
     from assay.module import AssayModule
     from assay.ordering import RandomOrdering
 
@@ -141,8 +146,9 @@ def fit_steps(arm: str, spec, model_state, model, tokenizer, tokenized, steps: i
         dynamics = DynamicsOff() if arm == "off" else LossDynamics(flush_every=50)
         callbacks = [SamplerProgress(), *(timed(c, hooks.setdefault(f"{arm}/recorder", [])) for c in dynamics.callbacks(Path(tmp)))]
         if arm.startswith("grads"):
-            grads = GradientRecorder(PerSampleStore(Path(tmp) / "grads"), names, proj_dim, arm.split("-", 1)[1])
+            grads = gradient_recorder(Path(tmp), names, proj_dim, arm.split("-", 1)[1])
             callbacks.append(timed(grads, hooks.setdefault(f"{arm}/gradients", [])))
+        _timed_arm.update(arm=arm if arm.startswith("grads") else None, hooks=hooks)
         callbacks.append(timer)
         trainer = pl.Trainer(
             accelerator="cpu", devices=1, max_steps=steps, limit_val_batches=0, logger=False, enable_checkpointing=False,
@@ -150,9 +156,6 @@ def fit_steps(arm: str, spec, model_state, model, tokenizer, tokenized, steps: i
             gradient_clip_val=1.0, callbacks=callbacks,
         )
         trainer.fit(module, datamodule=dm)
-    if arm.startswith("grads"):
-        hooks.setdefault(f"{arm}/per_sample_grads", []).extend(grads.grad_s)
-        hooks.setdefault(f"{arm}/projection", []).extend(grads.project_s)
     return np.diff(timer.marks).tolist()
 
 

@@ -139,6 +139,8 @@ def validate(cfg: DictConfig) -> RunSpec:
             spec.data.format,
             f"objective={spec.objective.name} trains on {spec.objective.data_format} data; set data.format={spec.objective.data_format}",
         )
+    if spec.data.format not in spec.dynamics.data_formats:
+        raise UserError("dynamics", spec.dynamics.name, f"records {' or '.join(spec.dynamics.data_formats)} batches only, and this run trains on {spec.data.format} data; use dynamics=losses")
     return spec
 
 

@@ -36,6 +36,10 @@ CASES = {
     "noise outside [0, 0.5)": (["noise=corrupt", "noise.p=0.7"], ["noise.p=0.7", "[0, 0.5)"]),
     "init_from not a run dir": (["model.init_from=/tmp"], ["model.init_from='/tmp'", "run directory"]),
     "objective and data format disagree": (["objective=dpo"], ["data.format='sft'", "data.format=preference"]),
+    "gradient dynamics on preference data": (["objective=dpo", "data.format=preference", "dynamics=gradients"], ["dynamics='gradients'", "sft", "dynamics=losses"]),
+    "gradient dynamics that record nothing": (["dynamics=gradients", "dynamics.grad_every_n_steps=0"], ["dynamics.grad_every_n_steps=0", "no gradient would be recorded"]),
+    "unknown gradient projection": (["dynamics=gradients", "dynamics.projection=gauss"], ["dynamics.projection='gauss'", "sjlt"]),
+    "gradient dynamics over no parameter": (["dynamics=gradients", "dynamics.params=[nope]"], ["dynamics.params=['nope']", "match no parameter"]),
     "bad value in one sweep job": (["-m", "optim.lr=1e-3,-1"], ["optim.lr=-1.0", "optim.lr=-1"]),
 }
 

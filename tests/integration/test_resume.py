@@ -12,14 +12,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from assay.dynamics.store import read_store
+from assay.dynamics.store import read_gradients, read_store
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = str(Path(sys.executable).parent / "assay-train")
 # 12 steps inside epoch 0 (120 training examples / batch 8 = 15 batches), a checkpoint after every
-# step, so the kill lands mid-epoch between two checkpoints.
-ARGS = ["debug=fast", "logger=csv", "trainer.max_steps=12", "checkpoint_every_n_steps=1", "trainer.val_check_interval=4"]
+# step, so the kill lands mid-epoch between two checkpoints. Gradient dynamics every other step
+# exercise the gradient store's resume too (recording them must not change training).
+ARGS = [
+    "debug=fast", "logger=csv", "trainer.max_steps=12", "checkpoint_every_n_steps=1", "trainer.val_check_interval=4",
+    "dynamics=gradients", "dynamics.grad_every_n_steps=2", "dynamics.proj_dim=64",
+]
 
 
 def _env(tmp_path):
@@ -83,6 +87,12 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     assert len(sb) == len(sa) == 12 * 8
     assert sb[["id", "step"]].equals(sa[["id", "step"]])
     assert (sb["loss"] - sa["loss"]).abs().max() == 0.0
+
+    ga, gb = read_gradients(straight / "dynamics" / "gradients"), read_gradients(killed / "dynamics" / "gradients")
+    assert not gb.index.duplicated(["id", "step"]).any()
+    assert len(gb) == len(ga) == 6 * 8
+    assert gb.index[["id", "step"]].equals(ga.index[["id", "step"]])
+    assert (gb.features() == ga.features()).all() and (gb.index["grad_norm"] == ga.index["grad_norm"]).all()
 
 
 def test_resume_refuses_a_different_data_order(tmp_path):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 from omegaconf import MISSING
 
@@ -13,6 +14,8 @@ from assay.registry import register
 @dataclass
 class DynamicsConfig:
     name: str = MISSING
+    data_formats: ClassVar[tuple[str, ...]] = ("sft", "preference")
+    """The data formats whose batches these dynamics can record."""
 
     def callbacks(self, run_dir) -> list:
         return []
@@ -46,3 +49,62 @@ class LossDynamics(DynamicsConfig):
         from assay.dynamics.store import PerSampleStore
 
         return [PerSampleRecorder(PerSampleStore(run_dir / "dynamics"), self.every_n_steps, self.flush_every)]
+
+
+@register("dynamics", "gradients")
+@dataclass
+class GradientDynamics(LossDynamics):
+    """Everything ``losses`` records, plus per-sample gradient features of the batch trained at
+    chosen steps: the gradient norm over ``params`` (GraNd) and a seeded random projection of the
+    gradient to ``proj_dim`` (LESS / CLUES features), optionally Adam-preconditioned with the
+    optimizer's moments at that step. Records land in ``<run>/dynamics/gradients``: a Parquet index
+    (id, step, epoch, grad_norm, noise flags) and a memory-mapped float32 array per part
+    (``assay.dynamics.store.read_gradients``). The gradient is that of each row's mean response NLL,
+    so these dynamics need SFT-format batches."""
+
+    name: str = "gradients"
+    grad_every_n_steps: int = 50
+    """Record gradients of the batch of every n-th optimizer step (0 = only at ``grad_steps``)."""
+    grad_steps: list[int] = field(default_factory=list)
+    """Further optimizer steps to record at (e.g. the steps checkpoints are written at)."""
+    params: list[str] = field(default_factory=list)
+    """Name substrings of the parameters the gradients are taken over (e.g. ``[lm_head]``, ``[layers.1.]``);
+    empty = the LoRA adapters when the model has them, else the last decoder layer."""
+    proj_dim: int = 8192
+    """Random-projection dimension k (0 = store the exact gradients)."""
+    projection: str = "sjlt"
+    """``sjlt`` (sparse Johnson-Lindenstrauss) or ``rademacher`` (the dense map of TRAK / LESS); see
+    ``selection.projection``. The same seeded map at every step, so features compare across steps."""
+    seed: int = 0
+    """Seed of the projection map."""
+    adam: bool = False
+    """Precondition with the optimizer's Adam moments at that step (LESS's Γ) before projecting."""
+    batch_size: int = 16
+    """Rows per batched per-sample-gradient pass (bounds the [rows, parameters] buffer)."""
+    data_formats: ClassVar[tuple[str, ...]] = ("sft",)
+
+    def __post_init__(self) -> None:
+        from assay.dynamics.grad_features import PROJECTIONS
+
+        super().__post_init__()
+        check(self.grad_every_n_steps >= 0, "dynamics.grad_every_n_steps", self.grad_every_n_steps, "must be >= 0 (0 = only at dynamics.grad_steps)")
+        check(all(s > 0 for s in self.grad_steps), "dynamics.grad_steps", list(self.grad_steps), "must be optimizer steps >= 1")
+        check(
+            self.grad_every_n_steps > 0 or len(self.grad_steps) > 0,
+            "dynamics.grad_every_n_steps",
+            self.grad_every_n_steps,
+            "with no dynamics.grad_steps either, no gradient would be recorded; set one of them, or use dynamics=losses",
+        )
+        check(self.proj_dim >= 0, "dynamics.proj_dim", self.proj_dim, "must be >= 0 (0 = the exact gradients)")
+        check(self.projection in PROJECTIONS, "dynamics.projection", self.projection, f"must be one of {list(PROJECTIONS)}")
+        check(self.batch_size > 0, "dynamics.batch_size", self.batch_size, "must be a positive integer")
+
+    def callbacks(self, run_dir) -> list:
+        from assay.dynamics.callbacks import GradientRecorder
+        from assay.dynamics.store import GradientStore
+
+        recorder = GradientRecorder(
+            GradientStore(run_dir / "dynamics" / "gradients"), self.grad_every_n_steps, self.grad_steps, self.params,
+            self.proj_dim, self.projection, self.seed, self.adam, self.batch_size, self.flush_every,
+        )
+        return [*super().callbacks(run_dir), recorder]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+from typing import Optional, Sequence
+
 import pytorch_lightning as pl
 import torch
 
-from assay.dynamics.store import PerSampleStore
+from assay.dynamics.store import GradientStore, PerSampleStore
 
 
 class PerSampleRecorder(pl.Callback):
@@ -42,6 +45,108 @@ class PerSampleRecorder(pl.Callback):
         self.store.append(step, columns)
         if step % self.flush_every == 0:
             self.store.flush()
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self.store.truncate_after(int(checkpoint["global_step"]))
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self.store.flush()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.store.flush()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self.store.flush()
+
+
+class GradientRecorder(pl.Callback):
+    """Per-sample gradient features of the batch just trained on, at chosen optimizer steps.
+
+    At step s (after s optimizer steps, the weights a checkpoint ``step=s`` holds) every example of
+    that step's batch gets: the norm of its gradient over the chosen parameters (GraNd's score,
+    Paul et al. 2021) and a seeded random projection of that gradient, optionally Adam-preconditioned
+    with the optimizer's current moments first (LESS's Γ, Xia et al. 2024, arXiv 2402.04333, eq. 2).
+    The gradients come from one batched forward/backward per ``batch_size`` rows with module taps
+    (``per_sample_grads``), in eval mode (no dropout), and never touch the parameters' ``.grad``.
+    """
+
+    def __init__(
+        self,
+        store: GradientStore,
+        every_n_steps: int,
+        steps: Sequence[int] = (),
+        params: Sequence[str] = (),
+        proj_dim: int = 8192,
+        projection: str = "sjlt",
+        seed: int = 0,
+        adam: bool = False,
+        batch_size: int = 16,
+        flush_every: int = 200,
+    ):
+        self.store, self.every_n_steps, self.steps = store, every_n_steps, set(steps)
+        self.params, self.proj_dim, self.projection, self.seed = list(params), proj_dim, projection, seed
+        self.adam, self.batch_size, self.flush_every = adam, batch_size, flush_every
+        self.names: Optional[list[str]] = None
+        self._buffer: Optional[torch.Tensor] = None
+        self._warned = False
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        from assay.dynamics.grad_features import grad_param_names
+
+        self.names = grad_param_names(pl_module.model, self.params, field="dynamics.params")  # a bad pattern fails before training
+
+    def due(self, step: int) -> bool:
+        return step in self.steps or (self.every_n_steps > 0 and step % self.every_n_steps == 0)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        from assay.dynamics.grad_features import adam_precondition, per_sample_grads, project
+
+        step = trainer.global_step
+        if not self.due(step):
+            return
+        model = pl_module.model
+        params = dict(model.named_parameters())
+        moments = self._adam_moments(trainer, params) if self.adam else None
+        if self.adam and moments is None and not self._warned:
+            warnings.warn(f"dynamics.adam: the optimizer holds no Adam moments for some of {self.names}; their gradients are recorded plain")
+            self._warned = True
+        input_ids, labels = batch["input_ids"], batch["labels"]
+        rows = len(input_ids)
+        width = sum(params[n].numel() for n in self.names)
+        chunk = min(self.batch_size, rows)
+        if self._buffer is None or self._buffer.shape != (chunk, width) or self._buffer.device != input_ids.device:
+            self._buffer = torch.empty(chunk, width, device=input_ids.device)
+        norms, feats = [], []
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.enable_grad():
+                for start in range(0, rows, chunk):
+                    part = slice(start, min(start + chunk, rows))
+                    g = per_sample_grads(model, input_ids[part], labels[part], self.names, out=self._buffer[: part.stop - part.start])
+                    norms.append(g.norm(dim=1))
+                    if moments is not None:
+                        g = adam_precondition(g, moments[0], moments[1], betas=moments[2])
+                    feats.append((project(g, self.proj_dim, self.seed, kind=self.projection) if self.proj_dim else g).float().cpu())
+        finally:
+            model.train(was_training)
+        columns = {"id": list(batch["ids"]), "step": [step] * rows, "epoch": [trainer.current_epoch] * rows, "grad_norm": torch.cat(norms).float().cpu().tolist()}
+        for flag in PerSampleRecorder.FLAGS:
+            if flag in batch:
+                columns[flag] = batch[flag].bool().cpu().tolist()
+        self.store.append(step, columns, torch.cat(feats).numpy())
+        if step % self.flush_every == 0:
+            self.store.flush()
+
+    def _adam_moments(self, trainer, params) -> Optional[tuple]:
+        """The optimizer's (exp_avg, exp_avg_sq) over ``self.names``, flattened, and its betas; None
+        when a chosen parameter has no moments (not optimized): the gradients are then recorded plain."""
+        optimizer = trainer.optimizers[0]
+        state = [optimizer.state.get(params[n], {}) for n in self.names]
+        if not all("exp_avg" in s and "exp_avg_sq" in s for s in state):
+            return None
+        betas = tuple(optimizer.param_groups[0].get("betas", (0.9, 0.999)))
+        return torch.cat([s["exp_avg"].reshape(-1) for s in state]), torch.cat([s["exp_avg_sq"].reshape(-1) for s in state]), betas
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         self.store.truncate_after(int(checkpoint["global_step"]))

@@ -39,14 +39,15 @@ from assay.data.collate import IGNORE
 from assay.errors import UserError
 
 
-def grad_param_names(model: torch.nn.Module, patterns: Sequence[str] = ()) -> list[str]:
-    """Parameters the features are taken over: names containing any of ``patterns``; with no
-    patterns, the LoRA adapters when present (CLUES / LESS), else the last decoder layer."""
+def grad_param_names(model: torch.nn.Module, patterns: Sequence[str] = (), field: str = "selection.params") -> list[str]:
+    """Parameters the features are taken over: names containing any of ``patterns`` (the config
+    ``field`` they come from, for the error); with no patterns, the LoRA adapters when present
+    (CLUES / LESS), else the last decoder layer."""
     names = [n for n, _ in model.named_parameters()]
     if patterns:
         chosen = [n for n in names if any(p in n for p in patterns)]
         if not chosen:
-            raise UserError("selection.params", list(patterns), f"match no parameter of the model (e.g. {names[:4]})")
+            raise UserError(field, list(patterns), f"match no parameter of the model (e.g. {names[:4]})")
         return chosen
     lora = [n for n in names if "lora_" in n]
     if lora:
