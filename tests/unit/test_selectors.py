@@ -69,6 +69,23 @@ def test_per_source_quotas():
         ByValue(keep_rule="quota", quotas={"zzz": 0.5}).select(ctx())
 
 
+def test_quotas_by_any_column():
+    c = ctx()
+    level = np.arange(20) % 4  # four groups of five
+    c = SelectionContext(c.train.add_column("level", level.tolist()), c.splits)
+    sel = ByValue(keep_rule="quota", quota_by="level", quotas={"0": 0.4}, fraction=0.6).select(c)
+    assert np.flatnonzero(sel.kept & (level == 0)).tolist() == [12, 16]  # top 2 of {0, 4, 8, 12, 16}
+    for g in (1, 2, 3):  # floor(0.6 x 5) = 3 each, the top of each group
+        assert np.flatnonzero(sel.kept & (level == g)).tolist() == [g + 8, g + 12, g + 16]
+    assert sel.metadata["quota_groups"] == {"0": [5, 2], "1": [5, 3], "2": [5, 3], "3": [5, 3]}
+    with pytest.raises(UserError, match="selection.quota_by='lvl': is not a column of the training data"):
+        ByValue(keep_rule="quota", quota_by="lvl").select(c)
+    with pytest.raises(UserError, match=r"selection.quotas=\['9'\]: names groups not in the training pool \(selection.quota_by=level\)"):
+        ByValue(keep_rule="quota", quota_by="level", quotas={"9": 0.5}).select(c)
+    with pytest.raises(UserError, match="selection.quota_by='cluster'.*no model"):
+        ByValue(keep_rule="quota", quota_by="cluster").select(c)
+
+
 def test_bad_rule_and_backward_compatible_default():
     with pytest.raises(UserError, match="selection.keep_rule='best'"):
         ByValue(keep_rule="best")

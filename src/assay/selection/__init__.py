@@ -78,7 +78,8 @@ class SelectionConfig:
     """How scores become kept ids: ``all``; ``top`` (the ``count`` highest, else the top ``fraction``);
     ``threshold`` (score >= ``threshold``); ``anchor_quantile`` (CLUES's global threshold: score >= the
     ``anchor_quantile`` quantile of the same scorer's scores on the trusted ``anchor_split``);
-    ``quota`` (the top share ``quotas[source]`` within every source, ``fraction`` for the rest)."""
+    ``quota`` (the top share ``quotas[group]`` within every group of ``quota_by``, ``fraction`` for
+    the rest)."""
     fraction: Optional[float] = 1.0
     """Share of the pool to keep with keep_rule=top, in (0, 1]."""
     count: Optional[int] = None
@@ -92,7 +93,15 @@ class SelectionConfig:
     anchor_split: str = "val"
     """The trusted anchor set for keep_rule=anchor_quantile (a split disjoint from train)."""
     quotas: dict[str, float] = field(default_factory=dict)
-    """Per-source share kept with keep_rule=quota, e.g. ``{code: 0.8, wiki: 0.3}``."""
+    """Per-group share kept with keep_rule=quota, e.g. ``{code: 0.8, wiki: 0.3}``; groups not named
+    keep ``fraction``."""
+    quota_by: str = "source"
+    """What keep_rule=quota groups by: a column of the training data (``source``, ``difficulty``, ...),
+    or ``cluster``: k-means (``quota_clusters``) on the scoring model's mean-pooled last hidden
+    states, so a budget is spread over regions of the embedding space (the coverage idea of kMQ,
+    arXiv 2409.11378, and CCS, arXiv 2210.15809), groups named ``c0``, ``c1``, ..."""
+    quota_clusters: int = 8
+    """K for quota_by=cluster."""
     dynamics_from: Optional[str] = None
     """Run directory of an earlier stage whose artefacts the scorer reads: its per-sample store
     (cartography, forgetting, β filter), its checkpoints (CLUES, LESS, LQS), or for every scorer that
@@ -117,6 +126,7 @@ class SelectionConfig:
         check(0.0 <= self.anchor_quantile <= 1.0, "selection.anchor_quantile", self.anchor_quantile, "must be in [0, 1]")
         for source, share in self.quotas.items():
             check(0.0 <= share <= 1.0, f"selection.quotas.{source}", share, "must be in [0, 1]")
+        check(self.quota_clusters >= 1, "selection.quota_clusters", self.quota_clusters, "must be a positive integer")
         if self.rescore_every is not None:
             check(self.rescore_every >= 0, "selection.rescore_every", self.rescore_every, "must be >= 0 epochs (0 or null = off)")
 
@@ -179,8 +189,27 @@ class SelectionConfig:
         if self.keep_rule == "anchor_quantile":
             return self._keep_above_anchor(ctx, scores)
         if self.keep_rule == "quota":
-            return quota_mask(_finite(scores), np.asarray(ctx.train["source"]), self.quotas, self.fraction or 1.0), {}
+            groups = self.quota_groups(ctx)
+            kept = quota_mask(_finite(scores), groups, self.quotas, self.fraction or 1.0, f"selection.quota_by={self.quota_by}")
+            sizes = {str(g): [int((groups == g).sum()), int(kept[groups == g].sum())] for g in np.unique(groups)}
+            return kept, {"quota_by": self.quota_by, "quota_groups": sizes}
         return self.keep(scores), {}
+
+    def quota_groups(self, ctx: SelectionContext) -> np.ndarray:
+        """Each training example's group for keep_rule=quota, as strings."""
+        if self.quota_by != "cluster":
+            check(self.quota_by in ctx.train.column_names, "selection.quota_by", self.quota_by,
+                  f"is not a column of the training data ({sorted(ctx.train.column_names)}) nor 'cluster'")
+            return np.asarray([str(v) for v in ctx.train[self.quota_by]])
+        if ctx.model is None:
+            raise UserError("selection.quota_by", "cluster", "clusters the model's embeddings, and this stage provides no model")
+        from sklearn.cluster import KMeans
+
+        from assay.selection.model_scores import embed
+
+        x = embed(ctx.model, ctx.train, ctx.tokenizer.pad_token_id, getattr(self, "batch_size", 32))
+        labels = KMeans(n_clusters=min(self.quota_clusters, len(x)), random_state=self.seed, n_init=4).fit(x).labels_
+        return np.asarray([f"c{c}" for c in labels])
 
     def _keep_above_anchor(self, ctx: SelectionContext, scores: np.ndarray) -> tuple[np.ndarray, dict]:
         field_name = "selection.anchor_split"
@@ -248,11 +277,12 @@ def top_k_mask(scores: np.ndarray, k: int) -> np.ndarray:
     return mask
 
 
-def quota_mask(scores: np.ndarray, sources: np.ndarray, quotas: dict[str, float], default: float) -> np.ndarray:
-    """Within every source keep its top ⌊share x size⌋ by score (kMQ-style per-domain budgets)."""
+def quota_mask(scores: np.ndarray, sources: np.ndarray, quotas: dict[str, float], default: float, grouping: str = "sources") -> np.ndarray:
+    """Within every group (source, cluster, ...) keep its top ⌊share x size⌋ by score (kMQ-style
+    per-domain budgets)."""
     present = set(sources.tolist())
     unknown = sorted(set(quotas) - present)
-    check(not unknown, "selection.quotas", unknown, f"names sources not in the training pool; present: {sorted(present)}")
+    check(not unknown, "selection.quotas", unknown, f"names groups not in the training pool ({grouping}); present: {sorted(present)}")
     mask = np.zeros(len(scores), dtype=bool)
     for source in present:
         rows = np.flatnonzero(sources == source)
