@@ -95,6 +95,11 @@ def test_every_sweep_composes(compose_cfg, sweep):
         ("objective=dpo data.format=preference objective.pack_factor=-1", "objective.pack_factor"),
         ("selection=less selection.projection=gaussian", "selection.projection"),
         ("selection=gotd selection.fit_size=-5", "selection.fit_size"),
+        ("selection=random selection.keep_rule=quota selection.quota_clusters=0", "selection.quota_clusters"),
+        ("dynamics=gradients dynamics.proj_dim=-1", "dynamics.proj_dim"),
+        ("dynamics=gradients dynamics.batch_size=0", "dynamics.batch_size"),
+        ("dynamics=gradients dynamics.grad_steps=[0,5]", "dynamics.grad_steps"),
+        ("dynamics=gradients dynamics.grad_every_n_steps=-2", "dynamics.grad_every_n_steps"),
     ],
 )
 def test_new_fields_refuse_bad_values_in_one_line(compose_cfg, override, field_name):
