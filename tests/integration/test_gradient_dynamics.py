@@ -54,3 +54,25 @@ def test_recorded_features_are_the_checkpoints_adam_preconditioned_projected_gra
         expected = project(adam_precondition(exact, *moments, betas=tuple(spec.optim.betas)), 256, seed=0, kind="sjlt")
         got = torch.from_numpy(rec.features(at))
         assert torch.allclose(got, expected, rtol=1e-3, atol=1e-5 * float(expected.abs().max())), float((got - expected).abs().max())
+
+
+def test_accumulated_micro_batches_are_recorded_under_the_step_they_train(tmp_path):
+    """With 3 micro-batches of 8 per optimizer step, each step has 24 loss records and, where
+    gradients are due, 24 gradient records, all at the weights after that step."""
+    run = [*RUN, "trainer.accumulate_grad_batches=3", "dynamics.flush_every=2"]
+    run_in_hydra(run, tmp_path)
+    losses = read_store(tmp_path / "dynamics")
+    assert losses.groupby("step").size().to_dict() == {1: 24, 2: 24, 3: 24, 4: 24}
+    assert not losses.duplicated(["id", "step"]).any()
+    rec = read_gradients(tmp_path / "dynamics" / "gradients")
+    assert rec.index.groupby("step").size().to_dict() == {2: 24, 4: 24}
+    for step in (2, 4):
+        assert sorted(rec.index[rec.index.step == step]["id"]) == sorted(losses[losses.step == step]["id"])
+
+    spec, train, model, tokenizer = rebuild(run)
+    names = grad_param_names(model)
+    row_of = {i: r for r, i in enumerate(train["id"])}
+    at = rec.index[rec.index.step == 4]
+    load_checkpoint(model, tmp_path / "checkpoints" / "step=000004.ckpt", names)
+    exact = gradient_features(model, train.select([row_of[i] for i in at["id"]]), tokenizer.pad_token_id, names, batch_size=8)
+    assert torch.allclose(torch.tensor(at["grad_norm"].to_numpy(), dtype=torch.float32), exact.norm(dim=1), rtol=1e-4)

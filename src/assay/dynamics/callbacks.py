@@ -11,7 +11,24 @@ import torch
 from assay.dynamics.store import GradientStore, PerSampleStore
 
 
-class PerSampleRecorder(pl.Callback):
+class OptimizerStepLabels:
+    """The optimizer step a training micro-batch belongs to. With gradient accumulation over k
+    micro-batches, ``global_step`` moves only after the k-th, so the first k-1 still read the previous
+    step; every micro-batch of a cycle is labelled with the step its gradient goes into, and a part
+    is flushed only where a step completes (two flushes of one step would write one file twice)."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._seen_step = trainer.global_step
+
+    def step_label(self, trainer) -> tuple[int, bool]:
+        """(the step this micro-batch's gradient is part of, whether that step has just completed)."""
+        step = trainer.global_step
+        completed = step != getattr(self, "_seen_step", step - 1)
+        self._seen_step = step
+        return (step, True) if completed else (step + 1, False)
+
+
+class PerSampleRecorder(OptimizerStepLabels, pl.Callback):
     """Writes the objective's per-sample loss and metrics for every training batch it sees.
 
     The values come from the training step itself (``outputs["per_sample"]``), so recording costs a
@@ -25,7 +42,7 @@ class PerSampleRecorder(pl.Callback):
         self.store, self.every_n_steps, self.flush_every = store, every_n_steps, flush_every
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        step = trainer.global_step
+        step, completed = self.step_label(trainer)
         if step % self.every_n_steps:
             return
         per_sample = outputs["per_sample"]
@@ -43,7 +60,7 @@ class PerSampleRecorder(pl.Callback):
             if flag in batch:
                 columns[flag] = batch[flag].bool().cpu().tolist()
         self.store.append(step, columns)
-        if step % self.flush_every == 0:
+        if completed and step % self.flush_every == 0:
             self.store.flush()
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
@@ -59,11 +76,11 @@ class PerSampleRecorder(pl.Callback):
         self.store.flush()
 
 
-class GradientRecorder(pl.Callback):
+class GradientRecorder(OptimizerStepLabels, pl.Callback):
     """Per-sample gradient features of the batch just trained on, at chosen optimizer steps.
 
     At step s (after s optimizer steps, the weights a checkpoint ``step=s`` holds) every example of
-    that step's batch gets: the norm of its gradient over the chosen parameters (GraNd's score,
+    that step's batch (all its micro-batches under gradient accumulation) gets: the norm of its gradient over the chosen parameters (GraNd's score,
     Paul et al. 2021) and a seeded random projection of that gradient, optionally Adam-preconditioned
     with the optimizer's current moments first (LESS's Γ, Xia et al. 2024, arXiv 2402.04333, eq. 2).
     The gradients come from one batched forward/backward per ``batch_size`` rows with module taps
@@ -88,6 +105,7 @@ class GradientRecorder(pl.Callback):
         self.adam, self.batch_size, self.flush_every = adam, batch_size, flush_every
         self.names: Optional[list[str]] = None
         self._buffer: Optional[torch.Tensor] = None
+        self._pending: list[dict] = []
         self._warned = False
 
     def setup(self, trainer, pl_module, stage: str) -> None:
@@ -99,10 +117,13 @@ class GradientRecorder(pl.Callback):
         return step in self.steps or (self.every_n_steps > 0 and step % self.every_n_steps == 0)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        from assay.dynamics.grad_features import adam_precondition, per_sample_grads, project
-
-        step = trainer.global_step
+        step, completed = self.step_label(trainer)
         if not self.due(step):
+            return
+        # every micro-batch of an accumulated step is scored at the weights after that step, the
+        # weights its checkpoint holds: micro-batches wait (as token ids) until the step completes
+        self._pending.append({k: batch[k] for k in ("ids", "input_ids", "labels", *PerSampleRecorder.FLAGS) if k in batch})
+        if not completed:
             return
         model = pl_module.model
         params = dict(model.named_parameters())
@@ -110,6 +131,15 @@ class GradientRecorder(pl.Callback):
         if self.adam and moments is None and not self._warned:
             warnings.warn(f"dynamics.adam: the optimizer holds no Adam moments for some of {self.names}; their gradients are recorded plain")
             self._warned = True
+        for micro_batch in self._pending:
+            self._record(trainer, model, params, moments, step, micro_batch)
+        self._pending = []
+        if step % self.flush_every == 0:
+            self.store.flush()
+
+    def _record(self, trainer, model, params: dict, moments: Optional[tuple], step: int, batch: dict) -> None:
+        from assay.dynamics.grad_features import adam_precondition, per_sample_grads, project
+
         input_ids, labels = batch["input_ids"], batch["labels"]
         rows = len(input_ids)
         width = sum(params[n].numel() for n in self.names)
@@ -135,8 +165,6 @@ class GradientRecorder(pl.Callback):
             if flag in batch:
                 columns[flag] = batch[flag].bool().cpu().tolist()
         self.store.append(step, columns, torch.cat(feats).numpy())
-        if step % self.flush_every == 0:
-            self.store.flush()
 
     def _adam_moments(self, trainer, params) -> Optional[tuple]:
         """The optimizer's (exp_avg, exp_avg_sq) over ``self.names``, flattened, and its betas; None
