@@ -369,3 +369,32 @@ def test_lr_schedules_match_transformers(schedule):
         sched = get_scheduler(schedule, opt, num_warmup_steps=warmup, num_training_steps=total)
         theirs = [sched.lr_lambdas[0](t) for t in range(total + 3)]
         assert ours == pytest.approx(theirs, abs=1e-12), (schedule, warmup, total)
+
+
+def test_sft_records_confidence_token_accuracy_and_correctness_hand_derived():
+    """Two rows, prompt [1], responses [2, 3] and [2, 1]; the model's next-token probabilities are
+    p0 = (.1, .1, .7, .1) after the prompt and p1 = (.1, .1, .2, .6) after token 2, in both rows.
+    Row a: gold probs .7, .6 -> confidence .65, both tokens top-1 -> token_acc 1, correct 1,
+    loss -(ln .7 + ln .6)/2 = 0.43375. Row b: gold probs .7, .1 -> confidence .4, token 1 is not the
+    top-1 (3 is) -> token_acc .5, correct 0, loss -(ln .7 + ln .1)/2 = 1.32963."""
+    from types import SimpleNamespace
+
+    from assay.data.collate import IGNORE
+    from assay.objectives.sft import SFT
+
+    p0, p1, pad = [0.1, 0.1, 0.7, 0.1], [0.1, 0.1, 0.2, 0.6], [0.25] * 4
+
+    class FixedModel(torch.nn.Module):
+        def forward(self, input_ids, attention_mask=None, use_cache=False):
+            return SimpleNamespace(logits=torch.tensor([p0, p1, pad, pad]).log().expand(len(input_ids), 4, 4))
+
+    batch = {
+        "input_ids": torch.tensor([[1, 2, 3, 0], [1, 2, 1, 0]]),
+        "attention_mask": torch.tensor([[1, 1, 1, 0], [1, 1, 1, 0]]),
+        "labels": torch.tensor([[IGNORE, 2, 3, IGNORE], [IGNORE, 2, 1, IGNORE]]),
+    }
+    out = SFT().compute(FixedModel(), batch)
+    assert torch.allclose(out.loss, torch.tensor([0.43375, 1.32963]), atol=1e-5)
+    assert torch.allclose(out.metrics["confidence"], torch.tensor([0.65, 0.4]))
+    assert out.metrics["token_acc"].tolist() == [1.0, 0.5]
+    assert out.metrics["correct"].tolist() == [1.0, 0.0]

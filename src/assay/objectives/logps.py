@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,12 @@ class SequenceLogps:
     """[N] number of response tokens."""
     mean_prob: torch.Tensor
     """[N] mean probability of the gold response tokens (the dynamics' confidence for SFT)."""
+    token_acc: Optional[torch.Tensor] = None
+    """[N] share of response tokens that are the model's top-1 prediction (teacher forced)."""
+    correct: Optional[torch.Tensor] = None
+    """[N] 1.0 when every response token is the top-1 prediction: the response is what greedy
+    decoding gives, the per-sample correctness of dataset cartography (Swayamdipta et al. 2020)
+    and forgetting events (Toneva et al. 2019) for generated answers."""
 
 
 def sequence_logps(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> SequenceLogps:
@@ -31,10 +38,14 @@ def sequence_logps(model: torch.nn.Module, input_ids: torch.Tensor, attention_ma
     ).view_as(targets)
     token_logps = token_logps * mask
     count = mask.sum(-1).clamp(min=1)
+    with torch.no_grad():
+        hits = ((logits.argmax(-1) == targets) & mask).sum(-1)
     return SequenceLogps(
         sum=token_logps.sum(-1),
         count=count,
         mean_prob=(token_logps.exp() * mask).sum(-1) / count,
+        token_acc=hits.float() / count,
+        correct=(hits == mask.sum(-1)).float(),
     )
 
 
