@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import pytorch_lightning as pl
 import torch
@@ -11,11 +11,29 @@ import torch
 from assay.dynamics.store import GradientStore, PerSampleStore
 
 
-class OptimizerStepLabels:
-    """The optimizer step a training micro-batch belongs to. With gradient accumulation over k
-    micro-batches, ``global_step`` moves only after the k-th, so the first k-1 still read the previous
-    step; every micro-batch of a cycle is labelled with the step its gradient goes into, and a part
-    is flushed only where a step completes (two flushes of one step would write one file twice)."""
+class StoreRecorder(pl.Callback):
+    """What every recorder shares: records keyed by the optimizer step a training micro-batch belongs
+    to, and a store (``self.store``) kept in step with checkpoints (flushed before one is written,
+    truncated to its step on resume).
+
+    With gradient accumulation over k micro-batches, ``global_step`` moves only after the k-th, so the
+    first k-1 still read the previous step; every micro-batch of a cycle is labelled with the step its
+    gradient goes into, and a part is flushed only where a step completes (two flushes of one step
+    would write one file twice)."""
+
+    store: Any
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self.store.truncate_after(int(checkpoint["global_step"]))
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self.store.flush()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.store.flush()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self.store.flush()
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._seen_step = trainer.global_step
@@ -28,7 +46,7 @@ class OptimizerStepLabels:
         return (step, True) if completed else (step + 1, False)
 
 
-class PerSampleRecorder(OptimizerStepLabels, pl.Callback):
+class PerSampleRecorder(StoreRecorder):
     """Writes the objective's per-sample loss and metrics for every training batch it sees.
 
     The values come from the training step itself (``outputs["per_sample"]``), so recording costs a
@@ -63,26 +81,15 @@ class PerSampleRecorder(OptimizerStepLabels, pl.Callback):
         if completed and step % self.flush_every == 0:
             self.store.flush()
 
-    def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
-        self.store.truncate_after(int(checkpoint["global_step"]))
 
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
-        self.store.flush()
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        self.store.flush()
-
-    def on_exception(self, trainer, pl_module, exception) -> None:
-        self.store.flush()
-
-
-class GradientRecorder(OptimizerStepLabels, pl.Callback):
+class GradientRecorder(StoreRecorder):
     """Per-sample gradient features of the batch just trained on, at chosen optimizer steps.
 
     At step s (after s optimizer steps, the weights a checkpoint ``step=s`` holds) every example of
-    that step's batch (all its micro-batches under gradient accumulation) gets: the norm of its gradient over the chosen parameters (GraNd's score,
-    Paul et al. 2021) and a seeded random projection of that gradient, optionally Adam-preconditioned
-    with the optimizer's current moments first (LESS's Γ, Xia et al. 2024, arXiv 2402.04333, eq. 2).
+    that step's batch (all its micro-batches under gradient accumulation) gets: the norm of its
+    gradient over the chosen parameters (GraNd's score, Paul et al. 2021) and a seeded random
+    projection of that gradient, optionally Adam-preconditioned with the optimizer's current moments
+    first (LESS's Γ, Xia et al. 2024, arXiv 2402.04333, eq. 2).
     The gradients come from one batched forward/backward per ``batch_size`` rows with module taps
     (``per_sample_grads``), in eval mode (no dropout), and never touch the parameters' ``.grad``.
     """
@@ -175,15 +182,3 @@ class GradientRecorder(OptimizerStepLabels, pl.Callback):
             return None
         betas = tuple(optimizer.param_groups[0].get("betas", (0.9, 0.999)))
         return torch.cat([s["exp_avg"].reshape(-1) for s in state]), torch.cat([s["exp_avg_sq"].reshape(-1) for s in state]), betas
-
-    def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
-        self.store.truncate_after(int(checkpoint["global_step"]))
-
-    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
-        self.store.flush()
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        self.store.flush()
-
-    def on_exception(self, trainer, pl_module, exception) -> None:
-        self.store.flush()
