@@ -96,6 +96,7 @@ def test_every_sweep_composes(compose_cfg, sweep):
         ("selection=less selection.projection=gaussian", "selection.projection"),
         ("selection=gotd selection.fit_size=-5", "selection.fit_size"),
         ("selection=random selection.keep_rule=quota selection.quota_clusters=0", "selection.quota_clusters"),
+        ("selection=forgetting selection.correct_by=argmax", "selection.correct_by"),
         ("dynamics=gradients dynamics.proj_dim=-1", "dynamics.proj_dim"),
         ("dynamics=gradients dynamics.batch_size=0", "dynamics.batch_size"),
         ("dynamics=gradients dynamics.grad_steps=[0,5]", "dynamics.grad_steps"),

@@ -139,11 +139,35 @@ def test_forgetting_by_hand(tmp_path):
     conf = {"a": [0.9, 0.1, 0.9, 0.1], "b": [0.9] * 4, "c": [0.1] * 4}
     rows = [{"id": i, "step": s, "epoch": s, "confidence": v[s]} for i, v in conf.items() for s in range(4)]
     write_store(tmp_path, rows)
-    events = forgetting_events(pd.DataFrame(rows), 0.5, 1000.0)
+    table = pd.DataFrame(rows)
+    events = forgetting_events(table.assign(correct=table["confidence"] >= 0.5), 1000.0)
     assert events.to_dict() == {"a": 2.0, "b": 0.0, "c": 1000.0}
     train = datasets.Dataset.from_dict({"id": ["c", "a", "b"], "source": ["x"] * 3, "is_corrupted": [True, False, False]})
     sel = Forgetting(dynamics_from=str(tmp_path), count=2).select(SelectionContext(train))
     assert sel.scores.tolist() == [-1000.0, -2.0, 0.0] and sel.metadata["detection"]["is_corrupted"]["auroc"] == 1.0
+
+
+def test_forgetting_by_top1_correctness_hand_derived(tmp_path):
+    """correct_by=top1 reads the recorded greedy-match flag, not a confidence threshold. id a is
+    confident but wrong at step 1 (0.6 with correct 0) and right but unsure at step 2 (0.3 with
+    correct 1): top-1 gives a 1 -> 0 -> 1 -> 1 history (1 event), confidence >= 0.5 gives
+    1 -> 1 -> 0 -> 1 (1 event at a different step); id b: 1 -> 0 -> 0 -> 1 by top-1 (1 event), always
+    >= 0.5 by confidence (0 events)."""
+    rows = [
+        {"id": i, "step": s, "epoch": s, "confidence": conf, "correct": float(ok)}
+        for i, history in {"a": [(0.9, 1), (0.6, 0), (0.3, 1), (0.8, 1)], "b": [(0.9, 1), (0.7, 0), (0.6, 0), (0.9, 1)]}.items()
+        for s, (conf, ok) in enumerate(history)
+    ]
+    write_store(tmp_path, rows)
+    train = datasets.Dataset.from_dict({"id": ["a", "b"], "source": ["x"] * 2})
+    top1 = Forgetting(dynamics_from=str(tmp_path), correct_by="top1", prefer="forgettable", count=1).select(SelectionContext(train))
+    by_conf = Forgetting(dynamics_from=str(tmp_path), prefer="forgettable", count=1).select(SelectionContext(train))
+    assert top1.scores.tolist() == [1.0, 1.0] and by_conf.scores.tolist() == [1.0, 0.0]
+    write_store(tmp_path / "conf_only", [{"id": i, "step": 0, "epoch": 0, "confidence": 0.9} for i in "ab"])
+    with pytest.raises(UserError, match=r"selection.correct_by='top1': the store of .* has none of \['correct', 'pref_acc'\]"):
+        Forgetting(dynamics_from=str(tmp_path / "conf_only"), correct_by="top1").select(SelectionContext(train))
+    with pytest.raises(UserError, match="selection.correct_by='argmax'"):
+        Forgetting(correct_by="argmax")
 
 
 def test_cartography_regions(tmp_path):

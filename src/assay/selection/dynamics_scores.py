@@ -76,9 +76,14 @@ class Forgetting(DynamicsScorer):
     """Forgetting events (Toneva et al. 2019, arXiv 1812.05159): correct -> incorrect transitions between presentations."""
 
     name: str = "forgetting"
+    correct_by: str = "confidence"
+    """What makes a presentation correct: ``confidence``, the recorded confidence >= ``correct_at``;
+    or ``top1``, the recorded top-1 correctness, Toneva et al.'s own definition (the prediction is
+    right): SFT's ``correct`` (every response token is the greedy prediction), ``pref_acc`` for pairs."""
     correct_at: float = 0.5
-    """A presentation counts as correct when the recorded ``confidence`` is >= this (mean gold-token
-    probability for SFT; σ(βh) for pairs, so 0.5 = the chosen response is preferred)."""
+    """With correct_by=confidence, a presentation counts as correct when the recorded ``confidence``
+    is >= this (mean gold-token probability for SFT; σ(βh) for pairs, so 0.5 = the chosen response is
+    preferred)."""
     never_learned: float = 1000.0
     """Events charged to an example never correct at any presentation (the cartography code's
     stand-in for infinity)."""
@@ -89,15 +94,31 @@ class Forgetting(DynamicsScorer):
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.prefer in ("stable", "forgettable"), "selection.prefer", self.prefer, "must be one of ['stable', 'forgettable']")
+        check(self.correct_by in CORRECT_BY, "selection.correct_by", self.correct_by, f"must be one of {list(CORRECT_BY)}")
 
     def score(self, ctx: SelectionContext) -> np.ndarray:
-        events = forgetting_events(self.records(("confidence",)), self.correct_at, self.never_learned)
+        if self.correct_by == "confidence":
+            table = self.records(("confidence",))
+            correct = table["confidence"] >= self.correct_at
+        else:
+            table = self.records()
+            column = next((c for c in TOP1_COLUMNS if c in table.columns), None)
+            if column is None:
+                raise UserError("selection.correct_by", self.correct_by, f"the store of {self.dynamics_from} has none of {list(TOP1_COLUMNS)} (an SFT or preference stage records them); use correct_by=confidence")
+            correct = table[column] >= 0.5
+        events = forgetting_events(table.assign(correct=correct.to_numpy()), self.never_learned)
         return self.align(ctx, -events if self.prefer == "stable" else events)
 
 
-def forgetting_events(table: pd.DataFrame, correct_at: float, never_learned: float) -> pd.Series:
+CORRECT_BY = ("confidence", "top1")
+TOP1_COLUMNS = ("correct", "pref_acc")
+
+
+def forgetting_events(table: pd.DataFrame, never_learned: float) -> pd.Series:
+    """Per id: correct -> incorrect transitions between consecutive presentations (``table`` has
+    id, step and a boolean ``correct``); ids never correct get ``never_learned``."""
     table = table.sort_values(["id", "step"], kind="stable")
-    correct = (table["confidence"] >= correct_at).to_numpy()
+    correct = table["correct"].to_numpy(dtype=bool)
     same = (table["id"].to_numpy()[1:] == table["id"].to_numpy()[:-1])
     forgot = np.r_[False, same & correct[:-1] & ~correct[1:]]
     ids = table["id"].astype(str).to_numpy()
