@@ -58,9 +58,9 @@ class GradientDynamics(LossDynamics):
 
     For the batch trained at each chosen step: the gradient norm over ``params`` (GraNd) and a
     seeded random projection of the gradient to ``proj_dim`` (LESS / CLUES features), optionally
-    Adam-preconditioned with the optimizer's moments at that step. Records land in ``<run>/dynamics/gradients``: a Parquet index
-    (id, step, epoch, grad_norm, noise flags) and a memory-mapped float32 array per part
-    (``assay.dynamics.store.read_gradients``). The gradient is that of each row's mean response NLL,
+    Adam-preconditioned with the optimizer's moments at that step. Records land in
+    ``<run>/dynamics/gradients``: a Parquet index (id, step, epoch, grad_norm, noise flags) and a
+    memory-mapped float32 array per part (``assay.dynamics.store.read_gradients``). The gradient is that of each row's mean response NLL,
     so these dynamics need SFT-format batches."""
 
     name: str = "gradients"

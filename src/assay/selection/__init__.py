@@ -203,13 +203,10 @@ class SelectionConfig:
             return np.asarray([str(v) for v in ctx.train[self.quota_by]])
         if ctx.model is None:
             raise UserError("selection.quota_by", "cluster", "clusters the model's embeddings, and this stage provides no model")
-        from sklearn.cluster import KMeans
-
-        from assay.selection.model_scores import embed
+        from assay.selection.model_scores import embed, kmeans
 
         x = embed(ctx.model, ctx.train, ctx.tokenizer.pad_token_id, getattr(self, "batch_size", 32))
-        labels = KMeans(n_clusters=min(self.quota_clusters, len(x)), random_state=self.seed, n_init=4).fit(x).labels_
-        return np.asarray([f"c{c}" for c in labels])
+        return np.asarray([f"c{c}" for c in kmeans(x, self.quota_clusters, self.seed).labels_])
 
     def _keep_above_anchor(self, ctx: SelectionContext, scores: np.ndarray) -> tuple[np.ndarray, dict]:
         field_name = "selection.anchor_split"
@@ -277,16 +274,16 @@ def top_k_mask(scores: np.ndarray, k: int) -> np.ndarray:
     return mask
 
 
-def quota_mask(scores: np.ndarray, sources: np.ndarray, quotas: dict[str, float], default: float, grouping: str = "sources") -> np.ndarray:
+def quota_mask(scores: np.ndarray, groups: np.ndarray, quotas: dict[str, float], default: float, grouping: str = "sources") -> np.ndarray:
     """Within every group (source, cluster, ...) keep its top ⌊share x size⌋ by score (kMQ-style
     per-domain budgets)."""
-    present = set(sources.tolist())
+    present = set(groups.tolist())
     unknown = sorted(set(quotas) - present)
     check(not unknown, "selection.quotas", unknown, f"names groups not in the training pool ({grouping}); present: {sorted(present)}")
     mask = np.zeros(len(scores), dtype=bool)
-    for source in present:
-        rows = np.flatnonzero(sources == source)
-        k = int(np.floor(quotas.get(source, default) * len(rows)))
+    for group in present:
+        rows = np.flatnonzero(groups == group)
+        k = int(np.floor(quotas.get(group, default) * len(rows)))
         mask[rows[top_k_mask(scores[rows], k)]] = True
     return mask
 

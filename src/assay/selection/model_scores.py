@@ -209,18 +209,21 @@ class KMeansDiverse(ModelScorer):
         check(self.clusters >= 1, "selection.clusters", self.clusters, "must be a positive integer")
 
     def score(self, ctx: SelectionContext) -> np.ndarray:
-        from sklearn.cluster import KMeans
-
         x = embed(ctx.model, ctx.train, ctx.tokenizer.pad_token_id, self.batch_size)
         return diversity_scores(x, min(self.clusters, len(x)), self.seed)
+
+
+def kmeans(x: np.ndarray, clusters: int, seed: int):
+    """Seeded k-means (at most one cluster per point), as kmeans_diverse and per-cluster quotas use it."""
+    from sklearn.cluster import KMeans
+
+    return KMeans(n_clusters=min(clusters, len(x)), random_state=seed, n_init=4).fit(x)
 
 
 def diversity_scores(x: np.ndarray, clusters: int, seed: int) -> np.ndarray:
     """Scores whose top-k is a round-robin over clusters (nearest-to-centroid first in each), so any
     budget is spread evenly across clusters: score = −(rank within cluster) − distance/(1 + max)."""
-    from sklearn.cluster import KMeans
-
-    km = KMeans(n_clusters=clusters, random_state=seed, n_init=4).fit(x)
+    km = kmeans(x, clusters, seed)
     dist = np.linalg.norm(x - km.cluster_centers_[km.labels_], axis=1)
     rank = np.zeros(len(x))
     for c in range(clusters):
