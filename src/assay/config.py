@@ -141,6 +141,9 @@ def validate(cfg: DictConfig) -> RunSpec:
         )
     if spec.data.format not in spec.dynamics.data_formats:
         raise UserError("dynamics", spec.dynamics.name, f"records {' or '.join(spec.dynamics.data_formats)} batches only, and this run trains on {spec.data.format} data; use dynamics=losses")
+    from assay.distributed import check as check_processes
+
+    check_processes(spec)
     return spec
 
 

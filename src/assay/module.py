@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections import defaultdict
 from functools import partial
 
@@ -12,6 +13,9 @@ import torch
 from assay.config import EvalConfig, OptimConfig
 from assay.data.text import normalise_answer
 from assay.objectives.base import ObjectiveConfig
+
+# Evaluation metrics are gathered across ranks before they are logged (``_log_eval``).
+warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting.*")
 
 
 class AssayModule(pl.LightningModule):
@@ -61,9 +65,10 @@ class AssayModule(pl.LightningModule):
         values = {"loss": out.loss, **out.metrics}
         if generate:
             values["exact_match"] = self.exact_match(batch)
+        rows = batch["index"].tolist()
         for key, v in values.items():
-            for source, x in zip(batch["sources"], v.float().cpu().tolist()):
-                self._eval_sums[key].append((source, x))
+            for row, source, x in zip(rows, batch["sources"], v.float().cpu().tolist()):
+                self._eval_sums[key].append((row, source, x))
 
     def on_validation_epoch_end(self) -> None:
         self._log_eval("val")
@@ -72,17 +77,30 @@ class AssayModule(pl.LightningModule):
         self._log_eval("test")
 
     def _log_eval(self, split: str) -> None:
+        """Means over the whole held-out set. Under DDP each rank evaluated every world-th row; the
+        per-sample values of all ranks are gathered and summed in row order, so every rank logs the
+        same numbers a one-process evaluation of the same weights gives."""
+        sums = dict(self._eval_sums)
+        self._eval_sums.clear()
+        if self._trainer is not None and self.trainer.world_size > 1:
+            from assay.distributed import gather_objects
+
+            merged: dict[str, list] = defaultdict(list)
+            for part in gather_objects(sums):
+                for key, triples in part.items():
+                    merged[key].extend(triples)
+            sums = {key: sorted(triples) for key, triples in merged.items()}
         metrics = {}
-        for key, pairs in self._eval_sums.items():
-            metrics[f"{split}/{key}"] = sum(x for _, x in pairs) / len(pairs)
+        for key, triples in sums.items():
+            metrics[f"{split}/{key}"] = sum(x for _, _, x in triples) / len(triples)
             if key in self.evaluation.per_source_metrics:
                 by_source: dict[str, list[float]] = defaultdict(list)
-                for source, x in pairs:
+                for _, source, x in triples:
                     by_source[source].append(x)
                 for source, xs in sorted(by_source.items()):
                     metrics[f"{split}/{key}/{source}"] = sum(xs) / len(xs)
-        self._eval_sums.clear()
-        self.log_dict(metrics, sync_dist=True)
+        # Already global: a sync_dist mean of W equal values would only add rounding.
+        self.log_dict(metrics, sync_dist=False, rank_zero_only=False)
 
     @torch.no_grad()
     def exact_match(self, batch: dict) -> torch.Tensor:

@@ -21,6 +21,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from assay import distributed
 from assay.config import GROUPS, resolved, validate
 from assay.errors import UserError, explain
 from assay.paths import CONF_DIR
@@ -52,15 +53,19 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     started = time.time()
     spec = validate(cfg)
+    distributed.start(spec.trainer)  # several processes: all ranks join before any work; rank 0 writes
+    main = distributed.is_main()
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "summary.json").unlink(missing_ok=True)  # a run that does not finish has no summary
-    OmegaConf.save(OmegaConf.create(job_config(cfg)), run_dir / "config.yaml")
+    if main:
+        (run_dir / "summary.json").unlink(missing_ok=True)  # a run that does not finish has no summary
+        OmegaConf.save(OmegaConf.create(job_config(cfg)), run_dir / "config.yaml")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     spec.trainer.apply_threads()  # before data, scoring and training alike
 
     examples = build_examples(spec.data, spec.mixture, spec.noise)
     model, tokenizer = spec.model.build(examples.splits)
-    tokenizer.save_pretrained(run_dir / "tokenizer")
+    if main:
+        tokenizer.save_pretrained(run_dir / "tokenizer")
     data = spec.data
     tokenized = DatasetDict(
         {
@@ -71,14 +76,13 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     reference_files: dict[str, str] = {}
     if spec.objective.needs_reference:
         cache = Path(cfg.paths.cache_dir) / "reference_logps"
-        tokenized, reference_files = attach_reference_logps(
+        tokenized, reference_files = distributed.rank_zero_first(lambda: attach_reference_logps(  # the others read rank 0's cache
             model, tokenized, tokenizer.pad_token_id, data.eval_batch_size, cache, spec.objective.collation
-        )
+        ))
 
-    selection = spec.selection.select(
-        SelectionContext(tokenized["train"], tokenized, spec.selection.scoring_model(model, tokenizer), tokenizer, run_dir, Path(cfg.paths.cache_dir))
-    )
-    selection.save(run_dir / "selection.parquet")
+    selection = distributed.once(lambda: _select(spec, SelectionContext(
+        tokenized["train"], tokenized, spec.selection.scoring_model(model, tokenizer), tokenizer, run_dir, Path(cfg.paths.cache_dir)
+    ), run_dir))
     ordering = spec.ordering.for_run(spec.trainer.max_steps * data.batch_size * spec.trainer.accumulate_grad_batches)
     datamodule = AssayDataModule(
         tokenized, selection.kept_rows, ordering.keys(tokenized["train"], selection.scores), ordering, data.format, data.batch_size,
@@ -102,7 +106,8 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     test = trainer.test(module, datamodule=datamodule, verbose=False)[0]
-    save_model(module.model, tokenizer, run_dir)
+    if main:
+        save_model(module.model, tokenizer, run_dir)
 
     summary = {
         "status": "completed",
@@ -125,14 +130,21 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "resumed_from": resume,
         "elapsed_s": round(time.time() - started, 1),
     }
-    if logger:
+    if logger and main:
         logger.log_hyperparams({"summary/" + k: v for k, v in summary["metrics"].items()})
         logger.finalize("success")
         if hasattr(logger, "experiment") and hasattr(logger.experiment, "summary"):
             logger.experiment.summary.update({**summary["metrics"], "status": "completed"})
-    _write_json(run_dir / "summary.json", summary)
+    if main:
+        _write_json(run_dir / "summary.json", summary)
     _finish_wandb(0)
     return summary
+
+
+def _select(spec, context, run_dir: Path):
+    selection = spec.selection.select(context)
+    selection.save(run_dir / "selection.parquet")
+    return selection
 
 
 def run_stages(cfg: DictConfig) -> dict[str, Any]:
@@ -161,7 +173,8 @@ def run_stages(cfg: DictConfig) -> dict[str, Any]:
         previous = str(stage_dir)
     last = stages[list(stages)[-1]]
     summary = {"status": "completed", "run_dir": str(root), "metrics": last["metrics"], "stages": stages}
-    _write_json(root / "summary.json", summary)
+    if distributed.is_main():
+        _write_json(root / "summary.json", summary)
     return summary
 
 
@@ -268,12 +281,18 @@ def _task(cfg: DictConfig) -> float | None:
         summary = run(cfg)
     except UserError as e:
         _finish_wandb(2)
+        distributed.finish(ok=False)
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
     except BaseException:
         _finish_wandb(1)
+        distributed.finish(ok=False)
         raise
-    print_summary(summary)
+    main = distributed.is_main()
+    if distributed.finish(ok=True):  # a rank this process started, or the final barrier, failed
+        sys.exit(1)
+    if main:
+        print_summary(summary)
     return summary["metrics"].get("test/exact_match")
 
 

@@ -55,6 +55,12 @@ class AssayDataModule(pl.LightningDataModule):
         self.sampler = OrderedSampler(ordering, kept_rows, scores)
         self.allow_order_change = allow_order_change
 
+    def setup(self, stage: str) -> None:
+        """Under DDP each rank serves its shard of the global order (``OrderedSampler``) and of the
+        held-out sets (every ``world``-th row; the module gathers the per-sample values)."""
+        if self.trainer is not None:
+            self.sampler.rank, self.sampler.world = self.trainer.global_rank, self.trainer.world_size
+
     def train_dataloader(self) -> DataLoader:
         return DataLoader(
             Rows(self.splits["train"]),
@@ -64,10 +70,11 @@ class AssayDataModule(pl.LightningDataModule):
         )
 
     def _eval_loader(self, split: str) -> DataLoader:
+        rank, world = self.sampler.rank, self.sampler.world
         return DataLoader(
             Rows(self.splits[split]),
             batch_size=self.eval_batch_size,
-            shuffle=False,
+            sampler=range(rank, len(self.splits[split]), world),
             collate_fn=Collator(self.pad_id, self.format, with_generation=True, **self.collation),
         )
 
@@ -90,6 +97,12 @@ class AssayDataModule(pl.LightningDataModule):
                 saved["fingerprint"],
                 f"the checkpoint was trained on a different data order (now {current}); "
                 "set allow_order_change=true to resume anyway",
+            )
+        if int(saved.get("world", 1)) != self.sampler.world:
+            raise UserError(
+                "trainer.devices", self.sampler.world,
+                f"the checkpoint was written by a run of {saved.get('world', 1)} processes; its sampler position is per process, "
+                "so resume with the same number of processes",
             )
         self.sampler.load_state_dict(saved)
 

@@ -23,11 +23,19 @@ class StoreRecorder(pl.Callback):
 
     store: Any
 
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        # Under DDP each rank records its own shard of every batch into its own parts.
+        self.store.set_rank(trainer.global_rank, trainer.world_size)
+
     def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         self.store.truncate_after(int(checkpoint["global_step"]))
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         self.store.flush()
+        if trainer.world_size > 1:
+            # Rank 0 writes the checkpoint right after this hook: every rank's records up to its step
+            # must be on disk first, or a kill in between would lose another rank's last part.
+            trainer.strategy.barrier("assay-store-flush")
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.store.flush()
@@ -118,6 +126,7 @@ class GradientRecorder(StoreRecorder):
     def setup(self, trainer, pl_module, stage: str) -> None:
         from assay.dynamics.grad_features import grad_param_names
 
+        super().setup(trainer, pl_module, stage)
         self.names = grad_param_names(pl_module.model, self.params, field="dynamics.params")  # a bad pattern fails before training
 
     def due(self, step: int) -> bool:

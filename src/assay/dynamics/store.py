@@ -4,6 +4,11 @@ Records are appended in memory and flushed as Parquet part files named by their 
 reader sees whole parts only, and a resumed run can drop parts beyond its checkpoint's step
 instead of writing the same (id, step) twice.
 
+With several processes (DDP) every rank writes its own parts (``part-<first>-<last>-rank<r>``) of
+the records of its own shard of each batch, and every record carries its ``rank``: a step's records
+are those of all ranks' parts together, each (id, step) once. A one-process run writes
+``part-<first>-<last>`` as before (``rank`` 0).
+
 Per-sample gradient features (``GradientStore``) add one ``.npy`` array per part, row i the
 features of the part's record i; readers open them memory-mapped (``read_gradients``).
 """
@@ -18,7 +23,38 @@ import numpy as np
 import pandas as pd
 
 
-class PerSampleStore:
+def part_name(first: int, last: int, rank: int, world: int) -> str:
+    return f"part-{first:09d}-{last:09d}" + (f"-rank{rank:03d}" if world > 1 else "") + ".parquet"
+
+
+def _part_range(part: Path) -> tuple[int, int]:
+    first, last = (int(x) for x in part.stem.split("-")[1:3])
+    return first, last
+
+
+def _part_rank(part: Path) -> int:
+    fields = part.stem.split("-")
+    return int(fields[3].removeprefix("rank")) if len(fields) > 3 else 0
+
+
+class _Sharded:
+    """Which rank's parts this store writes and may rewrite (set by the recorder from the trainer)."""
+
+    rank, world = 0, 1
+
+    def set_rank(self, rank: int, world: int) -> None:
+        self.rank, self.world = int(rank), int(world)
+
+    def mine(self, part: Path) -> bool:
+        sharded = len(part.stem.split("-")) > 3
+        return not sharded if self.world == 1 else sharded and _part_rank(part) == self.rank
+
+    def own_parts(self) -> list[Path]:
+        """This rank's parts: a rank truncating on resume never touches another rank's files."""
+        return [p for p in sorted(self.root.glob("part-*.parquet")) if self.mine(p)]
+
+
+class PerSampleStore(_Sharded):
     def __init__(self, root: Path):
         self.root = Path(root)
         self._steps: list[dict[str, list]] = []
@@ -45,17 +81,19 @@ class PerSampleStore:
         if not self._steps:
             return None
         self.root.mkdir(parents=True, exist_ok=True)
-        path = self.root / f"part-{self._first_step:09d}-{self._last_step:09d}.parquet"
+        path = self.root / part_name(self._first_step, self._last_step, self.rank, self.world)
         tmp = path.with_suffix(".tmp")
-        self._frame().to_parquet(tmp, index=False)
+        frame = self._frame()
+        frame["rank"] = self.rank
+        frame.to_parquet(tmp, index=False)
         tmp.rename(path)  # atomic: readers never see half a part
         self._steps, self._first_step = [], None
         return path
 
     def truncate_after(self, step: int) -> None:
         """Forget records written after ``step`` (used when resuming from a checkpoint at ``step``)."""
-        for part in sorted(self.root.glob("part-*.parquet")):
-            first, last = (int(x) for x in part.stem.split("-")[1:3])
+        for part in self.own_parts():
+            first, last = _part_range(part)
             if first > step:
                 part.unlink()
             elif last > step:
@@ -63,7 +101,7 @@ class PerSampleStore:
                 df = df[df["step"] <= step]
                 part.unlink()
                 if len(df):
-                    df.to_parquet(self.root / f"part-{first:09d}-{int(df['step'].max()):09d}.parquet", index=False)
+                    df.to_parquet(self.root / part_name(first, int(df["step"].max()), self.rank, self.world), index=False)
 
 
 def read_store(root: Path) -> pd.DataFrame:
@@ -74,12 +112,7 @@ def read_store(root: Path) -> pd.DataFrame:
     return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True).sort_values(["step", "id"], kind="stable").reset_index(drop=True)
 
 
-def _part_range(part: Path) -> tuple[int, int]:
-    first, last = (int(x) for x in part.stem.split("-")[1:3])
-    return first, last
-
-
-class GradientStore:
+class GradientStore(_Sharded):
     """Per-sample gradient records: each flushed part is a Parquet index (id, step, epoch, scalar
     columns such as grad_norm) and ``<part>.npy``, a float32 [rows, k] array of the features in the
     index's row order. The array is written first and the index last (each through a rename), so a
@@ -106,8 +139,10 @@ class GradientStore:
         if not self._columns:
             return None
         self.root.mkdir(parents=True, exist_ok=True)
-        path = self.root / f"part-{self._first_step:09d}-{self._last_step:09d}.parquet"
-        self._write(path, pd.concat([pd.DataFrame(c) for c in self._columns], ignore_index=True), np.concatenate(self._features))
+        path = self.root / part_name(self._first_step, self._last_step, self.rank, self.world)
+        index = pd.concat([pd.DataFrame(c) for c in self._columns], ignore_index=True)
+        index["rank"] = self.rank
+        self._write(path, index, np.concatenate(self._features))
         self._columns, self._features, self._first_step = [], [], None
         return path
 
@@ -121,7 +156,7 @@ class GradientStore:
 
     def truncate_after(self, step: int) -> None:
         """Forget records written after ``step`` (used when resuming from a checkpoint at ``step``)."""
-        for part in sorted(self.root.glob("part-*.parquet")):
+        for part in self.own_parts():
             first, last = _part_range(part)
             if last <= step:
                 continue
@@ -131,9 +166,9 @@ class GradientStore:
             keep = (index["step"] <= step).to_numpy()
             if first <= step and keep.any():
                 kept = index[keep].reset_index(drop=True)
-                self._write(self.root / f"part-{first:09d}-{int(kept['step'].max()):09d}.parquet", kept, features[keep])
+                self._write(self.root / part_name(first, int(kept["step"].max()), self.rank, self.world), kept, features[keep])
         for orphan in self.root.glob("part-*.npy"):  # an array whose index was never written (killed mid-flush)
-            if not orphan.with_suffix(".parquet").exists():
+            if self.mine(orphan) and not orphan.with_suffix(".parquet").exists():
                 orphan.unlink()
 
 

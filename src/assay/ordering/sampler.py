@@ -19,7 +19,13 @@ class OrderedSampler(Sampler[int]):
     (``selection.rescore_every``) the active rows and keys travel in the state too, with the epoch
     whose end produced them; the fingerprint stays that of the run's initial selection and order.
     With several ranks, each takes every ``world``-th row of the same global order (order first,
-    shard second), so the global data order does not depend on the number of devices.
+    shard second), so the global data order does not depend on the number of devices: rank r's
+    k-th batch of b rows holds global positions r, r+W, ... of the block [kWb, (k+1)Wb), and the W
+    batches of one step together are the same rows a one-process run with batch W·b takes at that
+    step. When the epoch's rows do not divide by W, its last ``n mod W`` rows in the order are
+    dropped (at most W-1 per epoch), so every rank runs the same number of batches (an uneven
+    count would leave one rank waiting in a collective for ever). Padding instead would repeat
+    rows within an epoch and record one (id, step) twice.
     """
 
     def __init__(self, ordering: OrderingConfig, rows: np.ndarray, scores: np.ndarray, rank: int = 0, world: int = 1):
@@ -38,11 +44,15 @@ class OrderedSampler(Sampler[int]):
     def permutation(self, epoch: int) -> np.ndarray:
         return self.ordering.order(self.rows, self.scores, epoch)
 
+    def shard(self, perm: np.ndarray) -> np.ndarray:
+        """This rank's rows of a global order: every ``world``-th, after dropping the remainder."""
+        return perm[: len(perm) // self.world * self.world][self.rank :: self.world]
+
     def __len__(self) -> int:
-        return (len(self.rows) - self.rank + self.world - 1) // self.world
+        return len(self.rows) // self.world
 
     def __iter__(self) -> Iterator[int]:
-        perm = self.permutation(self.epoch)[self.rank :: self.world]
+        perm = self.shard(self.permutation(self.epoch))
         start = self.consumed
         for row in perm[start:]:
             yield int(row)
@@ -57,7 +67,7 @@ class OrderedSampler(Sampler[int]):
             self.epoch, self.consumed = epoch, 0
 
     def state_dict(self) -> dict:
-        state = {"epoch": self.epoch, "consumed": self.consumed, "fingerprint": self.fingerprint()}
+        state = {"epoch": self.epoch, "consumed": self.consumed, "fingerprint": self.fingerprint(), "world": self.world}
         if self.selection_epoch is not None:
             state.update(selection_epoch=self.selection_epoch, rows=self.rows.tolist(), scores=self.scores.tolist())
         return state

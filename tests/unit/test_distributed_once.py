@@ -1,0 +1,69 @@
+"""Work before training runs on rank 0 only and reaches every rank (two gloo ranks, CPU)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import torch.multiprocessing as mp
+
+WORLD = 2
+
+
+def worker(rank: int, port: int, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    from assay import distributed
+    from assay.errors import UserError
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD, timeout=timedelta(seconds=60))
+    calls = Path(out_dir) / "calls.log"
+
+    def selection():
+        with open(calls, "a") as f:
+            f.write(f"select {rank}\n")
+        return {"kept": [1, 3, 5], "by": rank}
+
+    def cached():
+        with open(calls, "a") as f:
+            f.write(f"cache {rank}\n")
+        return rank
+
+    def bad():
+        raise UserError("selection.fraction", 2.0, "must be in (0, 1]")
+
+    result = {"once": distributed.once(selection), "first": distributed.rank_zero_first(cached)}
+    try:
+        distributed.once(bad)
+    except UserError as e:
+        result["error"] = str(e)
+    result["main"] = distributed.is_main()
+    (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(result))
+    assert distributed.finish(ok=True) == 0  # barrier, then the group is torn down
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_once_computes_on_rank_zero_and_every_rank_gets_the_result(tmp_path):
+    ctx = mp.start_processes(worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=False, start_method="spawn")
+    deadline = time.monotonic() + 180
+    while not ctx.join(timeout=1.0):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            raise TimeoutError("the two gloo ranks did not finish")
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(WORLD)]
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    assert calls.count("select 0") == 1 and "select 1" not in calls  # computed once, on rank 0
+    assert calls.index("cache 0") < calls.index("cache 1")  # rank 0 fills the cache before the others read it
+    for r in ranks:
+        assert r["once"] == {"kept": [1, 3, 5], "by": 0}  # rank 0's result on every rank
+        assert r["error"] == "selection.fraction=2.0: must be in (0, 1]"  # rank 0's user error on every rank
+    assert [r["first"] for r in ranks] == [0, 1] and [r["main"] for r in ranks] == [True, False]
