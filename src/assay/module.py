@@ -89,7 +89,8 @@ class AssayModule(pl.LightningModule):
             for part in gather_objects(sums):
                 for key, triples in part.items():
                     merged[key].extend(triples)
-            sums = {key: sorted(triples) for key, triples in merged.items()}
+            # one value per row: padding of the shards repeats a few rows
+            sums = {key: sorted({row: (row, source, x) for row, source, x in triples}.values()) for key, triples in merged.items()}
         metrics = {}
         for key, triples in sums.items():
             metrics[f"{split}/{key}"] = sum(x for _, _, x in triples) / len(triples)

@@ -50,7 +50,7 @@ def test_every_experiment_composes(compose_cfg, experiment):
         validate(compose_cfg([f"experiment={experiment}", *stage.overrides, "stages=[]"]))
 
 
-@pytest.mark.parametrize("overlay", ["debug=fast", "hydra/launcher=local", "hydra/launcher=slurm", "paths=default"])
+@pytest.mark.parametrize("overlay", ["debug=fast", "hydra/launcher=local", "hydra/launcher=slurm", "hydra/launcher=slurm_ddp", "hydra/launcher=slurm_ddp_local", "paths=default"])
 def test_overlays_compose(compose_cfg, overlay):
     validate(compose_cfg([overlay]))
 

@@ -24,20 +24,21 @@ import yaml
 
 from assay.dynamics.store import read_gradients, read_store
 from assay.objectives.aggregators import dr_dpo_loss
+from tests.integration.test_slurm import cluster  # noqa: F401  (starts slurm/local_cluster.sh or skips with the reason)
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = str(Path(sys.executable).parent / "assay-train")
 DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true", "trainer.threads=1"]
-# 121 examples, 90% kept by a random selection (rank 0 selects, the other rank receives it): an
-# odd kept set, so the sampler drops one row per epoch to give both ranks 54 rows. Batches of 4 per
-# rank; 6 steps with a checkpoint after each; gradient features every other step.
+# 21 examples kept by a random selection (rank 0 selects, the other rank receives it): an odd kept
+# set, so the sampler drops one row per epoch and each rank serves 10 rows, batches of 4, 4, 2.
+# 6 steps (two epochs) with a checkpoint after each; gradient features every other step.
 SFT = [
-    "debug=fast", "logger=csv", "data.max_train_examples=121", "selection=random", "selection.fraction=0.9",
+    "debug=fast", "logger=csv", "selection=random", "selection.count=21",
     "data.batch_size=4", "trainer.max_steps=6", "trainer.val_check_interval=3", "checkpoint_every_n_steps=1",
     "dynamics=gradients", "dynamics.grad_every_n_steps=2", "dynamics.proj_dim=16",
 ]
-STEPS, PER_RANK = 6, 4
+STEPS, PER_RANK = 6, [4, 4, 2, 4, 4, 2]
 
 
 def _env(tmp_path: Path) -> dict:
@@ -66,13 +67,15 @@ def test_every_rank_records_its_shard_once_per_step(sft_run):
     kept = pd.read_parquet(run_dir / "selection.parquet")
     assert not store.duplicated(["id", "step"]).any()
     assert sorted(store["step"].unique()) == list(range(1, STEPS + 1))
-    counts = store.groupby(["step", "rank"]).size()
-    assert (counts == PER_RANK).all() and len(counts) == 2 * STEPS  # both shards, every step
+    counts = store.groupby(["step", "rank"]).size().unstack()
+    assert counts[0].tolist() == counts[1].tolist() == PER_RANK  # both shards, every step
+    for _, epoch in store.groupby("epoch"):
+        assert len(epoch) == epoch["id"].nunique() == 20  # 21 kept, one dropped per epoch, none repeated
     assert set(store["id"]) <= set(kept.loc[kept["kept"], "id"])  # both ranks trained on rank 0's selection
 
     grads = read_gradients(run_dir / "dynamics" / "gradients")
     assert not grads.index.duplicated(["id", "step"]).any()
-    assert (grads.index.groupby(["step", "rank"]).size() == PER_RANK).all()
+    assert grads.index.groupby(["step", "rank"]).size().unstack()[1].tolist() == [4, 4, 2]
     assert sorted(grads.index["step"].unique()) == [2, 4, 6]
     # the gradient records are those of the very rows each rank trained on at that step
     both = grads.index.merge(store, on=["id", "step"], suffixes=("", "_loss"))
@@ -85,7 +88,7 @@ def test_only_rank_zero_writes_run_artefacts(sft_run):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["global_step"] == STEPS
     kept = summary["data"]["kept_examples"]
-    assert kept % 2 == 1  # the uneven case: one row per epoch dropped, no rank waits for another
+    assert kept == 21  # the uneven case: one row per epoch dropped, no rank waits for another
     assert (run_dir / "model").is_dir() and (run_dir / "checkpoints" / "last.ckpt").is_file()
     metrics = pd.read_csv(run_dir / "metrics.csv")
     assert metrics["train/loss"].notna().sum() == STEPS  # one logger, rank 0's
@@ -222,3 +225,26 @@ def test_a_failing_rank_fails_the_command(tmp_path):
     assert "IsADirectoryError" in r.stderr
     assert not (run_dir / "summary.json").exists()
     assert time.time() - started < 600  # no rank left waiting in a collective
+
+
+def test_slurm_ddp_profile_runs_one_task_per_rank(cluster, tmp_path):
+    """``hydra/launcher=slurm_ddp_local``: one sbatch job of two tasks; srun starts both ranks, and
+    Lightning's SLURM environment (not its own launcher) joins them into one run."""
+    sweep = tmp_path / "sweep"
+    r = subprocess.run(
+        [TRAIN, "-m", *DDP, "debug=fast", "logger=csv", "trainer.max_steps=2", "hydra/launcher=slurm_ddp_local", f"hydra.sweep.dir={sweep}"],
+        env=_env(tmp_path), cwd=REPO, capture_output=True, text=True, timeout=900,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    (script,) = (sweep / ".submitit").glob("*_submission.sh")
+    assert "#SBATCH --ntasks-per-node=2\n" in script.read_text()
+    run = sweep / "0"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["global_step"] == 2
+    store = read_store(run / "dynamics")
+    assert (store.groupby(["step", "rank"]).size() == 4).all() and set(store["rank"]) == {0, 1}
+    assert not store.duplicated(["id", "step"]).any()
+    errs = sorted((sweep / ".submitit").glob("*_log.err"))
+    assert len(errs) == 2  # one log per SLURM task
+    text = "".join(p.read_text() for p in errs)
+    assert "GLOBAL_RANK: 0" in text and "GLOBAL_RANK: 1" in text

@@ -70,11 +70,10 @@ class AssayDataModule(pl.LightningDataModule):
         )
 
     def _eval_loader(self, split: str) -> DataLoader:
-        rank, world = self.sampler.rank, self.sampler.world
         return DataLoader(
             Rows(self.splits[split]),
             batch_size=self.eval_batch_size,
-            sampler=range(rank, len(self.splits[split]), world),
+            sampler=eval_shard(len(self.splits[split]), self.sampler.rank, self.sampler.world),
             collate_fn=Collator(self.pad_id, self.format, with_generation=True, **self.collation),
         )
 
@@ -105,6 +104,16 @@ class AssayDataModule(pl.LightningDataModule):
                 "so resume with the same number of processes",
             )
         self.sampler.load_state_dict(saved)
+
+
+def eval_shard(n: int, rank: int, world: int) -> list[int]:
+    """Rank ``rank``'s rows of a held-out split of ``n`` rows: every ``world``-th, padded with the
+    first rows so every rank has the same count (even with fewer rows than ranks, no rank sits out
+    the gather); the module counts each row once."""
+    rows = list(range(n))
+    if n and n % world:
+        rows += [i % n for i in range(world - n % world)]
+    return rows[rank::world]
 
 
 class SamplerProgress(pl.Callback):

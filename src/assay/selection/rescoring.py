@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 import pytorch_lightning as pl
 
+from assay.distributed import once
 from assay.selection import SelectionConfig, SelectionContext
 
 
@@ -48,10 +49,12 @@ class Rescoring(pl.Callback):
             store = getattr(callback, "store", None)
             if store is not None and hasattr(store, "flush"):
                 store.flush()
+        if trainer.world_size > 1:
+            trainer.strategy.barrier("assay-rescore-flush")  # every rank's records are on disk before anyone reads
         train = self.splits["train"]
         scorer = self.selection.for_rescoring(self.run_dir)
         ctx = SelectionContext(train, self.splits, pl_module.model, self.tokenizer, self.run_dir, self.cache_dir)
-        selection = scorer.select(ctx)
+        selection = once(lambda: scorer.select(ctx))  # rank 0 selects, every rank gets the same kept rows
         selection.metadata["epoch"] = epoch
         path = self.run_dir / f"selection_epoch{epoch}.parquet"
         if trainer.is_global_zero:  # every rank scores the same weights; one writes the record
