@@ -50,9 +50,9 @@ def is_main() -> bool:
 
 
 def planned_processes(trainer: Any) -> int:
-    """How many processes a trainer config runs (devices × nodes for a multi-process strategy, else 1)."""
-    strategy = str(trainer.strategy)
-    if strategy in ("auto", "single_device") or not any(s in strategy for s in ("ddp", "fsdp", "deepspeed")):
+    """How many processes a trainer config runs: devices × nodes (Lightning picks DDP for ``strategy=auto``
+    on several devices), 1 for a single-device strategy."""
+    if str(trainer.strategy) == "single_device":
         return 1
     devices = trainer.devices
     if isinstance(devices, (list, tuple)) or (hasattr(devices, "__len__") and not isinstance(devices, str)):
@@ -106,6 +106,12 @@ def start(trainer: Any) -> None:
     finally:
         quiet.setLevel(level)
     strategy = probe.strategy
+    if not strategy.cluster_environment.creates_processes_externally and _in_sweep():
+        raise UserError(
+            "trainer.devices", trainer.devices,
+            "a local sweep (-m) cannot start several processes per job (each rank would re-run the whole sweep); "
+            "put the sweep on SLURM with hydra/launcher=slurm_ddp (one task per device), or run its jobs one at a time",
+        )
     if strategy.launcher is not None:
         # Lightning's subprocess launcher re-runs this command with LOCAL_RANK=1..N-1 (once: a later
         # Trainer in this process sees LOCAL_RANK and starts nobody); under SLURM or torchrun it only checks.
@@ -113,6 +119,13 @@ def start(trainer: Any) -> None:
         if getattr(strategy.launcher, "procs", None):
             _launcher = strategy.launcher
     strategy.setup_environment()  # device + init_process_group; the real Trainer's strategy then skips both
+
+
+def _in_sweep() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def once(compute: Callable[[], T]) -> T:
