@@ -76,6 +76,20 @@ def _quote(path: str) -> str:
     return "'" + path.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _split_flags(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(Hydra's flags with their values, the overrides)."""
+    from assay.preflight import HYDRA_FLAGS_WITH_VALUE
+
+    flags, overrides, takes_value = [], [], False
+    for arg in argv:
+        if takes_value or arg.startswith("-"):
+            flags.append(arg)
+            takes_value = not takes_value and arg in HYDRA_FLAGS_WITH_VALUE | {"--cfg", "-c"}
+        else:
+            overrides.append(arg)
+    return flags, overrides
+
+
 def resume_argv(argv: list[str]) -> list[str]:
     """The command line with ``resume=<run dir>`` replaced by that run's overrides, its directory and
     ``ckpt_path=last``; a ``ckpt_path=last`` (given or implied) is checked against the run directory's
@@ -99,9 +113,7 @@ def resume_argv(argv: list[str]) -> list[str]:
             raise UserError("resume", value, "this run already completed (it has summary.json); start a new run instead")
         saved = OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "overrides.yaml"))
         saved = [str(o) for o in saved or [] if _key(str(o)) not in ("ckpt_path", "resume")]
-        rest = [a for a in argv if _key(a) != "resume"]
-        flags = [a for a in rest if a.startswith("-")]
-        extra = [a for a in rest if not a.startswith("-")]
+        flags, extra = _split_flags([a for a in argv if _key(a) != "resume"])
         argv = [*flags, *saved, *extra, f"hydra.run.dir={_quote(str(run_dir))}", "ckpt_path=last"]
         print(f"[assay] resuming {run_dir} with: {shlex.join(saved + extra) or '(the defaults)'}", flush=True)
         check_resumable(argv, run_dir, "resume", value)
