@@ -161,7 +161,7 @@ def check_resumable(argv: list[str], run_dir: Path, field: str, value: Any) -> N
         more = f" and {len(differing) - 6} more" if len(differing) > 6 else ""
         raise UserError(
             field, value,
-            f"refusing to resume {run_dir}: its config differs in {shown}{more}; resume with the saved config or start a new run",
+            f"not resumed: the config differs from the run's saved one in {shown}{more}; resume with the saved config or start a new run",
         )
 
 
