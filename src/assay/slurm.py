@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
-from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
 from submitit.core import utils as submitit_utils
 from submitit.slurm import slurm as submitit_slurm
 
@@ -156,12 +155,13 @@ def watched_jobs() -> Iterator[None]:
         executor.job_class = previous
 
 
-class SlurmLauncher(SubmititSlurmLauncher):
-    """hydra-submitit-launcher's SLURM launcher whose wait ends for every job (see module doc)."""
+class SweepWaitMixin:
+    """For a submitit launcher: every job's end is seen (see the module doc). The launcher class itself
+    is ``hydra_plugins.assay_slurm_launcher.SlurmLauncher``: Hydra takes launchers only from there."""
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int):
         with watched_jobs():
-            results = super().launch(job_overrides, initial_job_idx)
+            results = super().launch(job_overrides, initial_job_idx)  # type: ignore[misc]
         failed = [r for r in results if r.status.name == "FAILED"]
         if failed:
             log.error(f"{len(failed)} of {len(results)} sweep jobs did not complete")

@@ -205,7 +205,8 @@ def test_cancelled_job_ends_the_wait_and_compare_tells_it_from_running(cluster, 
                 job = f"{array}_1"
                 break
             time.sleep(1)
-        assert job is not None and launcher.poll() is None, "the long job never started"
+        assert launcher.poll() is None, launcher.communicate()[1][-3000:]
+        assert job is not None, "the long job never started"
         running = {Path(r.name).name: r for r in compare([str(sweep)], by=["trainer.max_steps"], out=tmp_path / "c1", plots=False, quiet=True)["runs"]}
         assert running["1"].status == "running" and "RUNNING" in running["1"].reason, running["1"]
 
