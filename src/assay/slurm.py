@@ -146,13 +146,15 @@ def _submitted_job(pickle_path: Path) -> tuple[list[str], Any]:
 
 @contextlib.contextmanager
 def watched_jobs() -> Iterator[None]:
+    """While a sweep is submitted and awaited, submitit makes WatchedSlurmJobs (its executor names the
+    class once for single jobs and the module's ``SlurmJob`` for job arrays)."""
     executor = submitit_slurm.SlurmExecutor
-    previous = executor.job_class
-    executor.job_class = WatchedSlurmJob
+    previous = executor.job_class, submitit_slurm.SlurmJob
+    executor.job_class = submitit_slurm.SlurmJob = WatchedSlurmJob
     try:
         yield
     finally:
-        executor.job_class = previous
+        executor.job_class, submitit_slurm.SlurmJob = previous
 
 
 class SweepWaitMixin:

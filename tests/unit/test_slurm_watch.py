@@ -54,6 +54,16 @@ def test_without_accounting_states_come_from_squeue_and_lost_jobs_end(path_with_
     assert len(caplog.records) == 1  # no warning per poll
 
 
+def test_sweeps_make_watched_jobs_only_while_they_run():
+    from submitit.slurm import slurm as submitit_slurm
+
+    original = submitit_slurm.SlurmJob
+    with slurm.watched_jobs():
+        # single jobs go through the executor's job_class, job arrays through the module's name
+        assert submitit_slurm.SlurmExecutor.job_class is slurm.WatchedSlurmJob is submitit_slurm.SlurmJob
+    assert submitit_slurm.SlurmJob is original and submitit_slurm.SlurmExecutor.job_class is original
+
+
 def _submitted(folder: Path, job_id: str, num: int, overrides: list[str]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     submitit_utils.cloudpickle_dump(DelayedSubmission(print, overrides, "hydra.sweep.dir", num, f"job_id_for_{num}", {}), folder / f"{job_id}_submitted.pkl")
