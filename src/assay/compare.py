@@ -42,7 +42,8 @@ class Run:
     source: str
     """local | wandb-offline | wandb"""
     status: str
-    """completed | failed (no summary) | missing (a sweep job without a directory)"""
+    """completed | failed (no summary) | missing (a sweep job without a directory); for SLURM sweep jobs
+    without a result: running (queued or running) | cancelled | failed"""
     config: dict[str, Any]
     """Flat, dotted keys (objective.name, noise.p, seed)."""
     metrics: dict[str, float] = field(default_factory=dict)
@@ -273,6 +274,19 @@ def read_sweep(path: Path) -> list[Run]:
                 # A group choice (objective=dpo) is the option's name in a run's config (objective.name).
                 config[f"{key}.name" if "." not in key and "/" not in key and key in GROUPS else key] = _parse_scalar(value)
             runs.append(Run(str(path / str(num)), "local", "missing", config, reason="no job directory (never started, or lost)"))
+    return _with_job_states(path, runs)
+
+
+def _with_job_states(sweep: Path, runs: list[Run]) -> list[Run]:
+    """A job without a result, as its scheduler saw it: ``running`` (queued or running), ``cancelled``
+    or ``failed``, with the reason (SLURM sweeps, from the sweep's .submitit records and squeue)."""
+    from assay.slurm import job_states
+
+    states = job_states(sweep)
+    for r in runs:
+        num = Path(r.name).name
+        if r.status != "completed" and num.isdigit() and int(num) in states:
+            r.status, r.reason = states[int(num)]
     return runs
 
 

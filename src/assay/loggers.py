@@ -38,11 +38,9 @@ class CSVLoggerConfig(LoggerConfig):
     name: str = "csv"
 
     def build(self, run_dir: Path, context: dict[str, Any]):
-        from pytorch_lightning.loggers import CSVLogger
-
         # The run directory already holds Hydra's train.log and config.yaml: that is intended.
         warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
-        return CSVLogger(save_dir=str(run_dir), name="", version="")
+        return history_csv_logger(run_dir, _checkpoint_step(context.get("resume_from")))
 
 
 @register("logger", "wandb")
@@ -78,6 +76,63 @@ class WandbLoggerConfig(LoggerConfig):
             offline=offline,
             config=context.get("config"),
         )
+
+
+def _checkpoint_step(path: Optional[str]) -> int:
+    """The optimizer step a checkpoint was saved at (0 for a fresh start)."""
+    if not path:
+        return 0
+    import torch
+
+    return int(torch.load(path, map_location="cpu", mmap=True, weights_only=False).get("global_step", 0))
+
+
+def history_csv_logger(run_dir: Path, resume_step: int):
+    """Lightning's CSVLogger, except that an existing ``metrics.csv`` is continued, not deleted: rows
+    logged before ``resume_step`` (the checkpoint's step) are kept, rows of the steps the resumed run
+    does again are dropped, so a resumed run's file reads like an uninterrupted run's. Nothing is
+    written until the resumed run logs its first row (a resume refused on the way leaves the file)."""
+    import csv
+
+    from pytorch_lightning.loggers import CSVLogger
+    from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+    from pytorch_lightning.loggers.logger import rank_zero_experiment
+
+    class HistoryWriter(ExperimentWriter):
+        def _check_log_dir_exists(self) -> None:
+            self._earlier: list[dict[str, str]] = []
+            self._continue = self._fs.isfile(self.metrics_file_path)
+            if self._continue:
+                with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                    reader = csv.DictReader(f)
+                    rows = list(reader)
+                    keys = list(reader.fieldnames or [])
+                self._earlier = [r for r in rows if r.get("step") not in (None, "") and int(float(r["step"])) < resume_step]
+                self.metrics_keys = sorted(keys)
+
+        def save(self) -> None:
+            if not (self._continue and self.metrics):
+                return super().save()
+            self._record_new_keys()
+            tmp = f"{self.metrics_file_path}.tmp"
+            with self._fs.open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=self.metrics_keys)
+                writer.writeheader()
+                writer.writerows(self._earlier)
+                writer.writerows(self.metrics)
+            os.replace(tmp, self.metrics_file_path)
+            self.metrics, self._earlier, self._continue = [], [], False
+
+    class HistoryCSVLogger(CSVLogger):
+        @property
+        @rank_zero_experiment
+        def experiment(self):
+            if self._experiment is None:
+                self._fs.makedirs(self.root_dir, exist_ok=True)
+                self._experiment = HistoryWriter(log_dir=self.log_dir)
+            return self._experiment
+
+    return HistoryCSVLogger(save_dir=str(run_dir), name="", version="")
 
 
 def _has_wandb_credentials() -> bool:

@@ -116,13 +116,47 @@ def preflight(argv: list[str]) -> int:
             try:
                 cfg = compose(config_name="train", overrides=job, return_hydra_config=True)
                 HydraConfig.instance().set_config(cfg)
-                validate(cfg)
+                check_data_files(validate(cfg))
             except UserError as e:
                 if len(jobs) > 1:
                     raise UserError(e.field, e.value, f"{e.allowed} (in the job with overrides {' '.join(job)})") from None
                 raise
     GlobalHydra.instance().clear()
     return len(jobs)
+
+
+def check_data_files(spec: Any) -> None:
+    """Every local file the job's data reads (``data.train_file``, ``data.data_files.<split>``, ...)
+    exists, is a readable, non-empty file: a sweep with one bad path stops before any job starts,
+    instead of when that job's turn comes."""
+    import dataclasses
+    import os
+
+    def files(node: Any, prefix: str):
+        for f in dataclasses.fields(node) if dataclasses.is_dataclass(node) else []:
+            value = getattr(node, f.name)
+            key = f"{prefix}.{f.name}"
+            if f.name.endswith("_file") and isinstance(value, str) and value:
+                yield key, value
+            elif f.name.endswith("_files") and isinstance(value, dict):
+                # Builder data files may also be URLs or glob patterns: only plain local paths are checked.
+                yield from ((f"{key}.{k}", v) for k, v in value.items() if isinstance(v, str) and "://" not in v and not any(c in v for c in "*?["))
+            elif isinstance(value, (list, tuple)):
+                for i, item in enumerate(value):
+                    yield from files(item, f"{key}[{i}]")
+            elif dataclasses.is_dataclass(value):
+                yield from files(value, key)
+
+    for key, value in files(spec.data, "data"):
+        path = Path(value).expanduser()
+        if not path.exists():
+            raise UserError(key, value, "file does not exist")
+        if not path.is_file():
+            raise UserError(key, value, "is a directory, not a file" if path.is_dir() else "is not a regular file")
+        if not os.access(path, os.R_OK):
+            raise UserError(key, value, "file is not readable")
+        if path.stat().st_size == 0:
+            raise UserError(key, value, "file is empty")
 
 
 def check_slurm_launcher(launcher: Any) -> None:

@@ -25,6 +25,7 @@ from assay import distributed
 from assay.config import GROUPS, resolved, validate
 from assay.errors import UserError, explain
 from assay.paths import CONF_DIR
+from assay.rundir import no_checkpoint_notice, resume_argv
 
 HEADLINE = ("test/exact_match", "test/pref_acc", "test/reward_margin", "test/loss", "val/exact_match")
 
@@ -98,9 +99,9 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     # writes on a requeue signal already counts the batch that just ended.
     rescoring = rescoring_callbacks(spec.selection, ordering, tokenized, tokenizer, run_dir, Path(cfg.paths.cache_dir))
     callbacks = [SamplerProgress(), *spec.dynamics.callbacks(run_dir), *rescoring, PreemptionCheckpoint(run_dir / "checkpoints" / "last.ckpt"), checkpoints]
-    logger = spec.logger.build(run_dir, _logger_context(cfg, run_dir))
-    trainer = spec.trainer.build(callbacks=callbacks, logger=logger, default_root_dir=str(run_dir), plugins=cluster_plugins())
     resume = _resume_path(cfg, run_dir)
+    logger = spec.logger.build(run_dir, {**_logger_context(cfg, run_dir), "resume_from": resume})
+    trainer = spec.trainer.build(callbacks=callbacks, logger=logger, default_root_dir=str(run_dir), plugins=cluster_plugins())
     if resume:
         print(f"[assay] resuming from {resume}", flush=True)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
@@ -216,7 +217,8 @@ def _resume_path(cfg: DictConfig, run_dir: Path) -> str | None:
         return None
     path = run_dir / "checkpoints" / "last.ckpt" if ckpt == "last" else Path(ckpt)
     if ckpt == "last" and not path.is_file():
-        return None  # nothing to resume yet: start fresh
+        no_checkpoint_notice(run_dir)  # nothing to resume yet: start fresh, in this directory
+        return None
     if not path.is_file():
         raise UserError("ckpt_path", ckpt, "checkpoint file does not exist")
     return str(path)
@@ -303,6 +305,7 @@ def main() -> None:
     from assay.preflight import preflight
 
     try:
+        sys.argv[1:] = resume_argv(sys.argv[1:])  # resume=<run dir>: that run's overrides, in place
         preflight(sys.argv[1:])
     except Exception as e:  # composition errors are the user's: one line, no traceback
         print(f"error: {explain(e)}", file=sys.stderr, flush=True)

@@ -1,5 +1,5 @@
 """Resuming after a hard kill: same final metrics as an uninterrupted run, no duplicated or missing
-per-sample records, and a refusal to resume on a different data order."""
+per-sample records or metric rows, and a refusal to resume on a different data order."""
 
 import json
 import os
@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -72,15 +73,24 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     assert 4 <= ckpt["global_step"] < 12, ckpt["global_step"]
     assert {"assay_rng", "optimizer_states", "lr_schedulers", "AssayDataModule"} <= set(ckpt)
 
-    r = _train(killed, env, "ckpt_path=last")
+    earlier = pd.read_csv(killed / "metrics.csv")
+    assert len(earlier) and earlier["step"].max() >= 4  # the killed run's metric history so far
+
+    # One command: the run's own overrides, its directory, its last.ckpt.
+    r = subprocess.run([TRAIN, f"resume={killed}"], env=env, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
+    assert "resuming from" in r.stdout
     a = json.loads((straight / "summary.json").read_text())
     b = json.loads((killed / "summary.json").read_text())
     assert b["global_step"] == a["global_step"] == 12
-    assert b["resumed_from"] == str(killed / "checkpoints" / "last.ckpt")
+    assert b["resumed_from"] == str(killed / "checkpoints" / "last.ckpt") and b["run_dir"] == str(killed)
     assert b["data"]["data_order_fingerprint"] == a["data"]["data_order_fingerprint"]
     # Bitwise on CPU with the same seed: model, optimizer, scheduler, RNG and sampler all restored.
     assert b["metrics"] == a["metrics"]
+    # The metric history survives the resume: every row of the uninterrupted run, none twice.
+    ma, mb = pd.read_csv(straight / "metrics.csv"), pd.read_csv(killed / "metrics.csv")
+    assert list(mb.columns) == list(ma.columns)
+    pd.testing.assert_frame_equal(mb, ma)
 
     sa, sb = read_store(straight / "dynamics"), read_store(killed / "dynamics")
     assert not sb.duplicated(["id", "step"]).any()
@@ -100,6 +110,7 @@ def test_resume_refuses_a_different_data_order(tmp_path):
     run_dir = tmp_path / "run"
     r = _train(run_dir, env, "trainer.max_steps=2")
     assert r.returncode == 0, r.stderr[-2000:]
-    r = _train(run_dir, env, "ckpt_path=last", "ordering.seed=7")
+    # Continuing a checkpoint in a new run directory: the data order is checked against the checkpoint's.
+    r = _train(tmp_path / "continued", env, f"ckpt_path={run_dir}/checkpoints/last.ckpt", "ordering.seed=7")
     assert r.returncode == 2, r.stderr[-2000:]
     assert "different data order" in r.stderr and "allow_order_change" in r.stderr

@@ -179,3 +179,49 @@ def test_preempted_job_checkpoints_requeues_and_resumes_in_place(cluster, tmp_pa
     sa, sb = read_store(ref / "dynamics"), read_store(run / "dynamics")
     assert not sb.duplicated(["id", "step"]).any() and len(sb) == len(sa) == 16 * 8
     assert sb[["id", "step"]].equals(sa[["id", "step"]])
+
+
+def _array_task_state(job: str) -> str:
+    out = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T", "-j", job.split("_")[0]], capture_output=True, text=True, timeout=30).stdout
+    return dict(line.split("|", 1) for line in out.split() if "|" in line).get(job, "")
+
+
+def test_cancelled_job_ends_the_wait_and_compare_tells_it_from_running(cluster, tmp_path):
+    """No accounting on the local cluster (sacct fails): scancel of one array task must end the
+    submitting command with that job reported failed, the other job collected; assay-compare shows
+    the job as running while it runs and as cancelled afterwards."""
+    sweep = tmp_path / "sweep"
+    launcher = subprocess.Popen(
+        [TRAIN, "-m", "debug=fast", "logger=csv", "eval.val_generate=false", "trainer.max_steps=2,5000", "trainer.val_check_interval=2",
+         "hydra/launcher=slurm_local", f"hydra.sweep.dir={sweep}"],
+        env=_env(tmp_path), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        job, deadline = None, time.time() + 400
+        while time.time() < deadline and launcher.poll() is None:
+            ids = list((sweep / ".submitit").glob("*_submitted.pkl")) if (sweep / ".submitit").is_dir() else []
+            array = ids[0].name.split("_")[0] if ids else None
+            if array and _array_task_state(f"{array}_1") == "RUNNING" and (sweep / "1" / "config.yaml").is_file():
+                job = f"{array}_1"
+                break
+            time.sleep(1)
+        assert launcher.poll() is None, launcher.communicate()[1][-3000:]
+        assert job is not None, "the long job never started"
+        running = {Path(r.name).name: r for r in compare([str(sweep)], by=["trainer.max_steps"], out=tmp_path / "c1", plots=False, quiet=True)["runs"]}
+        assert running["1"].status == "running" and "RUNNING" in running["1"].reason, running["1"]
+
+        subprocess.run(["scancel", job], check=True, timeout=30)
+        out, err = launcher.communicate(timeout=400)  # the wait ends (it used to poll forever)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+    assert launcher.returncode != 0
+    text = out + err
+    assert f"sweep job 1 (trainer.max_steps=5000), SLURM job {job}: cancelled" in text, text[-3000:]
+    assert "Bypassing sacct error" not in text and text.count("sacct is unavailable") <= 1, text[-3000:]
+    assert json.loads((sweep / "0" / "summary.json").read_text())["status"] == "completed"  # the other job was collected
+
+    runs = {Path(r.name).name: r for r in compare([str(sweep)], by=["trainer.max_steps"], out=tmp_path / "c2", plots=False, quiet=True)["runs"]}
+    assert runs["0"].status == "completed"
+    assert runs["1"].status == "cancelled" and f"SLURM job {job} was cancelled" in runs["1"].reason, runs["1"]

@@ -1,16 +1,29 @@
 """Reference log-probs, computed once before training and cached on disk.
 
 A reference log-prob depends on exactly two things: the reference weights and the token ids of
-(prompt, response). The cache is one file per reference (named by a hash of its weights) holding
-one value per sequence (keyed by a hash of its token ids). Any run against the same reference
-reuses every sequence it has seen: a sweep over flip rates and seeds, which only swaps chosen and
-rejected, computes the log-probs once. No reference model stays in memory during training.
+(prompt, response). The cache is one directory per reference (named by a hash of its weights)
+holding one value per sequence (keyed by a hash of its token ids). Any run against the same
+reference reuses every sequence it has seen: a sweep over flip rates and seeds, which only swaps
+chosen and rejected, computes the log-probs once. No reference model stays in memory during training.
+
+Concurrent jobs (processes, or nodes sharing the cache over NFS) never rewrite each other's entries:
+each writer adds its new values as a shard file of its own, written under a temporary name unique to
+host, process and a random id, then renamed into place. A rename within one directory is atomic on
+local filesystems and on NFS, and no two writers ever use the same name, so no lock is needed (NFS
+locks depend on a lock daemon that many clusters do not run reliably). A reader takes the union of
+the shards; once there are many, a writer merges them into one and removes exactly the shards it
+merged. A shard that cannot be read (a disk error, a truncated copy) is reported in one line,
+removed, and its entries are recomputed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import socket
+import sys
+import time
+import uuid
 from pathlib import Path
 from typing import Optional
 
@@ -26,6 +39,8 @@ from assay.data.datamodule import Rows
 from assay.objectives.logps import pair_logps
 
 COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
+MAX_SHARDS = 16
+"""Merge the shards of a reference into one once there are more than this many."""
 
 
 def weights_digest(model: torch.nn.Module) -> str:
@@ -64,13 +79,9 @@ def attach_reference_logps(
 
     The cached value of a sequence does not depend on the batch layout (``collation``) beyond float
     rounding, so runs with and without a shared prompt share one cache."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    path = cache_dir / f"{weights_digest(model)[:24]}.parquet"
-    known: dict[str, float] = {}
-    if path.is_file():
-        table = pd.read_parquet(path)
-        known = dict(zip(table["key"], table["logp"]))
-    added = 0
+    cache = ReferenceCache(cache_dir, weights_digest(model)[:24])
+    known = cache.load()
+    new: dict[str, float] = {}
     for split, ds in splits.items():
         keys = {
             col: [sequence_key(p, r) for p, r in zip(ds["prompt_ids"], ds[f"{col}_ids"])] for col in ("chosen", "rejected")
@@ -79,16 +90,77 @@ def attach_reference_logps(
         if missing:
             values = compute_reference_logps(model, ds.select(missing), pad_id, batch_size, f"reference log-probs ({split})", collation)
             for j, i in enumerate(missing):
-                known[keys["chosen"][i]], known[keys["rejected"][i]] = float(values[j, 0]), float(values[j, 1])
-            added += len(missing)
+                new[keys["chosen"][i]], new[keys["rejected"][i]] = float(values[j, 0]), float(values[j, 1])
+            known.update(new)
         for col, name in zip(("chosen", "rejected"), COLUMNS):
             if name in ds.column_names:
                 ds = ds.remove_columns(name)
             ds = ds.add_column(name, np.asarray([known[k] for k in keys[col]], dtype=np.float32).tolist())
         splits[split] = ds
-    if added:
-        # Atomic replace: concurrent sweep jobs never read half a file (a lost update is only recomputed).
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        pd.DataFrame({"key": list(known), "logp": list(known.values())}).to_parquet(tmp, index=False)
+    if new:
+        cache.add(new)
+    return splits, {split: str(cache.dir) for split in splits}
+
+
+class ReferenceCache:
+    """The cached log-probs of one reference: ``<cache_dir>/<digest>/*.parquet`` shards of (key, logp)."""
+
+    def __init__(self, cache_dir: Path, digest: str):
+        self.dir = Path(cache_dir) / digest
+        self.legacy = Path(cache_dir) / f"{digest}.parquet"  # the single file of earlier versions, read only
+
+    def shards(self) -> list[Path]:
+        return sorted(self.dir.glob("*.parquet")) if self.dir.is_dir() else []
+
+    def load(self) -> dict[str, float]:
+        known: dict[str, float] = {}
+        for path in [self.legacy, *self.shards()]:
+            known.update(self._read(path))
+        return known
+
+    def add(self, entries: dict[str, float]) -> Path:
+        path = self._write(entries)
+        shards = self.shards()
+        if len(shards) > MAX_SHARDS:
+            self._merge(shards)
+        return path
+
+    def _read(self, path: Path) -> dict[str, float]:
+        try:
+            table = pd.read_parquet(path)
+            if list(table.columns) != ["key", "logp"] or not np.isfinite(table["logp"].to_numpy(dtype=np.float64)).all():
+                raise ValueError("not a table of (key, logp) with finite values")
+        except FileNotFoundError:
+            return {}  # merged away by another job since it was listed; the merged shard has its entries
+        except Exception as e:  # any unreadable file: a truncated copy, a disk error, someone else's file
+            why = (str(e).strip().splitlines() or [""])[0][:160]
+            print(f"warning: reference log-prob cache file {path} is unreadable ({type(e).__name__}: {why}); "
+                  "removing it and recomputing its entries", file=sys.stderr, flush=True)
+            path.unlink(missing_ok=True)
+            return {}
+        return dict(zip(table["key"].astype(str), table["logp"].astype(float)))
+
+    def _write(self, entries: dict[str, float]) -> Path:
+        """A new shard, written under a name no other writer on any host can pick, renamed into place."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        unique = f"{time.time_ns()}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex}"
+        path, tmp = self.dir / f"{unique}.parquet", self.dir / f".{unique}.tmp"
+        pd.DataFrame({"key": list(entries), "logp": np.asarray(list(entries.values()), dtype=np.float64)}).to_parquet(tmp, index=False)
         os.replace(tmp, path)
-    return splits, {split: str(path) for split in splits}
+        return path
+
+    def _merge(self, shards: list[Path]) -> None:
+        """One shard for many: write the union first, then remove only the shards that went into it
+        (shards other jobs add meanwhile stay; two jobs merging at once only duplicate entries)."""
+        merged: dict[str, float] = {}
+        read = []
+        for path in shards:
+            entries = self._read(path)
+            if entries:
+                merged.update(entries)
+                read.append(path)
+        if len(read) < 2:
+            return
+        self._write(merged)
+        for path in read:
+            path.unlink(missing_ok=True)

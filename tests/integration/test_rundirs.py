@@ -1,0 +1,112 @@
+"""Run directories end to end: runs and sweeps that start together get their own directories, and a
+refused resume leaves the run directory exactly as it was."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+TRAIN = str(Path(sys.executable).parent / "assay-train")
+QUICK = ["debug=fast", "logger=csv", "trainer.max_steps=2", "trainer.val_check_interval=2", "eval.val_generate=false"]
+
+
+def _env(tmp_path):
+    env = dict(os.environ, ASSAY_CACHE=str(tmp_path / "cache"), WANDB_MODE="disabled", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    env.pop("SLURM_RESTART_COUNT", None)
+    return env
+
+
+def test_runs_and_sweeps_started_together_get_their_own_directories(tmp_path):
+    """Both runs name the same directory (as the default name does within one second): the second
+    one gets ``<name>_1``, and each job of a sweep stays inside its own sweep's directory."""
+    env = _env(tmp_path)
+    same = "${assay.unique:" + str(tmp_path / "logs" / "same-second") + "}"
+    sweeps = "${assay.unique:" + str(tmp_path / "logs" / "same-sweep") + "}"
+    procs = [
+        subprocess.Popen([TRAIN, *QUICK, f"seed={s}", f"hydra.run.dir={same}"], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for s in (0, 1)
+    ] + [
+        subprocess.Popen([TRAIN, "-m", *QUICK, f"seed={s},{s + 10}", f"hydra.sweep.dir={sweeps}"], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for s in (0, 1)
+    ]
+    outs = [p.communicate(timeout=900) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+
+    runs = sorted((tmp_path / "logs").glob("same-second*"))
+    assert [r.name for r in runs] == ["same-second", "same-second_1"]
+    seeds = sorted(json.loads((r / "summary.json").read_text())["run_dir"] == str(r) and _seed(r) for r in runs)
+    assert seeds == [0, 1]  # each directory holds one run's config and summary
+    for r in runs:
+        assert sorted(p.name for p in (r / "checkpoints").iterdir()) == ["last.ckpt"]
+
+    sweep_dirs = sorted((tmp_path / "logs").glob("same-sweep*"))
+    assert [s.name for s in sweep_dirs] == ["same-sweep", "same-sweep_1"]  # no job claimed a third
+    got = []
+    for s in sweep_dirs:
+        jobs = sorted(p.name for p in s.iterdir() if p.is_dir() and not p.name.startswith("."))
+        assert jobs == ["0", "1"], jobs
+        got.append(sorted(_seed(s / j) for j in jobs))
+    assert sorted(got) == [[0, 10], [1, 11]]
+
+
+def _seed(run: Path) -> int:
+    import yaml
+
+    return yaml.safe_load((run / "config.yaml").read_text())["seed"]
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    """Every file under ``root`` (hidden ones too) with its content hash and modification time."""
+    return {
+        str(p.relative_to(root)): f"{hashlib.sha256(p.read_bytes()).hexdigest()}@{p.stat().st_mtime_ns}"
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _one_line_error(r, *fragments):
+    err = r.stderr.strip()
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert err.startswith("error: ") and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for f in fragments:
+        assert f in err, err
+
+
+def test_refused_resume_leaves_the_run_directory_untouched(tmp_path):
+    env = _env(tmp_path)
+    run = tmp_path / "run"
+    r = subprocess.run([TRAIN, *QUICK, "checkpoint_every_n_steps=1", f"hydra.run.dir={run}"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (run / "summary.json").unlink()  # as if it had been killed after its last checkpoint
+    before = _snapshot(run)
+    assert ".hydra/config.yaml" in before and "metrics.csv" in before and "config.yaml" in before
+
+    def train(*args):
+        return subprocess.run([TRAIN, *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+
+    # A different learning rate (or seed, or anything else) is not a resumption of this run.
+    _one_line_error(train(f"resume={run}", "optim.lr=0.01"), f"resume='{run}'", "optim.lr (saved 0.001, now 0.01)")
+    _one_line_error(train(f"resume={run}", "seed=3", "ordering=sequential"), "ordering.name", "seed (saved 0, now 3)")
+    # The spelled-out form gets the same check.
+    _one_line_error(train(*QUICK, "checkpoint_every_n_steps=1", "optim.lr=0.01", f"hydra.run.dir={run}", "ckpt_path=last"), "ckpt_path='last'", "optim.lr")
+    assert _snapshot(run) == before
+
+    # ckpt_path=last in a new run directory would start fresh: it says so instead.
+    _one_line_error(train(*QUICK, "ckpt_path=last"), "ckpt_path='last'", "resume=<run dir>")
+    assert not (tmp_path / "logs").exists()
+    _one_line_error(train("resume=" + str(tmp_path / "nope")), "not a run directory")
+    _one_line_error(train("-m", f"resume={run}"), "does not combine with -m")
+
+    # The same config resumes, in place; a completed run is not resumed again.
+    r = train(f"resume={run}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((run / "summary.json").read_text())["resumed_from"] == str(run / "checkpoints" / "last.ckpt")
+    assert [p.name for p in tmp_path.iterdir() if p.name != "cache"] == ["run"]  # no other run directory
+    _one_line_error(train(f"resume={run}"), "already completed")
