@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from assay.config import GROUPS, resolved, validate
-from assay.errors import UserError, explain
+from assay.errors import UserError, environment_problem, explain
 from assay.paths import CONF_DIR
 
 HEADLINE = ("test/exact_match", "test/pref_acc", "test/reward_margin", "test/loss", "val/exact_match")
@@ -252,7 +252,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     metrics = summary["metrics"]
-    for key in [k for k in HEADLINE if k in metrics] or sorted(metrics)[:8]:
+    detection = sorted(k for k in metrics if k.startswith("selection/") and k.endswith("/auroc"))  # when the data has noise flags
+    for key in [k for k in HEADLINE if k in metrics] + detection or sorted(metrics)[:8]:
         table.add_row(key, f"{metrics[key]:.4f}")
     console = Console(stderr=False)
     console.print(table)
@@ -270,9 +271,13 @@ def _task(cfg: DictConfig) -> float | None:
         _finish_wandb(2)
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
-    except BaseException:
-        _finish_wandb(1)
-        raise
+    except BaseException as e:
+        problem = environment_problem(e)  # disk full: one line, not a traceback
+        _finish_wandb(2 if problem else 1)
+        if problem is None:
+            raise
+        print(f"error: {problem}", file=sys.stderr, flush=True)
+        sys.exit(2)
     print_summary(summary)
     return summary["metrics"].get("test/exact_match")
 
