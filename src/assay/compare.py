@@ -394,7 +394,11 @@ def choose_metrics(runs: list[Run], asked: list[str]) -> list[str]:
             if m not in available and any(r.status == "completed" for r in runs):
                 raise UserError("--metric", m, f"no completed run has it; available: {available[:12]}{' ...' if len(available) > 12 else ''}")
         return asked
-    return [m for m in HEADLINE if m in available] or available[:4]
+    # Selection detection (selection/<flag>/auroc, precision_at_k, kept_rate) is shown whenever runs
+    # have it: it is what a selection study compares, and a run records it only when the data has
+    # ground-truth noise flags.
+    detection = [m for m in available if m.startswith("selection/")]
+    return [m for m in HEADLINE if m in available] + detection or available[:4]
 
 
 def _label(value: Any) -> str:
@@ -617,7 +621,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="assay-compare", description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="a sweep directory, run directories, wandb run directories, or a wandb project (entity/project or wandb:entity/project)")
     p.add_argument("--by", action="append", help="config keys to group on, comma-separated (default: every key that varies, except seeds)")
-    p.add_argument("--metric", action="append", help="summary metrics to report, comma-separated (default: the headline test metrics)")
+    p.add_argument("--metric", action="append", help="summary metrics to report, comma-separated (default: the headline test metrics and any selection/* detection metrics)")
     p.add_argument("--x", help="the --by key on the x axis of the metric plots (default: the last numeric --by key)")
     p.add_argument("--curve", action="append", help=f"metrics.csv columns to draw as learning curves (default: {','.join(CURVES)})")
     p.add_argument("--out", type=Path, help="where to write compare.csv, runs.csv, compare.md and the PNGs (default: <sweep>/compare)")

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from assay.errors import UserError, check
-from assay.registry import GROUPS, discover, to_object
+from assay.registry import GROUPS, check_choices, discover, to_object
 
 # Every module of the concern packages is imported, so that registering an entry is all it takes to
 # add a method: a new module + its YAML + its tests, nothing else changes.
@@ -131,6 +132,8 @@ class RunSpec:
 
 def validate(cfg: DictConfig) -> RunSpec:
     """Range checks and cross-group consistency, before anything is built."""
+    if HydraConfig.initialized():
+        check_choices(HydraConfig.get().runtime.choices)
     parts = {g: to_object(cfg[g]) for g in GROUPS}
     spec = RunSpec(**parts, optim=to_object(cfg.optim), eval=to_object(cfg.eval), raw=cfg)
     if spec.data.format != spec.objective.data_format:
@@ -141,6 +144,8 @@ def validate(cfg: DictConfig) -> RunSpec:
         )
     if spec.data.format not in spec.dynamics.data_formats:
         raise UserError("dynamics", spec.dynamics.name, f"records {' or '.join(spec.dynamics.data_formats)} batches only, and this run trains on {spec.data.format} data; use dynamics=losses")
+    spec.ordering.check_selection(spec.selection)
+    spec.selection.check_scoring_model(spec.model)
     from assay.distributed import check as check_processes
 
     check_processes(spec)

@@ -23,6 +23,48 @@ def check(condition: bool, field: str, value: Any, allowed: str) -> None:
         raise UserError(field, value, allowed)
 
 
+def check_output_dir(path: Any, field: str) -> None:
+    """The run (or sweep) directory can be created and written, else one line before anything
+    starts: Hydra would otherwise fail creating it with a traceback (``/proc/x``, a path under a
+    regular file, a read-only mount). Probes with a temporary directory it removes again."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    target = Path(str(path)).expanduser().absolute()
+    ancestor = target
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(field, str(path), f"cannot be created: {ancestor} is a file, not a directory; set paths.log_dir or {field} to a directory")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".assay-probe-", dir=ancestor))
+    except OSError as e:
+        raise UserError(field, str(path), f"cannot be created in {ancestor} ({e.strerror or type(e).__name__}); set paths.log_dir or {field} to a writable directory") from None
+
+
+OUT_OF_SPACE = ("ENOSPC", "EDQUOT")
+
+
+def environment_problem(exc: BaseException) -> str | None:
+    """One line for a failure of the machine rather than of assay or the config (disk full, quota
+    exceeded), looked for along the exception's causes; None for anything else (a bug keeps its
+    traceback)."""
+    import errno
+    import os
+
+    codes = {getattr(errno, name) for name in OUT_OF_SPACE if hasattr(errno, name)}
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in codes:
+            what = f"writing {exc.filename!r}" if exc.filename else "writing the run directory"
+            reason = exc.strerror or os.strerror(exc.errno)
+            return f"disk full {what} ({reason}); the run stopped without a summary.json: free space, or set paths.log_dir to a disk with room, and run it again"
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def explain(exc: BaseException) -> str:
     """One line for a composition or validation failure, naming field, value and what is allowed."""
     from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
@@ -34,7 +76,9 @@ def explain(exc: BaseException) -> str:
         missing = exc.missing_cfg_file or ""
         if "/" in missing and exc.options is not None:
             group, value = missing.rsplit("/", 1)
-            return str(UserError(group, value, f"unknown option; choose one of {sorted(exc.options)}"))
+            from assay.registry import public_options
+
+            return str(UserError(group, value, f"unknown option; choose one of {public_options(exc.options)}"))
         return str(exc).strip().splitlines()[0]
     if isinstance(exc, OverrideParseException):
         return f"bad override: {str(exc).strip().splitlines()[0]}"

@@ -18,7 +18,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from assay.config import validate
-from assay.errors import UserError
+from assay.errors import UserError, check_output_dir
 from assay.paths import CONF_DIR
 
 HYDRA_FLAGS_WITH_VALUE = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun", "--info", "-i", "--package", "-p"}
@@ -117,6 +117,7 @@ def preflight(argv: list[str]) -> int:
                 cfg = compose(config_name="train", overrides=job, return_hydra_config=True)
                 HydraConfig.instance().set_config(cfg)
                 check_data_files(validate(cfg))
+                check_output_dir(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir, "hydra.sweep.dir" if multirun else "hydra.run.dir")
             except UserError as e:
                 if len(jobs) > 1:
                     raise UserError(e.field, e.value, f"{e.allowed} (in the job with overrides {' '.join(job)})") from None

@@ -77,6 +77,28 @@ def options(group: str) -> dict[str, type]:
     return dict(_REGISTRY.get(group, {}))
 
 
+SCHEMA_SUFFIX = "_schema"
+"""Registered schemas live in each group of the ConfigStore as ``<key>_schema`` (what the YAML
+options extend); they are not options a user picks."""
+
+
+def public_options(names) -> list[str]:
+    """The options a user may choose among ``names``: every one but the internal schemas."""
+    return sorted(n for n in names if not str(n).endswith(SCHEMA_SUFFIX))
+
+
+def check_choices(choices: dict) -> None:
+    """Refuse a group choice that names an internal schema (``objective=dpo_schema`` would compose the
+    bare dataclass defaults, silently skipping what the option's YAML sets)."""
+    from assay.paths import CONF_DIR
+
+    for group, choice in choices.items():
+        if isinstance(choice, str) and choice.endswith(SCHEMA_SUFFIX):
+            folder = CONF_DIR / group
+            known = public_options(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else public_options(options(group))
+            raise UserError(group, choice, f"unknown option; choose one of {known}")
+
+
 def lookup(group: str, key: str) -> type:
     entries = _REGISTRY.get(group, {})
     if key not in entries:

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from assay import distributed
 from assay.config import GROUPS, resolved, validate
-from assay.errors import UserError, explain
+from assay.errors import UserError, environment_problem, explain
 from assay.paths import CONF_DIR
 from assay.rundir import no_checkpoint_notice, resume_argv
 
@@ -267,7 +267,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     metrics = summary["metrics"]
-    for key in [k for k in HEADLINE if k in metrics] or sorted(metrics)[:8]:
+    detection = sorted(k for k in metrics if k.startswith("selection/") and k.endswith("/auroc"))  # when the data has noise flags
+    for key in [k for k in HEADLINE if k in metrics] + detection or sorted(metrics)[:8]:
         table.add_row(key, f"{metrics[key]:.4f}")
     console = Console(stderr=False)
     console.print(table)
@@ -286,10 +287,14 @@ def _task(cfg: DictConfig) -> float | None:
         distributed.finish(ok=False)
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
-    except BaseException:
-        _finish_wandb(1)
+    except BaseException as e:
+        problem = environment_problem(e)  # disk full: one line, not a traceback
+        _finish_wandb(2 if problem else 1)
         distributed.finish(ok=False)
-        raise
+        if problem is None:
+            raise
+        print(f"error: {problem}", file=sys.stderr, flush=True)
+        sys.exit(2)
     main = distributed.is_main()
     if distributed.finish(ok=True):  # a rank this process started, or the final barrier, failed
         sys.exit(1)

@@ -43,6 +43,8 @@ class TrainerConfig:
         if self.threads is not None:
             check(self.threads > 0, "trainer.threads", self.threads, "must be a positive integer (or null)")
         check(self.max_steps > 0, "trainer.max_steps", self.max_steps, "must be a positive integer")
+        check(valid_val_check_interval(self.val_check_interval), "trainer.val_check_interval", self.val_check_interval,
+              "must be a positive number of training batches (int) or a fraction of an epoch in (0, 1] (float)")
         check(self.accumulate_grad_batches > 0, "trainer.accumulate_grad_batches", self.accumulate_grad_batches, "must be a positive integer")
         if self.gradient_clip_val is not None:
             check(self.gradient_clip_val > 0, "trainer.gradient_clip_val", self.gradient_clip_val, "must be > 0 (or null)")
@@ -58,6 +60,16 @@ class TrainerConfig:
         kwargs = {k: v for k, v in asdict(self).items() if k not in ("name", "threads")}
         # The sampler shards after ordering; Lightning must not swap in a DistributedSampler.
         return hydra.utils.instantiate(kwargs, use_distributed_sampler=False, **runtime)
+
+
+def valid_val_check_interval(value: Any) -> bool:
+    """Lightning reads an int as batches between validations and a float as a fraction of an epoch;
+    0 (or a negative number) would make it divide by zero or never validate."""
+    if value is None:
+        return True
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return value >= 1 if isinstance(value, int) else 0.0 < value <= 1.0
 
 
 @register("trainer", "cpu")

@@ -16,7 +16,7 @@ FAST = ["debug=fast", "noise=corrupt", "noise.p=0.3", "data.max_train_examples=4
 
 
 def test_model_scorer_rescores_every_epoch_from_the_live_model(tmp_path):
-    summary = run_in_hydra([*FAST, "selection=el2n", "selection.rescore_every=1", "ordering=curriculum", "ordering.score_from=selection"], tmp_path)
+    summary = run_in_hydra([*FAST, "selection=el2n", "selection.allow_untrained=true", "selection.rescore_every=1", "ordering=curriculum", "ordering.score_from=selection"], tmp_path)
     history = summary["reselections"]
     # 12 steps = 4 epochs of 3 batches: epochs 0, 1, 2 end with a re-selection, the last has none after it
     assert [h["epoch"] for h in history] == [0, 1, 2]
@@ -83,7 +83,7 @@ def test_resume_after_a_reselection_serves_the_reselected_rows(tmp_path):
     the data-order fingerprint and its re-selection history, and serves exactly the re-selected rows."""
     from assay.dynamics.store import read_store
 
-    args = [*FAST, "selection=el2n", "selection.rescore_every=1", "checkpoint_every_n_steps=1"]
+    args = [*FAST, "selection=el2n", "selection.allow_untrained=true", "selection.rescore_every=1", "checkpoint_every_n_steps=1"]
     first = run_in_hydra([*args, "trainer.max_steps=8"], tmp_path)
     assert [h["epoch"] for h in first["reselections"]] == [0, 1]
     resumed = run_in_hydra([*args, "trainer.max_steps=12", "ckpt_path=last"], tmp_path)

@@ -9,7 +9,7 @@ from tests.conftest import run_in_hydra
 
 @pytest.mark.parametrize("selection", ["el2n", "perplexity"])
 def test_scorer_run_reports_detection(tmp_path, selection):
-    summary = run_in_hydra(["debug=fast", "noise=corrupt", "noise.p=0.3", f"selection={selection}", "ordering=folding"], tmp_path)
+    summary = run_in_hydra(["debug=fast", "noise=corrupt", "noise.p=0.3", f"selection={selection}", "selection.allow_untrained=true", "ordering=folding"], tmp_path)
     det = summary["selection"]["detection"]["is_corrupted"]
     assert 0.0 <= det["auroc"] <= 1.0 and 0.0 <= det["precision_at_k"] <= 1.0 and det["k"] > 0
     assert summary["data"]["kept_examples"] == summary["data"]["train_examples"] // 2
@@ -19,7 +19,7 @@ def test_scorer_run_reports_detection(tmp_path, selection):
 
 def test_quota_per_cluster_of_the_models_embeddings(tmp_path):
     """keep_rule=quota with quota_by=cluster: k-means on the model's embeddings, the top half of each cluster."""
-    summary = run_in_hydra(["debug=fast", "selection=el2n", "selection.keep_rule=quota", "selection.quota_by=cluster", "selection.quota_clusters=3", "selection.fraction=0.5"], tmp_path)
+    summary = run_in_hydra(["debug=fast", "selection=el2n", "selection.allow_untrained=true", "selection.keep_rule=quota", "selection.quota_by=cluster", "selection.quota_clusters=3", "selection.fraction=0.5"], tmp_path)
     groups = summary["selection"]["quota_groups"]
     assert sorted(groups) == ["c0", "c1", "c2"] and sum(size for size, _ in groups.values()) == summary["data"]["train_examples"]
     assert all(kept == size // 2 for size, kept in groups.values())
@@ -27,7 +27,7 @@ def test_quota_per_cluster_of_the_models_embeddings(tmp_path):
 
 
 def test_curriculum_by_difficulty_with_anchor_quantile(tmp_path):
-    summary = run_in_hydra(["debug=fast", "selection=grand", "selection.keep_rule=anchor_quantile", "selection.params=[layers.1.mlp]", "ordering=curriculum"], tmp_path)
+    summary = run_in_hydra(["debug=fast", "selection=grand", "selection.allow_untrained=true", "selection.keep_rule=anchor_quantile", "selection.params=[layers.1.mlp]", "ordering=curriculum"], tmp_path)
     assert "anchor_threshold" in summary["selection"] and summary["data"]["kept_examples"] > 0
 
 

@@ -261,18 +261,43 @@ def test_beta_dpo_state_travels_in_a_state_dict_and_resumes_identically():
     assert set(a.state_dict()) == {"threshold", "sigma", "updates"}
     for s in batches[4:]:
         oa, ob = obj.from_scores(s, training=True, controller=a), obj.from_scores(s, training=True, controller=b)
-        assert torch.equal(oa.kept, ob.kept) and torch.equal(oa.metrics["beta"], ob.metrics["beta"])
+        assert torch.equal(oa.kept, ob.kept) and torch.equal(oa.metrics["beta_dpo_beta"], ob.metrics["beta_dpo_beta"])
 
 
 def test_per_sample_dynamics_metrics_for_preferences():
     obj = DPO(seed=0, controller="beta_dpo", aggregator="dr_dpo")
     out = obj.from_scores(next(random_batches()), training=True, controller=obj.build_controller())
     obj.aggregate(out)
-    expected = {"logratio_chosen", "logratio_rejected", "margin", "beta", "dr_weight", "kept", "beta_dpo_threshold",
+    expected = {"logratio_chosen", "logratio_rejected", "margin", "beta", "beta_dpo_beta", "dr_weight", "kept", "beta_dpo_threshold",
                 "beta_dpo_sigma", "reward_margin", "pref_acc", "confidence"}
     assert expected <= set(out.metrics)
     assert all(v.shape == (8,) for v in out.metrics.values())
     assert out.metrics["dr_weight"][out.kept == 0].eq(0).all()
+
+
+def test_beta_dpo_records_rewards_and_confidence_with_beta0_and_the_batch_beta_apart():
+    """Pairs with log-ratios ρ_w = h = [1, 2, 3, 6], ρ_l = 0; β_0 = 0.1, α = 0.5, m = 0.9, ρ = 1.
+    The controller's first step gives β_batch = 0.235 (hand-derived above); the loss uses it:
+    ℓ_1 = -log σ(0.235·1) = log(1 + e^-0.235) = 0.582534. The records use β_0:
+    r_w = 0.1·h = [0.1, 0.2, 0.3, 0.6], r_l = 0, confidence = σ(0.1·h) = [0.524979, 0.549834, 0.574443, 0.645656].
+    Pair 1 in a second batch next to other pairs gets another β_batch but the same records."""
+    obj = DPO(beta=0.1, seed=0, controller="beta_dpo", beta_dpo_alpha=0.5, beta_dpo_momentum=0.9, beta_dpo_keep=1.0)
+    ctrl = obj.build_controller()
+    h = torch.tensor([1.0, 2.0, 3.0, 6.0])
+    zero, ones = torch.zeros(4), torch.ones(4)
+    out = obj.from_scores(PairScores(h - 5.0, zero - 5.0, ones, ones, zero - 5.0, zero - 5.0), training=True, controller=ctrl)
+    assert torch.allclose(out.metrics["beta_dpo_beta"], torch.full((4,), 0.235), rtol=1e-5)
+    assert math.isclose(out.loss[0].item(), 0.582534, rel_tol=1e-5)
+    assert torch.allclose(out.metrics["beta"], torch.full((4,), 0.1))
+    assert torch.allclose(out.metrics["reward_chosen"], torch.tensor([0.1, 0.2, 0.3, 0.6]), atol=1e-6)
+    assert torch.allclose(out.metrics["reward_rejected"], zero, atol=1e-6)
+    assert torch.allclose(out.metrics["confidence"], torch.tensor([0.524979, 0.549834, 0.574443, 0.645656]), atol=1e-6)
+    # the same pair 1 in another batch: a different batch β, identical per-pair records
+    h2 = torch.tensor([1.0, -40.0, -40.0, -40.0])
+    again = obj.from_scores(PairScores(h2, zero, ones, ones, zero, zero), training=True, controller=ctrl)
+    assert not math.isclose(again.metrics["beta_dpo_beta"][0].item(), 0.235, rel_tol=1e-3)
+    for key in ("reward_chosen", "reward_rejected", "reward_margin", "confidence", "beta"):
+        assert math.isclose(again.metrics[key][0].item(), out.metrics[key][0].item(), rel_tol=1e-6), key
 
 
 # ---- bad input: one line naming field, value and what is allowed ---------------------------------

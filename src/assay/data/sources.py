@@ -253,7 +253,7 @@ class TableData(DataConfig):
             out = self._map_row(row)
             out["id"] = str(row["id"]) if has_id else f"{source}/{split}/{index:07d}"
             out["source"] = str(row[self.source_column]) if self.source_column else source
-            out["difficulty"] = int(row["difficulty"]) if "difficulty" in row and row["difficulty"] is not None else -1
+            out["difficulty"] = -1 if row.get("difficulty") is None else int(float(row["difficulty"]))  # checked in _assemble
             out["answer"] = out.get("completion", out.get("chosen", ""))
             return out
 
@@ -261,28 +261,91 @@ class TableData(DataConfig):
         ds = ds.map(convert, with_indices=True, desc=f"mapping {split} rows")
         return ds.remove_columns([c for c in ds.column_names if c not in keep])
 
+    def _file_field(self, split: str) -> tuple[str, str]:
+        """The config field (and its value) that names where ``split``'s rows come from."""
+        return "data", self.name
+
+    def _check_difficulty(self, ds: datasets.Dataset, split: str) -> None:
+        """The optional ``difficulty`` column holds whole numbers (ints, integral floats, digit
+        strings) or nulls; anything else is named with its row (0-based, in the source's order)."""
+        if "difficulty" not in ds.column_names:
+            return
+        for index, value in enumerate(ds["difficulty"]):
+            if value is None:
+                continue
+            try:
+                whole = not isinstance(value, bool) and float(value).is_integer()
+            except (TypeError, ValueError):
+                whole = False
+            if not whole:
+                field_name, where = self._file_field(split)
+                raise UserError(field_name, where, f"column 'difficulty' must hold whole numbers (or null); row {index} of the {split} split has {value!r}")
+
     def _assemble(self, raw: dict[str, datasets.Dataset], default_source: str) -> datasets.DatasetDict:
         """Map raw splits to ours and carve val/test out of train where they are absent."""
         check("train" in raw, "data", self.name, "a train split is required")
+        for split, ds in raw.items():
+            self._check_difficulty(ds, split)
         train = raw["train"]
         for split, frac in (("test", self.test_fraction), ("val", self.val_fraction)):
             if split not in raw:
                 if frac <= 0:
                     raise UserError(f"data.{split}_fraction", frac, f"no {split} split given, so it must be > 0")
+                if round(frac * len(train)) < 1 or len(train) - round(frac * len(train)) < 1:
+                    field_name, where = self._file_field("train")
+                    raise UserError(field_name, where, f"has {len(train)} training row(s), too few to carve a {split} split of "
+                                    f"data.{split}_fraction={frac} from; give more rows or a {split} split of its own")
                 parts = train.train_test_split(test_size=frac, seed=self.seed, shuffle=True)
                 train, raw[split] = parts["train"], parts["test"]
         raw["train"] = train
         return datasets.DatasetDict({s: self._normalise(raw[s], s, default_source) for s in SPLITS})
 
 
+def _reason(e: BaseException) -> str:
+    """The first line of an exception's message (at most 200 characters), or its type when it has none."""
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
+
+
 def _load_or_explain(field_name: str, value: str, **kwargs) -> datasets.DatasetDict:
     try:
         return datasets.load_dataset(**kwargs)
     except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(field_name, value, f"could not be loaded ({reason})") from None
+        raise UserError(field_name, value, f"could not be loaded ({_reason(e)})") from None
     except Exception as e:  # corrupt files surface as arrow/json decoding errors
-        raise UserError(field_name, value, f"is unreadable ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        raise UserError(field_name, value, f"is unreadable ({type(e).__name__}: {_reason(e)})") from None
+
+
+def _blank(path: Path) -> bool:
+    """True when the file holds nothing but whitespace (read until the first other byte)."""
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 16):
+            if chunk.strip():
+                return False
+    return True
+
+
+def check_utf8(path: Path, field_name: str, value: str) -> None:
+    """Text files must be UTF-8 (JSON requires it). Arrow's JSON reader accepts other bytes and only
+    fails when a row is read back, deep inside training setup; here the file is decoded once, in
+    chunks, and the first bad byte is reported with its line."""
+    import codecs
+
+    decoder, line, offset = codecs.getincrementaldecoder("utf-8")(), 1, 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as e:
+                bad = offset + e.start
+                line += chunk[: e.start].count(b"\n")
+                raise UserError(field_name, value, f"is not UTF-8 text: byte 0x{chunk[e.start]:02x} at offset {bad} (line {line}); re-encode it as UTF-8") from None
+            line += chunk.count(b"\n")
+            offset += len(chunk)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise UserError(field_name, value, f"is not UTF-8 text: it ends inside a multi-byte character (offset {offset})") from None
 
 
 @dataclass
@@ -312,6 +375,9 @@ class HubData(TableData):
                 raise UserError(f"data.splits.{ours}", theirs, f"must be one of the dataset's splits {list(loaded)}")
             raw[ours] = loaded[theirs]
         return self._assemble(raw, Path(self.path.rstrip("/")).name)
+
+    def _file_field(self, split: str) -> tuple[str, str]:
+        return "data.path", self.path
 
 
 @register("data", "hf_sft")
@@ -353,8 +419,16 @@ class JsonlData(TableData):
                 raise UserError(f"data.{split}_file", path, "file does not exist")
             if not os.access(p, os.R_OK):
                 raise UserError(f"data.{split}_file", path, "file is not readable")
+            if _blank(p):
+                raise UserError(f"data.{split}_file", path, "file is empty (a JSON-lines file needs one object per line)")
+            check_utf8(p, f"data.{split}_file", path)
             ds = _load_or_explain(f"data.{split}_file", path, path="json", data_files=str(p), split="train")
             if len(ds) == 0:
                 raise UserError(f"data.{split}_file", path, "file has no rows")
             raw[split] = ds
         return self._assemble(raw, Path(self.train_file).stem)
+
+    def _file_field(self, split: str) -> tuple[str, str]:
+        # val/test carved from train come from the train file
+        path = {"val": self.val_file, "test": self.test_file}.get(split)
+        return (f"data.{split}_file", path) if path is not None else ("data.train_file", self.train_file)

@@ -58,6 +58,12 @@ class ModelConfig:
         """True when the model has no vocabulary of its own and the run trains one on its corpus."""
         return False
 
+    @property
+    def randomly_initialised(self) -> bool:
+        """True when the run starts from random weights: built from a config, not loaded from a
+        checkpoint, the Hub, a GGUF file or an earlier run (``init_from``)."""
+        return False
+
     def build(self, corpus: Optional[datasets.DatasetDict]) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         torch.manual_seed(self.seed)
         if self.init_from is not None:
@@ -134,6 +140,10 @@ class TinyLlama(ModelConfig):
     def trains_tokenizer(self) -> bool:
         return self.init_from is None
 
+    @property
+    def randomly_initialised(self) -> bool:
+        return self.init_from is None
+
     def load(self, corpus):
         from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -170,6 +180,13 @@ class HubModel(ModelConfig):
     trust_remote_code: bool = False
     """Off by default: running a repository's own code is an explicit choice."""
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        local = Path(self.name_or_path).expanduser()
+        if self.init_from is None and looks_local(self.name_or_path) and not local.is_dir():
+            what = "is a file, not a model directory" if local.exists() else "directory does not exist"
+            raise UserError("model.name_or_path", self.name_or_path, f"{what} (a local path; a Hub id looks like org/name)")
+
     def load(self, corpus):
         kwargs = dict(revision=self.revision, trust_remote_code=self.trust_remote_code)
         try:
@@ -178,6 +195,13 @@ class HubModel(ModelConfig):
         except OSError as e:
             raise UserError("model.name_or_path", self.name_or_path, f"could not be loaded ({str(e).splitlines()[0]})") from None
         return model, tokenizer
+
+
+def looks_local(name_or_path: str) -> bool:
+    """A local path rather than a Hub id: absolute, relative to . / .. / ~, more than one ``/``, or
+    present on disk. Hub ids are ``name`` or ``org/name``."""
+    p = name_or_path
+    return p.startswith(("/", "./", "../", "~")) or p in (".", "..") or p.count("/") > 1 or Path(p).expanduser().exists()
 
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -205,8 +229,12 @@ class SmolLM2(ModelConfig):
         if not path.is_file():
             raise UserError("model.gguf_path", str(path), "GGUF file not found; run `assay-fetch smollm2` (or `make models`) first")
         # transformers de-quantises the Q4_1 tensors to float weights on load.
-        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=DTYPES[self.dtype])
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+            model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=DTYPES[self.dtype])
+        except (ValueError, OSError, KeyError, IndexError, RuntimeError) as e:  # a truncated or foreign file
+            reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise UserError("model.gguf_path", str(path), f"is not a readable GGUF model ({reason}); fetch it again with `assay-fetch smollm2`") from None
         # The weights are de-quantised floats from here on: drop the GGUF marker so the trained model
         # saves as a plain checkpoint that later stages load with `model.init_from`.
         model.hf_quantizer = None

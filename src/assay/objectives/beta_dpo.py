@@ -14,6 +14,10 @@ reference code lets eval batches move them; TRL PR #5667 made the same choice as
 epsilon and a zero-variance batch (step 0, policy = reference, every h = 0) falls back to uniform
 weights instead of NaN, and the sampling generator is seeded by (seed, update count) so every rank
 draws the same mask and a resumed run draws what the uninterrupted run would have.
+
+β_batch scales the loss only. The per-pair records (reward_chosen/rejected/margin, confidence) are
+scaled by β_0, so one pair's records compare across batches whatever pairs it shared a batch with;
+β_batch is recorded in its own column, ``beta_dpo_beta``.
 """
 
 from __future__ import annotations

@@ -152,14 +152,20 @@ class PreferenceObjective(ObjectiveConfig):
         if controller is not None:
             step = controller.step(s.margin, training)
             beta, kept = step.beta, step.kept
-            metrics.update(kept=kept, beta_dpo_threshold=step.threshold.expand(n), beta_dpo_sigma=step.sigma.expand(n))
+            metrics.update(kept=kept, beta_dpo_beta=step.beta.to(s.margin.dtype).expand(n),
+                           beta_dpo_threshold=step.threshold.expand(n), beta_dpo_sigma=step.sigma.expand(n))
         loss = self.pair_loss(s, beta)
-        r_w, r_l = self.rewards(s, beta if beta is not None else 1.0)
+        # Rewards and confidence are scaled by the fixed β_0, never by a controller's batch β: β-DPO's
+        # β_batch depends on which other pairs share the batch, so a pair's records scaled by it would
+        # not compare across batches (a clamped β ≈ 1e-3 puts every confidence at ≈ 0.5). The β the
+        # loss used is its own column, ``beta_dpo_beta``.
+        recorded_beta = self.base_beta
+        r_w, r_l = self.rewards(s, recorded_beta if recorded_beta is not None else 1.0)
         metrics.update(logp_chosen=s.policy_chosen.detach(), logp_rejected=s.policy_rejected.detach())
         if self.needs_reference:
             metrics.update(logratio_chosen=s.chosen_ratio.detach(), logratio_rejected=s.rejected_ratio.detach(), margin=s.margin.detach())
-        if beta is not None:
-            metrics["beta"] = torch.as_tensor(beta, dtype=loss.dtype, device=loss.device).expand(n)
+        if recorded_beta is not None:
+            metrics["beta"] = torch.full((n,), float(recorded_beta), dtype=loss.dtype, device=loss.device)
         reward_margin = r_w - r_l
         metrics.update(
             reward_chosen=r_w,

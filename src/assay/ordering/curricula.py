@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 
 from assay.errors import UserError, check
-from assay.ordering import OrderingConfig, keys_for_rows, resolve_keys
+from assay.ordering import OrderingConfig, check_score_file, resolve_keys
 from assay.registry import register
 
 
@@ -37,8 +37,19 @@ class ScoreOrdering(OrderingConfig):
     Parquet file with ``id`` and ``score`` columns (e.g. an earlier stage's ``selection.parquet``).
     Low score = easy."""
 
+    def __post_init__(self) -> None:
+        check_score_file(self.score_from, "ordering.score_from")
+
     def keys(self, train, selection_scores):
         return resolve_keys(train, selection_scores, self.score_from, "ordering.score_from", numeric=True)
+
+    @property
+    def sorts_by_keys(self) -> bool:
+        return True
+
+    @property
+    def key_source(self) -> tuple[str, str]:
+        return "ordering.score_from", self.score_from
 
 
 @register("ordering", "curriculum")
@@ -50,7 +61,7 @@ class Curriculum(ScoreOrdering):
 
     def order(self, rows, scores, epoch):
         rows = np.asarray(rows)
-        return ascending(rows, keys_for_rows(rows, scores), _rng(self.seed, epoch))
+        return ascending(rows, self.row_keys(rows, scores), _rng(self.seed, epoch))
 
 
 @register("ordering", "anti_curriculum")
@@ -62,7 +73,7 @@ class AntiCurriculum(ScoreOrdering):
 
     def order(self, rows, scores, epoch):
         rows = np.asarray(rows)
-        return ascending(rows, -keys_for_rows(rows, scores).astype(np.float64), _rng(self.seed, epoch))
+        return ascending(rows, -self.row_keys(rows, scores).astype(np.float64), _rng(self.seed, epoch))
 
 
 @register("ordering", "folding")
@@ -77,11 +88,12 @@ class Folding(ScoreOrdering):
     (DELT's ``folding_layer``, default 3). Every item appears once; each fold spans the full range."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check(self.layers >= 1, "ordering.layers", self.layers, "must be a positive integer")
 
     def order(self, rows, scores, epoch):
         rows = np.asarray(rows)
-        ranked = ascending(rows, keys_for_rows(rows, scores), _rng(self.seed, epoch))
+        ranked = ascending(rows, self.row_keys(rows, scores), _rng(self.seed, epoch))
         return fold(ranked, self.layers)
 
 
@@ -97,6 +109,14 @@ class GroupOrdering(OrderingConfig):
 
     def keys(self, train, selection_scores):
         return resolve_keys(train, selection_scores, self.by, "ordering.by", numeric=False)
+
+    @property
+    def sorts_by_keys(self) -> bool:
+        return True
+
+    @property
+    def key_source(self) -> tuple[str, str]:
+        return "ordering.by", self.by
 
 
 def _groups(rows: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> dict:
@@ -121,7 +141,7 @@ class Blocked(GroupOrdering):
     def order(self, rows, scores, epoch):
         rows = np.asarray(rows)
         rng = _rng(self.seed, epoch)
-        groups = _groups(rows, keys_for_rows(rows, scores), rng)
+        groups = _groups(rows, self.row_keys(rows, scores), rng)
         names = list(groups)
         if self.shuffle_blocks:
             names = [names[i] for i in rng.permutation(len(names))]
@@ -137,7 +157,7 @@ class Interleaved(GroupOrdering):
 
     def order(self, rows, scores, epoch):
         rows = np.asarray(rows)
-        groups = list(_groups(rows, keys_for_rows(rows, scores), _rng(self.seed, epoch)).values())
+        groups = list(_groups(rows, self.row_keys(rows, scores), _rng(self.seed, epoch)).values())
         out = []
         for i in range(max((len(g) for g in groups), default=0)):
             out.extend(g[i] for g in groups if i < len(g))  # an exhausted group drops out of the round
@@ -184,7 +204,7 @@ class UpsampleEnd(GroupOrdering):
 
     def order(self, rows, scores, epoch):
         rows = np.asarray(rows)
-        labels = keys_for_rows(rows, scores)
+        labels = self.row_keys(rows, scores)
         rng = _rng(self.seed, epoch)
         chosen_mask = np.isin(labels.astype(str), [str(s) for s in self.sources])
         if not chosen_mask.any():

@@ -104,6 +104,10 @@ class ModelScorer(SelectionConfig):
     def needs_model(self) -> bool:
         return True
 
+    @property
+    def needs_trained_model(self) -> bool:
+        return True
+
 
 @dataclass
 class LossScorer(ModelScorer):
@@ -189,6 +193,13 @@ class EmbedSim(ModelScorer, TargetSet):
         super().__post_init__()
         check(self.reduce in ("max", "mean"), "selection.reduce", self.reduce, "must be one of ['max', 'mean']")
 
+    @property
+    def needs_trained_model(self) -> bool:
+        # Pooled hidden states of random weights are random features of the tokens: similarity in
+        # them still tracks shared content (experiments/gotd: RDS+ on the fresh tiny_llama selects
+        # the target skill), unlike the losses of random weights.
+        return False
+
     def score(self, ctx: SelectionContext) -> np.ndarray:
         pad = ctx.tokenizer.pad_token_id
         sims = embed(ctx.model, ctx.train, pad, self.batch_size) @ embed(ctx.model, self.target(ctx), pad, self.batch_size).T
@@ -207,6 +218,10 @@ class KMeansDiverse(ModelScorer):
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.clusters >= 1, "selection.clusters", self.clusters, "must be a positive integer")
+
+    @property
+    def needs_trained_model(self) -> bool:
+        return False  # clusters of random-feature embeddings still spread a budget over content (see EmbedSim)
 
     def score(self, ctx: SelectionContext) -> np.ndarray:
         x = embed(ctx.model, ctx.train, ctx.tokenizer.pad_token_id, self.batch_size)
