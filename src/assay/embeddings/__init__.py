@@ -80,6 +80,11 @@ class EmbedderConfig:
     def needs_model(self) -> bool:
         return False
 
+    @property
+    def data_columns(self) -> tuple[str, ...]:
+        """Columns of the data this embedder reads (the loader keeps them)."""
+        return ()
+
     def compute(self, ds: datasets.Dataset, model: Any, tokenizer: Any) -> np.ndarray:
         raise UserError("selection.embedder", self.name, "is not a concrete embedder")
 
@@ -256,6 +261,10 @@ class Column(EmbedderConfig):
     column: str = "embedding"
     """Name of the column holding the vectors."""
     cache: bool = False
+
+    @property
+    def data_columns(self) -> tuple[str, ...]:
+        return (self.column,)
 
     def compute(self, ds: datasets.Dataset, model: Any, tokenizer: Any) -> np.ndarray:
         if self.column not in ds.column_names:

@@ -47,6 +47,10 @@ class ModelConfig:
     dtype: str = "float32"
     seed: int = II("seed")
     """Seed of random initialisation (and of LoRA adapter init)."""
+    save_merged: bool = True
+    """LoRA runs: also write the adapters merged into the base weights to ``model/`` (what
+    ``init_from``, later stages and ``from_pretrained`` read). The adapter itself is always saved
+    to ``adapter/``; false saves disk on large models and leaves ``model/`` out."""
 
     def __post_init__(self) -> None:
         check(self.dtype in DTYPES, "model.dtype", self.dtype, f"must be one of {sorted(DTYPES)}")
@@ -75,6 +79,13 @@ class ModelConfig:
     def load(self, corpus: Optional[datasets.DatasetDict]) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:  # pragma: no cover
         raise TypeError(f"{type(self).__name__} does not implement load()")
 
+    def base_model_path(self) -> Optional[str]:
+        """Where the weights LoRA adapts can be loaded from (an adapter's ``base_model_name_or_path``),
+        or None when they exist only in this run (random init, de-quantised GGUF)."""
+        if self.init_from is not None:
+            return str(Path(self.init_from).expanduser().resolve() / "model")
+        return None
+
     def _wrap_lora(self, model: PreTrainedModel):
         from peft import LoraConfig as PeftLoraConfig, get_peft_model
 
@@ -99,12 +110,38 @@ def check_run_dir(path: str, field_name: str = "model.init_from") -> Path:
     return run
 
 
-def save_model(model: Any, tokenizer: PreTrainedTokenizerBase, run_dir: Path) -> None:
-    """Final weights (LoRA merged in) and tokenizer, so a later stage can ``init_from`` this run."""
-    if hasattr(model, "merge_and_unload"):
+def save_model(model: Any, tokenizer: PreTrainedTokenizerBase, run_dir: Path, config: Optional[ModelConfig] = None) -> None:
+    """The run's final weights, each directory complete with its tokenizer files, so the tools that
+    come next load them as they are (``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained``,
+    ``pipeline``, lm-eval-harness ``--model hf``, vLLM, the Hub):
+
+    - ``model/``: full weights (safetensors), config, generation config and tokenizer; LoRA adapters
+      merged in (unless ``model.save_merged=false``). Later stages ``init_from`` this.
+    - ``adapter/`` (LoRA runs): ``adapter_model.safetensors`` + ``adapter_config.json`` as peft saves
+      them, pointing at the base weights: the base's own path or Hub id, or ``base_model/`` written
+      here when the base exists only in this run.
+    - ``tokenizer/``: the tokenizer alone (as earlier runs wrote it).
+    """
+    tokenizer.save_pretrained(run_dir / "tokenizer")
+    save_merged = config.save_merged if config is not None else True
+    if hasattr(model, "peft_config"):  # a peft model: LoRA adapters on a frozen base
+        base = config.base_model_path() if config is not None else None
+        if base is None:
+            import copy
+
+            base_dir = run_dir / "base_model"
+            copy.deepcopy(model).unload().save_pretrained(base_dir)
+            tokenizer.save_pretrained(base_dir)
+            base = str(base_dir.resolve())
+        for adapter in model.peft_config.values():
+            adapter.base_model_name_or_path = base
+        model.save_pretrained(run_dir / "adapter")
+        tokenizer.save_pretrained(run_dir / "adapter")
+        if not save_merged:
+            return
         model = model.merge_and_unload()
     model.save_pretrained(run_dir / "model")
-    tokenizer.save_pretrained(run_dir / "tokenizer")
+    tokenizer.save_pretrained(run_dir / "model")
 
 
 @register("model", "tiny_llama")
@@ -178,6 +215,12 @@ class HubModel(ModelConfig):
         except OSError as e:
             raise UserError("model.name_or_path", self.name_or_path, f"could not be loaded ({str(e).splitlines()[0]})") from None
         return model, tokenizer
+
+    def base_model_path(self) -> Optional[str]:
+        if self.init_from is not None:
+            return super().base_model_path()
+        local = Path(self.name_or_path).expanduser()
+        return str(local.resolve()) if local.is_dir() else self.name_or_path
 
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

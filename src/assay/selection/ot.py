@@ -632,6 +632,12 @@ class OTSelection(SelectionConfig, TargetSet):
 
         return build_embedder(self.embedder, self.embedder_options).needs_model
 
+    @property
+    def data_columns(self) -> tuple[str, ...]:
+        from assay.embeddings import build_embedder
+
+        return build_embedder(self.embedder, self.embedder_options).data_columns
+
     def embed(self, ctx: SelectionContext) -> tuple[np.ndarray, np.ndarray, Any]:
         """Pool and target embeddings, and the target split."""
         from assay.embeddings import build_embedder
