@@ -59,11 +59,11 @@ def start_run_log(run_dir: Path) -> Path:
         setattr(handler, _TAG, True)
         root.addHandler(handler)
     for h in root.handlers:
-        if not isinstance(h, logging.FileHandler) and not any(isinstance(f, _Console) for f in h.filters):
+        if _is_console(h) and not any(isinstance(f, _Console) for f in h.filters):
             h.addFilter(_Console())
     for name in LIBRARY_LOGGERS:
         lib = logging.getLogger(name)
-        for h in [h for h in lib.handlers if not isinstance(h, logging.FileHandler)]:
+        for h in [h for h in lib.handlers if _is_console(h)]:
             lib.removeHandler(h)
         lib.propagate = True
     logging.getLogger("pytorch_lightning").setLevel(logging.INFO)
@@ -72,6 +72,12 @@ def start_run_log(run_dir: Path) -> Path:
     _assay_console()
     _progress_bars_off()
     return path
+
+
+def _is_console(handler: logging.Handler) -> bool:
+    """A handler that writes to the terminal (not a file, not a test harness's capture buffer)."""
+    consoles = (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
+    return type(handler) is logging.StreamHandler and getattr(handler, "stream", None) in consoles
 
 
 def _assay_console() -> None:
@@ -107,3 +113,20 @@ def info(message: str, *args: Any) -> None:
 def to_file(message: str, *args: Any) -> None:
     """A line for the run's log only (the console shows the same content another way)."""
     log.info(message, *args, extra={"file_only": True})
+
+
+def progress_bar(enabled: bool) -> list:
+    """Lightning's rich progress bar, without the ``Epoch 0/-2`` it shows for a run that is bounded
+    by steps (``max_epochs=-1``): such a run's epochs have no last one to count to."""
+    if not enabled:
+        return []
+    from pytorch_lightning.callbacks import RichProgressBar
+
+    class StepBoundProgressBar(RichProgressBar):
+        def _get_train_description(self, current_epoch: int) -> str:
+            if self.trainer.max_epochs is not None and self.trainer.max_epochs < 0:
+                description = f"Epoch {current_epoch}"
+                return f"{description:{len(self.validation_description)}}"
+            return super()._get_train_description(current_epoch)
+
+    return [StepBoundProgressBar()]

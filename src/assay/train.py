@@ -95,7 +95,8 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     # The preemption callback comes after the sampler and the dynamics recorders, so a checkpoint it
     # writes on a requeue signal already counts the batch that just ended.
     rescoring = rescoring_callbacks(spec.selection, ordering, tokenized, tokenizer, run_dir, Path(cfg.paths.cache_dir))
-    callbacks = [SamplerProgress(), *spec.dynamics.callbacks(run_dir), *rescoring, PreemptionCheckpoint(run_dir / "checkpoints" / "last.ckpt"), checkpoints]
+    callbacks = [SamplerProgress(), *spec.dynamics.callbacks(run_dir), *rescoring, PreemptionCheckpoint(run_dir / "checkpoints" / "last.ckpt"), checkpoints,
+                 *runlog.progress_bar(spec.trainer.enable_progress_bar)]
     logger = spec.logger.build(run_dir, _logger_context(cfg, run_dir))
     trainer = spec.trainer.build(callbacks=callbacks, logger=logger, default_root_dir=str(run_dir), plugins=cluster_plugins())
     resume = _resume_path(cfg, run_dir)

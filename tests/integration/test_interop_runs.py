@@ -35,8 +35,11 @@ def test_model_dir_loads_with_from_pretrained_and_a_pipeline(tmp_path):
     assert _logits(model, ids).shape == (1, ids.shape[1], len(tokenizer))
     # the command the README shows
     generate = pipeline("text-generation", model=str(model_dir))
-    out = generate("sort : 7 3 9 =", max_new_tokens=4, do_sample=False)[0]["generated_text"]
+    out = generate("sort : 7 3 9 =", min_new_tokens=2, max_new_tokens=4, do_sample=False)[0]["generated_text"]
     assert out.startswith("sort : 7 3 9 =") and len(out) > len("sort : 7 3 9 =")
+    # the same continuation as generating by hand from the loaded model and tokenizer
+    by_hand = model.generate(ids, min_new_tokens=2, max_new_tokens=4, do_sample=False)
+    assert out == tokenizer.decode(by_hand[0], skip_special_tokens=True)
 
 
 def test_lora_runs_save_a_peft_adapter_and_optionally_the_merged_model(tmp_path):

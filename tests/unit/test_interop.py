@@ -227,3 +227,72 @@ def test_gradient_checkpoints_are_loaded_without_unpickling_objects(tmp_path):
     assert lr == 0.5 and moments is None
     with pytest.raises(pickle.UnpicklingError):
         torch.load(bad, weights_only=True)
+
+
+CLI = """
+import sys
+from assay.lazy import HEAVY
+sys.argv = {argv!r}
+try:
+    if sys.argv[0] == "assay-list":
+        from assay.catalog import main
+        main(sys.argv[1:])
+    else:
+        from assay.train import main
+        main()
+    code = 0
+except SystemExit as e:
+    code = e.code
+print("EXIT", code, "LOADED", sorted(m for m in HEAVY if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize(
+    "argv, code",
+    [
+        (["assay-list"], 0),
+        (["assay-list", "selection"], 0),
+        (["assay-train", "--help"], 0),
+        (["assay-train", "--cfg", "job", "objective=dpo", "data.format=preference"], 0),
+        (["assay-train", "objective=dpoo"], 2),
+        (["assay-train", "optim.lr=0"], 2),
+        (["assay-train", "optim.lrr=0.1"], 2),
+        (["assay-train", "-m", "seed=0,1", "data.batch_size=0"], 2),
+    ],
+)
+def test_listing_help_and_user_errors_do_not_import_the_training_stack(argv, code):
+    """What decides how long these take is import time: they must not load torch, transformers,
+    datasets, Lightning or pandas (a run imports them when it starts)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", CLI.format(argv=argv)], capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    last = out.stdout.strip().splitlines()[-1]
+    assert last == f"EXIT {code} LOADED []", (last, out.stderr[-1500:])
+    if code == 2:
+        assert out.stderr.startswith("error: ") and len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_make_test_fetches_every_model_the_tests_use():
+    import subprocess
+
+    from tests.conftest import REPO
+
+    out = subprocess.run(["make", "-n", "test", "models"], capture_output=True, text=True, cwd=REPO)
+    fetches = [line for line in out.stdout.splitlines() if "assay-fetch" in line]
+    assert len(fetches) == 2 and all("assay-fetch smollm2 minilm" in line for line in fetches), out.stdout
+
+
+def test_step_bounded_runs_show_no_negative_epoch_count():
+    from assay.runlog import progress_bar
+
+    assert progress_bar(False) == []
+    (bar,) = progress_bar(True)
+    bar._trainer = SimpleNamespace(max_epochs=-1)
+    assert bar._get_train_description(0).strip() == "Epoch 0"
+    bar._trainer = SimpleNamespace(max_epochs=3)
+    assert bar._get_train_description(1).strip() == "Epoch 1/2"

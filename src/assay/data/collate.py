@@ -18,9 +18,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import datasets
-import torch
-from transformers import PreTrainedTokenizerBase
+from typing import TYPE_CHECKING
+
+from assay.lazy import datasets, torch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 IGNORE = -100
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import datasets
+from assay.lazy import datasets
 import numpy as np
 from omegaconf import II, MISSING
 

@@ -32,12 +32,12 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch.func import functional_call, grad, vjp, vmap
 
 from assay.data.collate import IGNORE
 from assay.errors import UserError
+from assay.lazy import F, lazy_function, torch
+
+functional_call, grad, vjp, vmap = (lazy_function("torch.func", f) for f in ("functional_call", "grad", "vjp", "vmap"))
 
 
 def grad_param_names(model: torch.nn.Module, patterns: Sequence[str] = (), field: str = "selection.params") -> list[str]:

@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import datasets
 import numpy as np
-import torch
 from omegaconf import MISSING
 from tqdm.auto import tqdm
 
 from assay.errors import UserError, check
+from assay.lazy import datasets, torch
 from assay.registry import lookup, options, register
 
 

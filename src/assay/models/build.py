@@ -11,15 +11,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import datasets
-import torch
+from typing import TYPE_CHECKING
+
 from omegaconf import II, MISSING
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from assay.errors import UserError, check
+from assay.lazy import torch, transformers
 from assay.registry import register
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+if TYPE_CHECKING:
+    import datasets
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+DTYPES = ("float32", "bfloat16", "float16")
+"""Names of torch dtypes (``torch.<name>``) a model may load in."""
 
 
 @dataclass
@@ -66,8 +71,8 @@ class ModelConfig:
         torch.manual_seed(self.seed)
         if self.init_from is not None:
             run = Path(self.init_from)
-            tokenizer = AutoTokenizer.from_pretrained(run / "tokenizer")
-            model = AutoModelForCausalLM.from_pretrained(run / "model", dtype=DTYPES[self.dtype])
+            tokenizer = transformers.AutoTokenizer.from_pretrained(run / "tokenizer")
+            model = transformers.AutoModelForCausalLM.from_pretrained(run / "model", dtype=getattr(torch, self.dtype))
         else:
             model, tokenizer = self.load(corpus)
         if tokenizer.pad_token is None:
@@ -193,7 +198,7 @@ class TinyLlama(ModelConfig):
             eos_token_id=tokenizer.eos_token_id,
             bos_token_id=None,
         )
-        return LlamaForCausalLM(config).to(DTYPES[self.dtype]), tokenizer
+        return LlamaForCausalLM(config).to(getattr(torch, self.dtype)), tokenizer
 
 
 @register("model", "hf")
@@ -210,8 +215,8 @@ class HubModel(ModelConfig):
     def load(self, corpus):
         kwargs = dict(revision=self.revision, trust_remote_code=self.trust_remote_code)
         try:
-            tokenizer = AutoTokenizer.from_pretrained(self.name_or_path, **kwargs)
-            model = AutoModelForCausalLM.from_pretrained(self.name_or_path, dtype=DTYPES[self.dtype], **kwargs)
+            tokenizer = transformers.AutoTokenizer.from_pretrained(self.name_or_path, **kwargs)
+            model = transformers.AutoModelForCausalLM.from_pretrained(self.name_or_path, dtype=getattr(torch, self.dtype), **kwargs)
         except OSError as e:
             raise UserError("model.name_or_path", self.name_or_path, f"could not be loaded ({str(e).splitlines()[0]})") from None
         return model, tokenizer
@@ -248,8 +253,8 @@ class SmolLM2(ModelConfig):
         if not path.is_file():
             raise UserError("model.gguf_path", str(path), "GGUF file not found; run `assay-fetch smollm2` (or `make models`) first")
         # transformers de-quantises the Q4_1 tensors to float weights on load.
-        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=DTYPES[self.dtype])
+        tokenizer = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=getattr(torch, self.dtype))
         # The weights are de-quantised floats from here on: drop the GGUF marker so the trained model
         # saves as a plain checkpoint that later stages load with `model.init_from`.
         model.hf_quantizer = None

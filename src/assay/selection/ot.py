@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
-import torch
+from assay.lazy import torch
 from tqdm.auto import tqdm
 
 from assay.errors import UserError, check
