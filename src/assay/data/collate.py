@@ -16,9 +16,7 @@ Evaluation batches also carry the left-padded prompt for greedy generation.
 
 from __future__ import annotations
 
-from typing import Any
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from assay.lazy import datasets, torch
 
