@@ -28,11 +28,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/assay-train experiment=skills_sft
 
+# Real weights the offline tests use: SmolLM2-135M-Instruct (GGUF) and the MiniLM sentence encoder.
+MODELS      := smollm2 minilm
+
 models: $(STAMP)
-	$(VENV)/bin/assay-fetch smollm2
+	$(VENV)/bin/assay-fetch $(MODELS)
 
 test: $(STAMP)
-	@$(VENV)/bin/assay-fetch smollm2 || echo "assay-fetch smollm2 failed: the SmolLM2 test will be skipped"
+	@$(VENV)/bin/assay-fetch $(MODELS) || echo "assay-fetch $(MODELS) failed: the tests that need those models will be skipped"
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean-runs:

@@ -136,6 +136,9 @@ def validate(cfg: DictConfig) -> RunSpec:
         check_choices(HydraConfig.get().runtime.choices)
     parts = {g: to_object(cfg[g]) for g in GROUPS}
     spec = RunSpec(**parts, optim=to_object(cfg.optim), eval=to_object(cfg.eval), raw=cfg)
+    # Columns the selection reads from the data (a precomputed embedding) are kept by the loader.
+    extra = [c for c in getattr(spec.selection, "data_columns", ()) if c not in spec.data.keep_columns]
+    spec.data.keep_columns = [*spec.data.keep_columns, *extra]
     if spec.data.format != spec.objective.data_format:
         raise UserError(
             "data.format",

@@ -65,11 +65,23 @@ def _schema_node(cls: type) -> DictConfig:
 
 
 def discover(*packages: str) -> None:
-    """Import every module of ``packages`` (and their sub-packages) so their entries register."""
+    """Import every module of ``packages`` (and their sub-packages) that registers an entry. Modules
+    that register nothing (training machinery) are left to be imported when a run needs them, so
+    composing and validating a config stays quick (see ``assay.lazy``)."""
     for name in packages:
         package = importlib.import_module(name)
         for info in pkgutil.walk_packages(getattr(package, "__path__", []), prefix=f"{name}."):
-            importlib.import_module(info.name)
+            if info.ispkg or _registers(info):
+                importlib.import_module(info.name)
+
+
+def _registers(info: pkgutil.ModuleInfo) -> bool:
+    spec = info.module_finder.find_spec(info.name)  # type: ignore[call-arg]
+    origin = getattr(spec, "origin", None)
+    if not origin or not origin.endswith(".py"):
+        return True  # not a source file: import it to find out
+    with open(origin, encoding="utf-8") as f:
+        return "@register(" in f.read()
 
 
 def options(group: str) -> dict[str, type]:

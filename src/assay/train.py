@@ -21,7 +21,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from assay import distributed
+from assay import distributed, runlog
 from assay.config import GROUPS, resolved, validate
 from assay.errors import UserError, environment_problem, explain
 from assay.paths import CONF_DIR
@@ -58,6 +58,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     main = distributed.is_main()
     run_dir.mkdir(parents=True, exist_ok=True)
     if main:
+        runlog.start_run_log(run_dir)
         (run_dir / "summary.json").unlink(missing_ok=True)  # a run that does not finish has no summary
         OmegaConf.save(OmegaConf.create(job_config(cfg)), run_dir / "config.yaml")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -70,7 +71,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     data = spec.data
     tokenized = DatasetDict(
         {
-            split: tokenize_split(ds, tokenizer, data.format, data.separator, data.max_length).add_column("_row", list(range(len(ds))))
+            split: tokenize_split(ds, tokenizer, data.format, data.separator, data.max_length, data.chat_template).add_column("_row", list(range(len(ds))))
             for split, ds in examples.splits.items()
         }
     )
@@ -98,17 +99,18 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     # The preemption callback comes after the sampler and the dynamics recorders, so a checkpoint it
     # writes on a requeue signal already counts the batch that just ended.
     rescoring = rescoring_callbacks(spec.selection, ordering, tokenized, tokenizer, run_dir, Path(cfg.paths.cache_dir))
-    callbacks = [SamplerProgress(), *spec.dynamics.callbacks(run_dir), *rescoring, PreemptionCheckpoint(run_dir / "checkpoints" / "last.ckpt"), checkpoints]
+    callbacks = [SamplerProgress(), *spec.dynamics.callbacks(run_dir), *rescoring, PreemptionCheckpoint(run_dir / "checkpoints" / "last.ckpt"), checkpoints,
+                 *runlog.progress_bar(spec.trainer.enable_progress_bar)]
     resume = _resume_path(cfg, run_dir)
     logger = spec.logger.build(run_dir, {**_logger_context(cfg, run_dir), "resume_from": resume})
     trainer = spec.trainer.build(callbacks=callbacks, logger=logger, default_root_dir=str(run_dir), plugins=cluster_plugins())
     if resume:
-        print(f"[assay] resuming from {resume}", flush=True)
+        runlog.info("resuming from %s", resume)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     test = trainer.test(module, datamodule=datamodule, verbose=False)[0]
     if main:
-        save_model(module.model, tokenizer, run_dir)
+        save_model(module.model, tokenizer, run_dir, spec.model)
 
     summary = {
         "status": "completed",
@@ -138,6 +140,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             logger.experiment.summary.update({**summary["metrics"], "status": "completed"})
     if main:
         _write_json(run_dir / "summary.json", summary)
+        runlog.to_file("finished: %s", json.dumps(summary["metrics"], sort_keys=True))
     _finish_wandb(0)
     return summary
 
@@ -169,7 +172,7 @@ def run_stages(cfg: DictConfig) -> dict[str, Any]:
         stage_dir = root / stage["name"]
         with open_dict(stage_cfg):
             stage_cfg.paths.output_dir = str(stage_dir)
-        print(f"[assay] stage {stage['name']}: {stage_dir}", flush=True)
+        runlog.info("stage %s: %s", stage["name"], stage_dir)
         stages[stage["name"]] = run_stage(stage_cfg, stage_dir)
         previous = str(stage_dir)
     last = stages[list(stages)[-1]]

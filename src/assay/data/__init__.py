@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import datasets
+from assay.lazy import datasets
 
 from assay.data.mixture import MixtureConfig
 from assay.data.noise import NoiseConfig

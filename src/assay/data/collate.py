@@ -16,11 +16,12 @@ Evaluation batches also carry the left-padded prompt for greedy generation.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import datasets
-import torch
-from transformers import PreTrainedTokenizerBase
+from assay.lazy import datasets, torch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 IGNORE = -100
 
@@ -28,14 +29,29 @@ IGNORE = -100
 PAD, PROMPT, CHOSEN, REJECTED = -1, 0, 1, 2
 
 
-def tokenize_split(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, data_format: str, separator: str, max_length: int) -> datasets.Dataset:
+def tokenize_split(
+    ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, data_format: str, separator: str, max_length: int, chat_template: str = "messages"
+) -> datasets.Dataset:
+    """Token ids of every row: ``prompt_ids`` and one ``<response>_ids`` per response (ending in eos).
+
+    With a chat template (``chat_template``: ``messages`` for conversation rows, ``always`` for every
+    row, and only when the tokenizer has one) the prompt is the conversation rendered up to the
+    assistant's turn (``add_generation_prompt``) and the response is what the template adds for the
+    reply (its content and end-of-turn marker), as TRL's prompt-completion format tokenizes it; the
+    loss stays on those response tokens only. Otherwise ``prompt + separator + response + eos``.
+    """
     responses = ("completion",) if data_format == "sft" else ("chosen", "rejected")
+    templated = chat_template != "never" and getattr(tokenizer, "chat_template", None) is not None
+    templated = templated and (chat_template == "always" or "prompt_messages" in ds.column_names)
 
     def encode(batch: dict[str, list]) -> dict[str, list]:
-        out = {"prompt_ids": tokenizer(batch["prompt"], add_special_tokens=True)["input_ids"]}
-        for col in responses:
-            ids = tokenizer([separator + t for t in batch[col]], add_special_tokens=False)["input_ids"]
-            out[f"{col}_ids"] = [x + [tokenizer.eos_token_id] for x in ids]
+        if templated:
+            out = _encode_chat(batch, tokenizer, responses)
+        else:
+            out = {"prompt_ids": tokenizer(batch["prompt"], add_special_tokens=True)["input_ids"]}
+            for col in responses:
+                ids = tokenizer([separator + t for t in batch[col]], add_special_tokens=False)["input_ids"]
+                out[f"{col}_ids"] = [x + [tokenizer.eos_token_id] for x in ids]
         # Fit into max_length: keep the whole response when possible, cut the prompt from the left.
         for i, p in enumerate(out["prompt_ids"]):
             longest = max(len(out[f"{c}_ids"][i]) for c in responses)
@@ -46,6 +62,28 @@ def tokenize_split(ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, dat
         return out
 
     return ds.map(encode, batched=True, desc="tokenizing", load_from_cache_file=False)
+
+
+def _encode_chat(batch: dict[str, list], tokenizer: PreTrainedTokenizerBase, responses: tuple[str, ...]) -> dict[str, list]:
+    from assay.errors import UserError
+
+    conversations = batch.get("prompt_messages") or [[{"role": "user", "content": p}] for p in batch["prompt"]]
+    conversations = [[{"role": m["role"], "content": m["content"]} for m in c] for c in conversations]
+    prompts = tokenizer.apply_chat_template(conversations, tokenize=False, add_generation_prompt=True)
+    out = {"prompt_ids": tokenizer(prompts, add_special_tokens=False)["input_ids"]}
+    eos = tokenizer.eos_token
+    for col in responses:
+        full = tokenizer.apply_chat_template(
+            [c + [{"role": "assistant", "content": r}] for c, r in zip(conversations, batch[col])], tokenize=False
+        )
+        tails = []
+        for prompt, text in zip(prompts, full):
+            if not text.startswith(prompt):
+                raise UserError("data.chat_template", "messages", "the tokenizer's chat template does not render a reply as a continuation of the prompt; use data.chat_template=never")
+            tails.append(text[len(prompt):].rstrip())  # the template's trailing newline after end-of-turn is not trained on
+        ids = tokenizer(tails, add_special_tokens=False)["input_ids"]
+        out[f"{col}_ids"] = [x if (eos and t.endswith(eos)) else x + [tokenizer.eos_token_id] for x, t in zip(ids, tails)]
+    return out
 
 
 class Collator:

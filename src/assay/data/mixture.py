@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional
 
-import datasets
+from assay.lazy import datasets
 import numpy as np
 from omegaconf import II, MISSING
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import datasets
+from assay.lazy import datasets
 import numpy as np
 from omegaconf import II, MISSING
 

@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import datasets
+from assay.lazy import datasets
 import numpy as np
 from omegaconf import II, MISSING
 
 from assay.errors import UserError, check
 from assay.registry import register
 
+CHAT_TEMPLATE_MODES = ("messages", "always", "never")
 FORMATS = {"sft": ("prompt", "completion"), "preference": ("prompt", "chosen", "rejected")}
 SPLITS = ("train", "val", "test")
 
@@ -45,9 +46,19 @@ class DataConfig:
     """Keep a seeded random subset of at most this many training examples (quick runs, debugging)."""
     max_eval_examples: Optional[int] = None
     """The same cap for the val and test splits."""
+    keep_columns: list[str] = field(default_factory=list)
+    """Columns of the data kept on every example beyond the text ones, e.g. a precomputed
+    ``embedding`` (list of floats) for ``selection.embedder=column``. A component that reads a
+    column (that embedder) adds it here itself."""
+    chat_template: str = "messages"
+    """When to render prompts with the tokenizer's chat template (TRL's and LLaMA-Factory's
+    conversation format; the loss stays on the reply): ``messages`` (conversation data only, as TRL
+    does), ``always`` (plain prompt rows too, as one user turn: for instruct models), ``never``. A
+    tokenizer without a template (``tiny_llama``) uses the plain ``role: content`` lines instead."""
     seed: int = II("seed")
 
     def __post_init__(self) -> None:
+        check(self.chat_template in CHAT_TEMPLATE_MODES, "data.chat_template", self.chat_template, f"must be one of {list(CHAT_TEMPLATE_MODES)}")
         for key in ("max_train_examples", "max_eval_examples"):
             if getattr(self, key) is not None:
                 check(getattr(self, key) > 0, f"data.{key}", getattr(self, key), "must be a positive integer (or null)")
@@ -177,7 +188,42 @@ def _split_hh(chosen: str, rejected: str) -> tuple[str, str, str]:
     return prompt, chosen[len(prompt):].strip(), rejected[len(prompt):].strip()
 
 
-SCHEMAS = ("plain", "alpaca", "hh", "ultrafeedback")
+# --------------------------------------------------------------------------------------------------
+# Chat data: conversations as lists of {role, content} messages (TRL's conversational format; the
+# ShareGPT spelling {from: human|gpt, value} of LLaMA-Factory is read too).
+
+SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system", "user": "user", "assistant": "assistant"}
+
+
+def as_messages(value: Any, field_name: str) -> list[dict[str, str]]:
+    """A conversation as [{role, content}, ...]; one line naming the field when it is not one."""
+    if not isinstance(value, list) or not all(isinstance(m, dict) for m in value):
+        raise UserError(field_name, str(value)[:80], "must be a list of {role, content} messages")
+    out = []
+    for m in value:
+        role = m.get("role") or SHAREGPT_ROLES.get(str(m.get("from")))
+        content = m.get("content", m.get("value"))
+        if role is None or content is None:
+            raise UserError(field_name, str(m)[:80], "each message needs a role and a content")
+        out.append({"role": str(role), "content": str(content)})
+    return out
+
+
+def split_last_reply(messages: list[dict[str, str]], field_name: str) -> tuple[list[dict[str, str]], str]:
+    """(the conversation before the last assistant message, that message's content)."""
+    if not messages or messages[-1]["role"] != "assistant":
+        raise UserError(field_name, str(messages)[-80:], "must end with an assistant message (the reply that is trained on)")
+    return messages[:-1], messages[-1]["content"]
+
+
+def plain_chat(messages: list[dict[str, str]]) -> str:
+    """The plain template, for tokenizers without a chat template (``tiny_llama``) and for every
+    text-based component (noise, embeddings): one ``role: content`` line per message, then
+    ``assistant:``; the reply follows after ``data.separator``."""
+    return "\n".join([f"{m['role']}: {m['content']}" for m in messages] + ["assistant:"])
+
+
+SCHEMAS = ("plain", "alpaca", "hh", "ultrafeedback", "messages")
 
 
 @dataclass
@@ -186,7 +232,9 @@ class TableData(DataConfig):
 
     schema: str = "plain"
     """How rows map to our columns: ``plain`` (via ``columns``), ``alpaca`` (instruction/input/output),
-    ``hh`` (Anthropic HH full transcripts), ``ultrafeedback`` (message lists, binarized)."""
+    ``hh`` (Anthropic HH full transcripts), ``ultrafeedback`` (message lists, binarized), ``messages``
+    (conversations: ``messages`` for SFT; ``chosen``/``rejected`` message lists, with or without a
+    ``prompt`` message list, for preferences; the last assistant message is the trained reply)."""
     columns: dict[str, str] = field(default_factory=dict)
     """Our column -> the file's column, e.g. ``{prompt: question, completion: answer}``."""
     prompt_template: str = "{instruction}\n\n{input}"
@@ -208,6 +256,10 @@ class TableData(DataConfig):
 
     # ---- row mapping ---------------------------------------------------------------------------
     def _required_raw_columns(self) -> list[str]:
+        if self.schema == "messages":
+            if self.format == "sft":
+                return [self.columns.get("messages", "messages")]
+            return [self.columns.get("chosen", "chosen"), self.columns.get("rejected", "rejected")]
         if self.schema == "alpaca":
             return [self.columns.get("instruction", "instruction"), self.columns.get("output", "output")]
         if self.schema == "hh":
@@ -228,6 +280,8 @@ class TableData(DataConfig):
             if self.format == "sft":
                 return {"prompt": prompt, "completion": chosen}
             return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+        if self.schema == "messages":
+            return self._map_conversation(row, col)
         if self.schema == "ultrafeedback":
             out = {"prompt": row[col("prompt")]}
             if self.format == "sft":
@@ -236,6 +290,28 @@ class TableData(DataConfig):
                 out["chosen"], out["rejected"] = _last_assistant(row[col("chosen")]), _last_assistant(row[col("rejected")])
             return out
         return {c: row[col(c)] for c in self.text_columns}
+
+    def _map_conversation(self, row: dict, col: Any) -> dict:
+        """Message lists -> ``prompt_messages`` (the conversation before the reply) and the reply text;
+        ``prompt`` is the plain rendering of the conversation."""
+        if self.format == "sft":
+            messages = as_messages(row[col("messages")], f"data.columns.messages ({col('messages')})")
+            context, reply = split_last_reply(messages, col("messages"))
+            out = {"completion": reply}
+        else:
+            chosen = as_messages(row[col("chosen")], col("chosen"))
+            rejected = as_messages(row[col("rejected")], col("rejected"))
+            prompt = row.get(col("prompt"))
+            if isinstance(prompt, list):  # explicit prompt: chosen/rejected hold the reply alone
+                context = as_messages(prompt, col("prompt"))
+            else:  # implicit prompt: two whole conversations that differ in the last reply
+                context = chosen[:-1]
+                if rejected[:-1] != context:
+                    raise UserError(col("rejected"), str(rejected)[:80], "must share every message but the last with chosen (or give a prompt message list)")
+            out = {"chosen": split_last_reply(chosen, col("chosen"))[1], "rejected": split_last_reply(rejected, col("rejected"))[1]}
+        if not context:
+            raise UserError(col("messages") if self.format == "sft" else col("chosen"), "[assistant only]", "needs at least one message before the assistant reply")
+        return {"prompt": plain_chat(context), "prompt_messages": context, **out}
 
     def _normalise(self, ds: datasets.Dataset, split: str, default_source: str) -> datasets.Dataset:
         missing = [c for c in self._required_raw_columns() if c not in ds.column_names]
@@ -257,7 +333,10 @@ class TableData(DataConfig):
             out["answer"] = out.get("completion", out.get("chosen", ""))
             return out
 
-        keep = set(self.text_columns) | {"id", "source", "difficulty", "answer"}
+        absent = [c for c in self.keep_columns if c not in ds.column_names]
+        if absent:
+            raise UserError("data.keep_columns", list(self.keep_columns), f"{split} split lacks column(s) {absent} (it has {ds.column_names})")
+        keep = set(self.text_columns) | {"id", "source", "difficulty", "answer", "prompt_messages"} | set(self.keep_columns)
         ds = ds.map(convert, with_indices=True, desc=f"mapping {split} rows")
         return ds.remove_columns([c for c in ds.column_names if c not in keep])
 

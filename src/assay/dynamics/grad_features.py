@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import math
+import pickle
 import re
 import warnings
 from collections import OrderedDict
@@ -31,12 +32,12 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch.func import functional_call, grad, vjp, vmap
 
 from assay.data.collate import IGNORE
 from assay.errors import UserError
+from assay.lazy import F, lazy_function, torch
+
+functional_call, grad, vjp, vmap = (lazy_function("torch.func", f) for f in ("functional_call", "grad", "vjp", "vmap"))
 
 
 def grad_param_names(model: torch.nn.Module, patterns: Sequence[str] = (), field: str = "selection.params") -> list[str]:
@@ -462,7 +463,13 @@ def stage_checkpoints(run_dir: str | Path) -> list[Path]:
 def load_checkpoint(model: torch.nn.Module, path: Path, names: Sequence[str]) -> tuple[float, Optional[tuple[torch.Tensor, torch.Tensor]]]:
     """Load a Lightning checkpoint's weights into ``model``; return its learning rate and the Adam
     moments of ``names`` (flattened, in order), or None when the optimizer state lacks them."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    # weights_only: a checkpoint is read as tensors and plain values, never unpickled as arbitrary
+    # objects, so a ``dynamics_from`` directory cannot run code on this machine.
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else "not tensors and plain values"
+        raise UserError("selection.dynamics_from", str(path), f"checkpoint refused: it holds more than tensors and plain values ({reason})") from None
     state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     model.load_state_dict(state, strict=False)
     lr = float(ckpt["lr_schedulers"][0]["_last_lr"][0]) if ckpt.get("lr_schedulers") else 1.0

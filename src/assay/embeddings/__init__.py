@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import datasets
 import numpy as np
-import torch
 from omegaconf import MISSING
 from tqdm.auto import tqdm
 
 from assay.errors import UserError, check
+from assay.lazy import datasets, torch
 from assay.registry import lookup, options, register
 
 
@@ -79,6 +78,11 @@ class EmbedderConfig:
     @property
     def needs_model(self) -> bool:
         return False
+
+    @property
+    def data_columns(self) -> tuple[str, ...]:
+        """Columns of the data this embedder reads (the loader keeps them)."""
+        return ()
 
     def compute(self, ds: datasets.Dataset, model: Any, tokenizer: Any) -> np.ndarray:
         raise UserError("selection.embedder", self.name, "is not a concrete embedder")
@@ -256,6 +260,10 @@ class Column(EmbedderConfig):
     column: str = "embedding"
     """Name of the column holding the vectors."""
     cache: bool = False
+
+    @property
+    def data_columns(self) -> tuple[str, ...]:
+        return (self.column,)
 
     def compute(self, ds: datasets.Dataset, model: Any, tokenizer: Any) -> np.ndarray:
         if self.column not in ds.column_names:

@@ -9,17 +9,20 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-import datasets
-import torch
 from omegaconf import II, MISSING
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from assay.errors import UserError, check
+from assay.lazy import torch, transformers
 from assay.registry import register
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+if TYPE_CHECKING:
+    import datasets
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+DTYPES = ("float32", "bfloat16", "float16")
+"""Names of torch dtypes (``torch.<name>``) a model may load in."""
 
 
 @dataclass
@@ -47,6 +50,10 @@ class ModelConfig:
     dtype: str = "float32"
     seed: int = II("seed")
     """Seed of random initialisation (and of LoRA adapter init)."""
+    save_merged: bool = True
+    """LoRA runs: also write the adapters merged into the base weights to ``model/`` (what
+    ``init_from``, later stages and ``from_pretrained`` read). The adapter itself is always saved
+    to ``adapter/``; false saves disk on large models and leaves ``model/`` out."""
 
     def __post_init__(self) -> None:
         check(self.dtype in DTYPES, "model.dtype", self.dtype, f"must be one of {sorted(DTYPES)}")
@@ -68,8 +75,8 @@ class ModelConfig:
         torch.manual_seed(self.seed)
         if self.init_from is not None:
             run = Path(self.init_from)
-            tokenizer = AutoTokenizer.from_pretrained(run / "tokenizer")
-            model = AutoModelForCausalLM.from_pretrained(run / "model", dtype=DTYPES[self.dtype])
+            tokenizer = transformers.AutoTokenizer.from_pretrained(run / "tokenizer")
+            model = transformers.AutoModelForCausalLM.from_pretrained(run / "model", dtype=getattr(torch, self.dtype))
         else:
             model, tokenizer = self.load(corpus)
         if tokenizer.pad_token is None:
@@ -80,6 +87,13 @@ class ModelConfig:
 
     def load(self, corpus: Optional[datasets.DatasetDict]) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:  # pragma: no cover
         raise TypeError(f"{type(self).__name__} does not implement load()")
+
+    def base_model_path(self) -> Optional[str]:
+        """Where the weights LoRA adapts can be loaded from (an adapter's ``base_model_name_or_path``),
+        or None when they exist only in this run (random init, de-quantised GGUF)."""
+        if self.init_from is not None:
+            return str(Path(self.init_from).expanduser().resolve() / "model")
+        return None
 
     def _wrap_lora(self, model: PreTrainedModel):
         from peft import LoraConfig as PeftLoraConfig, get_peft_model
@@ -105,12 +119,38 @@ def check_run_dir(path: str, field_name: str = "model.init_from") -> Path:
     return run
 
 
-def save_model(model: Any, tokenizer: PreTrainedTokenizerBase, run_dir: Path) -> None:
-    """Final weights (LoRA merged in) and tokenizer, so a later stage can ``init_from`` this run."""
-    if hasattr(model, "merge_and_unload"):
+def save_model(model: Any, tokenizer: PreTrainedTokenizerBase, run_dir: Path, config: Optional[ModelConfig] = None) -> None:
+    """The run's final weights, each directory complete with its tokenizer files, so the tools that
+    come next load them as they are (``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained``,
+    ``pipeline``, lm-eval-harness ``--model hf``, vLLM, the Hub):
+
+    - ``model/``: full weights (safetensors), config, generation config and tokenizer; LoRA adapters
+      merged in (unless ``model.save_merged=false``). Later stages ``init_from`` this.
+    - ``adapter/`` (LoRA runs): ``adapter_model.safetensors`` + ``adapter_config.json`` as peft saves
+      them, pointing at the base weights: the base's own path or Hub id, or ``base_model/`` written
+      here when the base exists only in this run.
+    - ``tokenizer/``: the tokenizer alone (as earlier runs wrote it).
+    """
+    tokenizer.save_pretrained(run_dir / "tokenizer")
+    save_merged = config.save_merged if config is not None else True
+    if hasattr(model, "peft_config"):  # a peft model: LoRA adapters on a frozen base
+        base = config.base_model_path() if config is not None else None
+        if base is None:
+            import copy
+
+            base_dir = run_dir / "base_model"
+            copy.deepcopy(model).unload().save_pretrained(base_dir)
+            tokenizer.save_pretrained(base_dir)
+            base = str(base_dir.resolve())
+        for adapter in model.peft_config.values():
+            adapter.base_model_name_or_path = base
+        model.save_pretrained(run_dir / "adapter")
+        tokenizer.save_pretrained(run_dir / "adapter")
+        if not save_merged:
+            return
         model = model.merge_and_unload()
     model.save_pretrained(run_dir / "model")
-    tokenizer.save_pretrained(run_dir / "tokenizer")
+    tokenizer.save_pretrained(run_dir / "model")
 
 
 @register("model", "tiny_llama")
@@ -166,7 +206,7 @@ class TinyLlama(ModelConfig):
             eos_token_id=tokenizer.eos_token_id,
             bos_token_id=None,
         )
-        return LlamaForCausalLM(config).to(DTYPES[self.dtype]), tokenizer
+        return LlamaForCausalLM(config).to(getattr(torch, self.dtype)), tokenizer
 
 
 @register("model", "hf")
@@ -190,11 +230,17 @@ class HubModel(ModelConfig):
     def load(self, corpus):
         kwargs = dict(revision=self.revision, trust_remote_code=self.trust_remote_code)
         try:
-            tokenizer = AutoTokenizer.from_pretrained(self.name_or_path, **kwargs)
-            model = AutoModelForCausalLM.from_pretrained(self.name_or_path, dtype=DTYPES[self.dtype], **kwargs)
+            tokenizer = transformers.AutoTokenizer.from_pretrained(self.name_or_path, **kwargs)
+            model = transformers.AutoModelForCausalLM.from_pretrained(self.name_or_path, dtype=getattr(torch, self.dtype), **kwargs)
         except OSError as e:
             raise UserError("model.name_or_path", self.name_or_path, f"could not be loaded ({str(e).splitlines()[0]})") from None
         return model, tokenizer
+
+    def base_model_path(self) -> Optional[str]:
+        if self.init_from is not None:
+            return super().base_model_path()
+        local = Path(self.name_or_path).expanduser()
+        return str(local.resolve()) if local.is_dir() else self.name_or_path
 
 
 def looks_local(name_or_path: str) -> bool:
@@ -230,8 +276,8 @@ class SmolLM2(ModelConfig):
             raise UserError("model.gguf_path", str(path), "GGUF file not found; run `assay-fetch smollm2` (or `make models`) first")
         # transformers de-quantises the Q4_1 tensors to float weights on load.
         try:
-            tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-            model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=DTYPES[self.dtype])
+            tokenizer = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+            model = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=getattr(torch, self.dtype))
         except (ValueError, OSError, KeyError, IndexError, RuntimeError) as e:  # a truncated or foreign file
             reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise UserError("model.gguf_path", str(path), f"is not a readable GGUF model ({reason}); fetch it again with `assay-fetch smollm2`") from None

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-import torch
+from assay.lazy import torch
 
 AGGREGATORS = {"mean", "dr_dpo"}
 SCOPES = ("local", "global")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
-import torch
+from assay.lazy import torch
 from omegaconf import MISSING
 
 from assay.errors import check

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
+from assay.lazy import F, torch
 
 from assay.objectives.preference import Beta, PairScores, ReferenceObjective
 from assay.registry import register

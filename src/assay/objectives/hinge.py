@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
+from assay.lazy import torch
 
 from assay.objectives.preference import Beta, PairScores, ReferenceObjective
 from assay.registry import register

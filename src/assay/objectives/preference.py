@@ -10,16 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Union
 
-import torch
+from assay.lazy import torch
 from omegaconf import II
 
 from assay.errors import check
 from assay.objectives.base import ObjectiveConfig, ObjectiveOutput
-from assay.objectives.beta_dpo import BetaDPOController
 from assay.objectives.logps import pair_logps
 
 CONTROLLERS = ("none", "beta_dpo")
-Beta = Union[float, torch.Tensor]
+Beta = Union[float, "torch.Tensor"]
 
 
 @dataclass
@@ -138,6 +137,8 @@ class PreferenceObjective(ObjectiveConfig):
 
     def build_controller(self) -> Optional[torch.nn.Module]:
         if self.controller == "beta_dpo":
+            from assay.objectives.beta_dpo import BetaDPOController
+
             return BetaDPOController(self.base_beta, self.beta_dpo_alpha, self.beta_dpo_momentum, self.beta_dpo_keep, self.seed)
         return None
 

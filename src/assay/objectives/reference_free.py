@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-import torch
-import torch.nn.functional as F
+from assay.lazy import F, torch
 
 from assay.errors import check
 from assay.objectives.preference import Beta, PairScores, PreferenceObjective

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
+from assay.lazy import F, torch
 
 from assay.errors import check
 from assay.objectives.preference import Beta, PairScores, ReferenceObjective

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-import torch
+from assay.lazy import torch
 
 from assay.objectives.base import ObjectiveConfig, ObjectiveOutput
 from assay.objectives.logps import sequence_logps

@@ -8,12 +8,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
-import datasets
 import numpy as np
-import pandas as pd
 from omegaconf import II, MISSING
 
 from assay.errors import UserError, check
+from assay.lazy import datasets, pd
 from assay.registry import register
 
 

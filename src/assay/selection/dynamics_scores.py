@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import pandas as pd
 
 from assay.errors import UserError, check
+from assay.lazy import pd
 from assay.registry import register
 from assay.selection import Selection, SelectionConfig, SelectionContext
 

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Optional
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+from assay.lazy import F, torch
 
 from assay.dynamics.grad_features import PROJECTIONS, checkpoint_weights, grad_param_names, gradient_features, load_checkpoint, stage_checkpoints
 from assay.errors import check

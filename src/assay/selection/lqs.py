@@ -46,16 +46,16 @@ import copy
 from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, Protocol, Sequence
 
-import datasets
 import numpy as np
-import torch
-from torch.func import functional_call, grad, jvp
 
 from assay.dynamics.grad_features import grad_param_names, gradient_features, load_checkpoint, row_losses, stage_checkpoints
 from assay.errors import check
+from assay.lazy import datasets, lazy_function, torch
 from assay.registry import register
 from assay.selection import SelectionContext, TargetSet
 from assay.selection.model_scores import ModelScorer, padded_batches
+
+functional_call, grad, jvp = (lazy_function("torch.func", f) for f in ("functional_call", "grad", "jvp"))
 
 POOL_CHUNK = 256
 """Pool examples whose exact per-sample gradients are held at once (each is as long as the parameter

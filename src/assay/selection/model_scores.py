@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from typing import Iterator, Optional
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+from assay.lazy import F, torch
 
 from assay.data.collate import IGNORE
 from assay.errors import check

@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
-import torch
+from assay.lazy import torch
 from tqdm.auto import tqdm
 
 from assay.errors import UserError, check
@@ -631,6 +631,12 @@ class OTSelection(SelectionConfig, TargetSet):
         from assay.embeddings import build_embedder
 
         return build_embedder(self.embedder, self.embedder_options).needs_model
+
+    @property
+    def data_columns(self) -> tuple[str, ...]:
+        from assay.embeddings import build_embedder
+
+        return build_embedder(self.embedder, self.embedder_options).data_columns
 
     def embed(self, ctx: SelectionContext) -> tuple[np.ndarray, np.ndarray, Any]:
         """Pool and target embeddings, and the target split."""
