@@ -28,11 +28,11 @@ def test_edit_distance_and_reward_by_hand():
 
 
 def test_pair_kinds_grade_the_rejected_answer():
-    assert pair_kind("exact>near") == (0, 1) and pair_kind("near>far") == (1, 2)
+    assert pair_kind("exact_vs_near") == (0, 1) and pair_kind("near_vs_far") == (1, 2)
     data = SkillsData(format="preference", domains=["copy", "add"], train_per_domain=200, val_per_domain=5, test_per_domain=5,
-                      pair_kinds=["exact>near", "exact>garbage", "near>far"], seed=3)
+                      pair_kinds=["exact_vs_near", "exact_vs_garbage", "near_vs_far"], seed=3)
     train = data.load()["train"].to_pandas()
-    assert set(train["pair_kind"]) == {"exact>near", "exact>garbage", "near>far"}
+    assert set(train["pair_kind"]) == {"exact_vs_near", "exact_vs_garbage", "near_vs_far"}
     for kind, rows in train.groupby("pair_kind"):
         c, j = pair_kind(kind)
         as_rated = (rows["chosen"] == rows["responses"].map(lambda r: r[c])) & (rows["rejected"] == rows["responses"].map(lambda r: r[j]))
@@ -43,9 +43,9 @@ def test_pair_kinds_grade_the_rejected_answer():
     assert (train["reward_gap"] == train["chosen_reward"] - train["rejected_reward"]).all()
     assert (train["reward_gap"] >= 0).all()
     mean_gap = train.groupby("pair_kind")["reward_gap"].mean()
-    assert mean_gap["exact>garbage"] > mean_gap["exact>near"]  # garbage is further from the answer
-    assert (train.loc[train.pair_kind == "near>far", "chosen_reward"] < 1).all()  # both wrong
-    # held-out pairs stay the standard exact>near, so every run is measured on the same pairs
+    assert mean_gap["exact_vs_garbage"] > mean_gap["exact_vs_near"]  # garbage is further from the answer
+    assert (train.loc[train.pair_kind == "near_vs_far", "chosen_reward"] < 1).all()  # both wrong
+    # held-out pairs stay the standard exact_vs_near, so every run is measured on the same pairs
     test = data.load()["test"].to_pandas()
     assert (test["chosen"] == test["answer"]).all() and "pair_kind" not in test
 
@@ -58,11 +58,11 @@ def test_default_pairs_are_unchanged():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"pair_kinds": ["near>exact"]}, "chosen rated above rejected"),
+        ({"pair_kinds": ["near_vs_exact"]}, "chosen rated above rejected"),
         ({"pair_kinds": ["exact-near"]}, "chosen rated above rejected"),
         ({"pair_kinds": []}, "at least one"),
-        ({"pair_kinds": ["exact>far"], "format": "sft"}, "needs data.format=preference"),
-        ({"pair_kinds": ["exact>far"], "rating_gaps": [1.0]}, "set one of them"),
+        ({"pair_kinds": ["exact_vs_far"], "format": "sft"}, "needs data.format=preference"),
+        ({"pair_kinds": ["exact_vs_far"], "rating_gaps": [1.0]}, "set one of them"),
     ],
 )
 def test_bad_pair_kinds_fail_in_one_line(overrides, message):
@@ -148,5 +148,5 @@ def test_auroc_ties_count_half():
 
 def test_a_coinciding_response_falls_back_to_the_next_lower_rated_one():
     row = {"id": "copy/train/00000", "answer": "a b", "responses": ["a b", "a c", "a b", "x y z"]}
-    (pair,) = graded_pairs([row], ["exact>far"], seed=0)
+    (pair,) = graded_pairs([row], ["exact_vs_far"], seed=0)
     assert (pair["chosen"], pair["rejected"]) == ("a b", "x y z")

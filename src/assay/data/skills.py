@@ -161,16 +161,16 @@ def generate_skills(
 
 
 def pair_kind(kind: str) -> tuple[int, int]:
-    """``"exact>far"`` -> (0, 2): indices into ``responses`` of the chosen and the rejected response."""
-    chosen, _, rejected = kind.partition(">")
+    """``"exact_vs_far"`` -> (0, 2): indices into ``responses`` of the chosen and the rejected response."""
+    chosen, _, rejected = kind.partition("_vs_")
     return RESPONSE_KINDS.index(chosen), RESPONSE_KINDS.index(rejected)
 
 
 def graded_pairs(rows: list[dict], kinds: list[str], seed: int) -> list[dict]:
     """One preference pair per prompt, of a kind drawn uniformly from ``kinds`` (seeded per prompt id).
 
-    ``exact>near`` … ``exact>garbage`` grade how wrong the rejected answer is (a near miss is the hardest
-    pair to tell apart, garbage the easiest); ``near>far`` or ``far>garbage`` are mixed-informativeness
+    ``exact_vs_near`` … ``exact_vs_garbage`` grade how wrong the rejected answer is (a near miss is the hardest
+    pair to tell apart, garbage the easiest); ``near_vs_far`` or ``far_vs_garbage`` are mixed-informativeness
     pairs in which both responses are wrong, to different degrees (β-DPO's motivating case, Wu et al.
     2024). The drawn kind is kept in the ``pair_kind`` column. A far miss or garbage string can land as
     close to the answer as the near miss; the pair is then oriented by the ground-truth reward

@@ -88,11 +88,11 @@ class SkillsData(DataConfig):
     difficulties: list[int] = field(default_factory=lambda: [1, 2, 3])
     max_length: int = 40
     batch_size: int = 64
-    pair_kinds: list[str] = field(default_factory=lambda: ["exact>near"])
+    pair_kinds: list[str] = field(default_factory=lambda: ["exact_vs_near"])
     """Preference pairs of the training split: each prompt gets one pair of a kind drawn uniformly from
-    this list, ``<chosen>><rejected>`` over ``exact``, ``near`` (one symbol wrong), ``far`` (right shape,
-    wrong content) and ``garbage``: ``exact>near`` is the hardest to tell apart, ``exact>garbage`` the
-    easiest, ``near>far`` a mixed-informativeness pair where both are wrong. Val/test keep ``exact>near``.
+    this list, ``<chosen>_vs_<rejected>`` over ``exact``, ``near`` (one symbol wrong), ``far`` (right shape,
+    wrong content) and ``garbage``: ``exact_vs_near`` is the hardest to tell apart, ``exact_vs_garbage`` the
+    easiest, ``near_vs_far`` a mixed-informativeness pair where both are wrong. Val/test keep ``exact_vs_near``.
     Every skills pair carries its ground-truth ``chosen_reward``, ``rejected_reward`` and ``reward_gap``
     (assay.data.rewards)."""
     rating_gaps: Optional[list[float]] = None
@@ -114,12 +114,12 @@ class SkillsData(DataConfig):
 
         check(len(self.pair_kinds) > 0, "data.pair_kinds", list(self.pair_kinds), "must name at least one pair kind")
         for kind in self.pair_kinds:
-            chosen, sep, rejected = str(kind).partition(">")
+            chosen, sep, rejected = str(kind).partition("_vs_")
             check(
-                sep == ">" and chosen in RESPONSE_KINDS and rejected in RESPONSE_KINDS and RESPONSE_KINDS.index(chosen) < RESPONSE_KINDS.index(rejected),
-                "data.pair_kinds", kind, f"each kind is '<chosen>><rejected>' with chosen rated above rejected, from {list(RESPONSE_KINDS)}",
+                sep == "_vs_" and chosen in RESPONSE_KINDS and rejected in RESPONSE_KINDS and RESPONSE_KINDS.index(chosen) < RESPONSE_KINDS.index(rejected),
+                "data.pair_kinds", kind, f"each kind is '<chosen>_vs_<rejected>' with chosen rated above rejected, from {list(RESPONSE_KINDS)}",
             )
-        if list(self.pair_kinds) != ["exact>near"]:
+        if list(self.pair_kinds) != ["exact_vs_near"]:
             check(self.format == "preference", "data.pair_kinds", list(self.pair_kinds), "needs data.format=preference")
             check(self.rating_gaps is None, "data.pair_kinds", list(self.pair_kinds), "draws one pair per prompt; data.rating_gaps (Curry-DPO) makes its own pairs: set one of them")
         for d in self.domains:
@@ -148,7 +148,7 @@ class SkillsData(DataConfig):
                     r["chosen"], r["rejected"] = r["responses"][0], r["responses"][1]
             if split == "train" and self.format == "preference" and self.rating_gaps is not None:
                 rows = rating_gap_pairs(rows, list(self.rating_gaps))
-            if split == "train" and self.format == "preference" and list(self.pair_kinds) != ["exact>near"]:
+            if split == "train" and self.format == "preference" and list(self.pair_kinds) != ["exact_vs_near"]:
                 rows = graded_pairs(rows, list(self.pair_kinds), self.seed)
             if self.format == "preference":
                 rows = [with_rewards(r) for r in rows]

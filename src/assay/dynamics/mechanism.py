@@ -66,12 +66,29 @@ def mechanism_summary(store: pd.DataFrame, low_share: float = 0.1) -> tuple[dict
         return {}, pd.DataFrame()
     steps = mechanism_steps(store, low_share)
     out: dict[str, float] = {"mechanism/flip_rate": float(store["is_flipped"].mean())}
-    thirds = np.array_split(steps, 3) if len(steps) >= 3 else [steps, steps, steps]
+    third = max(1, len(steps) // 3)
+    first, last = steps.iloc[:third], steps.iloc[-third:]
     for column in [c for c in steps.columns if c.startswith("auroc_") or c == "flipped_share_lowest_weight"]:
         out[f"mechanism/{column}"] = float(steps[column].mean())
-        out[f"mechanism/{column}_first_third"] = float(thirds[0][column].mean())
-        out[f"mechanism/{column}_last_third"] = float(thirds[-1][column].mean())
+        out[f"mechanism/{column}_first_third"] = float(first[column].mean())
+        out[f"mechanism/{column}_last_third"] = float(last[column].mean())
     if "beta" in steps:
         out["mechanism/beta_first"] = float(steps["beta"].iloc[0])
         out["mechanism/beta_last"] = float(steps["beta"].iloc[-1])
     return out, steps
+
+
+def write_mechanism(run_dir) -> dict[str, float]:
+    """Summarise a finished run's per-pair store (``mechanism/*`` scalars) and write the step-wise table
+    to ``<run_dir>/mechanism.csv``; nothing where the run recorded no flipped pairs."""
+    from pathlib import Path
+
+    from assay.dynamics.store import read_store
+
+    store_dir = Path(run_dir) / "dynamics"
+    if not any(store_dir.glob("part-*.parquet")):
+        return {}
+    summary, steps = mechanism_summary(read_store(store_dir))
+    if summary:
+        steps.to_csv(Path(run_dir) / "mechanism.csv", index=False)
+    return summary
