@@ -44,6 +44,8 @@ def test_graded_pairs_with_gap_flips_summarise_the_mechanism(tmp_path):
         tmp_path,
     )
     metrics = summary["metrics"]
+    # ground-truth reward of greedy generations: 1 for every exact match, partial credit otherwise
+    assert metrics["test/exact_match"] <= metrics["test/answer_reward"] <= 1.0
     expected, steps = mechanism_summary(read_store(tmp_path / "dynamics"))
     assert {"mechanism/auroc_loss", "mechanism/auroc_dr_weight", "mechanism/auroc_beta_dpo_keep", "mechanism/beta_last"} <= set(metrics)
     assert {k: metrics[k] for k in expected} == pytest.approx(expected, nan_ok=True)
