@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 
 from assay.config import EvalConfig, OptimConfig
+from assay.data.rewards import skill_reward
 from assay.data.text import normalise_answer
 from assay.objectives.base import ObjectiveConfig
 
@@ -64,7 +65,7 @@ class AssayModule(pl.LightningModule):
         out = self.objective.compute(self.model, batch, training=False, controller=self.controller)
         values = {"loss": out.loss, **out.metrics}
         if generate:
-            values["exact_match"] = self.exact_match(batch)
+            values["exact_match"], values["answer_reward"] = self.greedy_scores(batch)
         rows = batch["index"].tolist()
         for key, v in values.items():
             for row, source, x in zip(rows, batch["sources"], v.float().cpu().tolist()):
@@ -104,8 +105,10 @@ class AssayModule(pl.LightningModule):
         self.log_dict(metrics, sync_dist=False, rank_zero_only=False)
 
     @torch.no_grad()
-    def exact_match(self, batch: dict) -> torch.Tensor:
-        """1 where the greedy continuation of the prompt equals the gold answer (whitespace-normalised)."""
+    def greedy_scores(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per example, of the greedy continuation of the prompt: exact match with the gold answer
+        (whitespace-normalised), and its ground-truth reward (1 − symbol edit distance / length,
+        assay.data.rewards; the skills tasks' reward, partial credit for a near miss)."""
         prompt = batch["prompt_input_ids"]
         generated = self.model.generate(
             input_ids=prompt,
@@ -117,7 +120,8 @@ class AssayModule(pl.LightningModule):
         )
         texts = self.tokenizer.batch_decode(generated[:, prompt.size(1):], skip_special_tokens=True)
         hits = [normalise_answer(t) == normalise_answer(a) for t, a in zip(texts, batch["answers"])]
-        return torch.tensor(hits, dtype=torch.float32)
+        rewards = [skill_reward(a, t) for t, a in zip(texts, batch["answers"])]
+        return torch.tensor(hits, dtype=torch.float32), torch.tensor(rewards, dtype=torch.float32)
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]

@@ -45,6 +45,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from assay.data import build_examples
     from assay.data.collate import tokenize_split
     from assay.data.datamodule import AssayDataModule, SamplerProgress
+    from assay.dynamics.mechanism import write_mechanism
     from assay.models.build import save_model
     from assay.module import AssayModule
     from assay.objectives.reference import attach_reference_logps
@@ -116,7 +117,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "status": "completed",
         "run_dir": str(run_dir),
         "stage": cfg.stage,
-        "metrics": {**val, **{k: float(v) for k, v in test.items()}, **selection.detection_metrics()},
+        "metrics": {**val, **{k: float(v) for k, v in test.items()}, **selection.detection_metrics(), **write_mechanism(run_dir)},
         "data": {
             "source_counts": examples.source_counts,
             "train_examples": len(tokenized["train"]),

@@ -16,6 +16,7 @@ COMPANIONS = {
     ("data", "jsonl"): ["data.train_file=/some/train.jsonl"],
     ("mixture", "weights"): ["mixture.weights={copy:1,add:3}"],
     ("noise", "pairwise_flip"): ["objective=dpo", "data.format=preference"],
+    ("noise", "gap_flip"): ["objective=dpo", "data.format=preference"],
     ("objective", "dpo"): ["data.format=preference"],
     ("objective", "cdpo"): ["data.format=preference"],
     ("objective", "rdpo"): ["data.format=preference"],

@@ -32,6 +32,27 @@ def test_dr_dpo_with_beta_dpo_on_noisy_pairs_records_per_sample_dynamics(tmp_pat
     assert int(state["controller.updates"]) == 4  # evaluation batches did not update it
 
 
+def test_graded_pairs_with_gap_flips_summarise_the_mechanism(tmp_path):
+    import pandas as pd
+
+    from assay.dynamics.mechanism import mechanism_summary
+    from assay.dynamics.store import read_store
+
+    summary = run_in_hydra(
+        [*FAST, "objective=dpo", "data.format=preference", "objective.aggregator=dr_dpo", "objective.controller=beta_dpo",
+         "noise=gap_flip", "noise.p=0.3", "data.pair_kinds=[exact_vs_near,exact_vs_far,near_vs_far]", "dynamics=losses", "eval.val_generate=false"],
+        tmp_path,
+    )
+    metrics = summary["metrics"]
+    # ground-truth reward of greedy generations: 1 for every exact match, partial credit otherwise
+    assert metrics["test/exact_match"] <= metrics["test/answer_reward"] <= 1.0
+    expected, steps = mechanism_summary(read_store(tmp_path / "dynamics"))
+    assert {"mechanism/auroc_loss", "mechanism/auroc_dr_weight", "mechanism/auroc_beta_dpo_keep", "mechanism/beta_last"} <= set(metrics)
+    assert {k: metrics[k] for k in expected} == pytest.approx(expected, nan_ok=True)
+    written = pd.read_csv(tmp_path / "mechanism.csv")
+    assert written["step"].tolist() == steps["step"].tolist() and "beta" in written
+
+
 @pytest.mark.parametrize("objective", ["simpo", "orpo", "ipo"])
 def test_other_losses_run(tmp_path, objective):
     summary = run_in_hydra([*FAST, f"objective={objective}", "data.format=preference", "trainer.max_steps=2", "eval.val_generate=false"], tmp_path)

@@ -52,16 +52,49 @@ class PairwiseFlip(NoiseConfig):
     def apply(self, train: datasets.Dataset, data_format: str) -> datasets.Dataset:
         if data_format != "preference":
             raise UserError("noise", self.name, f"needs preference data, but data.format={data_format}")
-        flip = self._mask(len(train))
-        chosen, rejected = train["chosen"], train["rejected"]
-        new_chosen = [r if f else c for c, r, f in zip(chosen, rejected, flip)]
-        new_rejected = [c if f else r for c, r, f in zip(chosen, rejected, flip)]
-        train = train.remove_columns(["chosen", "rejected"])
-        return (
-            train.add_column("chosen", new_chosen)
-            .add_column("rejected", new_rejected)
-            .add_column("is_flipped", flip.tolist())
-        )
+        return swap_pairs(train, self._mask(len(train)))
+
+
+@register("noise", "gap_flip")
+@dataclass
+class GapFlip(NoiseConfig):
+    """Flip pairs with a probability that grows as their ground-truth reward gap shrinks: annotators err
+    more on close pairs (the noise model behind rDPO's and Dr. DPO's analyses). Keeps ``is_flipped``."""
+
+    name: str = "gap_flip"
+    p: float = 0.2
+    """Expected share of flipped pairs (exact unless some pair's probability is capped at 1)."""
+    temperature: float = 0.25
+    """τ in P(flip_i) ∝ exp(−gap_i / τ), gap in reward units ([0, 1] on skills): small τ puts nearly all
+    flips on the closest pairs, large τ approaches uniform flips."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.temperature > 0, "noise.temperature", self.temperature, "must be > 0")
+
+    def flip_probabilities(self, gap: np.ndarray) -> np.ndarray:
+        weights = np.exp(-(gap - gap.min()) / self.temperature)
+        return np.clip(self.p * len(gap) * weights / weights.sum(), 0.0, 1.0)
+
+    def apply(self, train: datasets.Dataset, data_format: str) -> datasets.Dataset:
+        if data_format != "preference":
+            raise UserError("noise", self.name, f"needs preference data, but data.format={data_format}")
+        if "reward_gap" not in train.column_names:
+            raise UserError("noise", self.name, "needs a ground-truth 'reward_gap' column (data=skills with data.format=preference has one)")
+        prob = self.flip_probabilities(np.asarray(train["reward_gap"], dtype=np.float64))
+        return swap_pairs(train, np.random.default_rng(self.seed).random(len(train)) < prob)
+
+
+def swap_pairs(train: datasets.Dataset, flip: np.ndarray) -> datasets.Dataset:
+    """Swap chosen and rejected (and their ground-truth rewards, where present) where ``flip``; adds
+    ``is_flipped``. ``reward_gap`` keeps the true gap of the pair."""
+    swapped = [("chosen", "rejected")] + [("chosen_reward", "rejected_reward")] * ("chosen_reward" in train.column_names)
+    for a, b in swapped:
+        old_a, old_b = train[a], train[b]
+        train = train.remove_columns([a, b])
+        train = train.add_column(a, [y if f else x for x, y, f in zip(old_a, old_b, flip)])
+        train = train.add_column(b, [x if f else y for x, y, f in zip(old_a, old_b, flip)])
+    return train.add_column("is_flipped", flip.tolist())
 
 
 CORRUPTIONS = ("shuffle", "wrong_answer", "truncate")
@@ -94,6 +127,12 @@ class Corrupt(NoiseConfig):
             kind = self.kinds[rng.integers(len(self.kinds))]
             out[i] = _corrupt(texts, int(i), kind, rng)
         train = train.remove_columns(column).add_column(column, out)
+        if {"chosen_reward", "answer"} <= set(train.column_names) and column == "chosen":
+            # pointwise noise: the corrupted chosen response's ground truth follows the text
+            from assay.data.rewards import skill_reward
+
+            rewards = [skill_reward(a, c) for a, c in zip(train["answer"], out)]
+            train = train.remove_columns("chosen_reward").add_column("chosen_reward", rewards)
         return train.add_column("is_corrupted", corrupt.tolist())
 
 

@@ -26,6 +26,7 @@ from typing import Callable
 LETTERS = list("abcdefghijklmnop")
 DIGITS = list("0123456789")
 RATINGS = (3.0, 2.0, 1.0, 0.0)  # exact, near miss, far miss, garbage
+RESPONSE_KINDS = ("exact", "near", "far", "garbage")  # the order of ``responses`` and ``ratings``
 
 
 def _lengths(difficulty: int, base: tuple[int, int, int]) -> int:
@@ -156,4 +157,35 @@ def generate_skills(
                     }
                 )
             out[split].extend(rows)
+    return out
+
+
+def pair_kind(kind: str) -> tuple[int, int]:
+    """``"exact_vs_far"`` -> (0, 2): indices into ``responses`` of the chosen and the rejected response."""
+    chosen, _, rejected = kind.partition("_vs_")
+    return RESPONSE_KINDS.index(chosen), RESPONSE_KINDS.index(rejected)
+
+
+def graded_pairs(rows: list[dict], kinds: list[str], seed: int) -> list[dict]:
+    """One preference pair per prompt, of a kind drawn uniformly from ``kinds`` (seeded per prompt id).
+
+    ``exact_vs_near`` … ``exact_vs_garbage`` grade how wrong the rejected answer is (a near miss is the hardest
+    pair to tell apart, garbage the easiest); ``near_vs_far`` or ``far_vs_garbage`` are mixed-informativeness
+    pairs in which both responses are wrong, to different degrees (β-DPO's motivating case, Wu et al.
+    2024). The drawn kind is kept in the ``pair_kind`` column. A far miss or garbage string can land as
+    close to the answer as the near miss; the pair is then oriented by the ground-truth reward
+    (assay.data.rewards), so the clean label always prefers the better response (ties keep the rating order).
+    """
+    from assay.data.rewards import skill_reward
+
+    out = []
+    for r in rows:
+        kind = kinds[0] if len(kinds) == 1 else kinds[random.Random(f"{seed}/{r['id']}").randrange(len(kinds))]
+        c, j = pair_kind(kind)
+        # a random far miss or garbage string can coincide with the chosen text: take the next lower-rated one
+        j = next((k for k in range(j, len(r["responses"])) if r["responses"][k] != r["responses"][c]), j)
+        chosen, rejected = r["responses"][c], r["responses"][j]
+        if skill_reward(r["answer"], rejected) > skill_reward(r["answer"], chosen):
+            chosen, rejected = rejected, chosen
+        out.append({**r, "chosen": chosen, "rejected": rejected, "pair_kind": kind})
     return out

@@ -99,6 +99,13 @@ class SkillsData(DataConfig):
     difficulties: list[int] = field(default_factory=lambda: [1, 2, 3])
     max_length: int = 40
     batch_size: int = 64
+    pair_kinds: list[str] = field(default_factory=lambda: ["exact_vs_near"])
+    """Preference pairs of the training split: each prompt gets one pair of a kind drawn uniformly from
+    this list, ``<chosen>_vs_<rejected>`` over ``exact``, ``near`` (one symbol wrong), ``far`` (right shape,
+    wrong content) and ``garbage``: ``exact_vs_near`` is the hardest to tell apart, ``exact_vs_garbage`` the
+    easiest, ``near_vs_far`` a mixed-informativeness pair where both are wrong. Val/test keep ``exact_vs_near``.
+    Every skills pair carries its ground-truth ``chosen_reward``, ``rejected_reward`` and ``reward_gap``
+    (assay.data.rewards)."""
     rating_gaps: Optional[list[float]] = None
     """Curry-DPO pairs (Pattnaik et al., EMNLP 2024, arXiv 2403.07230): null keeps one pair per prompt
     (exact vs near miss); a list turns each training prompt into pairs of its top-rated response vs
@@ -114,6 +121,18 @@ class SkillsData(DataConfig):
             check(self.format == "preference", "data.rating_gaps", list(self.rating_gaps), "needs data.format=preference")
             check(len(self.rating_gaps) > 0 and all(g > 0 for g in self.rating_gaps), "data.rating_gaps", list(self.rating_gaps), "must list rating gaps > 0 (or be null)")
 
+        from assay.data.skills import RESPONSE_KINDS
+
+        check(len(self.pair_kinds) > 0, "data.pair_kinds", list(self.pair_kinds), "must name at least one pair kind")
+        for kind in self.pair_kinds:
+            chosen, sep, rejected = str(kind).partition("_vs_")
+            check(
+                sep == "_vs_" and chosen in RESPONSE_KINDS and rejected in RESPONSE_KINDS and RESPONSE_KINDS.index(chosen) < RESPONSE_KINDS.index(rejected),
+                "data.pair_kinds", kind, f"each kind is '<chosen>_vs_<rejected>' with chosen rated above rejected, from {list(RESPONSE_KINDS)}",
+            )
+        if list(self.pair_kinds) != ["exact_vs_near"]:
+            check(self.format == "preference", "data.pair_kinds", list(self.pair_kinds), "needs data.format=preference")
+            check(self.rating_gaps is None, "data.pair_kinds", list(self.pair_kinds), "draws one pair per prompt; data.rating_gaps (Curry-DPO) makes its own pairs: set one of them")
         for d in self.domains:
             check(d in GENERATORS, "data.domains", d, f"each domain must be one of {sorted(GENERATORS)}")
         check(len(self.domains) > 0, "data.domains", self.domains, "must name at least one domain")
@@ -123,7 +142,7 @@ class SkillsData(DataConfig):
             check(getattr(self, key) > 0, f"data.{key}", getattr(self, key), "must be a positive integer")
 
     def load(self) -> datasets.DatasetDict:
-        from assay.data.skills import generate_skills
+        from assay.data.skills import generate_skills, graded_pairs
 
         raw = generate_skills(
             self.domains,
@@ -140,8 +159,20 @@ class SkillsData(DataConfig):
                     r["chosen"], r["rejected"] = r["responses"][0], r["responses"][1]
             if split == "train" and self.format == "preference" and self.rating_gaps is not None:
                 rows = rating_gap_pairs(rows, list(self.rating_gaps))
+            if split == "train" and self.format == "preference" and list(self.pair_kinds) != ["exact_vs_near"]:
+                rows = graded_pairs(rows, list(self.pair_kinds), self.seed)
+            if self.format == "preference":
+                rows = [with_rewards(r) for r in rows]
             out[split] = datasets.Dataset.from_list(rows)
         return datasets.DatasetDict(out)
+
+
+def with_rewards(row: dict) -> dict:
+    """The pair's ground-truth rewards against the prompt's exact answer (assay.data.rewards)."""
+    from assay.data.rewards import skill_reward
+
+    chosen, rejected = skill_reward(row["answer"], row["chosen"]), skill_reward(row["answer"], row["rejected"])
+    return {**row, "chosen_reward": chosen, "rejected_reward": rejected, "reward_gap": chosen - rejected}
 
 
 def rating_gap_pairs(rows: list[dict], gaps: list[float]) -> list[dict]:
