@@ -61,9 +61,10 @@ def test_exact_match_succeeds_on_multi_digit_and_multi_word_answers():
 
     fake = SimpleNamespace(model=Echo(), tokenizer=tok, evaluation=SimpleNamespace(max_new_tokens=8))
     batch = {"prompt_input_ids": prompt, "prompt_attention_mask": torch.ones_like(prompt), "answers": ANSWERS}
-    assert AssayModule.exact_match(fake, batch).tolist() == [1.0] * len(ANSWERS)
+    exact, reward = AssayModule.greedy_scores(fake, batch)
+    assert exact.tolist() == [1.0] * len(ANSWERS) and reward.tolist() == [1.0] * len(ANSWERS)
     batch["answers"] = ["7 4", "NewYork", "1990 and 2025", "3.14", "x-ray 12"]
-    assert AssayModule.exact_match(fake, batch).tolist() == [0.0, 0.0, 0.0, 1.0, 1.0]
+    assert AssayModule.greedy_scores(fake, batch)[0].tolist() == [0.0, 0.0, 0.0, 1.0, 1.0]
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
