@@ -75,7 +75,7 @@ class AssayModule(pl.LightningModule):
         metrics = {}
         for key, pairs in self._eval_sums.items():
             metrics[f"{split}/{key}"] = sum(x for _, x in pairs) / len(pairs)
-            if key in self.evaluation.per_source_metrics:
+            if key in self.evaluation.per_source_metrics or "all" in self.evaluation.per_source_metrics:
                 by_source: dict[str, list[float]] = defaultdict(list)
                 for source, x in pairs:
                     by_source[source].append(x)
