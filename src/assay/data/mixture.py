@@ -42,10 +42,11 @@ class MixtureConfig:
     """Static mixtures: total training examples after mixing (default: as many as fit the caps)."""
     num_tokens: Optional[int] = None
     """Static token mixtures: total training tokens after mixing (default: as many as fit the caps)."""
-    max_repetition: float = 1.0
-    """The repetition cap of every domain: how many epochs over a domain's examples the run may
-    use (static: 1 = sample without replacement; drawn: over the whole run). RegMix caps at 15 epochs,
-    OLMo-core's source mixtures at a per-source factor."""
+    max_repetition: Optional[float] = None
+    """The repetition cap of every domain, in epochs over its examples (or tokens). Static mixtures:
+    how often the resampled pool may repeat a domain (null = 1, sample without replacement).
+    Drawn mixtures: epochs over the whole run (null = no cap). RegMix caps at 15 epochs, OLMo-core's
+    source mixtures at a per-source factor."""
     max_epochs: dict[str, float] = field(default_factory=dict)
     """Per-domain caps overriding ``max_repetition``, e.g. ``{code: 4, wiki: 1}``."""
     seed: int = II("seed")
@@ -59,7 +60,8 @@ class MixtureConfig:
         if self.num_tokens is not None:
             check(self.num_tokens > 0, "mixture.num_tokens", self.num_tokens, "must be a positive integer")
             check(self.unit == "tokens", "mixture.num_tokens", self.num_tokens, "needs mixture.unit=tokens (or give mixture.num_examples)")
-        check(self.max_repetition > 0 and math.isfinite(self.max_repetition), "mixture.max_repetition", self.max_repetition, "must be a finite number > 0 (epochs)")
+        if self.max_repetition is not None:
+            check(self.max_repetition > 0 and math.isfinite(self.max_repetition), "mixture.max_repetition", self.max_repetition, "must be a finite number > 0 (epochs), or null")
         for d, cap in self.max_epochs.items():
             check(isinstance(cap, (int, float)) and cap > 0 and math.isfinite(cap), f"mixture.max_epochs.{d}", cap, "must be a finite number of epochs > 0")
 
@@ -80,7 +82,11 @@ class MixtureConfig:
                 raise UserError(field_, name, f"is not a domain of this data; domains are {sorted(domains)}")
 
     def cap(self, domain: str) -> float:
-        return float(self.max_epochs.get(domain, self.max_repetition))
+        if domain in self.max_epochs:
+            return float(self.max_epochs[domain])
+        if self.max_repetition is not None:
+            return float(self.max_repetition)
+        return math.inf if self.drawn else 1.0
 
     def proportions(self, sizes: dict[str, float]) -> Optional[dict[str, float]]:
         """Target share per domain (in ``unit``), or None to keep the pool as it is. ``sizes`` are
@@ -100,7 +106,7 @@ class MixtureConfig:
         tokens = _tokens_per_domain(sources, lengths) if self.unit == "tokens" else None
         props = self.proportions(tokens if tokens is not None else sizes)
         reweighted = domain_weights and any(w != 1.0 for w in domain_weights.values())
-        if props is None and not reweighted and not self.max_epochs and self.max_repetition >= 1:
+        if props is None and not reweighted and not self.max_epochs and (self.max_repetition or 1) >= 1:
             return train, sizes
         if props is None:
             props = _normalise(dict(tokens if tokens is not None else sizes))

@@ -88,6 +88,8 @@ class SourcesData(DataConfig):
             if "format" in given and given["format"] != self.format:
                 raise UserError(f"{where}.format", given["format"], f"every source shares the run's format data.format={self.format}")
             for key in given:
+                if key in ("source_name", "source_column"):
+                    raise UserError(f"{where}.{key}", given[key], "a source's domain is its key in data.sources (one domain per source)")
                 if key in INHERITED and key != "format":
                     raise UserError(f"{where}.{key}", given[key], f"is a run-level field; set data.{key} instead")
                 if key not in fields or key == "name":
@@ -95,7 +97,7 @@ class SourcesData(DataConfig):
                     raise UserError(f"{where}.{key}", given[key], f"unknown key for a {kind} source; allowed: {sorted(allowed)}")
             given.update({k: getattr(self, k) for k in INHERITED})
             if kind in ("jsonl", "parquet", "hub"):
-                given.setdefault("source_name", domain)
+                given["source_name"] = domain
             try:
                 loader = cls(**given)
             except UserError as e:

@@ -76,6 +76,7 @@ def reference_losses(run: Path, train: datasets.Dataset, objective, data, cache_
         table = pd.read_parquet(cache)
         return dict(zip(table["id"].astype(str), table["loss"].astype(float)))
     tokenized = tokenize_split(train, tokenizer, data.format, data.separator, data.max_length)
+    tokenized = tokenized.add_column("_row", list(range(len(tokenized))))
     loader = DataLoader(Rows(tokenized), batch_size=data.eval_batch_size, collate_fn=Collator(tokenizer.pad_token_id, data.format, with_generation=False, **objective.collation))
     ids, losses = [], []
     for batch in loader:

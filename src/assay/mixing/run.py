@@ -70,7 +70,8 @@ def setup_mixing(spec, examples, tokenized: datasets.DatasetDict, datamodule, ru
         return w / w.sum()
 
     to_examples = n / np.maximum(tok, 1.0) if mixture.unit == "tokens" else np.ones(len(domains))
-    caps = np.floor(np.array([mixture.cap(d) for d in domains]) * n).astype(np.int64)
+    cap_epochs = np.array([mixture.cap(d) for d in domains])
+    caps = None if np.isinf(cap_epochs).all() else np.floor(np.minimum(cap_epochs * n, np.iinfo(np.int64).max // 2)).astype(np.int64)
     sampler = DomainSampler(ordering=base_sampler.ordering, rows=rows, scores=keys, row_domains=row_domains, domains=domains,
                             base_weights=base, batch_size=data.batch_size, seed=mixture.seed, caps=caps, to_examples=to_examples,
                             rank=getattr(base_sampler, "rank", 0), world=getattr(base_sampler, "world", 1))
