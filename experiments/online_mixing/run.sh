@@ -9,18 +9,25 @@
 #   odm          mixture=odm (EXP3, update every step)
 #   skill_it     mixture=skill_it (graph by gradient probe, update every 20 steps)
 #   bash experiments/online_mixing/run.sh [seeds] [output root]
+#   ARMS="odm skill_it" bash experiments/online_mixing/run.sh "0"      # only these arms
+# A run whose summary.json exists is skipped, so lanes of (arms, seeds) can run side by side.
 set -euo pipefail
+ARMS=${ARMS:-"natural uniform temperature doremi odm skill_it"}
 SEEDS=${1:-"0 1 2"}
 OUT=${2:-logs/online_mixing/grid}
 TRAIN=${ASSAY_TRAIN:-assay-train}
 COMMON=(experiment=online_mixing logger=csv)
 for seed in $SEEDS; do
-  run() { local arm=$1; shift; [ -f "$OUT/$arm/seed$seed/summary.json" ] || nice -n 10 "$TRAIN" "${COMMON[@]}" seed="$seed" "$@" hydra.run.dir="$OUT/$arm/seed$seed"; }
+  run() {
+    local arm=$1; shift
+    case " $ARMS " in *" $arm "*) ;; *) return 0 ;; esac
+    [ -f "$OUT/$arm/seed$seed/summary.json" ] || nice -n 10 "$TRAIN" "${COMMON[@]}" seed="$seed" "$@" hydra.run.dir="$OUT/$arm/seed$seed"
+  }
   run natural mixture=single
   run uniform mixture=weights 'mixture.weights={copy:1,reverse:1,sort:1,count:1,add:1}' mixture.max_repetition=16
   run temperature mixture=temperature mixture.temperature=2 mixture.max_repetition=16
   run doremi mixture=doremi mixture.reference="$OUT/natural/seed$seed" mixture.update_every=1
-  if [ "${RETRAIN:-0}" = 1 ]; then
+  if [ "${RETRAIN:-0}" = 1 ] && [ -f "$OUT/doremi/seed$seed/mixing.json" ]; then
   avg=$(python -c "import json,sys; w=json.load(open(sys.argv[1]))['average_weights']; print('{'+','.join(f'{k}:{v:.6f}' for k,v in w.items())+'}')" "$OUT/doremi/seed$seed/mixing.json")
   run doremi_avg mixture=weights "mixture.weights=$avg" mixture.max_repetition=16
   fi

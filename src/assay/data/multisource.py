@@ -162,3 +162,16 @@ def _named(error: UserError, domain: str) -> UserError:
     else:
         name = f"data.sources.{domain}: {name}"
     return UserError(name, error.value, error.allowed)
+
+
+def check_duplicate_domains(overrides: list[str]) -> None:
+    """Two command-line entries for one domain (``+data.sources.a=... +data.sources.a=...``) would be
+    merged by Hydra, the last silently winning: refuse them instead."""
+    seen: dict[str, str] = {}
+    for o in overrides:
+        key, _, value = o.lstrip("+~").partition("=")
+        parts = key.split(".")
+        if len(parts) == 3 and parts[:2] == ["data", "sources"]:
+            if parts[2] in seen:
+                raise UserError(key, value, f"two sources with the same domain name {parts[2]!r} (also {seen[parts[2]]}); each domain names one source")
+            seen[parts[2]] = value
