@@ -85,3 +85,11 @@ def test_alpaca_source_in_a_preference_run_is_one_clear_error(tmp_path):
     sources = write_sources(tmp_path)
     with pytest.raises(UserError, match=r"^data\.sources\.inst"):
         SourcesData(sources={"inst": sources["inst"]}, format="preference", seed=0).load()
+
+
+def test_two_command_line_sources_with_one_domain_name_are_refused():
+    from assay.data.multisource import check_duplicate_domains
+
+    check_duplicate_domains(["+data.sources.a={kind:skills}", "+data.sources.b={kind:skills}", "data.sources.a.weight=2"])
+    with pytest.raises(UserError, match=r"^data.sources.a=.*two sources with the same domain name 'a'"):
+        check_duplicate_domains(["+data.sources.a={kind:skills}", "+data.sources.a={kind:jsonl,train_file:x}"])
