@@ -543,6 +543,19 @@ def plot_metrics(table: pd.DataFrame, by: list[str], metrics: list[str], x: str 
     return paths
 
 
+def expand_curves(runs: list[Run], curves: list[str]) -> list[str]:
+    """Curve names with shell wildcards (``mixing/weight/*``: an online mixer's weight of every
+    domain) become every matching metrics.csv column of the runs, in sorted order."""
+    import fnmatch
+
+    columns = sorted({c for r in runs if r.history is not None for c in r.history.columns})
+    out: list[str] = []
+    for c in curves:
+        matched = fnmatch.filter(columns, c) if any(ch in c for ch in "*?[") else [c]
+        out.extend(m for m in matched if m not in out)
+    return out
+
+
 def plot_curves(runs: list[Run], by: list[str], curves: list[str], out: Path) -> list[Path]:
     """Learning curves: per group, the mean over seeds at each step (band = ± std)."""
     import matplotlib
@@ -551,7 +564,7 @@ def plot_curves(runs: list[Run], by: list[str], curves: list[str], out: Path) ->
     import matplotlib.pyplot as plt
 
     paths = []
-    for c in curves:
+    for c in expand_curves(runs, curves):
         series: dict[str, list[pd.Series]] = {}
         for r in runs:
             h = r.history
@@ -623,7 +636,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--by", action="append", help="config keys to group on, comma-separated (default: every key that varies, except seeds)")
     p.add_argument("--metric", action="append", help="summary metrics to report, comma-separated (default: the headline test metrics and any selection/* detection metrics)")
     p.add_argument("--x", help="the --by key on the x axis of the metric plots (default: the last numeric --by key)")
-    p.add_argument("--curve", action="append", help=f"metrics.csv columns to draw as learning curves (default: {','.join(CURVES)})")
+    p.add_argument("--curve", action="append", help=f"metrics.csv columns to draw as learning curves, wildcards allowed (mixing/weight/*: an online mixer's domain weights; default: {','.join(CURVES)})")
     p.add_argument("--out", type=Path, help="where to write compare.csv, runs.csv, compare.md and the PNGs (default: <sweep>/compare)")
     p.add_argument("--no-plots", action="store_true")
     args = p.parse_args(argv)

@@ -51,8 +51,8 @@ class EvalConfig:
     """Greedy generation length for exact match."""
     val_generate: bool = True
     """Also measure exact match at every validation (not only on the test split)."""
-    per_source_metrics: list[str] = field(default_factory=lambda: ["exact_match", "loss", "pref_acc"])
-    """Metrics also reported per source, as ``<split>/<metric>/<source>``."""
+    per_source_metrics: list[str] = field(default_factory=lambda: ["all"])
+    """Metrics also reported per source (domain), as ``<split>/<metric>/<source>``; ``all`` = every metric."""
 
     def __post_init__(self) -> None:
         check(self.max_new_tokens > 0, "eval.max_new_tokens", self.max_new_tokens, "must be a positive integer")
@@ -145,6 +145,9 @@ def validate(cfg: DictConfig) -> RunSpec:
             spec.data.format,
             f"objective={spec.objective.name} trains on {spec.objective.data_format} data; set data.format={spec.objective.data_format}",
         )
+    from assay.data.mixture import check_run
+
+    check_run(spec)
     if spec.data.format not in spec.dynamics.data_formats:
         raise UserError("dynamics", spec.dynamics.name, f"records {' or '.join(spec.dynamics.data_formats)} batches only, and this run trains on {spec.data.format} data; use dynamics=losses")
     spec.ordering.check_selection(spec.selection)

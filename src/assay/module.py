@@ -95,7 +95,7 @@ class AssayModule(pl.LightningModule):
         metrics = {}
         for key, triples in sums.items():
             metrics[f"{split}/{key}"] = sum(x for _, _, x in triples) / len(triples)
-            if key in self.evaluation.per_source_metrics:
+            if key in self.evaluation.per_source_metrics or "all" in self.evaluation.per_source_metrics:
                 by_source: dict[str, list[float]] = defaultdict(list)
                 for _, source, x in triples:
                     by_source[source].append(x)

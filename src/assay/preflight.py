@@ -106,6 +106,9 @@ def preflight(argv: list[str]) -> int:
     if parsed is None:
         return 0
     overrides, multirun = parsed
+    from assay.data.multisource import check_duplicate_domains
+
+    check_duplicate_domains(overrides)
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         jobs = sweep_jobs(overrides) if multirun else [overrides]

@@ -42,10 +42,11 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from datasets import DatasetDict
     from pytorch_lightning.callbacks import ModelCheckpoint
 
-    from assay.data import build_examples
+    from assay.data import build_examples_and_model
     from assay.data.collate import tokenize_split
     from assay.data.datamodule import AssayDataModule, SamplerProgress
     from assay.dynamics.mechanism import write_mechanism
+    from assay.mixing.run import setup_mixing
     from assay.models.build import save_model
     from assay.module import AssayModule
     from assay.objectives.reference import attach_reference_logps
@@ -65,8 +66,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     spec.trainer.apply_threads()  # before data, scoring and training alike
 
-    examples = build_examples(spec.data, spec.mixture, spec.noise)
-    model, tokenizer = spec.model.build(examples.splits)
+    examples, model, tokenizer = build_examples_and_model(spec)
     if main:
         tokenizer.save_pretrained(run_dir / "tokenizer")
     data = spec.data
@@ -91,6 +91,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         tokenized, selection.kept_rows, ordering.keys(tokenized["train"], selection.scores), ordering, data.format, data.batch_size,
         data.eval_batch_size, tokenizer.pad_token_id, allow_order_change=cfg.allow_order_change, collation=spec.objective.collation,
     )
+    mixing = setup_mixing(spec, examples, tokenized, datamodule, run_dir, Path(cfg.paths.cache_dir))
     module = AssayModule(model, tokenizer, spec.objective, spec.optim, spec.eval)
     every = cfg.get("checkpoint_every_n_steps") or max(1, spec.trainer.max_steps // 4)
     checkpoints = ModelCheckpoint(
@@ -100,7 +101,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     # The preemption callback comes after the sampler and the dynamics recorders, so a checkpoint it
     # writes on a requeue signal already counts the batch that just ended.
     rescoring = rescoring_callbacks(spec.selection, ordering, tokenized, tokenizer, run_dir, Path(cfg.paths.cache_dir))
-    callbacks = [SamplerProgress(), *spec.dynamics.callbacks(run_dir), *rescoring, PreemptionCheckpoint(run_dir / "checkpoints" / "last.ckpt"), checkpoints,
+    callbacks = [SamplerProgress(), *mixing.callbacks, *spec.dynamics.callbacks(run_dir), *rescoring, PreemptionCheckpoint(run_dir / "checkpoints" / "last.ckpt"), checkpoints,
                  *runlog.progress_bar(spec.trainer.enable_progress_bar)]
     resume = _resume_path(cfg, run_dir)
     logger = spec.logger.build(run_dir, {**_logger_context(cfg, run_dir), "resume_from": resume})
@@ -126,6 +127,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             "test_examples": len(tokenized["test"]),
             "data_order_fingerprint": datamodule.sampler.fingerprint(),
         },
+        "mixture": mixing.summary(),
         "choices": _choices(cfg),
         "selection": selection.metadata,
         "reselections": [entry for callback in rescoring for entry in callback.history],

@@ -19,7 +19,11 @@ class Examples:
     """Realised training examples per source after mixing."""
 
 
-def build_examples(data: DataConfig, mixture: MixtureConfig, noise: NoiseConfig) -> Examples:
+def load_pool(data: DataConfig, mixture: MixtureConfig) -> datasets.DatasetDict:
+    """Every source loaded and checked, before any mixing."""
+    domains = data.domain_names()
+    if domains is not None:
+        mixture.check_domains(domains)  # a weight naming an unknown domain fails before loading
     splits = data.capped(data.load())
     for split, ds in splits.items():
         if len(ds) == 0:
@@ -28,9 +32,31 @@ def build_examples(data: DataConfig, mixture: MixtureConfig, noise: NoiseConfig)
         if len(set(ids)) != len(ids):
             raise UserError(f"data ({split} split)", data.name, "has duplicate ids; ids must be unique per split")
         _check_texts(ds, data, split)
-    train, counts = mixture.apply(splits["train"])
-    splits["train"] = noise.apply(train, data.format)
+    return splits
+
+
+def build_examples(data: DataConfig, mixture: MixtureConfig, noise: NoiseConfig, lengths=None, pool=None) -> Examples:
+    """Sources -> mixture -> noise. ``lengths``: tokens per training row of ``pool`` (token mixtures)."""
+    splits = pool if pool is not None else load_pool(data, mixture)
+    train, counts = mixture.apply(splits["train"], data.domain_weights(), lengths)
+    splits = datasets.DatasetDict({**splits, "train": noise.apply(train, data.format)})
     return Examples(splits, counts)
+
+
+def build_examples_and_model(spec) -> tuple[Examples, object, object]:
+    """Examples, model and tokenizer. A static token mixture needs each example's token count, so
+    its tokenizer (trained on the unmixed pool for models without a vocabulary) comes first."""
+    if not spec.mixture.needs_lengths:
+        examples = build_examples(spec.data, spec.mixture, spec.noise)
+        return (examples, *spec.model.build(examples.splits))
+    from assay.data.collate import tokenize_split
+    from assay.mixing.run import row_tokens
+
+    pool = load_pool(spec.data, spec.mixture)
+    model, tokenizer = spec.model.build(pool)
+    data = spec.data
+    lengths = row_tokens(tokenize_split(pool["train"], tokenizer, data.format, data.separator, data.max_length), data.format)
+    return build_examples(data, spec.mixture, spec.noise, lengths, pool), model, tokenizer
 
 
 def _check_texts(ds: datasets.Dataset, data: DataConfig, split: str) -> None:

@@ -1,96 +1,240 @@
-"""Mixtures (config group ``mixture``): how many training examples to draw from each source.
+"""Mixtures (config group ``mixture``): how much of each domain the run trains on.
 
-A mixture is a pure, seeded function of the per-source pool sizes. Repetition of a source is
-explicit (``max_repetition``), never hidden: a repeated copy gets the id ``<id>~<k>``.
+A domain is a value of the training split's ``source`` column: a skill of the skills corpus, or a
+source of ``data=sources``. Weights are shares of **examples** or of **tokens** (``mixture.unit``;
+pretraining mixtures are token shares), multiplied by the data's own ``data.sources.<d>.weight``.
+
+Two ways to realise them:
+
+- **static** (``single``, ``weights``, ``temperature``): the training pool is resampled once, a
+  pure, seeded function of the per-domain pool sizes. Repetition is explicit and capped
+  (``max_repetition``, per domain ``max_epochs``): a repeated copy gets the id ``<id>~<k>``.
+- **drawn** (``schedule`` and the online mixers of ``assay.data.mixers``): the pool stays as it is
+  and the sampler draws every batch position's domain by the weights in effect at that step
+  (``assay.mixing.sampler.DomainSampler``); the weights change over training by a schedule or
+  by a callback. The caps then bound the epochs over each domain's rows across the whole run.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, ClassVar, Optional
 
 from assay.lazy import datasets
 import numpy as np
 from omegaconf import II, MISSING
 
 from assay.errors import UserError, check
+from assay.mixing.rules import Stage, stage_at, temperature_weights
 from assay.registry import register
+
+UNITS = ("examples", "tokens")
 
 
 @dataclass
 class MixtureConfig:
     name: str = MISSING
+    unit: str = "examples"
+    """What the weights are shares of: ``examples`` or ``tokens`` (a domain of long documents gets
+    fewer examples for the same token share)."""
     num_examples: Optional[int] = None
-    """Total training examples after mixing (default: as many as fit without over-repetition)."""
-    max_repetition: int = 1
-    """How many times one example may appear; 1 = sample without replacement."""
+    """Static mixtures: total training examples after mixing (default: as many as fit the caps)."""
+    num_tokens: Optional[int] = None
+    """Static token mixtures: total training tokens after mixing (default: as many as fit the caps)."""
+    max_repetition: Optional[float] = None
+    """The repetition cap of every domain, in epochs over its examples (or tokens). Static mixtures:
+    how often the resampled pool may repeat a domain (null = 1, sample without replacement).
+    Drawn mixtures: epochs over the whole run (null = no cap). RegMix caps at 15 epochs, OLMo-core's
+    source mixtures at a per-source factor."""
+    max_epochs: dict[str, float] = field(default_factory=dict)
+    """Per-domain caps overriding ``max_repetition``, e.g. ``{code: 4, wiki: 1}``."""
     seed: int = II("seed")
+    drawn: ClassVar[bool] = False
+    """True: the sampler draws domains by (changing) weights; false: the pool is resampled once."""
 
     def __post_init__(self) -> None:
+        check(self.unit in UNITS, "mixture.unit", self.unit, f"must be one of {list(UNITS)}")
         if self.num_examples is not None:
             check(self.num_examples > 0, "mixture.num_examples", self.num_examples, "must be a positive integer")
-        check(self.max_repetition >= 1, "mixture.max_repetition", self.max_repetition, "must be >= 1")
+        if self.num_tokens is not None:
+            check(self.num_tokens > 0, "mixture.num_tokens", self.num_tokens, "must be a positive integer")
+            check(self.unit == "tokens", "mixture.num_tokens", self.num_tokens, "needs mixture.unit=tokens (or give mixture.num_examples)")
+        if self.max_repetition is not None:
+            check(self.max_repetition > 0 and math.isfinite(self.max_repetition), "mixture.max_repetition", self.max_repetition, "must be a finite number > 0 (epochs), or null")
+        for d, cap in self.max_epochs.items():
+            check(isinstance(cap, (int, float)) and cap > 0 and math.isfinite(cap), f"mixture.max_epochs.{d}", cap, "must be a finite number of epochs > 0")
 
-    def proportions(self, sizes: dict[str, int]) -> Optional[dict[str, float]]:
-        """Target share per source, or None to keep the pool as it is."""
+    # ---- what every mixture answers --------------------------------------------------------------
+    @property
+    def needs_lengths(self) -> bool:
+        """Static token mixtures need each example's token count before they can resample."""
+        return self.unit == "tokens" and not self.drawn
+
+    def named_domains(self) -> list[str]:
+        """Domains this mixture names (weights, caps, schedule stages): each must exist."""
+        return sorted(self.max_epochs)
+
+    def check_domains(self, domains: list[str], where: str = "data") -> None:
+        for name in self.named_domains():
+            if name not in domains:
+                field_ = "mixture.max_epochs" if name in self.max_epochs else "mixture.weights"
+                raise UserError(field_, name, f"is not a domain of this data; domains are {sorted(domains)}")
+
+    def cap(self, domain: str) -> float:
+        if domain in self.max_epochs:
+            return float(self.max_epochs[domain])
+        if self.max_repetition is not None:
+            return float(self.max_repetition)
+        return math.inf if self.drawn else 1.0
+
+    def proportions(self, sizes: dict[str, float]) -> Optional[dict[str, float]]:
+        """Target share per domain (in ``unit``), or None to keep the pool as it is. ``sizes`` are
+        the domains' examples (or tokens, for token mixtures)."""
         return None
 
-    def apply(self, train: datasets.Dataset) -> tuple[datasets.Dataset, dict[str, int]]:
+    def apply(self, train: datasets.Dataset, domain_weights: Optional[dict[str, float]] = None,
+              lengths: Optional[np.ndarray] = None) -> tuple[datasets.Dataset, dict[str, int]]:
+        """Static mixing: resample ``train`` (``lengths``: tokens per row, for token mixtures)."""
         sources = train["source"]
         sizes: dict[str, int] = {}
         for s in sources:
             sizes[s] = sizes.get(s, 0) + 1
-        props = self.proportions(sizes)
-        if props is None:
+        self.check_domains(list(sizes))
+        if self.drawn:
             return train, sizes
-        counts = allocate(props, sizes, self.num_examples, self.max_repetition)
-        rng = np.random.default_rng(self.seed)
-        by_source: dict[str, list[int]] = {s: [] for s in sizes}
-        for i, s in enumerate(sources):
-            by_source[s].append(i)
-        rows, copies = [], []
-        for s in sorted(by_source):
-            pool, k = np.array(by_source[s]), counts.get(s, 0)
-            full, rest = divmod(k, len(pool))
-            picked = [pool] * full + [np.sort(rng.choice(pool, size=rest, replace=False))]
-            for rep, idx in enumerate(picked):
-                rows.extend(idx.tolist())
-                copies.extend([rep] * len(idx))
-        mixed = train.select(rows)
-        if max(copies, default=0) > 0:
-            ids = [i if c == 0 else f"{i}~{c}" for i, c in zip(mixed["id"], copies)]
-            mixed = mixed.remove_columns("id").add_column("id", ids)
-        return mixed, {s: c for s, c in counts.items() if c > 0}
+        tokens = _tokens_per_domain(sources, lengths) if self.unit == "tokens" else None
+        props = self.proportions(tokens if tokens is not None else sizes)
+        reweighted = domain_weights and any(w != 1.0 for w in domain_weights.values())
+        if props is None and not reweighted and not self.max_epochs and (self.max_repetition or 1) >= 1:
+            return train, sizes
+        if props is None:
+            props = _normalise(dict(tokens if tokens is not None else sizes))
+        props = apply_domain_weights(props, domain_weights)
+        if tokens is not None:
+            counts = allocate_tokens(props, sizes, tokens, self.num_tokens, self.cap, self.num_examples)
+        else:
+            counts = allocate(props, sizes, self.num_examples, self.cap)
+        return resample(train, sources, sizes, counts, self.seed), {s: c for s, c in counts.items() if c > 0}
+
+    # ---- drawn mixtures (the sampler asks these) ----------------------------------------------------
+    def weights_at(self, progress: float, sizes: dict[str, float]) -> dict[str, float]:
+        """The domain weights at ``progress`` ∈ [0, 1) of training (drawn mixtures)."""
+        return self.proportions(sizes) or _normalise(dict(sizes))
+
+    def callbacks(self, context) -> list:
+        """Online mixers: the callback that updates the sampler's weights during training."""
+        return []
 
 
-def allocate(props: dict[str, float], sizes: dict[str, int], total: Optional[int], max_rep: int) -> dict[str, int]:
-    """Integer counts per source proportional to ``props`` (largest-remainder rounding).
+def _normalise(w: dict[str, float]) -> dict[str, float]:
+    z = sum(w.values())
+    return {s: v / z for s, v in w.items()}
 
-    Without a ``total``, the largest total is used for which no source needs more than
-    ``max_rep`` passes over its pool.
+
+def _tokens_per_domain(sources: list[str], lengths: Optional[np.ndarray]) -> dict[str, float]:
+    if lengths is None:
+        raise TypeError("a token mixture needs the token count of every training example")
+    out: dict[str, float] = {}
+    for s, n in zip(sources, np.asarray(lengths).tolist()):
+        out[s] = out.get(s, 0.0) + float(n)
+    return out
+
+
+def apply_domain_weights(props: dict[str, float], weights: Optional[dict[str, float]]) -> dict[str, float]:
+    """The data's per-domain weights (``data.sources.<d>.weight``) multiply the mixture's shares."""
+    if not weights:
+        return props
+    out = {s: p * float(weights.get(s, 1.0)) for s, p in props.items()}
+    if sum(out.values()) <= 0:
+        raise UserError("data.sources.<domain>.weight", dict(weights), "every domain the mixture uses has weight 0; give at least one a weight > 0")
+    return _normalise(out)
+
+
+def allocate(props: dict[str, float], sizes: dict[str, int], total: Optional[int], max_rep) -> dict[str, int]:
+    """Integer counts per domain proportional to ``props`` (largest-remainder rounding).
+
+    ``max_rep``: the cap in epochs, a number or a function of the domain. Without a ``total``, the
+    largest total is used for which no domain needs more than its cap of passes over its pool.
     """
+    cap = max_rep if callable(max_rep) else (lambda s: float(max_rep))
     active = {s: p for s, p in props.items() if p > 0}
     if total is None:
-        total = int(min(max_rep * sizes[s] / p for s, p in active.items()))
+        total = int(min(cap(s) * sizes[s] / p for s, p in active.items()))
     raw = {s: total * p for s, p in active.items()}
     counts = {s: int(math.floor(v)) for s, v in raw.items()}
     for s in sorted(raw, key=lambda s: raw[s] - counts[s], reverse=True)[: total - sum(counts.values())]:
         counts[s] += 1
     for s, c in counts.items():
-        if c > max_rep * sizes[s]:
+        if c > cap(s) * sizes[s]:
             raise UserError(
                 "mixture.num_examples",
                 total,
-                f"needs {c} examples from source {s!r} which has {sizes[s]}; lower it or raise mixture.max_repetition",
+                f"needs {c} examples from domain {s!r} which has {sizes[s]} ({c / sizes[s]:.2f} epochs, cap {cap(s):g}); "
+                "lower it or raise mixture.max_repetition / mixture.max_epochs",
             )
     return counts
+
+
+def allocate_tokens(props: dict[str, float], sizes: dict[str, int], tokens: dict[str, float], total_tokens: Optional[int],
+                    cap, total_examples: Optional[int] = None) -> dict[str, int]:
+    """Examples per domain so that the domains' *token* shares are ``props``: domain d gets
+    T·p_d tokens, i.e. T·p_d / (tokens_d / n_d) examples (its mean example length). Without a
+    total, the largest T for which no domain exceeds its cap of epochs over its tokens."""
+    active = {s: p for s, p in props.items() if p > 0}
+    if total_tokens is None and total_examples is not None:
+        per_example = sum(p * sizes[s] / tokens[s] for s, p in active.items())  # examples per token of mixture
+        total_tokens = int(total_examples / per_example)
+    if total_tokens is None:
+        total_tokens = int(min(cap(s) * tokens[s] / p for s, p in active.items()))
+    counts = {}
+    for s, p in active.items():
+        want = total_tokens * p
+        epochs = want / tokens[s]
+        if epochs > cap(s) * (1 + 1e-9):
+            raise UserError(
+                "mixture.num_tokens",
+                total_tokens,
+                f"domain {s!r} would need {want:.0f} tokens = {epochs:.2f} epochs of its {tokens[s]:.0f}, "
+                f"{epochs / cap(s):.2f}x its cap of {cap(s):g} epochs; lower the total or its weight, or raise mixture.max_epochs.{s}",
+            )
+        counts[s] = min(int(round(want * sizes[s] / tokens[s])), int(math.floor(cap(s) * sizes[s])))
+    return counts
+
+
+def resample(train: datasets.Dataset, sources: list[str], sizes: dict[str, int], counts: dict[str, int], seed: int) -> datasets.Dataset:
+    """``counts[d]`` rows of domain d: whole passes over its pool, then a seeded subset (copies after
+    the first get ids ``<id>~<k>``)."""
+    rng = np.random.default_rng(seed)
+    by_source: dict[str, list[int]] = {s: [] for s in sizes}
+    for i, s in enumerate(sources):
+        by_source[s].append(i)
+    rows, copies = [], []
+    for s in sorted(by_source):
+        pool, k = np.array(by_source[s]), counts.get(s, 0)
+        full, rest = divmod(k, len(pool))
+        picked = [pool] * full + [np.sort(rng.choice(pool, size=rest, replace=False))]
+        for rep, idx in enumerate(picked):
+            rows.extend(idx.tolist())
+            copies.extend([rep] * len(idx))
+    mixed = train.select(rows)
+    if max(copies, default=0) > 0:
+        ids = [i if c == 0 else f"{i}~{c}" for i, c in zip(mixed["id"], copies)]
+        mixed = mixed.remove_columns("id").add_column("id", ids)
+    return mixed
+
+
+def check_weights(field_name: str, weights: dict[str, Any]) -> None:
+    for s, w in weights.items():
+        ok = isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0
+        check(ok, f"{field_name}.{s}", w, "weights must be finite and >= 0")
+    check(sum(weights.values()) > 0, field_name, dict(weights), "at least one weight must be > 0 (all zero or negative weights select nothing)")
 
 
 @register("mixture", "single")
 @dataclass
 class SingleMixture(MixtureConfig):
-    """Use the training pool as it is (natural source proportions)."""
+    """Use the training pool as it is (natural proportions; data.sources.<d>.weight rescales them)."""
 
     name: str = "single"
 
@@ -98,21 +242,22 @@ class SingleMixture(MixtureConfig):
 @register("mixture", "weights")
 @dataclass
 class WeightsMixture(MixtureConfig):
-    """Explicit per-source weights (normalised to sum to one; unlisted sources get zero)."""
+    """Explicit per-domain weights (normalised to sum to one; unlisted domains get zero)."""
 
     name: str = "weights"
     weights: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for s, w in self.weights.items():
-            check(w >= 0 and math.isfinite(w), f"mixture.weights.{s}", w, "weights must be finite and >= 0")
-        check(sum(self.weights.values()) > 0, "mixture.weights", dict(self.weights), "at least one weight must be > 0")
+        check_weights("mixture.weights", self.weights)
 
-    def proportions(self, sizes: dict[str, int]) -> dict[str, float]:
+    def named_domains(self) -> list[str]:
+        return sorted(set(self.weights) | set(self.max_epochs))
+
+    def proportions(self, sizes: dict[str, float]) -> dict[str, float]:
         unknown = sorted(set(self.weights) - set(sizes))
         if unknown:
-            raise UserError("mixture.weights", unknown[0], f"is not a source of this data; sources are {sorted(sizes)}")
+            raise UserError("mixture.weights", unknown[0], f"is not a domain of this data; domains are {sorted(sizes)}")
         total = sum(self.weights.values())
         return {s: self.weights.get(s, 0.0) / total for s in sizes}
 
@@ -120,7 +265,7 @@ class WeightsMixture(MixtureConfig):
 @register("mixture", "temperature")
 @dataclass
 class TemperatureMixture(MixtureConfig):
-    """Temperature sampling: p_i ∝ size_i^(1/T); T=1 natural, T→∞ uniform over sources."""
+    """Temperature sampling: p_i ∝ size_i^(1/T); T=1 natural, T→∞ uniform over domains."""
 
     name: str = "temperature"
     temperature: float = 2.0
@@ -129,7 +274,88 @@ class TemperatureMixture(MixtureConfig):
         super().__post_init__()
         check(self.temperature > 0, "mixture.temperature", self.temperature, "must be > 0")
 
-    def proportions(self, sizes: dict[str, int]) -> dict[str, float]:
-        w = {s: n ** (1.0 / self.temperature) for s, n in sizes.items()}
-        z = sum(w.values())
-        return {s: v / z for s, v in w.items()}
+    def proportions(self, sizes: dict[str, float]) -> dict[str, float]:
+        names = list(sizes)
+        return dict(zip(names, temperature_weights(np.array([sizes[s] for s in names], dtype=np.float64), self.temperature).tolist()))
+
+
+@register("mixture", "schedule")
+@dataclass
+class ScheduleMixture(MixtureConfig):
+    """Weights that change over training: piecewise stages, or upsampling domains for the last fraction."""
+
+    name: str = "schedule"
+    stages: list[Any] = field(default_factory=list)
+    """``[{until: 0.8, weights: {web: 9, code: 1}}, {until: 1.0, weights: {web: 1, code: 1}}]``:
+    each stage's weights hold from the previous stage's ``until`` (a fraction of the training steps)
+    to its own; the last must reach 1. An empty ``weights`` = natural proportions."""
+    upsample: list[str] = field(default_factory=list)
+    """Without ``stages``: natural proportions, then for the last ``last_fraction`` of steps these
+    domains' weights × ``factor`` (Blakeney et al. 2024, arXiv 2406.03476: "domain upsampling" at
+    the end of training, 10-20% the sweet spot)."""
+    last_fraction: float = 0.2
+    factor: float = 3.0
+    drawn: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(0.0 < self.last_fraction < 1.0, "mixture.last_fraction", self.last_fraction, "must be in (0, 1)")
+        check(self.factor > 0 and math.isfinite(self.factor), "mixture.factor", self.factor, "must be a finite number > 0")
+        if not self.stages:
+            check(len(self.upsample) > 0, "mixture.stages", [], "give stages [{until, weights}, ...] or domains to upsample at the end (mixture.upsample)")
+        self.parsed = self._parse()
+
+    def _parse(self) -> list[Stage]:
+        if not self.stages:
+            return [Stage(1.0 - self.last_fraction, {}), Stage(1.0, {"__upsample__": 1.0})]
+        out, previous = [], 0.0
+        for i, raw in enumerate(self.stages):
+            raw = dict(raw) if hasattr(raw, "items") else raw
+            if not isinstance(raw, dict) or "until" not in raw:
+                raise UserError(f"mixture.stages[{i}]", raw, "must be a mapping {until: <fraction of steps>, weights: {domain: weight}}")
+            unknown = sorted(set(raw) - {"until", "weights"})
+            if unknown:
+                raise UserError(f"mixture.stages[{i}].{unknown[0]}", raw[unknown[0]], "is not a stage field; allowed: ['until', 'weights']")
+            until = raw["until"]
+            if not isinstance(until, (int, float)) or not previous < until <= 1.0:
+                raise UserError(f"mixture.stages[{i}].until", until, f"must be in ({previous:g}, 1]: stages are in order and end at 1")
+            weights = dict(raw.get("weights") or {})
+            if weights:
+                check_weights(f"mixture.stages[{i}].weights", weights)
+            out.append(Stage(float(until), weights))
+            previous = float(until)
+        if out[-1].until < 1.0:
+            raise UserError(f"mixture.stages[{len(out) - 1}].until", out[-1].until, f"the stages cover training up to {out[-1].until:g} only; the last stage must end at 1")
+        return out
+
+    def named_domains(self) -> list[str]:
+        names = set(self.max_epochs) | set(self.upsample)
+        for s in self.parsed:
+            names |= {k for k in s.weights if k != "__upsample__"}
+        return sorted(names)
+
+    def check_domains(self, domains: list[str], where: str = "data") -> None:
+        for name in self.named_domains():
+            if name not in domains:
+                field_ = "mixture.upsample" if name in self.upsample else ("mixture.max_epochs" if name in self.max_epochs else "mixture.stages")
+                raise UserError(field_, name, f"is not a domain of this data; domains are {sorted(domains)}")
+
+    def weights_at(self, progress: float, sizes: dict[str, float]) -> dict[str, float]:
+        stage = self.parsed[stage_at(self.parsed, progress)]
+        natural = _normalise(dict(sizes))
+        if "__upsample__" in stage.weights:
+            return _normalise({s: p * (self.factor if s in self.upsample else 1.0) for s, p in natural.items()})
+        if not stage.weights:
+            return natural
+        return _normalise({s: float(stage.weights.get(s, 0.0)) for s in sizes})
+
+
+def check_run(spec) -> None:
+    """Cross-group checks of the mixture, before anything is built: the domains it names exist,
+    and a drawn mixture is not combined with re-selection during training (both decide which rows
+    the sampler serves)."""
+    domains = spec.data.domain_names()
+    if domains is not None:
+        spec.mixture.check_domains(domains)
+    if spec.mixture.drawn and getattr(spec.selection, "rescore_every", 0):
+        raise UserError("selection.rescore_every", spec.selection.rescore_every, f"re-selection during training does not combine with mixture={spec.mixture.name}, which draws domains itself; set it to 0")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 from assay.lazy import datasets
 import numpy as np
@@ -73,6 +73,16 @@ class DataConfig:
 
     def load(self) -> datasets.DatasetDict:  # pragma: no cover - every entry overrides it
         raise TypeError(f"{type(self).__name__} does not implement load()")
+
+    def domain_names(self) -> Optional[list[str]]:
+        """The domain names (``source`` values) this config will produce, when known before loading
+        (lets a mixture that names an unknown domain fail before anything is built); None = unknown."""
+        return None
+
+    def domain_weights(self) -> dict[str, float]:
+        """Relative weight per domain declared by the data itself (``data.sources.<d>.weight``);
+        multiplies the mixture's proportions. Empty = every domain 1."""
+        return {}
 
     def capped(self, splits: datasets.DatasetDict) -> datasets.DatasetDict:
         """Apply the example caps: a seeded subset that keeps the original row order (and so ids)."""
@@ -140,6 +150,9 @@ class SkillsData(DataConfig):
             check(lvl in (1, 2, 3), "data.difficulties", lvl, "levels must be 1, 2 or 3")
         for key in ("train_per_domain", "val_per_domain", "test_per_domain"):
             check(getattr(self, key) > 0, f"data.{key}", getattr(self, key), "must be a positive integer")
+
+    def domain_names(self) -> Optional[list[str]]:
+        return [str(d) for d in self.domains]
 
     def load(self) -> datasets.DatasetDict:
         from assay.data.skills import generate_skills, graded_pairs
@@ -517,6 +530,10 @@ class JsonlData(TableData):
     train_file: str = MISSING
     val_file: Optional[str] = None
     test_file: Optional[str] = None
+    builder: ClassVar[str] = "json"
+    text_file: ClassVar[bool] = True
+    """Whether the files are text (checked for emptiness and UTF-8 before loading)."""
+    """The ``load_dataset`` builder that reads these files."""
 
     def load(self) -> datasets.DatasetDict:
         files = {"train": self.train_file, "val": self.val_file, "test": self.test_file}
@@ -529,10 +546,11 @@ class JsonlData(TableData):
                 raise UserError(f"data.{split}_file", path, "file does not exist")
             if not os.access(p, os.R_OK):
                 raise UserError(f"data.{split}_file", path, "file is not readable")
-            if _blank(p):
-                raise UserError(f"data.{split}_file", path, "file is empty (a JSON-lines file needs one object per line)")
-            check_utf8(p, f"data.{split}_file", path)
-            ds = _load_or_explain(f"data.{split}_file", path, path="json", data_files=str(p), split="train")
+            if self.text_file:
+                if _blank(p):
+                    raise UserError(f"data.{split}_file", path, "file is empty (a JSON-lines file needs one object per line)")
+                check_utf8(p, f"data.{split}_file", path)
+            ds = _load_or_explain(f"data.{split}_file", path, path=self.builder, data_files=str(p), split="train")
             if len(ds) == 0:
                 raise UserError(f"data.{split}_file", path, "file has no rows")
             raw[split] = ds
@@ -542,3 +560,13 @@ class JsonlData(TableData):
         # val/test carved from train come from the train file
         path = {"val": self.val_file, "test": self.test_file}.get(split)
         return (f"data.{split}_file", path) if path is not None else ("data.train_file", self.train_file)
+
+
+@register("data", "parquet")
+@dataclass
+class ParquetData(JsonlData):
+    """Local Parquet files, one per split (val/test carved from train when not given)."""
+
+    name: str = "parquet"
+    builder: ClassVar[str] = "parquet"
+    text_file: ClassVar[bool] = False

@@ -1,0 +1,168 @@
+"""Online mixers (config group ``mixture``): the sampler draws every batch's domains by weights that a
+callback updates during training from per-domain losses.
+
+    assay-train mixture=doremi mixture.reference=<reference run dir>   # DoReMi (Xie et al. 2023)
+    assay-train mixture=odm                                            # ODM, EXP3 bandit (Albalak et al. 2023)
+    assay-train mixture=skill_it                                       # Skill-it (Chen et al. 2023)
+
+Each writes ``mixing.csv`` (weights and signals at every update), ``mixing.json`` (final weights;
+DoReMi also their average, the recipe's output mixture) and logs ``mixing/weight/<domain>``; the
+mixer state is in every checkpoint, so a resumed run continues bit-identically.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Optional
+
+import numpy as np
+
+from assay.data.mixture import MixtureConfig, _normalise, check_weights
+from assay.errors import UserError, check
+from assay.mixing.rules import temperature_weights
+from assay.registry import register
+
+INITS = ("uniform", "natural", "temperature", "weights")
+
+
+@dataclass
+class OnlineMixture(MixtureConfig):
+    update_every: int = 10
+    """Optimizer steps between weight updates."""
+    warmup_steps: int = 0
+    """No update before this step (ODM's released runs wait 2,000 steps at scale)."""
+    init: str = "uniform"
+    """Initial weights: ``uniform``, ``natural`` (pool shares), ``temperature`` (``init_temperature``)
+    or ``weights`` (``init_weights``)."""
+    init_temperature: float = 2.0
+    init_weights: dict[str, float] = field(default_factory=dict)
+    drawn: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.update_every > 0, "mixture.update_every", self.update_every, "must be a positive number of steps")
+        check(self.warmup_steps >= 0, "mixture.warmup_steps", self.warmup_steps, "must be >= 0")
+        check(self.init in INITS, "mixture.init", self.init, f"must be one of {list(INITS)}")
+        check(self.init_temperature > 0, "mixture.init_temperature", self.init_temperature, "must be > 0")
+        if self.init == "weights":
+            check(len(self.init_weights) > 0, "mixture.init_weights", {}, "mixture.init=weights needs the weights")
+            check_weights("mixture.init_weights", self.init_weights)
+
+    def named_domains(self) -> list[str]:
+        return sorted(set(self.max_epochs) | set(self.init_weights))
+
+    def check_domains(self, domains: list[str], where: str = "data") -> None:
+        for name in self.named_domains():
+            if name not in domains:
+                field_ = "mixture.max_epochs" if name in self.max_epochs else "mixture.init_weights"
+                raise UserError(field_, name, f"is not a domain of this data; domains are {sorted(domains)}")
+
+    def weights_at(self, progress: float, sizes: dict[str, float]) -> dict[str, float]:
+        names = list(sizes)
+        if self.init == "uniform":
+            return {s: 1.0 / len(names) for s in names}
+        if self.init == "natural":
+            return _normalise(dict(sizes))
+        if self.init == "temperature":
+            return dict(zip(names, temperature_weights(np.array([sizes[s] for s in names], dtype=np.float64), self.init_temperature).tolist()))
+        return _normalise({s: float(self.init_weights.get(s, 0.0)) for s in names})
+
+    def mixer(self, domains: list[str], initial: np.ndarray):  # pragma: no cover - every mixer overrides it
+        raise NotImplementedError
+
+
+@register("mixture", "doremi")
+@dataclass
+class DoReMiMixture(OnlineMixture):
+    """DoReMi: exponentiated-gradient domain weights from excess loss over a reference run (Xie et al. 2023)."""
+
+    name: str = "doremi"
+    reference: Optional[str] = None
+    """The reference run's directory (trained on the reference weights, e.g. ``mixture=single``);
+    its per-example losses on this run's training examples are computed once and cached."""
+    eta: float = 1.0
+    """Step size η of the exponentiated-gradient update (the paper's and the run scripts' 1)."""
+    smoothing: float = 1e-3
+    """c in α ← (1 − c)·α + c/k (run scripts ``--reweight_eps 1e-3``; the argument default is 1e-4)."""
+    needs_reference_run: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.reference is not None and str(self.reference) != "", "mixture.reference", self.reference, "DoReMi needs a reference run directory (train one first, e.g. with mixture=single)")
+        check(self.eta > 0 and math.isfinite(self.eta), "mixture.eta", self.eta, "must be a finite number > 0")
+        check(0.0 <= self.smoothing <= 1.0, "mixture.smoothing", self.smoothing, "must be in [0, 1]")
+
+    def mixer(self, domains, initial):
+        from assay.mixing.online import DoReMiMixer
+
+        return DoReMiMixer(domains, initial, self.eta, self.smoothing)
+
+
+@register("mixture", "odm")
+@dataclass
+class ODMMixture(OnlineMixture):
+    """ODM: online data mixing as a multi-armed bandit, EXP3 with the training loss as reward (Albalak et al. 2023)."""
+
+    name: str = "odm"
+    reward_scale: float = 10.0
+    """Rewards are losses / this (the released code divides by 10)."""
+    smoothing: Optional[float] = None
+    """null: cumulative importance-weighted rewards (the released code); α in [0, 1): the paper's moving
+    average R̂ ← α·R̂ + (1 − α)·r/π (DataFlex uses 0.9)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.reward_scale > 0, "mixture.reward_scale", self.reward_scale, "must be > 0")
+        if self.smoothing is not None:
+            check(0.0 <= self.smoothing < 1.0, "mixture.smoothing", self.smoothing, "must be in [0, 1) (or null)")
+
+    def mixer(self, domains, initial):
+        from assay.mixing.online import ODMMixer
+
+        return ODMMixer(domains, initial, self.reward_scale, self.smoothing)
+
+
+@register("mixture", "skill_it")
+@dataclass
+class SkillItMixture(OnlineMixture):
+    """Skill-it: weights from a skills graph times recent per-skill validation losses (Chen et al. 2023)."""
+
+    name: str = "skill_it"
+    update_every: int = 50
+    eta: float = 0.8
+    """η of the multiplicative-weights update (the released synthetic runs use 0.5-0.8)."""
+    window: int = 3
+    """Evaluations whose losses are summed (``--mw_window``)."""
+    graph: list[Any] = field(default_factory=list)
+    """The skills graph A as rows over the domains in sorted order (A_ij > 0: training on i helps
+    j), e.g. ``[[1,0.5],[0,1]]``; empty = estimate it by a gradient probe at the start (``probe``)."""
+    probe: bool = True
+    """With no graph given: estimate it (first-order, one gradient per skill); false = identity graph."""
+    probe_examples: int = 64
+    """Examples per domain in the probe and in every validation-loss evaluation."""
+    normalise_loss: bool = True
+    """Divide each skill's loss by its first evaluation's (``--normalize_loss``)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.eta > 0, "mixture.eta", self.eta, "must be > 0")
+        check(self.window > 0, "mixture.window", self.window, "must be a positive number of evaluations")
+        check(self.probe_examples > 0, "mixture.probe_examples", self.probe_examples, "must be a positive integer")
+        if self.graph:
+            rows = [list(r) for r in self.graph]
+            ok = all(len(r) == len(rows) for r in rows) and all(isinstance(x, (int, float)) and x >= 0 for r in rows for x in r)
+            check(ok, "mixture.graph", rows, "must be a square matrix of non-negative numbers (one row and column per domain)")
+
+    def graph_for(self, domains: list[str]) -> Optional[np.ndarray]:
+        if not self.graph:
+            return None
+        g = np.asarray([list(r) for r in self.graph], dtype=np.float64)
+        if g.shape != (len(domains), len(domains)):
+            raise UserError("mixture.graph", [list(r) for r in self.graph], f"must be {len(domains)}x{len(domains)}, one row and column per domain {domains}")
+        return g
+
+    def mixer(self, domains, initial):
+        from assay.mixing.online import SkillItMixer
+
+        return SkillItMixer(domains, initial, self.graph_for(domains), self.eta, self.window, self.normalise_loss)

@@ -1,0 +1,213 @@
+"""Lightning callbacks of the mixture axis: the online mixer and the realised-mixture recorder."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from assay.mixing.online import DomainStats, Mixer
+
+
+class OnlineMixing(pl.Callback):
+    """Every ``update_every`` optimizer steps: per-domain statistics of the batches trained on since
+    the last update (training losses from the training step itself, excess over the reference's
+    cached per-example losses, or fresh validation losses) -> the mixer's update -> the sampler's
+    weights from the next batch it draws. Weights and signals go to ``mixing.csv`` and the logger
+    (``mixing/weight/<domain>``, ``mixing/<signal>/<domain>``) at every update; the mixer state and
+    its history travel in the checkpoint."""
+
+    def __init__(self, mixer: Mixer, update_every: int, warmup_steps: int, run_dir: Path,
+                 reference: Optional[dict[str, float]] = None,
+                 validation: Optional[Callable[[pl.LightningModule], np.ndarray]] = None,
+                 probe: Optional[Callable[[pl.LightningModule], np.ndarray]] = None):
+        self.mixer, self.update_every, self.warmup_steps = mixer, update_every, warmup_steps
+        self.run_dir, self.reference, self.validation, self.probe = Path(run_dir), reference, validation, probe
+        self.index = {d: i for i, d in enumerate(mixer.domains)}
+        self.history: list[dict] = []
+        self._reset()
+        self._last_step = 0
+
+    def _reset(self) -> None:
+        k = len(self.index)
+        self._sum, self._count, self._excess = np.zeros(k), np.zeros(k, dtype=np.int64), np.zeros(k)
+
+    @property
+    def state_key(self) -> str:
+        return "OnlineMixing"
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.probe is not None and getattr(self.mixer, "graph", 1) is None:
+            self.mixer.graph = self.probe(pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        losses = outputs["per_sample"].loss.detach().float().cpu().numpy()
+        domains = np.array([self.index[s] for s in batch["sources"]])
+        np.add.at(self._sum, domains, losses)
+        np.add.at(self._count, domains, 1)
+        if self.reference is not None:
+            ref = np.array([self.reference[i] for i in batch["ids"]])
+            np.add.at(self._excess, domains, np.maximum(losses - ref, 0.0))
+        step = trainer.global_step
+        if step != self._last_step and step % self.update_every == 0 and step > self.warmup_steps:
+            self._update(trainer, pl_module, step)
+        self._last_step = step
+
+    def _update(self, trainer, pl_module, step: int) -> None:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(self._count > 0, self._sum / np.maximum(self._count, 1), np.nan)
+            excess = np.where(self._count > 0, self._excess / np.maximum(self._count, 1), np.nan) if self.reference is not None else None
+        val = self.validation(pl_module) if self.validation is not None else None
+        stats = DomainStats(mean, self._count.copy(), excess, val)
+        logged = self.mixer.update(stats)
+        first = trainer.datamodule.sampler.set_weights(self.mixer.weights)
+        record = {"step": step, "from_batch": first}
+        for name, values in {"train_loss": mean, **logged}.items():
+            for d, v in zip(self.mixer.domains, np.asarray(values, dtype=np.float64).tolist()):
+                record[f"mixing/{name}/{d}"] = v
+        self.history.append(record)
+        self._write_csv()
+        if trainer.logger is not None:
+            trainer.logger.log_metrics({k: v for k, v in record.items() if k.startswith("mixing/") and np.isfinite(v)}, step=step)
+        self._reset()
+
+    def _write_csv(self) -> None:
+        if not self.history:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        keys = list(self.history[0])
+        tmp = self.run_dir / "mixing.csv.tmp"
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(self.history)
+        tmp.rename(self.run_dir / "mixing.csv")
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._write_csv()
+        (self.run_dir / "mixing.json").write_text(json.dumps(self.summary(), indent=2))
+
+    def summary(self) -> dict:
+        return {"updates": len(self.history), **self.mixer.outputs()}
+
+    def state_dict(self) -> dict:
+        return {"mixer": self.mixer.state_dict(), "history": self.history, "last_step": self._last_step,
+                "sum": self._sum.tolist(), "count": self._count.tolist(), "excess": self._excess.tolist()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.mixer.load_state_dict(state["mixer"])
+        self.history = list(state["history"])
+        self._last_step = int(state["last_step"])
+        self._sum, self._count, self._excess = np.asarray(state["sum"]), np.asarray(state["count"], dtype=np.int64), np.asarray(state["excess"])
+        self._write_csv()
+
+
+class MixtureRecorder(pl.Callback):
+    """The realised mixture: examples and tokens per domain in every epoch (what the loader actually
+    served), written to ``mixture.json`` at every epoch end and reported in ``summary.json``."""
+
+    def __init__(self, tokens_by_id: dict[str, int], run_dir: Path):
+        self.tokens_by_id, self.run_dir = tokens_by_id, Path(run_dir)
+        self.epochs: dict[int, dict[str, dict[str, int]]] = {}
+        self._all_ranks: dict[int, dict[str, dict[str, int]]] | None = None  # the sum over ranks, under several processes
+
+    @property
+    def state_key(self) -> str:
+        return "MixtureRecorder"
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        epoch = self.epochs.setdefault(trainer.current_epoch, {})
+        for i, s in zip(batch["ids"], batch["sources"]):
+            d = epoch.setdefault(s, {"examples": 0, "tokens": 0})
+            d["examples"] += 1
+            d["tokens"] += int(self.tokens_by_id.get(i, 0))
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.write()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.write()
+
+    def summary(self) -> dict:
+        epochs = self._all_ranks if self._all_ranks is not None else self.epochs
+        per_epoch = [{"epoch": e, "domains": {s: dict(v) for s, v in sorted(d.items())}} for e, d in sorted(epochs.items())]
+        total: dict[str, dict[str, int]] = {}
+        for d in epochs.values():
+            for s, v in d.items():
+                t = total.setdefault(s, {"examples": 0, "tokens": 0})
+                t["examples"] += v["examples"]
+                t["tokens"] += v["tokens"]
+        return {"per_epoch": per_epoch, "total": dict(sorted(total.items()))}
+
+    def write(self) -> None:
+        from assay import distributed
+
+        if distributed.world_size() > 1:  # every rank served its own shard: the run's mixture is their sum
+            self._all_ranks = {}
+            for part in distributed.gather_objects(self.epochs):
+                for e, d in part.items():
+                    for source, v in d.items():
+                        t = self._all_ranks.setdefault(e, {}).setdefault(source, {"examples": 0, "tokens": 0})
+                        t["examples"] += v["examples"]
+                        t["tokens"] += v["tokens"]
+            if not distributed.is_main():
+                return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.run_dir / "mixture.json.tmp"
+        tmp.write_text(json.dumps(self.summary(), indent=2))
+        tmp.rename(self.run_dir / "mixture.json")
+
+    def state_dict(self) -> dict:
+        return {"epochs": {str(e): d for e, d in self.epochs.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epochs = {int(e): {s: dict(v) for s, v in d.items()} for e, d in state["epochs"].items()}
+
+
+@torch.no_grad()
+def domain_losses(pl_module, batches: list[dict], domains: list[str]) -> np.ndarray:
+    """Mean per-example loss of each domain over ``batches`` (eval mode, no gradient)."""
+    index = {d: i for i, d in enumerate(domains)}
+    total, count = np.zeros(len(domains)), np.zeros(len(domains))
+    model = pl_module.model
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in batches:
+            batch = {k: (v.to(pl_module.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+            out = pl_module.objective.compute(model, batch, training=False, controller=pl_module.controller)
+            idx = np.array([index[s] for s in batch["sources"]])
+            np.add.at(total, idx, out.loss.float().cpu().numpy())
+            np.add.at(count, idx, 1)
+    finally:
+        model.train(was_training)
+    return total / np.maximum(count, 1)
+
+
+def domain_gradients(pl_module, batches: list[dict], domains: list[str]) -> np.ndarray:
+    """[k, P] mean loss gradient of each domain over ``batches`` (eval mode; ``.grad`` untouched)."""
+    index = {d: i for i, d in enumerate(domains)}
+    model = pl_module.model
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = [torch.zeros(sum(p.numel() for p in params)) for _ in domains]
+    counts = np.zeros(len(domains))
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in batches:
+            batch = {k: (v.to(pl_module.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+            out = pl_module.objective.compute(model, batch, training=False, controller=pl_module.controller)
+            idx = [index[s] for s in batch["sources"]]
+            for d in sorted(set(idx)):
+                mask = torch.tensor([i == d for i in idx], device=out.loss.device)
+                g = torch.autograd.grad(out.loss[mask].sum(), params, retain_graph=True)
+                grads[d] += torch.cat([x.reshape(-1) for x in g]).float().cpu()
+                counts[d] += int(mask.sum())
+    finally:
+        model.train(was_training)
+    return np.stack([(g / max(c, 1)).numpy() for g, c in zip(grads, counts)])

@@ -1,0 +1,88 @@
+"""The mixture axis end to end: a three-source run from local files of different schemas, online
+mixers that run and resume bit-identically, DoReMi against a reference run."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_in_hydra
+from tests.unit.test_multisource import write_sources
+
+pytestmark = pytest.mark.integration
+FAST = ["debug=fast", "trainer.enable_progress_bar=false", "logger=csv"]
+
+
+def source_overrides(sources: dict) -> list[str]:
+    def value(v):
+        if isinstance(v, dict):
+            return "{" + ",".join(f"{k}:{value(x)}" for k, x in v.items()) + "}"
+        return str(v)
+
+    return [f"+data.sources.{d}={value(e)}" for d, e in sources.items()]
+
+
+def test_three_local_sources_of_different_schemas(tmp_path):
+    sources = write_sources(tmp_path)
+    summary = run_in_hydra([*FAST, "data=sources", *source_overrides(sources), "data.sources.inst.weight=2", "trainer.max_steps=3"], tmp_path / "run")
+    counts = summary["data"]["source_counts"]
+    assert set(counts) == {"qa", "inst", "pq"}
+    # natural shares x the data weight of inst (2): inst gets twice its natural share of the pool
+    pool = {"qa": 36, "inst": 27, "pq": 23}  # after carving 5% val + 5% test from each file
+    assert counts["inst"] / counts["qa"] == pytest.approx(2 * pool["inst"] / pool["qa"], rel=0.1)
+    realised = summary["mixture"]["realised"]
+    assert realised["per_epoch"][0]["epoch"] == 0
+    assert sum(d["examples"] for d in realised["total"].values()) == 3 * 8
+    assert all(d["tokens"] > d["examples"] for d in realised["total"].values())
+    assert json.loads((tmp_path / "run" / "mixture.json").read_text()) == realised
+    metrics = summary["metrics"]
+    for domain in ("qa", "inst", "pq"):  # every metric per domain, not only the listed ones
+        for metric in ("loss", "exact_match", "token_acc", "confidence"):
+            assert f"test/{metric}/{domain}" in metrics, sorted(metrics)
+
+
+def _mixing_rows(run: Path) -> list[dict]:
+    with open(run / "mixing.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def odm_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("odm")
+    args = [*FAST, "mixture=odm", "mixture.update_every=1", "trainer.max_steps=12", "checkpoint_every_n_steps=1", "keep_checkpoints=true"]
+    summary = run_in_hydra(args, root / "full")
+    return root, args, summary
+
+
+def test_online_mixer_resumes_bit_identically(odm_run):
+    """Resuming from the checkpoint of step 6 (EXP3 holds uniform weights for its first k ln k = 8 updates) gives the same weights at every later update, the same
+    data, and the same final metrics as the uninterrupted run."""
+    root, args, full = odm_run
+    resumed = run_in_hydra([*args, f"ckpt_path='{root / 'full' / 'checkpoints' / 'step=000006.ckpt'}'"], root / "resumed")
+    a, b = _mixing_rows(root / "full"), _mixing_rows(root / "resumed")
+    assert len(a) == 12 and a == b
+    assert len({r["mixing/weight/copy"] for r in a}) > 1  # the weights did move
+    assert full["metrics"] == resumed["metrics"]
+    assert full["mixture"]["realised"] == resumed["mixture"]["realised"]
+    assert full["mixture"]["online"] == resumed["mixture"]["online"]
+
+
+def test_doremi_against_a_reference_run(odm_run, tmp_path):
+    root, _, _ = odm_run
+    summary = run_in_hydra([*FAST, "mixture=doremi", f"mixture.reference={root / 'full'}", "mixture.update_every=2", "trainer.max_steps=6"], tmp_path / "doremi")
+    online = summary["mixture"]["online"]
+    assert online["updates"] == 3
+    assert sum(online["average_weights"].values()) == pytest.approx(1.0)
+    rows = _mixing_rows(tmp_path / "doremi")
+    assert {"mixing/excess_loss/add", "mixing/average_weight/add", "mixing/weight/add"} <= set(rows[0])
+    assert list((Path(__import__("os").environ["ASSAY_CACHE"]) / "reference_losses").glob("*.parquet"))
+
+
+def test_skill_it_with_a_probed_graph_and_a_schedule(tmp_path):
+    summary = run_in_hydra([*FAST, "mixture=skill_it", "mixture.update_every=2", "trainer.max_steps=4"], tmp_path / "skill_it")
+    graph = summary["mixture"]["online"]["graph"]
+    assert all(graph[d][d] == 1.0 for d in graph) and len(graph) == 5
+    sched = run_in_hydra([*FAST, "mixture=schedule", "mixture.upsample=[add]", "mixture.factor=50", "mixture.last_fraction=0.5", "trainer.max_steps=4"], tmp_path / "schedule")
+    realised = sched["mixture"]["realised"]["total"]
+    assert realised["add"]["examples"] > max(v["examples"] for d, v in realised.items() if d != "add")
