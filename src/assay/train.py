@@ -118,7 +118,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "status": "completed",
         "run_dir": str(run_dir),
         "stage": cfg.stage,
-        "metrics": {**val, **{k: float(v) for k, v in test.items()}, **selection.detection_metrics(), **write_mechanism(run_dir)},
+        "metrics": {**val, **{k: float(v) for k, v in test.items()}, **selection.detection_metrics(), **(write_mechanism(run_dir) if main else {})},
         "data": {
             "source_counts": examples.source_counts,
             "train_examples": len(tokenized["train"]),
