@@ -3,7 +3,8 @@ land once, evaluation covers the whole held-out set, only rank 0 writes run arte
 global scope and β-DPO's statistics match one process over the global batch, a failing rank fails
 the command, and a killed two-process run resumes to the uninterrupted result.
 
-The same code paths run with NCCL on several GPUs; the tiny model keeps each run to a few steps.
+Multi-GPU DDP (NCCL) goes through the same assay code; it is not run here. The tiny model keeps
+each run to a few steps.
 """
 
 from __future__ import annotations
