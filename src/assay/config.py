@@ -16,6 +16,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from assay.errors import UserError, check
 from assay.registry import GROUPS, discover, to_object
+from assay.trainers import check_run
 
 # Every module of the concern packages is imported, so that registering an entry is all it takes to
 # add a method: a new module + its YAML + its tests, nothing else changes.
@@ -141,6 +142,7 @@ def validate(cfg: DictConfig) -> RunSpec:
         )
     if spec.data.format not in spec.dynamics.data_formats:
         raise UserError("dynamics", spec.dynamics.name, f"records {' or '.join(spec.dynamics.data_formats)} batches only, and this run trains on {spec.data.format} data; use dynamics=losses")
+    check_run(spec)  # what the trainer's strategy and the model's compute settings need from the rest
     return spec
 
 

@@ -47,11 +47,13 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from assay.module import AssayModule
     from assay.objectives.reference import attach_reference_logps
     from assay.preemption import PreemptionCheckpoint, cluster_plugins
+    from assay.preflight import check_trainer
     from assay.selection import SelectionContext
     from assay.selection.rescoring import rescoring_callbacks
 
     started = time.time()
     spec = validate(cfg)
+    check_trainer(spec)  # the machine this job landed on (a SLURM node, a stage of a recipe), before any work
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "summary.json").unlink(missing_ok=True)  # a run that does not finish has no summary
     OmegaConf.save(OmegaConf.create(job_config(cfg)), run_dir / "config.yaml")
@@ -95,7 +97,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     rescoring = rescoring_callbacks(spec.selection, ordering, tokenized, tokenizer, run_dir, Path(cfg.paths.cache_dir))
     callbacks = [SamplerProgress(), *spec.dynamics.callbacks(run_dir), *rescoring, PreemptionCheckpoint(run_dir / "checkpoints" / "last.ckpt"), checkpoints]
     logger = spec.logger.build(run_dir, _logger_context(cfg, run_dir))
-    trainer = spec.trainer.build(callbacks=callbacks, logger=logger, default_root_dir=str(run_dir), plugins=cluster_plugins())
+    trainer = spec.trainer.build(model, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir), plugins=cluster_plugins())
     resume = _resume_path(cfg, run_dir)
     if resume:
         print(f"[assay] resuming from {resume}", flush=True)
