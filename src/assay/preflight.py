@@ -214,6 +214,7 @@ class Machine:
     bf16: Optional[bool] = None
     """Whether the GPUs do bfloat16 (None: not known from here)."""
     local: bool = True
+    gpu_name: str = "this GPU"
 
 
 def this_machine() -> Machine:
@@ -221,7 +222,7 @@ def this_machine() -> Machine:
 
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     cpus = os.cpu_count() or 1  # the node's cores (a SLURM task's affinity may hold fewer than its siblings share)
-    return Machine("this machine", gpus, cpus, bf16=bool(gpus) and torch.cuda.is_bf16_supported())
+    return Machine("this machine", gpus, cpus, bf16=bool(gpus) and torch.cuda.is_bf16_supported(), gpu_name=torch.cuda.get_device_name(0) if gpus else "no GPU")
 
 
 def launcher_machine(launcher: Any) -> Machine:
@@ -279,8 +280,7 @@ def check_trainer(spec: Any, machine: Optional[Machine] = None) -> None:
 
     precision = t.precision_name
     if accelerator in ("gpu", "cuda") and precision.startswith("bf16") and machine.bf16 is False:
-        name = torch.cuda.get_device_name(0) if machine.local else "this GPU"
-        raise UserError("trainer.precision", t.precision, f"{name} does not support bfloat16; use 16-mixed or 32-true")
+        raise UserError("trainer.precision", t.precision, f"{machine.gpu_name} does not support bfloat16; use 16-mixed or 32-true")
     if precision.startswith("transformer-engine"):
         if accelerator not in ("gpu", "cuda"):
             raise UserError("trainer.precision", t.precision, "Transformer Engine runs on NVIDIA GPUs only; use bf16-mixed or 32-true")

@@ -97,7 +97,10 @@ class ModelConfig:
             if not model.supports_gradient_checkpointing:
                 raise UserError("model.gradient_checkpointing", True, f"{type(model).__name__} does not support gradient checkpointing")
             # Non-reentrant checkpointing: correct with frozen inputs (LoRA) and with FSDP units.
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x's name
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.config.use_cache = False
 
     def load(self, corpus: Optional[datasets.DatasetDict]) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:  # pragma: no cover
