@@ -163,8 +163,9 @@ def dpo(args: argparse.Namespace, out: Path) -> dict:
         by = {t["contender"]: t for t in table if t["mode"] == mode}
         if "assay" in by and "trl" in by:
             a, t = by["assay"], by["trl"]
+            memory = "peak_gpu_mib" if a["peak_gpu_mib"] and t["peak_gpu_mib"] else "peak_rss_mib"  # RSS where there is no GPU (smoke)
             ratios[mode] = {"tokens_per_s_assay_over_trl": round(a["tokens_per_s"] / t["tokens_per_s"], 3),
-                            "peak_memory_assay_over_trl": round(a["peak_gpu_mib"] / t["peak_gpu_mib"], 3) if a["peak_gpu_mib"] and t["peak_gpu_mib"] else None}
+                            "peak_memory_assay_over_trl": round(a[memory] / t[memory], 3), "memory_measure": memory}
     return {"command": " ".join(Path(c).name if c == sys.executable else c for c in cmd), "contenders": contenders,
             "data": rows[0]["data"] if rows else None, "rows": table, "ratios": ratios,
             "trl": "not installed (pip install -e '.[bench]')" if "trl" not in contenders else rows[0].get("trl_version") or next((r.get("trl_version") for r in rows if r.get("trl_version")), None)}
@@ -216,7 +217,8 @@ def markdown(results: dict) -> str:
                   f"response tokens {data['response_tokens']}, {data['pair_tokens']} tokens per pair (prompt+chosen, prompt+rejected). TRL: {d['trl']}.", "",
                   "| mode | contender | pairs/s | tokens/s | ms/step | peak GPU MiB | peak RSS MiB |", "|---|---|---:|---:|---:|---:|---:|"]
         lines += [f"| {r['mode']} | {r['contender']} | {r['pairs_per_s']} | {r['tokens_per_s']} | {r['step_ms']} | {r['peak_gpu_mib']} | {r['peak_rss_mib']} |" for r in d["rows"]]
-        lines += [""] + [f"- {mode}: assay/TRL tokens/s {v['tokens_per_s_assay_over_trl']}x, peak memory {v['peak_memory_assay_over_trl']}x" for mode, v in d["ratios"].items()] + [""]
+        lines += [""] + [f"- {mode}: assay/TRL tokens/s {v['tokens_per_s_assay_over_trl']}x, peak memory ({v['memory_measure']}) {v['peak_memory_assay_over_trl']}x"
+                         for mode, v in d["ratios"].items()] + [""]
     for name, title in (("grad_features", "Per-sample gradient features"), ("ot", "OT valuation"), ("ddp", "2-GPU DDP run")):
         lines += [f"## {title}", "", "```", json.dumps(results["sections"].get(name), indent=1), "```", ""]
     return "\n".join(lines)
