@@ -1,6 +1,16 @@
 """DPO training throughput on CPU: assay vs TRL's DPOTrainer vs a bare PyTorch loop.
 
     /work/main/.venv/bin/python benchmarks/dpo_throughput/run.py [--steps N --batch-size B --threads T]
+    /work/main/.venv/bin/python benchmarks/dpo_throughput/run.py --arm realistic   # SmolLM2-135M, UltraFeedback-like lengths, LoRA and full
+
+Two arms. ``tiny`` (the default) is described below. ``realistic`` trains SmolLM2-135M (the real
+weights of ``model=smollm2_135m``, ``assay-fetch smollm2``; a Llama of hidden 576, 30 layers, 9
+heads / 3 KV heads, vocabulary 49,152; ``--init config`` builds the same architecture from its
+config with random weights instead) on a local JSON-lines file of UltraFeedback-binarized's schema
+(``prompt``, ``chosen`` / ``rejected`` message lists, scores), generated deterministically by
+:func:`write_ultrafeedback` with prompts of about 100-300 tokens and responses of about 50-200, in two
+modes in the same invocation, interleaved contender by contender: LoRA adapters (``--lora-r``, on
+q/k/v/o) and full fine-tuning.
 
 All three contenders train the same tiny Llama-style model (the ``tiny_llama`` defaults: hidden 128,
 4 layers, 4 heads, vocabulary trained on the skills corpus) from the same initial weights, on the
@@ -42,15 +52,80 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 CONTENDERS = ("assay", "trl", "bare")
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+# Llama architectures for --init config (SmolLM2's published configs; "smoke" for a test of the script)
+LLAMA_SIZES = {
+    "135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+                 vocab_size=49152, max_position_embeddings=2048, rope_theta=100000.0, tie_word_embeddings=True),
+    "360m": dict(hidden_size=960, intermediate_size=2560, num_hidden_layers=32, num_attention_heads=15, num_key_value_heads=5,
+                 vocab_size=49152, max_position_embeddings=2048, rope_theta=100000.0, tie_word_embeddings=True),
+    "smoke": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                  vocab_size=1024, max_position_embeddings=2048, tie_word_embeddings=True),
+}
+
+# ---- the realistic arm's data: UltraFeedback-binarized's schema, generated deterministically ----------
+WORDS = """the of and to in is that for it as with was on be by at this are from or have an they which one you
+were all we when there can been has more if will would their what so about out up into them some could time
+these two may then do first any my now such like our over man me even most made after also did many before
+must through back years where much your way well down should because each just those people how too little
+state good very make world still own see men work long get here between both life being under never day same
+another know while last might us great old year off come since against go came right used take three small
+large data model train learn answer question step value result water light river city garden market letter
+story music paper table window morning evening summer winter history science number reason method problem
+simple careful clear short example detail figure system process energy growth change level point order""".split()
+
+
+def write_ultrafeedback(path: Path, rows: int, seed: int, prompt_words=(90, 270), response_words=(45, 180)) -> Path:
+    """A JSON-lines file with UltraFeedback-binarized's schema (prompt, prompt_id, chosen / rejected /
+    messages as user+assistant message lists, score_chosen / score_rejected): seeded word sequences
+    whose lengths are drawn uniformly, so that with SmolLM2's tokenizer (about 1.1 tokens per word
+    here) prompts are about 100-300 tokens and responses about 50-200. The token counts that were
+    actually trained on are reported by the preparation step."""
+    import hashlib
+    import random
+
+    rng = random.Random(seed)
+
+    def text(lo: int, hi: int) -> str:
+        words = [rng.choice(WORDS) for _ in range(rng.randint(lo, hi))]
+        for i in range(0, len(words), rng.randint(8, 16)):
+            words[i] = words[i].capitalize()
+        return " ".join(words) + "."
+
+    with open(path, "w") as f:
+        for _ in range(rows):
+            prompt = text(*prompt_words)
+            chosen, rejected = text(*response_words), text(*response_words)
+            conv = lambda answer: [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]  # noqa: E731
+            f.write(json.dumps({
+                "prompt": prompt, "prompt_id": hashlib.sha256(prompt.encode()).hexdigest(),
+                "chosen": conv(chosen), "rejected": conv(rejected), "messages": conv(chosen),
+                "score_chosen": float(rng.randint(6, 10)), "score_rejected": float(rng.randint(1, 5)),
+            }) + "\n")
+    return path
 
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def arm_overrides(args: argparse.Namespace) -> list[str]:
+    """Model and data of the arm (the tiny arm keeps the defaults: tiny_llama on the skills corpus)."""
+    if args.arm == "tiny":
+        return []
+    model = ["model=smollm2_135m"] if args.init == "weights" else []  # config: see prepare()
+    return [*model, "data=jsonl", f"data.train_file={args.data_file}", "data.schema=ultrafeedback", "data.max_length=1024",
+            "data.val_fraction=0.2", "data.test_fraction=0.2", f"data.eval_batch_size={args.batch_size}"]
+
+
+def mode_overrides(args: argparse.Namespace) -> list[str]:
+    return [f"model.lora.r={args.lora_r}", f"model.lora.alpha={2 * args.lora_r}", f"model.lora.target_modules=[{','.join(LORA_TARGETS)}]"] if args.mode == "lora" else []
+
+
 def assay_overrides(args: argparse.Namespace, out_dir: Path) -> list[str]:
     """The run as ``assay-train`` would compose it; only what the benchmark fixes differs from the defaults."""
     return [
+        *arm_overrides(args),
         "objective=dpo",
         "data.format=preference",
         f"data.max_train_examples={args.pairs}",
@@ -71,7 +146,7 @@ def assay_overrides(args: argparse.Namespace, out_dir: Path) -> list[str]:
     ]
 
 
-def compose(args: argparse.Namespace, out_dir: Path):
+def compose(args: argparse.Namespace, out_dir: Path, extra: tuple[str, ...] = ()):
     from hydra import compose as hydra_compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
@@ -81,7 +156,7 @@ def compose(args: argparse.Namespace, out_dir: Path):
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = hydra_compose(config_name="train", overrides=assay_overrides(args, out_dir), return_hydra_config=True)
+        cfg = hydra_compose(config_name="train", overrides=[*assay_overrides(args, out_dir), *extra], return_hydra_config=True)
         HydraConfig.instance().set_config(cfg)
     return cfg, validate(cfg)
 
@@ -96,42 +171,75 @@ def prepare(args: argparse.Namespace, work: Path) -> dict:
     from assay.objectives.reference import attach_reference_logps
 
     import torch
+    from transformers import AutoTokenizer
 
     torch.set_num_threads(args.threads)
     cfg, spec = compose(args, work / "prepare")
     pl.seed_everything(cfg.seed, verbose=False)
     examples = build_examples(spec.data, spec.mixture, spec.noise)
     model, tokenizer = spec.model.build(examples.splits)
+    if args.arm == "realistic" and args.init == "config":
+        # A SmolLM2 architecture with random weights, built from its config (no download): the
+        # tokenizer is the one tiny_llama trained on this corpus, the vocabulary (and so the
+        # embedding and output layer) SmolLM2's 49,152.
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        torch.manual_seed(args.seed)
+        model = LlamaForCausalLM(LlamaConfig(**LLAMA_SIZES[args.size], pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None))
     data = spec.data
     train = tokenize_split(examples.splits["train"], tokenizer, data.format, data.separator, data.max_length)
     train = train.add_column("_row", list(range(len(train))))
     splits, _ = attach_reference_logps(
-        model, DatasetDict(train=train), tokenizer.pad_token_id, data.eval_batch_size, work / "reference", spec.objective.collation
+        model.to(args.device), DatasetDict(train=train), tokenizer.pad_token_id, data.eval_batch_size, work / "reference", spec.objective.collation
     )
+    model = model.cpu()
     splits["train"].save_to_disk(str(work / "train"))
     model.save_pretrained(work / "model")
     tokenizer.save_pretrained(work / "tokenizer")
     lengths = [len(p) + max(len(c), len(r)) for p, c, r in zip(train["prompt_ids"], train["chosen_ids"], train["rejected_ids"])]
+    prompt = [len(p) for p in train["prompt_ids"]]
+    response = [len(x) for x in list(train["chosen_ids"]) + list(train["rejected_ids"])]
     return {
         "pairs": len(train),
         "vocab": len(tokenizer),
         "params": sum(p.numel() for p in model.parameters()),
         "max_tokens": max(lengths),
         "mean_tokens": round(sum(lengths) / len(lengths), 1),
+        "prompt_tokens": [min(prompt), round(sum(prompt) / len(prompt), 1), max(prompt)],
+        # the tokens of the two sequences prompt+chosen and prompt+rejected: the same work for every contender
+        "pair_tokens": round(sum(2 * len(p) + len(c) + len(r) for p, c, r in zip(train["prompt_ids"], train["chosen_ids"], train["rejected_ids"])) / len(train), 1),
+        "response_tokens": [min(response), round(sum(response) / len(response), 1), max(response)],
     }
 
 
-def load_shared(work: Path):
+def load_shared(work: Path, model: bool = True, lora: int = 0):
     from datasets import load_from_disk
     from transformers import AutoTokenizer, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(work / "tokenizer")
-    model = LlamaForCausalLM.from_pretrained(work / "model")
-    return model, tokenizer, load_from_disk(str(work / "train"))
+    net = LlamaForCausalLM.from_pretrained(work / "model") if model else None
+    if net is not None and lora:
+        # the same adapters as assay's model.lora (peft, r, alpha = 2r, no dropout, q/k/v/o)
+        from peft import LoraConfig, get_peft_model
+
+        torch_seed(0)
+        net = get_peft_model(net, LoraConfig(r=lora, lora_alpha=2 * lora, lora_dropout=0.0, target_modules=LORA_TARGETS, task_type="CAUSAL_LM"))
+    return net, tokenizer, load_from_disk(str(work / "train"))
+
+
+def torch_seed(seed: int) -> None:
+    import torch
+
+    torch.manual_seed(seed)
 
 
 def stamp() -> tuple[float, float]:
-    """(wall clock, CPU time of this process): on a shared machine the second is what the work cost."""
+    """(wall clock, CPU time of this process): on a shared machine the second is what the work cost.
+    On a GPU the queued kernels are waited for first, so the stamp is the step's real end."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
     return time.perf_counter(), time.process_time()
 
 
@@ -146,7 +254,7 @@ def throughput(ends: list[tuple[float, float]], args: argparse.Namespace) -> dic
     seconds = ends[-1][0] - ends[args.warmup - 1][0]
     cpu_seconds = ends[-1][1] - ends[args.warmup - 1][1]
     return {"timed_steps": timed, "seconds": round(seconds, 3), "step_ms": round(1000 * seconds / timed, 2),
-            "pairs_per_s": round(pairs / seconds, 1), "cpu_seconds": round(cpu_seconds, 3), "pairs_per_cpu_s": round(pairs / cpu_seconds, 1)}
+            "pairs_per_s": round(pairs / seconds, 3), "cpu_seconds": round(cpu_seconds, 3), "pairs_per_cpu_s": round(pairs / cpu_seconds, 3)}
 
 
 # ---- (a) assay --------------------------------------------------------------------------------------
@@ -161,9 +269,13 @@ def run_assay(args: argparse.Namespace, work: Path) -> dict:
 
     run_dir = work / "assay_run"
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh dynamics store on every run
-    cfg, spec = compose(args, run_dir)
+    # the prepared weights and tokenizer as an earlier stage's run directory; LoRA adapters, when
+    # asked for, are added by the model entry exactly as in assay-train
+    on_gpu = ("trainer=gpu",) if args.device == "cuda" else ()
+    cfg, spec = compose(args, run_dir, (f"model.init_from={work}", *mode_overrides(args), *on_gpu))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    model, tokenizer, train = load_shared(work)
+    model, tokenizer = spec.model.build(None)
+    _, _, train = load_shared(work, model=False)
     tokenized = DatasetDict(train=train)
     selection = spec.selection.select(SelectionContext(tokenized["train"], tokenized, model, tokenizer, run_dir, run_dir / "cache"))
     data = spec.data
@@ -181,12 +293,12 @@ def run_assay(args: argparse.Namespace, work: Path) -> dict:
             ends.append(stamp())
 
     callbacks = [SamplerProgress(), *spec.dynamics.callbacks(run_dir), StepEnds()]
-    trainer = spec.trainer.build(callbacks=callbacks, logger=False, enable_checkpointing=False, default_root_dir=str(run_dir))
+    trainer = spec.trainer.build(model, callbacks=callbacks, logger=False, enable_checkpointing=False, default_root_dir=str(run_dir))
     trainer.fit(module, datamodule=datamodule)
     peak = peak_rss_mib()  # training's peak, before the check below reads the store back
     records = len(read_store(run_dir / "dynamics"))
     assert records == args.steps * args.batch_size, f"dynamics store holds {records} records, expected {args.steps * args.batch_size}"
-    return {**throughput(ends, args), "dynamics_records": records, "peak_rss_mib": peak}
+    return {**throughput(ends, args), "dynamics_records": records, "peak_rss_mib": peak, **gpu_peak(args)}
 
 
 # ---- (b) TRL ----------------------------------------------------------------------------------------
@@ -197,7 +309,7 @@ def run_trl(args: argparse.Namespace, work: Path) -> dict:
     from trl import DPOConfig, DPOTrainer
 
     torch.manual_seed(args.seed)
-    model, tokenizer, train = load_shared(work)
+    model, tokenizer, train = load_shared(work, lora=args.lora_r if args.mode == "lora" else 0)
     # TRL tokenizes text itself; assay joins prompt and response with data.separator (" "), so the
     # responses carry it in front. The token ids are compared with assay's below.
     text = train.select_columns(["prompt", "chosen", "rejected"])
@@ -216,10 +328,10 @@ def run_trl(args: argparse.Namespace, work: Path) -> dict:
         adam_beta2=0.95,  # assay's optim.betas
         max_grad_norm=1.0,  # assay's trainer.gradient_clip_val
         precompute_ref_log_probs=True,
-        precompute_ref_batch_size=128,
+        precompute_ref_batch_size=128 if args.arm == "tiny" else args.batch_size,
         gradient_checkpointing=False,
-        bf16=False,
-        use_cpu=True,
+        bf16=args.device == "cuda",  # the same bf16 autocast as assay's trainer=gpu
+        use_cpu=args.device == "cpu",
         max_length=None,
         eval_strategy="no",
         save_strategy="no",
@@ -242,7 +354,7 @@ def run_trl(args: argparse.Namespace, work: Path) -> dict:
     same = sum(all(theirs[c][i] == ours[c][i] for c in cols[:3]) for i in range(len(train)))
     ref_gap = max(abs(theirs[c][i] - ours[c][i]) for c in cols[3:] for i in range(len(train)))
     trainer.train()
-    return {**throughput(ends, args), "trl_version": trl.__version__, "optim": config.optim,
+    return {**throughput(ends, args), **gpu_peak(args), "trl_version": trl.__version__, "optim": config.optim,
             "same_tokens_as_assay": f"{same}/{len(train)}", "max_ref_logp_gap_vs_assay": round(ref_gap, 5)}
 
 
@@ -252,12 +364,12 @@ def run_bare(args: argparse.Namespace, work: Path) -> dict:
     import torch.nn.functional as F
 
     torch.manual_seed(args.seed)
-    model, tokenizer, train = load_shared(work)
-    model.train()
+    model, tokenizer, train = load_shared(work, lora=args.lora_r if args.mode == "lora" else 0)
+    model.to(args.device).train()
     pad = tokenizer.pad_token_id
     prompts, chosen, rejected = list(train["prompt_ids"]), list(train["chosen_ids"]), list(train["rejected_ids"])
-    ref = torch.tensor([list(train["ref_chosen_logps"]), list(train["ref_rejected_logps"])], dtype=torch.float32)  # [2, N]
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    ref = torch.tensor([list(train["ref_chosen_logps"]), list(train["ref_rejected_logps"])], dtype=torch.float32, device=args.device)  # [2, N]
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
 
     def batch(rows: list[int]):
         seqs = [prompts[i] + chosen[i] for i in rows] + [prompts[i] + rejected[i] for i in rows]
@@ -277,22 +389,38 @@ def run_bare(args: argparse.Namespace, work: Path) -> dict:
     for step in range(args.steps):
         start = (step * args.batch_size) % len(train)
         rows = order[start : start + args.batch_size]
-        ids, mask, response = batch(rows)
-        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1]
+        ids, mask, response = (t.to(args.device) for t in batch(rows))
+        with torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.device == "cuda"):
+            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()
         token_logps = -F.cross_entropy(logits.reshape(-1, logits.size(-1)), ids[:, 1:].reshape(-1), reduction="none").view(ids.size(0), -1)
         logps = (token_logps * response[:, 1:]).sum(-1)
         policy_chosen, policy_rejected = logps.chunk(2)
         margin = (policy_chosen - ref[0, rows]) - (policy_rejected - ref[1, rows])
         loss = -F.logsigmoid(args.beta * margin).mean()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         ends.append(stamp())
-    return throughput(ends, args)
+    return {**throughput(ends, args), **gpu_peak(args)}
+
+
+def gpu_peak(args: argparse.Namespace) -> dict:
+    """Peak GPU memory of the process's tensors (allocator statistics), on CUDA."""
+    if args.device != "cuda":
+        return {}
+    import torch
+
+    return {"peak_gpu_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1), "gpu": torch.cuda.get_device_name(0)}
 
 
 RUNNERS = {"assay": run_assay, "trl": run_trl, "bare": run_bare}
+ARMS = ("tiny", "realistic")
+ARM_DEFAULTS = {
+    "tiny": {"steps": 60, "warmup": 10, "batch_size": 64, "pairs": 2048, "repeats": 3, "modes": ["full"]},
+    # a 135M model at 300-500 tokens a sequence is seconds per pair on one CPU core: few, short steps
+    "realistic": {"steps": 4, "warmup": 1, "batch_size": 2, "repeats": 1, "modes": ["lora", "full"]},
+}
 
 
 # ---- driver -----------------------------------------------------------------------------------------
@@ -306,10 +434,12 @@ def child(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def spawn(args: argparse.Namespace, what: str, work: Path) -> dict:
+def spawn(args: argparse.Namespace, what: str, work: Path, mode: str = "full") -> dict:
+    args = argparse.Namespace(**{**vars(args), "mode": mode})
     cmd = [sys.executable, __file__, "--one", what, "--work", str(work)]
-    for key in ("steps", "warmup", "batch_size", "pairs", "threads", "beta", "lr", "seed"):
-        cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
+    for key in ("steps", "warmup", "batch_size", "pairs", "threads", "beta", "lr", "seed", "arm", "init", "size", "device", "lora_r", "data_file", "mode"):
+        if getattr(args, key) is not None:
+            cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
     cmd += ["--assay-overrides", *args.assay_overrides]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled",
            "OMP_NUM_THREADS": str(args.threads), "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore"}
@@ -324,15 +454,23 @@ def spawn(args: argparse.Namespace, what: str, work: Path) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=60, help="optimizer steps per contender")
-    p.add_argument("--warmup", type=int, default=10, help="first steps left out of the timing")
-    p.add_argument("--batch-size", type=int, default=64, help="pairs per optimizer step")
-    p.add_argument("--pairs", type=int, default=2048, help="training pairs (data.max_train_examples)")
+    p.add_argument("--arm", choices=ARMS, default="tiny", help="tiny: 1M-parameter Llama on the skills corpus; realistic: SmolLM2-135M on UltraFeedback-like lengths")
+    p.add_argument("--init", choices=("weights", "config"), default="weights", help="realistic arm: SmolLM2-135M's real weights (assay-fetch smollm2) or its config with random weights")
+    p.add_argument("--size", choices=tuple(LLAMA_SIZES), default="135m", help="--init config: which SmolLM2 architecture")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="cuda: assay with trainer=gpu, TRL with bf16, the bare loop under bf16 autocast")
+    p.add_argument("--modes", nargs="+", choices=("full", "lora"), default=None, help="fine-tuning modes, interleaved (default: full for tiny; lora and full for realistic)")
+    p.add_argument("--lora-r", type=int, default=16, help="LoRA rank (alpha = 2r, on q/k/v/o projections)")
+    p.add_argument("--data-file", default=None, help="realistic arm: the UltraFeedback-schema JSON-lines file (default: generated into the work directory)")
+    p.add_argument("--mode", default="full", help=argparse.SUPPRESS)
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps per contender (tiny 60, realistic 4)")
+    p.add_argument("--warmup", type=int, default=None, help="first steps left out of the timing (tiny 10, realistic 1)")
+    p.add_argument("--batch-size", type=int, default=None, help="pairs per optimizer step (tiny 64, realistic 2)")
+    p.add_argument("--pairs", type=int, default=None, help="training pairs (data.max_train_examples; tiny 2048, realistic steps x batch)")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (and OMP_NUM_THREADS) in every contender")
     p.add_argument("--beta", type=float, default=0.1)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--repeats", type=int, default=3, help="rounds of (assay, trl, bare); medians over rounds are reported")
+    p.add_argument("--repeats", type=int, default=None, help="rounds of (assay, trl, bare); medians over rounds are reported (tiny 3, realistic 1)")
     p.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS)
     p.add_argument("--assay-overrides", nargs="*", default=[], metavar="KEY=VALUE",
                    help="extra Hydra overrides for the assay contender and the shared preparation, e.g. objective.share_prompt=false")
@@ -340,6 +478,11 @@ def main() -> None:
     p.add_argument("--one", choices=("prepare", *CONTENDERS), help=argparse.SUPPRESS)
     p.add_argument("--work", help=argparse.SUPPRESS)
     args = p.parse_args()
+    for key, default in ARM_DEFAULTS[args.arm].items():
+        if getattr(args, key) is None:
+            setattr(args, key, default)
+    if args.pairs is None:
+        args.pairs = args.steps * args.batch_size
     if not 0 < args.warmup < args.steps:
         p.error("--warmup must be in [1, steps)")
     if args.one:
@@ -348,21 +491,29 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="dpo_throughput_") as tmp:
         work = Path(tmp)
+        if args.arm == "realistic" and args.data_file is None:
+            # enough rows that the train split keeps `pairs` after val/test (20% each) are carved out
+            args.data_file = str(write_ultrafeedback(work / "ultrafeedback_like.jsonl", int(args.pairs / 0.6) + 4, args.seed))
         info = spawn(args, "prepare", work)
         print(f"data: {info['pairs']} pairs, vocab {info['vocab']}, {info['params']:,} parameters, "
-              f"tokens per sequence max {info['max_tokens']} mean {info['mean_tokens']}")
-        rounds: dict[str, list[dict]] = {c: [] for c in args.contenders}
+              f"tokens per sequence max {info['max_tokens']} mean {info['mean_tokens']}; "
+              f"prompt tokens min/mean/max {info['prompt_tokens']}, response tokens {info['response_tokens']}", flush=True)
+        rounds: dict[tuple[str, str], list[dict]] = {(m, c): [] for m in args.modes for c in args.contenders}
         for r in range(args.repeats):
-            for c in args.contenders:
-                res = spawn(args, c, work)
-                res.update(round=r, assay_overrides=args.assay_overrides, steps=args.steps, warmup=args.warmup, batch_size=args.batch_size, pairs=info["pairs"],
-                           beta=args.beta, lr=args.lr, cpu_count=os.cpu_count(), time=time.strftime("%Y-%m-%dT%H:%M:%S"))
-                rounds[c].append(res)
-                print(f"  round {r} {c:5s}: {res['pairs_per_s']:7.1f} pairs/s ({res['pairs_per_cpu_s']:7.1f} per CPU-s)  "
-                      f"{res['step_ms']:7.1f} ms/step  peak RSS {res['peak_rss_mib']:6.1f} MiB  (load1 before {res['load1_before']})", flush=True)
-                with open(args.results, "a") as f:
-                    f.write(json.dumps(res) + "\n")
-    report(rounds)
+            for m in args.modes:
+                for c in args.contenders:  # interleaved: load drifts hit every contender alike
+                    res = spawn(args, c, work, m)
+                    res.update(round=r, arm=args.arm, mode=m, init=args.init if args.arm == "realistic" else None, lora_r=args.lora_r if m == "lora" else 0,
+                               assay_overrides=args.assay_overrides, steps=args.steps, warmup=args.warmup, batch_size=args.batch_size, pairs=info["pairs"],
+                               data=info, beta=args.beta, lr=args.lr, cpu_count=os.cpu_count(), time=time.strftime("%Y-%m-%dT%H:%M:%S"))
+                    rounds[(m, c)].append(res)
+                    print(f"  round {r} {m:4s} {c:5s}: {res['pairs_per_s']:7.2f} pairs/s ({res['pairs_per_cpu_s']:7.2f} per CPU-s)  "
+                          f"{res['step_ms']:9.1f} ms/step  peak RSS {res['peak_rss_mib']:7.1f} MiB  (load1 before {res['load1_before']})", flush=True)
+                    with open(args.results, "a") as f:
+                        f.write(json.dumps(res) + "\n")
+    for m in args.modes:
+        print(f"\n== {args.arm} arm, {m} fine-tuning")
+        report({c: rounds[(m, c)] for c in args.contenders})
 
 
 def median(results: list[dict], key: str) -> float:
@@ -378,7 +529,7 @@ def report(rounds: dict[str, list[dict]]) -> None:
     print(f"\nmedian of {len(next(iter(rounds.values())))} round(s)")
     print(f"{'contender':10s} {'pairs/s':>9s} {'pairs/CPU-s':>12s} {'ms/step':>9s} {'peak RSS MiB':>13s}")
     for c, m in med.items():
-        print(f"{c:10s} {m['pairs_per_s']:9.1f} {m['pairs_per_cpu_s']:12.1f} {m['step_ms']:9.1f} {m['peak_rss_mib']:13.1f}")
+        print(f"{c:10s} {m['pairs_per_s']:9.3f} {m['pairs_per_cpu_s']:12.3f} {m['step_ms']:9.1f} {m['peak_rss_mib']:13.1f}")
     if "assay" in med:
         a = med["assay"]
         for other, target in (("trl", 1.3), ("bare", 0.9)):

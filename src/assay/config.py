@@ -17,6 +17,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from assay.errors import UserError, check
 from assay.registry import GROUPS, check_choices, discover, to_object
+from assay.trainers import check_run as check_trainer_needs
 
 # Every module of the concern packages is imported, so that registering an entry is all it takes to
 # add a method: a new module + its YAML + its tests, nothing else changes.
@@ -152,6 +153,7 @@ def validate(cfg: DictConfig) -> RunSpec:
         raise UserError("dynamics", spec.dynamics.name, f"records {' or '.join(spec.dynamics.data_formats)} batches only, and this run trains on {spec.data.format} data; use dynamics=losses")
     spec.ordering.check_selection(spec.selection)
     spec.selection.check_scoring_model(spec.model)
+    check_trainer_needs(spec)  # what the trainer's strategy and the model's compute settings need from the rest
     from assay.distributed import check as check_processes
 
     check_processes(spec)

@@ -69,7 +69,7 @@ def planned_processes(trainer: Any) -> int:
 def check(spec: Any) -> None:
     """Cross-group checks of a multi-process run, before anything is built."""
     objective, trainer = spec.objective, spec.trainer
-    if objective.aggregator == "dr_dpo" and objective.dr_scope == "global" and planned_processes(trainer) < 2:
+    if getattr(objective, "gathers_across_ranks", False) and planned_processes(trainer) < 2:
         raise UserError(
             "objective.dr_scope", "global",
             f"gathers Dr. DPO's losses across processes, and trainer={trainer.name} (strategy={trainer.strategy}, "

@@ -51,11 +51,13 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from assay.module import AssayModule
     from assay.objectives.reference import attach_reference_logps
     from assay.preemption import PreemptionCheckpoint, cluster_plugins
+    from assay.preflight import check_trainer
     from assay.selection import SelectionContext
     from assay.selection.rescoring import rescoring_callbacks
 
     started = time.time()
     spec = validate(cfg)
+    check_trainer(spec)  # the machine this job landed on (a SLURM node, a stage of a recipe), before any work
     distributed.start(spec.trainer)  # several processes: all ranks join before any work; rank 0 writes
     main = distributed.is_main()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -105,7 +107,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                  *runlog.progress_bar(spec.trainer.enable_progress_bar)]
     resume = _resume_path(cfg, run_dir)
     logger = spec.logger.build(run_dir, {**_logger_context(cfg, run_dir), "resume_from": resume})
-    trainer = spec.trainer.build(callbacks=callbacks, logger=logger, default_root_dir=str(run_dir), plugins=cluster_plugins())
+    trainer = spec.trainer.build(model, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir), plugins=cluster_plugins())
     if resume:
         runlog.info("resuming from %s", resume)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)

@@ -1,15 +1,62 @@
-"""Trainer profiles (config group ``trainer``): the Lightning ``Trainer``, built via ``_target_``."""
+"""Trainer profiles (config group ``trainer``): the Lightning ``Trainer``, built via ``_target_``.
+
+A profile names an accelerator, a device count, a Lightning strategy and a precision. What a
+strategy does to the model decides what else a run may ask for: one that shards parameters
+(FSDP, DeepSpeed ZeRO-3) leaves no rank with the whole model between its own forward passes, so
+per-sample gradient features, which are computed over whole parameters outside the training step,
+are refused before anything is built (:func:`check_run`). Whether the machine can run the profile
+at all (accelerator, devices, strategy installed, precision) is checked by
+``assay.preflight.check_trainer`` before any job starts.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import hydra
 from omegaconf import MISSING
 
-from assay.errors import check
+from assay.errors import UserError, check
 from assay.registry import register
+
+PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "transformer-engine", "transformer-engine-float16")
+LEGACY_PRECISIONS = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed", "64": "64-true"}
+"""Lightning's older spellings, which it still accepts."""
+ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
+
+
+@dataclass(frozen=True)
+class StrategyInfo:
+    """What a Lightning strategy needs and what it does to parameters and optimizer state."""
+
+    requires: Optional[str] = None
+    """A module that must be importable (DeepSpeed is an optional extra)."""
+    gpu_only: bool = False
+    """Lightning runs it on CUDA devices only."""
+    multi_process: bool = False
+    shards_parameters: bool = False
+    """Parameters live in shards across ranks outside each layer's own forward/backward."""
+    shards_optimizer_state: bool = False
+    """The optimizer's moments live in (flattened) shards, not per parameter on every rank."""
+
+
+_DDP = StrategyInfo(multi_process=True)
+_DEEPSPEED = StrategyInfo(requires="deepspeed", gpu_only=True, multi_process=True, shards_optimizer_state=True)
+STRATEGIES: dict[str, StrategyInfo] = {
+    "auto": StrategyInfo(),
+    "single_device": StrategyInfo(),
+    **{name: _DDP for name in ("ddp", "ddp_spawn", "ddp_fork", "ddp_find_unused_parameters_true", "ddp_spawn_find_unused_parameters_true")},
+    "fsdp": StrategyInfo(gpu_only=True, multi_process=True, shards_parameters=True, shards_optimizer_state=True),
+    # ZeRO stages (Rajbhandari et al. 2020, arXiv 1910.02054): 1 shards optimizer state, 2 also
+    # gradients, 3 also parameters.
+    "deepspeed_stage_1": _DEEPSPEED,
+    "deepspeed_stage_2": _DEEPSPEED,
+    "deepspeed_stage_2_offload": _DEEPSPEED,
+    "deepspeed_stage_3": StrategyInfo(requires="deepspeed", gpu_only=True, multi_process=True, shards_parameters=True, shards_optimizer_state=True),
+    "deepspeed_stage_3_offload": StrategyInfo(requires="deepspeed", gpu_only=True, multi_process=True, shards_parameters=True, shards_optimizer_state=True),
+}
+INSTALL_HINT = {"deepspeed": "pip install 'assay[deepspeed]'"}
 
 
 @dataclass
@@ -17,10 +64,15 @@ class TrainerConfig:
     _target_: str = "pytorch_lightning.Trainer"
     name: str = MISSING
     accelerator: str = "cpu"
+    """``cpu``, ``gpu`` (= ``cuda``), ``mps``, ``tpu`` or ``auto``; checked against the machine before any job starts."""
     devices: Any = 1
+    """Devices (processes) per node: a count, -1 for all, ``auto``, or a list of device indices."""
     strategy: str = "auto"
+    """A Lightning strategy name: ``auto``, ``ddp``, ``fsdp``, ``deepspeed_stage_2``, ``deepspeed_stage_3``, ..."""
     num_nodes: int = 1
     precision: str = "32-true"
+    """``32-true``, ``bf16-mixed`` (bf16 autocast, float32 weights and optimizer), ``16-mixed`` (GPU only),
+    ``bf16-true`` / ``16-true`` (weights in half precision), ``64-true``."""
     max_steps: int = 2500
     """Optimizer steps; the run's length (epochs follow from the data size)."""
     max_epochs: int = -1
@@ -39,6 +91,9 @@ class TrainerConfig:
     """Intra-op CPU threads of this process (``torch.set_num_threads``); null = torch's default (all
     cores). With ``hydra/launcher=local_parallel`` jobs side by side, 1 each avoids oversubscription."""
 
+    NOT_TRAINER_ARGS: ClassVar[tuple[str, ...]] = ("name", "threads")
+    """Fields of the profile that are not ``pytorch_lightning.Trainer`` arguments."""
+
     def __post_init__(self) -> None:
         if self.threads is not None:
             check(self.threads > 0, "trainer.threads", self.threads, "must be a positive integer (or null)")
@@ -48,6 +103,33 @@ class TrainerConfig:
         check(self.accumulate_grad_batches > 0, "trainer.accumulate_grad_batches", self.accumulate_grad_batches, "must be a positive integer")
         if self.gradient_clip_val is not None:
             check(self.gradient_clip_val > 0, "trainer.gradient_clip_val", self.gradient_clip_val, "must be > 0 (or null)")
+        check(self.accelerator in ACCELERATORS, "trainer.accelerator", self.accelerator, f"must be one of {list(ACCELERATORS)}")
+        check(self.strategy in STRATEGIES, "trainer.strategy", self.strategy, f"must be one of {sorted(STRATEGIES)}")
+        check(str(self.precision) in PRECISIONS + tuple(LEGACY_PRECISIONS), "trainer.precision", self.precision, f"must be one of {list(PRECISIONS)}")
+        check(self.num_nodes > 0, "trainer.num_nodes", self.num_nodes, "must be a positive integer")
+        requested_devices(self.devices)  # the form is checked here, the count against the machine in preflight
+        if self.info.gpu_only:
+            check(self.accelerator in ("gpu", "cuda", "auto"), "trainer.strategy", self.strategy,
+                  f"runs on CUDA GPUs only (trainer.accelerator={self.accelerator}); use trainer=ddp for several CPU processes")
+        if self.accelerator == "cpu" and self.precision_name == "16-mixed":
+            raise UserError("trainer.precision", self.precision, "float16 autocast is not supported on the CPU; use bf16-mixed or 32-true")
+
+    # ---- capabilities the rest of the run asks about ------------------------------------------
+    @property
+    def precision_name(self) -> str:
+        return LEGACY_PRECISIONS.get(str(self.precision), str(self.precision))
+
+    @property
+    def info(self) -> StrategyInfo:
+        return STRATEGIES[self.strategy]
+
+    @property
+    def shards_parameters(self) -> bool:
+        return self.info.shards_parameters
+
+    @property
+    def shards_optimizer_state(self) -> bool:
+        return self.info.shards_optimizer_state
 
     def apply_threads(self) -> None:
         if self.threads is not None:
@@ -55,9 +137,15 @@ class TrainerConfig:
 
             torch.set_num_threads(self.threads)
 
-    def build(self, **runtime: Any):
+    def build_strategy(self, model: Any = None) -> Any:
+        """The ``strategy`` argument of the Trainer (a name, or a strategy object built for ``model``)."""
+        return self.strategy
+
+    def build(self, model: Any = None, **runtime: Any):
+        """The Lightning Trainer; ``model`` is the policy (a strategy may shape itself to it)."""
         self.apply_threads()
-        kwargs = {k: v for k, v in asdict(self).items() if k not in ("name", "threads")}
+        kwargs = {k: v for k, v in asdict(self).items() if k not in self.NOT_TRAINER_ARGS}
+        kwargs["strategy"] = self.build_strategy(model)
         # The sampler shards after ordering; Lightning must not swap in a DistributedSampler.
         return hydra.utils.instantiate(kwargs, use_distributed_sampler=False, **runtime)
 
@@ -70,6 +158,64 @@ def valid_val_check_interval(value: Any) -> bool:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     return value >= 1 if isinstance(value, int) else 0.0 < value <= 1.0
+
+
+def requested_devices(devices: Any) -> Optional[int | list[int]]:
+    """``trainer.devices`` as a count (None = all the machine has) or a list of device indices."""
+    if devices in (-1, "-1", "auto"):
+        return None
+    if isinstance(devices, bool):
+        raise UserError("trainer.devices", devices, "must be a positive count, -1 (all), 'auto' or a list of device indices")
+    if isinstance(devices, int):
+        check(devices > 0, "trainer.devices", devices, "must be a positive count, -1 (all), 'auto' or a list of device indices")
+        return devices
+    if isinstance(devices, str):
+        text = devices.strip()
+        if text.isdigit():
+            return requested_devices(int(text))
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        if parts and all(p.isdigit() for p in parts):
+            return [int(p) for p in parts]
+    else:
+        try:
+            indices = list(devices)
+        except TypeError:
+            indices = None
+        if indices and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in indices):
+            return indices
+    raise UserError("trainer.devices", devices, "must be a positive count, -1 (all), 'auto' or a list of device indices")
+
+
+def decoder_layer_classes(model: Any) -> set[type]:
+    """The classes of the model's transformer blocks: those transformers marks as never to be split
+    across devices (``_no_split_modules``, e.g. ``LlamaDecoderLayer``), found in the built model
+    (under LoRA adapters too). Each block is one FSDP unit: its parameters are gathered for its own
+    forward and backward and freed after, so at most one block is whole at a time."""
+    names: set[str] = set()
+    for module in model.modules():
+        names.update(getattr(module, "_no_split_modules", None) or ())
+    classes = {type(m) for m in model.modules() if type(m).__name__ in names}
+    if not classes:
+        raise UserError("trainer.strategy", "fsdp", f"found no decoder layer class to wrap in {type(model).__name__} (it declares no _no_split_modules)")
+    return classes
+
+
+def check_run(spec: Any) -> None:
+    """What the trainer profile and the model's compute settings need from the rest of the run, as
+    one-line errors before anything is built (pure config; the machine is checked in preflight)."""
+    trainer = spec.trainer
+    wants = [f"{group}={getattr(spec, group).name}" for group in ("dynamics", "selection") if getattr(getattr(spec, group), "per_sample_gradients", False)]
+    if wants and trainer.shards_parameters:
+        raise UserError(
+            "trainer.strategy", trainer.strategy,
+            f"shards parameters across ranks, and {' and '.join(wants)} needs every parameter whole on every rank for per-sample "
+            "gradients; use trainer=ddp or trainer=deepspeed_zero2 (or a scorer / dynamics without gradients)",
+        )
+    if getattr(spec.dynamics, "adam", False) and trainer.shards_optimizer_state:
+        raise UserError("dynamics.adam", True, f"reads each parameter's Adam moments, which trainer.strategy={trainer.strategy} keeps in flattened shards; set dynamics.adam=false or use trainer=ddp")
+    attention = getattr(spec.model, "attn_implementation", None)
+    if attention == "flash_attention_2" and spec.objective.collation.get("share_prompt"):
+        raise UserError("model.attn_implementation", attention, "takes no custom attention mask, and the shared-prompt preference layout needs one; set objective.share_prompt=false or use sdpa")
 
 
 @register("trainer", "cpu")
@@ -99,4 +245,76 @@ class DDPTrainer(TrainerConfig):
     accelerator: str = "gpu"
     devices: Any = -1
     strategy: str = "ddp"
+    precision: str = "bf16-mixed"
+
+
+FSDP_SHARDING = ("FULL_SHARD", "SHARD_GRAD_OP", "HYBRID_SHARD", "NO_SHARD")
+
+
+@register("trainer", "fsdp")
+@dataclass
+class FSDPTrainer(TrainerConfig):
+    """Fully sharded data parallel over all GPUs of the node, one decoder layer per FSDP unit, bf16 mixed precision."""
+
+    name: str = "fsdp"
+    accelerator: str = "gpu"
+    devices: Any = -1
+    strategy: str = "fsdp"
+    precision: str = "bf16-mixed"
+    sharding_strategy: str = "FULL_SHARD"
+    """``FULL_SHARD`` (ZeRO-3-like: parameters, gradients, optimizer state), ``SHARD_GRAD_OP``
+    (ZeRO-2-like; parameters still sharded between steps), ``HYBRID_SHARD`` (full shard within a
+    node, replicas across nodes) or ``NO_SHARD`` (DDP)."""
+    cpu_offload: bool = False
+    """Keep the parameter shards in CPU memory between uses (slower; for models that do not fit)."""
+
+    NOT_TRAINER_ARGS: ClassVar[tuple[str, ...]] = ("name", "threads", "sharding_strategy", "cpu_offload")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.strategy == "fsdp", "trainer.strategy", self.strategy, "is fsdp in this profile (its fields are FSDP's); pick another trainer profile for other strategies")
+        check(self.sharding_strategy in FSDP_SHARDING, "trainer.sharding_strategy", self.sharding_strategy, f"must be one of {list(FSDP_SHARDING)}")
+
+    @property
+    def shards_parameters(self) -> bool:
+        return self.sharding_strategy != "NO_SHARD"
+
+    @property
+    def shards_optimizer_state(self) -> bool:
+        return self.sharding_strategy != "NO_SHARD"
+
+    def build_strategy(self, model: Any = None) -> Any:
+        from pytorch_lightning.strategies import FSDPStrategy
+
+        if model is None:
+            raise TypeError("the FSDP profile wraps the model's decoder layers: pass model= to build()")
+        # A single-file (full) checkpoint, so resuming, checkpoint-reading scorers and later stages
+        # read it like any other run's.
+        return FSDPStrategy(
+            auto_wrap_policy=decoder_layer_classes(model), sharding_strategy=self.sharding_strategy,
+            cpu_offload=self.cpu_offload, state_dict_type="full",
+        )
+
+
+@register("trainer", "deepspeed_zero2")
+@dataclass
+class DeepSpeedZero2(TrainerConfig):
+    """DeepSpeed ZeRO stage 2 over all GPUs of the node: optimizer state and gradients sharded, parameters whole on every rank (pip install 'assay[deepspeed]')."""
+
+    name: str = "deepspeed_zero2"
+    accelerator: str = "gpu"
+    devices: Any = -1
+    strategy: str = "deepspeed_stage_2"
+    precision: str = "bf16-mixed"
+
+
+@register("trainer", "deepspeed_zero3")
+@dataclass
+class DeepSpeedZero3(TrainerConfig):
+    """DeepSpeed ZeRO stage 3 over all GPUs of the node: parameters, gradients and optimizer state sharded (pip install 'assay[deepspeed]')."""
+
+    name: str = "deepspeed_zero3"
+    accelerator: str = "gpu"
+    devices: Any = -1
+    strategy: str = "deepspeed_stage_3"
     precision: str = "bf16-mixed"

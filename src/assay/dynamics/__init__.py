@@ -16,6 +16,8 @@ class DynamicsConfig:
     name: str = MISSING
     data_formats: ClassVar[tuple[str, ...]] = ("sft", "preference")
     """The data formats whose batches these dynamics can record."""
+    per_sample_gradients: ClassVar[bool] = False
+    """True when recording forms per-sample gradients over whole parameters (refused under strategies that shard them)."""
 
     def callbacks(self, run_dir) -> list:
         return []
@@ -64,6 +66,7 @@ class GradientDynamics(LossDynamics):
     so these dynamics need SFT-format batches."""
 
     name: str = "gradients"
+    per_sample_gradients: ClassVar[bool] = True
     grad_every_n_steps: int = 50
     """Record gradients of the batch of every n-th optimizer step (0 = only at ``grad_steps``)."""
     grad_steps: list[int] = field(default_factory=list)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 DTYPES = ("float32", "bfloat16", "float16")
 """Names of torch dtypes (``torch.<name>``) a model may load in."""
+ATTENTION = ("sdpa", "eager", "flash_attention_2")
 
 
 @dataclass
@@ -54,9 +55,21 @@ class ModelConfig:
     """LoRA runs: also write the adapters merged into the base weights to ``model/`` (what
     ``init_from``, later stages and ``from_pretrained`` read). The adapter itself is always saved
     to ``adapter/``; false saves disk on large models and leaves ``model/`` out."""
+    attn_implementation: Optional[str] = None
+    """transformers' attention kernel: ``sdpa`` (PyTorch's fused scaled-dot-product attention),
+    ``eager`` (the reference matmul-softmax-matmul), ``flash_attention_2`` (needs the flash-attn
+    package and a CUDA GPU; takes no custom mask, so preference objectives need
+    ``objective.share_prompt=false``); null = the model's default (sdpa where supported)."""
+    gradient_checkpointing: bool = False
+    """Keep only each decoder layer's input in the forward pass and recompute the layer in the
+    backward pass (Chen et al. 2016, arXiv 1604.06174): activation memory falls from one set per
+    layer to about one layer's, for roughly one extra forward pass of compute. Evaluation, scoring
+    and per-sample gradient features run in eval mode and do not recompute."""
 
     def __post_init__(self) -> None:
         check(self.dtype in DTYPES, "model.dtype", self.dtype, f"must be one of {sorted(DTYPES)}")
+        if self.attn_implementation is not None:
+            check(self.attn_implementation in ATTENTION, "model.attn_implementation", self.attn_implementation, f"must be one of {list(ATTENTION)} (or null for the model's default)")
         if self.init_from is not None:
             check_run_dir(self.init_from)
 
@@ -81,9 +94,27 @@ class ModelConfig:
             model, tokenizer = self.load(corpus)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
+        self.apply_compute_settings(model)
         if self.lora.r > 0:
             model = self._wrap_lora(model)
         return model.train(), tokenizer  # from_pretrained returns eval mode
+
+    def apply_compute_settings(self, model: PreTrainedModel) -> None:
+        """Attention kernel and gradient checkpointing: how the model computes, not what."""
+        if self.attn_implementation is not None:
+            try:
+                model.set_attn_implementation(self.attn_implementation)
+            except (ImportError, ValueError) as e:
+                raise UserError("model.attn_implementation", self.attn_implementation, f"not available for this model here ({str(e).strip().splitlines()[0]})") from None
+        if self.gradient_checkpointing:
+            if not model.supports_gradient_checkpointing:
+                raise UserError("model.gradient_checkpointing", True, f"{type(model).__name__} does not support gradient checkpointing")
+            # Non-reentrant checkpointing: correct with frozen inputs (LoRA) and with FSDP units.
+            if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x's name
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.config.use_cache = False
 
     def load(self, corpus: Optional[datasets.DatasetDict]) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:  # pragma: no cover
         raise TypeError(f"{type(self).__name__} does not implement load()")

@@ -58,6 +58,12 @@ class ObjectiveConfig:
         raise TypeError(f"{type(self).__name__} does not declare its data_format")
 
     @property
+    def gathers_across_ranks(self) -> bool:
+        """True when the batch loss is reduced over every rank's samples (Dr. DPO with
+        ``dr_scope=global``): meaningful only in a run with several processes."""
+        return self.aggregator != "mean" and self.dr_scope == "global"
+
+    @property
     def needs_reference(self) -> bool:
         """True when the loss reads reference-model log-probs (precomputed before training)."""
         return False

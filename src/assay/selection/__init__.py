@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import numpy as np
 from omegaconf import II, MISSING
@@ -81,6 +81,8 @@ class SelectionConfig:
     the rest)."""
     fraction: Optional[float] = 1.0
     """Share of the pool to keep with keep_rule=top, in (0, 1]."""
+    per_sample_gradients: ClassVar[bool] = False
+    """True when scoring forms per-sample gradients over whole parameters (refused under strategies that shard them)."""
     count: Optional[int] = None
     """Number of examples to keep with keep_rule=top (overrides fraction)."""
     threshold: Optional[float] = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field, replace
-from typing import Optional
+from typing import ClassVar, Optional
 
 import numpy as np
 from assay.lazy import F, torch
@@ -25,6 +25,7 @@ from assay.selection.model_scores import ModelScorer
 
 @dataclass
 class GradientScorer(ModelScorer):
+    per_sample_gradients: ClassVar[bool] = True
     batch_size: int = 8
     params: list[str] = field(default_factory=list)
     """Name substrings of the parameters the gradients are taken over (e.g. ``[lm_head]``, ``[layers.1.]``);

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field, replace
-from typing import Callable, Optional, Protocol, Sequence
+from typing import Callable, ClassVar, Optional, Protocol, Sequence
 
 import numpy as np
 
@@ -184,6 +184,7 @@ class LQS(ModelScorer, TargetSet):
     """LQS (DELT, arXiv 2506.21545): Σ_t η_t ‖λ_{t+1}‖ (‖g_x(θ_t)‖ / G_x) cos(g_x(θ_t), λ_{t+1}); λ the PDS co-state, G_x ‖g_x‖ one checkpoint later."""
 
     name: str = "lqs"
+    per_sample_gradients: ClassVar[bool] = True
     fraction: Optional[float] = 0.5
     """Keep the top half: the budget of the other model scorers, so sweeps compare at equal data
     (DELT's README example keeps r = 0.9; ``selection.fraction=0.9`` to match it)."""
