@@ -148,18 +148,20 @@ def check_data_files(spec: Any) -> None:
             value = getattr(node, f.name)
             key = f"{prefix}.{f.name}"
             if f.name.endswith("_file") and isinstance(value, str) and value:
-                yield key, value
+                yield key, Path(value).expanduser(), value
             elif f.name.endswith("_files") and isinstance(value, dict):
-                # Builder data files may also be URLs or glob patterns: only plain local paths are checked.
-                yield from ((f"{key}.{k}", v) for k, v in value.items() if isinstance(v, str) and "://" not in v and not any(c in v for c in "*?["))
+                # Builder data files may also be URLs or glob patterns: only plain local paths are checked,
+                # relative to a local dataset folder (``data.path``) when there is one.
+                base = Path(str(getattr(node, "path", "") or ".")).expanduser()
+                base = base if base.is_dir() else Path(".")
+                yield from ((f"{key}.{k}", base / Path(v).expanduser(), v) for k, v in value.items() if isinstance(v, str) and "://" not in v and not any(c in v for c in "*?["))
             elif isinstance(value, (list, tuple)):
                 for i, item in enumerate(value):
                     yield from files(item, f"{key}[{i}]")
             elif dataclasses.is_dataclass(value):
                 yield from files(value, key)
 
-    for key, value in files(spec.data, "data"):
-        path = Path(value).expanduser()
+    for key, path, value in files(spec.data, "data"):
         if not path.exists():
             raise UserError(key, value, "file does not exist")
         if not path.is_file():

@@ -115,8 +115,8 @@ def resume_argv(argv: list[str]) -> list[str]:
         saved = [str(o) for o in saved or [] if _key(str(o)) not in ("ckpt_path", "resume")]
         flags, extra = _split_flags([a for a in argv if _key(a) != "resume"])
         argv = [*flags, *saved, *extra, f"hydra.run.dir={_quote(str(run_dir))}", "ckpt_path=last"]
-        print(f"[assay] resuming {run_dir} with: {shlex.join(saved + extra) or '(the defaults)'}", flush=True)
         check_resumable(argv, run_dir, "resume", value)
+        print(f"[assay] resuming {run_dir} with: {shlex.join(saved + extra) or '(the defaults)'}", flush=True)
         return argv
     if any(_key(a) == "ckpt_path" and _value(a) == "last" for a in argv):
         dir_key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
