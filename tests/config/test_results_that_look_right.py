@@ -107,3 +107,25 @@ def test_the_capability_is_declared_by_the_scorer_not_looked_up_by_name():
 
     assert EL2N(seed=0).needs_trained_model and not EmbedSim(seed=0).needs_trained_model and not KeepAll(seed=0).needs_trained_model
     assert TinyLlama(seed=0).randomly_initialised and not HubModel(seed=0, name_or_path="org/name").randomly_initialised
+
+
+def test_end_of_run_table_shows_the_detection_auroc(capsys):
+    from assay.train import print_summary
+
+    metrics = {"test/exact_match": 0.5, "test/loss": 1.2, "selection/is_corrupted/auroc": 0.875, "selection/is_corrupted/precision_at_k": 0.6}
+    print_summary({"metrics": metrics, "run_dir": "logs/x"})
+    out = capsys.readouterr().out
+    assert "test/exact_match" in out and "selection/is_corrupted/auroc" in out and "0.8750" in out
+
+
+@pytest.mark.integration
+def test_detect_noise_recipe_scores_with_its_probe(tmp_path):
+    """The README's detection example (experiment=detect_noise), a few steps per stage: the train
+    stage scores with the probe's weights (no allow_untrained needed) and reports detection."""
+    from tests.conftest import run_in_hydra
+
+    summary = run_in_hydra(["experiment=detect_noise", "debug=fast", "trainer.max_steps=4", "trainer.val_check_interval=4"], tmp_path)
+    probe, train = summary["stages"]["probe"], summary["stages"]["train"]
+    assert probe["selection"]["scorer"] == "none" and train["selection"]["scorer"] == "el2n"
+    assert train["data"]["kept_examples"] == int(0.7 * train["data"]["train_examples"])
+    assert 0.0 <= summary["metrics"]["selection/is_corrupted/auroc"] <= 1.0

@@ -51,7 +51,9 @@ class OrderingConfig:
         keys = keys_for_rows(rows, scores)
         if self.sorts_by_keys and len(keys) > 1 and len(set(np.asarray(keys).tolist())) == 1:
             field, value = self.key_source
-            raise UserError(field, value, constant_keys_message(self.name, field, value, np.asarray(keys)[0], len(keys)))
+            key = np.asarray(keys)[0]
+            key = key.item() if isinstance(key, np.generic) else key
+            raise UserError(field, value, constant_keys_message(self.name, field, value, key, len(keys)))
         return keys
 
     def for_run(self, total_rows: int) -> "OrderingConfig":

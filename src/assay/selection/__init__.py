@@ -112,8 +112,8 @@ class SelectionConfig:
     allow_untrained: bool = False
     """Let a scorer that reads what a model has learned (losses, gradients: ``needs_trained_model``)
     score with a randomly initialised model. Off by default: a fresh model's losses are near-uniform
-    and say nothing about the data (EL2N on the fresh ``tiny_llama``: detection AUROC ~0.45, worse
-    than chance), so such a run stops and asks for a probe (``dynamics_from``) or ``model.init_from``."""
+    and say nothing about the data, so such a run stops and asks for a probe (``dynamics_from``) or
+    ``model.init_from``."""
     rescore_every: Optional[int] = None
     """Re-score the pool and re-select / re-order every this many epochs while training (null or 0 =
     select once, before training). Scoring then reads the live model, or this run's own per-sample
