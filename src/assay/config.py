@@ -17,6 +17,8 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from assay.errors import UserError, check
 from assay.registry import GROUPS, discover, to_object
 
+import assay.collab.config  # noqa: E402,F401  (the collab group's schema; no Flower import)
+
 # Every module of the concern packages is imported, so that registering an entry is all it takes to
 # add a method: a new module + its YAML + its tests, nothing else changes.
 discover("assay.data", "assay.models", "assay.embeddings", "assay.objectives", "assay.selection", "assay.ordering", "assay.dynamics", "assay.trainers", "assay.loggers")
@@ -104,6 +106,8 @@ class TrainConfig:
     one's learning rate (TracIn-CP)."""
     allow_order_change: bool = False
     """Resume even if the checkpoint was trained on a different data order."""
+    collab: Any = None
+    """Collaborative training over private clients (``collab=<preset>``, assay.collab); null = one site."""
 
 
 ConfigStore.instance().store(name="train_schema", node=TrainConfig)
