@@ -402,7 +402,7 @@ def _serve(srv: ServerSide, grid) -> None:
             replies = _train_round(srv, grid, strategy, initial, "train", 1, c.rounds * c.local_steps, nodes=nodes)
             states = [from_record(r.content["arrays"]) for r in replies]
             load_trainable(srv.model, initial)
-            merge_adapters(srv.model, states, [1.0 / len(states)] * len(states), c.merge_method, c.density)
+            merge_adapters(srv.model, states, c.merge_method, c.density)
             arrays = trainable_state(srv.model)
             st["rounds_done"] = c.rounds
             st["history"].append({"phase": "merge", "round": c.rounds, "train/loss": float(np.mean([r.content["metrics"]["train_loss"] for r in replies])),

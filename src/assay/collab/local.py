@@ -115,9 +115,18 @@ def anchor_threshold(anchor_scores: np.ndarray, quantile: float) -> float:
     return float(np.quantile(np.where(np.isnan(scores), -np.inf, scores), quantile))
 
 
-def merge_adapters(model, states: Sequence[dict[str, np.ndarray]], weights: Sequence[float], method: str, density: float) -> None:
+def merge_weights(k: int, method: str) -> list[float]:
+    """Equal weights, chosen so that merging K identical adapters gives that adapter back. PEFT
+    combines the A and the B matrices separately with sqrt(weight x scaling) each: ``linear`` sums
+    them, so its product is (sum_k sqrt(w))^2 BA and w = 1/K^2 (mean A times mean B); ``ties`` takes
+    a disjoint *mean* of the sign-agreeing entries, so w = 1."""
+    return [1.0 / k**2] * k if method == "linear" else [1.0] * k
+
+
+def merge_adapters(model, states: Sequence[dict[str, np.ndarray]], method: str, density: float) -> None:
     """Merge the clients' LoRA adapters into the model's active adapter with PEFT's
-    ``add_weighted_adapter`` (``linear``, or ``ties`` at ``density``, CLUES's merge)."""
+    ``add_weighted_adapter`` (``linear``, or ``ties`` at ``density``, CLUES's merge), equal weights."""
+    weights = merge_weights(len(states), method)
     active = model.active_adapter
     config = model.peft_config[active]
     names = []
