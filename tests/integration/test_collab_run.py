@@ -115,8 +115,8 @@ def test_deployment_entry_points_load(tmp_path):
     from flwr.common.object_ref import load_app
     from flwr.serverapp import ServerApp
 
-    assert isinstance(load_app("assay.collab.apps:server_app", ValueError), ServerApp)
-    assert isinstance(load_app("assay.collab.apps:client_app", ValueError), ClientApp)
+    assert isinstance(load_app("assay.collab.deploy:server_app", ValueError), ServerApp)
+    assert isinstance(load_app("assay.collab.deploy:client_app", ValueError), ClientApp)
     run = tmp_path / "run"
     proc = assay_train([*TINY, "collab.prepare_only=true", f"hydra.run.dir={run}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -125,3 +125,18 @@ def test_deployment_entry_points_load(tmp_path):
 
     spec, collab, seed = load_spec(run)
     assert collab.name == "clues3" and spec.selection.name == "clues" and spec.model.lora.r == 4
+    # the Flower App project that `flwr run` ships to a SuperLink validates and packages
+    app = Path(__file__).resolve().parents[2] / "experiments" / "collaborative" / "flower-app"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2] / "src"), os.environ.get("PYTHONPATH", "")])}
+    flwr = Path(sys.executable).parent / "flwr"
+    built = subprocess.run([str(flwr), "build", "--app", str(app)], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert built.returncode == 0 and list(tmp_path.glob("*.fab")), built.stdout[-2000:]
+
+
+def test_client_with_no_data_after_selection_is_one_line(tmp_path):
+    """Random scores in [0, 1) against a threshold of 2 keep nothing: the server names the client."""
+    proc = assay_train([*TINY, "selection=random", "selection.keep_rule=threshold", "selection.threshold=2.0", "collab.warmup_rounds=0", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr.split(errors[0])[-1]
+    assert "collab.clients[0]='copy': client 0 kept no examples after selection (keep_rule=threshold)" in errors[0]

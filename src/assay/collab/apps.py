@@ -1,7 +1,8 @@
 """The Flower apps: one ``ClientApp`` (a data silo) and one ``ServerApp`` (the coordinator).
 
 The same two apps run as a simulation (``flwr.simulation.run_simulation``, what ``assay-train
-collab=...`` does) and as a deployment (SuperLink + SuperNodes, ``flwr run``; see the README). Both
+collab=...`` does) and as a deployment (SuperLink + SuperNodes, ``flwr run``, entry points in
+``assay.collab.deploy``; see the README). Both
 read the run directory written by the launcher: its resolved ``config.yaml`` and the base model and
 tokenizer under ``global/``. In a deployment the run directory is the app's run config
 ``run-dir`` (a shared or copied path) and a client's index is its node config ``partition-id``.
@@ -466,13 +467,3 @@ def make_server_app(run_dir: Optional[Path] = None):
         server_main(grid, Path(run_dir or context.run_config["run-dir"]))
 
     return app
-
-
-# The deployment entry points (``flwr run`` / ``flower-superexec``): ``assay.collab.apps:server_app``
-# and ``assay.collab.apps:client_app``, with the run directory in the run config ``run-dir``.
-def __getattr__(name: str) -> Any:
-    if name == "server_app":
-        return make_server_app()
-    if name == "client_app":
-        return make_client_app()
-    raise AttributeError(name)
