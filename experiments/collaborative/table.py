@@ -26,7 +26,7 @@ def main(root: Path) -> None:
     runs = {}
     for summary in sorted(root.glob("*/seed*/summary.json")):
         runs.setdefault(summary.parent.parent.name, []).append(json.loads(summary.read_text()))
-    failed = sorted(str(p.relative_to(root)) for p in root.glob("*/seed*") if not (p / "summary.json").is_file())
+    failed = sorted(str(p.relative_to(root)) for p in root.glob("*/seed*") if p.is_dir() and not (p / "summary.json").is_file())
     print("Global held-out exact match (test split, all four skills) and loss; mean ± std over seeds (n).\n")
     print("| condition | n | " + " | ".join(h for _, h in GLOBAL) + " |")
     print("|---" * (len(GLOBAL) + 2) + "|")

@@ -22,7 +22,7 @@ import time
 import traceback
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -77,7 +77,7 @@ class Party:
     def scorer_context(self, train, model):
         from assay.selection import SelectionContext
 
-        return SelectionContext(train, DatasetDict_with(self.public, train), model, self.tokenizer, None, None)
+        return SelectionContext(train, with_train(self.public, train), model, self.tokenizer, None, None)
 
     def scorer(self, checkpoints: Optional[Path]):
         """The run's scorer; the ones that sum over checkpoints (CLUES, LESS) read the federated ones."""
@@ -92,7 +92,7 @@ class Party:
         return evaluate(self.model, self.tokenizer, s.objective, s.optim, s.eval, s.data, self.public[split], split)
 
 
-def DatasetDict_with(public, train):
+def with_train(public, train):
     from datasets import DatasetDict
 
     return DatasetDict({**public, "train": train})
