@@ -140,3 +140,17 @@ def test_client_with_no_data_after_selection_is_one_line(tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "Traceback" not in proc.stderr.split(errors[0])[-1]
     assert "collab.clients[0]='copy': client 0 kept no examples after selection (keep_rule=threshold)" in errors[0]
+
+
+def test_multirun_sweep_over_modes_and_compare(tmp_path):
+    """A Hydra multirun runs one simulation per job in the same process; assay-compare groups them."""
+    sweep = tmp_path / "sweep"
+    proc = assay_train(["-m", *TINY, "selection=none", "collab.rounds=1", "collab.eval_every_round=false", "collab.mode=fedavg,local", f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from assay.compare import read_local_run
+
+    runs = [read_local_run(sweep / str(i)) for i in range(2)]
+    assert [r.status for r in runs] == ["completed", "completed"]
+    assert sorted(r.config["collab.mode"] for r in runs) == ["fedavg", "local"]
+    compared = subprocess.run([sys.executable, "-m", "assay.compare", str(sweep), "--by", "collab.mode", "--metric", "test/loss"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert compared.returncode == 0 and "fedavg" in compared.stdout and "local" in compared.stdout, compared.stderr[-2000:]
