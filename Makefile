@@ -5,6 +5,7 @@
 VENV        ?= .venv
 PYTHON      ?= python3
 TORCH_CPU   ?= 2.13.0
+FLWR        ?= 1.25.0
 PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.assay-installed
 PYTEST_ARGS ?= -n 2
@@ -22,7 +23,9 @@ $(STAMP): pyproject.toml
 	@if $(PY) -c "import torch" 2>/dev/null; then echo "torch: keeping $$($(PY) -c 'import torch; print(torch.__version__)')"; \
 	elif command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install --quiet torch; \
 	else $(PY) -m pip install --quiet torch==$(TORCH_CPU); fi
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,collab]"
+	@# Flower without its pins (pyproject.toml, extra `collab`, says which conflict and why this is safe).
+	$(PY) -m pip install --quiet --no-deps flwr==$(FLWR)
 	@touch $(STAMP)
 
 demo: $(STAMP)

@@ -19,6 +19,8 @@ from assay.errors import UserError, check
 from assay.registry import GROUPS, check_choices, discover, to_object
 from assay.trainers import check_run as check_trainer_needs
 
+import assay.collab.config  # noqa: E402,F401  (the collab group's schema; no Flower import)
+
 # Every module of the concern packages is imported, so that registering an entry is all it takes to
 # add a method: a new module + its YAML + its tests, nothing else changes.
 discover("assay.data", "assay.models", "assay.embeddings", "assay.objectives", "assay.selection", "assay.ordering", "assay.dynamics", "assay.trainers", "assay.loggers")
@@ -106,6 +108,8 @@ class TrainConfig:
     one's learning rate (TracIn-CP)."""
     allow_order_change: bool = False
     """Resume even if the checkpoint was trained on a different data order."""
+    collab: Any = None
+    """Collaborative training over private clients (``collab=<preset>``, assay.collab); null = one site."""
 
 
 ConfigStore.instance().store(name="train_schema", node=TrainConfig)

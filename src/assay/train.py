@@ -32,6 +32,10 @@ HEADLINE = ("test/exact_match", "test/pref_acc", "test/reward_margin", "test/los
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one composed config (all its stages) and return its summary."""
+    if cfg.get("collab"):  # several private clients on Flower (assay.collab)
+        from assay.collab.run import run_collab
+
+        return run_collab(cfg)
     if cfg.stages:
         return run_stages(cfg)
     return run_stage(cfg, Path(cfg.paths.output_dir))

@@ -1,0 +1,48 @@
+"""The collab group composes and validates; bad input gets one line, exit 2, before any client starts."""
+
+import pytest
+from omegaconf import OmegaConf
+
+import assay.config  # noqa: F401  (registers every schema)
+from assay.collab.config import CollabConfig
+from assay.registry import to_object
+
+from tests.config.test_bad_input import assay_train, assert_one_line_error
+
+SMALL = ["logger=none", "data.train_per_domain=20", "data.val_per_domain=4", "data.test_per_domain=4", "data.batch_size=4"]
+
+
+@pytest.mark.parametrize("preset", ["clues3", "skills4"])
+def test_presets_compose_and_validate(compose_cfg, preset):
+    cfg = compose_cfg([f"collab={preset}", "selection=clues", "model.lora.r=8", "collab.mode=merge", "collab.merge_method=linear"])
+    collab = to_object(cfg.collab)
+    assert isinstance(collab, CollabConfig) and collab.name == preset and collab.mode == "merge"
+    assert len(collab.corruption) == len(collab.clients)
+    # a single-site run has no collab node
+    assert compose_cfg([]).collab is None
+
+
+def test_every_collab_field_overrides(compose_cfg):
+    cfg = compose_cfg(["collab=clues3", "collab.rounds=5", "collab.local_steps=2", "collab.fraction_train=0.5", "collab.partition_by=difficulty",
+                       "collab.clients=[1,2]", "collab.corruption=[0.0,0.7]", "collab.warmup_rounds=0", "collab.oracle=true", "collab.local_schedule=cosine"])
+    c = to_object(cfg.collab)
+    assert (c.rounds, c.local_steps, c.fraction_train, c.partition_by, c.clients, c.corruption) == (5, 2, 0.5, "difficulty", ["1", "2"], [0.0, 0.7])
+    assert OmegaConf.select(cfg, "collab.oracle") is True
+
+
+CASES = {
+    "rounds=0": (["collab=clues3", "collab.rounds=0"], ["collab.rounds=0", "positive integer"]),
+    "missing partition column": (["collab=clues3", "collab.partition_by=language"], ["collab.partition_by='language'", "not a column of the training data"]),
+    "more clients than partitions": (["collab=clues3", "collab.clients=[]", "collab.corruption=[]", "collab.num_clients=9"], ["collab.num_clients=9", "more clients than partitions"]),
+    "client with no data after partition": (["collab=clues3", "data.domains=[copy,reverse]"], ["collab.clients[2]='sort'", "client 2 has no training examples after partitioning"]),
+    "merge without LoRA": (["collab=clues3", "collab.mode=merge"], ["collab.mode='merge'", "model.lora.r > 0"]),
+    "anchor overlapping client data": (["collab=clues3", "selection=clues", "selection.anchor_split=train"], ["selection.anchor_split='train'", "overlaps client data"]),
+    "corruption outside [0, 1)": (["collab=clues3", "collab.corruption=[0,0.2,1.0]"], ["collab.corruption[2]=1.0", "[0, 1)"]),
+    "global noise on a collab run": (["collab=clues3", "noise=corrupt"], ["noise='corrupt'", "collab.corruption"]),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_collab_bad_input(name, tmp_path):
+    args, fragments = CASES[name]
+    assert_one_line_error(assay_train([*SMALL, *args], tmp_path), *fragments)

@@ -1,0 +1,156 @@
+"""Three simulated clients on Flower, end to end: CLUES phase 1 with the global anchor threshold,
+FedAvg of LoRA adapters, what the server received, resuming a killed run, the deployment apps."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("flwr")
+pytestmark = pytest.mark.integration
+
+TINY = ["logger=none", "collab=clues3", "selection=clues", "model.lora.r=4", "collab.local_steps=2", "data.train_per_domain=24", "data.val_per_domain=6",
+        "data.test_per_domain=6", "data.batch_size=4", "data.eval_batch_size=32", "eval.max_new_tokens=3", "model.hidden_size=32", "model.intermediate_size=64",
+        "model.num_layers=2", "model.num_heads=2", "model.num_kv_heads=2"]
+ALLOWED_METRICS = {"num-examples", "train_loss", "lr", "client", "pool", "kept"}
+
+
+def assay_train(args: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "assay.train", *args], cwd=cwd, capture_output=True, text=True, timeout=900, env=env, **kw)
+
+
+def test_three_clients_clues_then_fedavg_in_one_command(tmp_path):
+    run = tmp_path / "run"
+    proc = assay_train([*TINY, "collab.rounds=2", f"hydra.run.dir={run}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    m = summary["metrics"]
+    for key in ("test/exact_match", "test/loss", "test/exact_match/copy", "val/exact_match", "selection/is_corrupted/f1", "selection/is_corrupted/auroc"):
+        assert key in m and np.isfinite(m[key]), key
+    # phase 1: every client wrote ids, scores and kept flags, keeping exactly the scores >= the global threshold
+    threshold = summary["collab"]["threshold"]
+    anchor = np.load(run / "server" / "anchor_scores.npy")
+    assert threshold == pytest.approx(np.quantile(anchor, 0.1))  # selection.anchor_quantile default
+    for k, name in enumerate(["copy", "reverse", "sort"]):
+        sel = pd.read_parquet(run / "clients" / f"{k}-{name}" / "selection.parquet")
+        assert len(sel) == 24 and sel["id"].str.startswith(f"{name}/").all()
+        assert (sel["kept"] == (sel["score"] >= threshold)).all()
+        report = json.loads((run / "clients" / f"{k}-{name}" / "selection.json").read_text())
+        assert report["kept"] == summary["collab"]["selection"][str(k)]["kept"] == m[f"collab/client{k}/kept"]
+        assert {"precision", "recall", "f1", "accuracy"} <= set(report["is_corrupted"]) or k == 0  # client 0 is clean
+    # per-round global metrics, the global model, a metrics.csv assay-compare reads
+    assert [h["round"] for h in summary["collab"]["rounds"] if h["phase"] == "train"] == [1, 2]
+    assert (run / "model" / "config.json").is_file() and (run / "tokenizer").is_dir()
+    assert list(pd.read_csv(run / "metrics.csv")["step"]) == [1, 1, 2]  # warm-up round 1, training rounds 1 and 2
+
+    # FedAvg: the saved global adapters are the example-weighted mean of what the clients sent in round 2
+    received = [json.loads(line) for line in (run / "server" / "received.jsonl").read_text().splitlines()]
+    assert {r["phase"] for r in received} == {"warmup:1", "select", "train:1", "train:2"}
+
+    # privacy: the server received parameters of the model's trainable shapes, counts and scalars only
+    from assay.collab.apps import ServerSide
+    from assay.collab.local import trainable_state
+
+    shapes = {k: list(v.shape) for k, v in trainable_state(ServerSide(run).model).items()}
+    for r in received:
+        assert r["error"] is None and r["configs"] == {}
+        for record in r["arrays"].values():
+            for key, shape in record.items():
+                name = key.split("::")[-1]
+                assert name in shapes and shape == shapes[name], key
+        for record in r["metrics"].values():
+            assert set(record) <= ALLOWED_METRICS, record
+            assert all(isinstance(v, (int, float)) for v in record.values())
+        if r["phase"] == "select":
+            assert r["arrays"] == {}  # no scores, ids or examples: counts only
+            assert set(r["metrics"]["metrics"]) == {"client", "pool", "kept"}
+
+    # assay-compare reads the run like any other
+    from assay.compare import read_local_run
+
+    read = read_local_run(run)
+    assert read.status == "completed" and read.config["collab.name"] == "clues3" and "test/exact_match" in read.metrics
+
+
+def test_killed_simulation_resumes_at_the_last_completed_round(tmp_path):
+    run = tmp_path / "run"
+    args = [*TINY, "selection=none", "collab.rounds=3", f"hydra.run.dir={run}", "ckpt_path=last"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "assay.train", *args], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    state = run / "server" / "state.json"
+    deadline = time.time() + 900
+    while time.time() < deadline and proc.poll() is None:
+        if state.is_file() and json.loads(state.read_text())["rounds_done"] >= 1:
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = json.loads(state.read_text())["rounds_done"]
+    assert 1 <= done < 3 and not (run / "summary.json").is_file()
+    first = (run / "server" / "received.jsonl").read_text().splitlines()
+
+    again = assay_train(args, tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["resumed_from_round"] == done
+    assert [h["round"] for h in summary["collab"]["rounds"]] == [1, 2, 3]
+    later = (run / "server" / "received.jsonl").read_text().splitlines()[len(first):]
+    assert {json.loads(line)["phase"] for line in later} == {f"train:{r}" for r in range(done + 1, 4)}
+
+
+def test_deployment_entry_points_load(tmp_path):
+    """``flwr run`` / the SuperExec load the apps by reference; they read the run directory from the
+    run config. A prepared run directory is what a deployment points them at."""
+    from flwr.clientapp import ClientApp
+    from flwr.common.object_ref import load_app
+    from flwr.serverapp import ServerApp
+
+    assert isinstance(load_app("assay.collab.deploy:server_app", ValueError), ServerApp)
+    assert isinstance(load_app("assay.collab.deploy:client_app", ValueError), ClientApp)
+    run = tmp_path / "run"
+    proc = assay_train([*TINY, "collab.prepare_only=true", f"hydra.run.dir={run}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (run / "config.yaml").is_file() and (run / "global" / "model" / "config.json").is_file() and not (run / "summary.json").is_file()
+    from assay.collab.apps import load_spec
+
+    spec, collab, seed = load_spec(run)
+    assert collab.name == "clues3" and spec.selection.name == "clues" and spec.model.lora.r == 4
+    # the Flower App project that `flwr run` ships to a SuperLink validates and packages
+    app = Path(__file__).resolve().parents[2] / "experiments" / "collaborative" / "flower-app"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2] / "src"), os.environ.get("PYTHONPATH", "")])}
+    flwr = Path(sys.executable).parent / "flwr"
+    built = subprocess.run([str(flwr), "build", "--app", str(app)], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert built.returncode == 0 and list(tmp_path.glob("*.fab")), built.stdout[-2000:]
+
+
+def test_client_with_no_data_after_selection_is_one_line(tmp_path):
+    """Random scores in [0, 1) against a threshold of 2 keep nothing: the server names the client."""
+    proc = assay_train([*TINY, "selection=random", "selection.keep_rule=threshold", "selection.threshold=2.0", "collab.warmup_rounds=0", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr.split(errors[0])[-1]
+    assert "collab.clients[0]='copy': client 0 kept no examples after selection (keep_rule=threshold)" in errors[0]
+
+
+def test_multirun_sweep_over_modes_and_compare(tmp_path):
+    """A Hydra multirun runs one simulation per job in the same process; assay-compare groups them."""
+    sweep = tmp_path / "sweep"
+    proc = assay_train(["-m", *TINY, "selection=none", "collab.rounds=1", "collab.eval_every_round=false", "collab.mode=fedavg,local", f"hydra.sweep.dir={sweep}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    from assay.compare import read_local_run
+
+    runs = [read_local_run(sweep / str(i)) for i in range(2)]
+    assert [r.status for r in runs] == ["completed", "completed"]
+    assert sorted(r.config["collab.mode"] for r in runs) == ["fedavg", "local"]
+    compared = subprocess.run([sys.executable, "-m", "assay.compare", str(sweep), "--by", "collab.mode", "--metric", "test/loss"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert compared.returncode == 0 and "fedavg" in compared.stdout and "local" in compared.stdout, compared.stderr[-2000:]
