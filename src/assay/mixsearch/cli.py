@@ -310,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", default="natural", help="base mixture: natural, uniform or '{...}'")
     p.add_argument("--factor", type=float, default=3.0, help="each domain's amount × factor and ÷ factor (Kang et al.: 3)")
     p.add_argument("--batch-size", type=int, default=None, help="steps = examples / batch size (default: data.batch_size of the overrides)")
-    p.add_argument("--steps-key", default="trainer.max_steps")
+    p.add_argument("--steps-key", default="trainer.max_steps,trainer.val_check_interval", help="keys set to examples / batch size (comma list)")
     p.add_argument("--examples-key", default="mixture.num_examples")
     p.add_argument("--max-repetition", type=float, default=1.0)
     p.add_argument("--domains", default=None)

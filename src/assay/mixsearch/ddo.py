@@ -187,7 +187,8 @@ def ddo_swarm(root: Path, budget: Optional[float], factor: float, base: str, ove
         for i, d in enumerate(domains):
             if n[i] > max_repetition * sizes[d] + 1e-9:
                 raise UserError("--budget", budget, f"run {name} needs {n[i]:.0f} examples of {d!r} but its pool has {sizes[d]} (× max_repetition {max_repetition:g}): the cap of {d} binds; lower the budget or the factor")
-        extra = {examples_key: int(round(total)), steps_key: int(math.ceil(total / batch_size))}
+        # one pass over the run's examples; every key in steps_key gets the step count
+        extra = {examples_key: int(round(total)), **{k: int(math.ceil(total / batch_size)) for k in steps_key.split(",")}}
         if max_repetition > 1:
             extra["mixture.max_repetition"] = int(math.ceil(max_repetition))
         proxies.append(Proxy(name, as_dict(n / total, domains), extra))

@@ -187,10 +187,14 @@ class Swarm:
     def command(self, ids: Sequence[str], launch_overrides: Sequence[str] = ()) -> list[str]:
         exe = os.environ.get("ASSAY_TRAIN") or str(Path(sys.executable).with_name("assay-train"))
         conf = (self.root / "conf").resolve()
+        # A value a proxy sets for itself (a DDO run's steps, a validation run's seed) must not be
+        # overridden by the common command line, which Hydra applies after the proxy's config.
+        own = {k for p in self.proxies for k in p.extra} | {self.spec.weights_key} | set(self.spec.extra)
+        common = [o for o in [*self.overrides, *launch_overrides] if o.split("=", 1)[0].lstrip("+~") not in own]
         return [
             exe, "-m", f"hydra.searchpath=[file://{conf}]", "+proxy=" + ",".join(ids),
             f"hydra.sweep.dir={(self.root / 'runs').resolve()}", "hydra.sweep.subdir=${hydra:runtime.choices.proxy}",
-            *self.overrides, *launch_overrides,
+            *common,
         ]
 
     def launch(self, launch_overrides: Sequence[str] = (), dry_run: bool = False, echo=print) -> int:

@@ -39,7 +39,7 @@ class AutoScaleLaw(Regressor):
                 design = np.hstack([np.ones((n, 1)), (n00 + s[:, None] * X) ** (-g0)])
                 lin = lsq_linear(design, y, bounds=(np.r_[-np.inf, np.zeros(m)], np.full(m + 1, np.inf))).x
                 p0 = np.clip(np.r_[lin, np.full(m, n00), np.full(m, g0)], lo, np.where(np.isinf(hi), 1e300, hi))
-                r = least_squares(lambda p: self._eval(p, X, s) - y, p0, bounds=(lo, hi), x_scale="jac")
+                r = least_squares(lambda p: self._eval(p, X, s) - y, p0, jac=lambda p: self._jac(p, X, s), bounds=(lo, hi), x_scale="jac", max_nfev=2000)
                 if best is None or r.cost < best.cost:
                     best = r
         self.p = best.x
@@ -50,6 +50,14 @@ class AutoScaleLaw(Regressor):
         m = X.shape[1]
         L, A, N0, g = p[0], p[1 : m + 1], p[m + 1 : 2 * m + 1], p[2 * m + 1 :]
         return L + (A * (N0 + s[:, None] * X) ** (-g)).sum(axis=1)
+
+    @staticmethod
+    def _jac(p, X, s):
+        m = X.shape[1]
+        A, N0, g = p[1 : m + 1], p[m + 1 : 2 * m + 1], p[2 * m + 1 :]
+        u = N0 + s[:, None] * X
+        ug = u ** (-g)
+        return np.hstack([np.ones((len(X), 1)), ug, -A * g * ug / u, -A * ug * np.log(u)])
 
     def predict(self, X, scale=None):
         X = np.asarray(X, float)
@@ -65,5 +73,5 @@ class AutoScaleLaw(Regressor):
         m = x.shape[0]
         s = float(scale_ratio(scale, 1, self.s_ref)[0])
         L, A, N0, g = self.p[0], self.p[1 : m + 1], self.p[m + 1 : 2 * m + 1], self.p[2 * m + 1 :]
-        terms = [A[i] * cp.power(N0[i] + s * x[i], -g[i]) if g[i] > 1e-9 else A[i] * N0[i] ** 0 for i in range(m)]
+        terms = [A[i] * cp.power(N0[i] + s * x[i], -g[i], approx=False) if g[i] > 1e-9 else A[i] * N0[i] ** 0 for i in range(m)]
         return L + cp.sum(cp.hstack(terms))

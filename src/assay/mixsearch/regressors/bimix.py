@@ -51,7 +51,8 @@ class BiMixLaw(Regressor):
                 k = len(lin)
                 lo = np.r_[np.zeros(k), np.zeros(m), np.zeros(m if self._two_d else 0)]
                 hi = np.r_[np.full(k, np.inf), np.full(m, ALPHA_MAX), np.full(m if self._two_d else 0, BETA_MAX)]
-                r = least_squares(lambda p: self._eval(p, logr, s, m) - y, np.clip(p0, lo, hi), bounds=(lo, hi), x_scale="jac")
+                r = least_squares(lambda p: self._eval(p, logr, s, m) - y, np.clip(p0, lo, hi), jac=lambda p: self._jac(p, logr, s, m),
+                                  bounds=(lo, hi), x_scale="jac", max_nfev=2000)
                 if best is None or r.cost < best.cost:
                     best = r
         self.p = best.x
@@ -63,6 +64,16 @@ class BiMixLaw(Regressor):
             return (np.exp(-a * logr) * (P * s[:, None] ** (-b) + Q)).sum(axis=1)
         F, a = p[:m], p[m:]
         return (F * np.exp(-a * logr)).sum(axis=1)
+
+    def _jac(self, p, logr, s, m):
+        if self._two_d:
+            P, Q, a, b = p[:m], p[m : 2 * m], p[2 * m : 3 * m], p[3 * m :]
+            ra = np.exp(-a * logr)
+            sb = s[:, None] ** (-b)
+            return np.hstack([ra * sb, ra, -logr * ra * (P * sb + Q), -ra * P * sb * np.log(s)[:, None]])
+        F, a = p[:m], p[m:]
+        ra = np.exp(-a * logr)
+        return np.hstack([ra, -F * logr * ra])
 
     def predict(self, X, scale=None):
         X = np.asarray(X, float)
@@ -85,5 +96,5 @@ class BiMixLaw(Regressor):
         else:
             coef, alpha = self.p[:m], self.p[m:]
         # r^{-α} with α >= 0 is convex on r > 0; a term with α = 0 is a constant.
-        terms = [coef[i] * cp.power(x[i] + EPS, -alpha[i]) if alpha[i] > 1e-9 else coef[i] for i in range(m)]
+        terms = [coef[i] * cp.power(x[i] + EPS, -alpha[i], approx=False) if alpha[i] > 1e-9 else coef[i] for i in range(m)]
         return cp.sum(cp.hstack(terms))
