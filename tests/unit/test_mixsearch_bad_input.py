@@ -107,3 +107,22 @@ def test_cli_prints_one_line_and_exits_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "assay.mixsearch.cli", "fit", str(tmp_path / "nothing")], capture_output=True, text=True)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert "must be a swarm directory" in proc.stderr
+
+
+def test_cli_fit_and_propose_write_their_files(tmp_path):
+    root = tmp_path / "s"
+    _fake_swarm(root, 24, failed=("p003",))
+    cmd = [sys.executable, "-m", "assay.mixsearch.cli"]
+    fit = subprocess.run([*cmd, "fit", str(root), "--regressor", "linear,log_linear,lightgbm"], capture_output=True, text=True)
+    assert fit.returncode == 0, fit.stderr[-2000:]
+    assert "excluding 1 of 24 proxies (failed: p003)" in fit.stdout
+    table = (root / "fit" / "fit.md").read_text()
+    assert "23 proxies, 3 domains" in table and "| linear | 1.000 | 1.000 |" in table  # the fake target is exactly linear
+    assert (root / "fit" / "pred_vs_true.png").is_file()
+    # val/loss = 2 copy + 3 add + 2.5 sort: the best mixture within caps fills copy (t = 2) up to its cap
+    prop = subprocess.run([*cmd, "propose", str(root), "--regressor", "linear", "--proposer", "optimize", "--caps", "{copy:0.6}"], capture_output=True, text=True)
+    assert prop.returncode == 0, prop.stderr[-2000:]
+    out = json.loads((root / "proposed" / "linear.json").read_text())
+    assert out["weights"] == pytest.approx({"copy": 0.6, "add": 0.0, "sort": 0.4}, abs=1e-4)
+    assert out["binding_caps"] == ["copy<=0.6"]
+    assert "assay-train mixture=weights mixture.weights={copy:0.6,sort:0.4}" in prop.stdout

@@ -131,7 +131,7 @@ def cmd_fit(args) -> int:
     from assay.mixsearch.fit import fit_report
     from assay.mixsearch.table import load_table
 
-    table = load_table(args.source, args.domains, args.target, args.target_weights, args.scale_column, echo=print)
+    table = load_table(args.source, args.domains, args.target, args.target_weights, args.scale_column, drop_missing=args.drop_missing, echo=print)
     out = Path(args.out) if args.out else _default_out(args.source, "fit")
     report = fit_report(table, _regressor_names(args.regressor), out, folds=args.folds, seed=args.seed, echo=print)
     print(report.markdown())
@@ -163,20 +163,22 @@ def cmd_propose(args) -> int:
     from assay.mixsearch.regressors import fit_regressor
     from assay.mixsearch.table import load_table
 
-    table = load_table(args.source, args.domains, args.target, args.target_weights, args.scale_column, echo=print)
+    table = load_table(args.source, args.domains, args.target, args.target_weights, args.scale_column, maximize=args.maximize, drop_missing=args.drop_missing, echo=print)
     meta = table.meta
     sizes = meta.get("sizes")
     if args.sizes:
         sizes = parse_mixture(args.sizes, "--sizes")
     caps = caps_from(args.caps, sizes, args.budget, args.max_repetition, table.domains)
     check_feasible(caps, table.domains)
-    prior = _prior(args.prior, table.domains, sizes or {d: 1.0 for d in table.domains}) if (args.prior != "natural" or sizes) else np.full(len(table.domains), 1 / len(table.domains))
+    # natural = the pool's shares (from the swarm, or --sizes); a table without sizes falls back to uniform
+    prior = _prior(args.prior, table.domains, sizes or {d: 1.0 for d in table.domains})
     out = Path(args.out) if args.out else _default_out(args.source, "proposed")
     spec = _spec(args) if (args.set or args.option != "weights" or args.weights_key != "mixture.weights") else table.spec
     scale = args.scale if args.scale is not None else (float(np.median(table.scale)) if table.scale is not None else None)
     for name in _regressor_names(args.regressor):
         model = fit_regressor(name, table, seed=args.seed)
-        result = propose(model, table.domains, args.proposer, prior=prior, caps=caps, kl=args.kl, n_samples=args.samples, top_k=args.top_k, seed=args.seed, scale=scale, maximize=table.maximize)
+        result = propose(model, table.domains, args.proposer, prior=prior, caps=caps, kl=args.kl, n_samples=args.samples, top_k=args.top_k,
+                         seed=args.seed, scale=scale, maximize=table.maximize, strength=args.strength)
         paths = write_proposal(out, name, result, table.domains, spec, meta={"target": table.target_name, "source": str(args.source), "proposer": args.proposer, "caps": None if caps is None else caps.tolist(), "kl": args.kl})
         print(result.describe(table.domains, name))
         print(f"[assay-mix] use it: assay-train {' '.join(paths['args'])}")
@@ -268,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--target-weights", default=None, help="weights of the per-domain metrics in the target, e.g. '{add:2,sort:1}'")
         p.add_argument("--domains", default=None, help="table input: the weight columns (default: columns named w/<domain>)")
         p.add_argument("--scale-column", default=None, help="table input: column with each run's data quantity (BiMix, AutoScale)")
+        p.add_argument("--drop-missing", action="store_true", help="exclude runs that lack the target metric (default: stop and list them)")
         p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("fit", help="fit regressors of the target on the mixtures; held-out Spearman/R² table and plots")
@@ -284,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kl", type=float, default=0.0, help="optimize: weight λ of KL(x || prior)")
     p.add_argument("--samples", type=int, default=100_000, help="simulation: Dirichlet samples")
     p.add_argument("--top-k", type=int, default=128, help="simulation: average of the best k")
+    p.add_argument("--strength", type=float, default=1.0, help="simulation: Dirichlet(strength · prior) (RegMix: 1)")
+    p.add_argument("--maximize", action="store_true", help="higher target is better (accuracy)")
     p.add_argument("--scale", type=float, default=None, help="data quantity to predict at (scale-aware laws; default: the swarm's)")
     p.add_argument("--sizes", default=None, help="domain pool sizes '{copy:1500,...}' (default: the swarm's)")
     p.add_argument("--out", default=None)
