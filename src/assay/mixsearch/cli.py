@@ -86,7 +86,7 @@ def cmd_swarm(args, overrides: list[str]) -> int:
     if (root / "swarm.json").is_file():
         swarm = Swarm.load(root)
         print(f"[assay-mix] swarm {root} exists ({len(swarm.proxies)} proxies); re-launching what has not completed")
-        return swarm.launch(overrides, dry_run=args.dry_run) if not args.no_launch else 0
+        return swarm.launch(overrides, dry_run=args.dry_run, shard=_shard(args.shard)) if not args.no_launch else 0
     spec = _spec(args)
     sizes = pool_sizes(overrides)
     domains = list(args.domains.split(",")) if args.domains else list(sizes)
@@ -120,7 +120,15 @@ def cmd_swarm(args, overrides: list[str]) -> int:
     if args.no_launch:
         print("[assay-mix] not launched (--no-launch); launch with: assay-mix swarm " + str(root))
         return 0
-    return swarm.launch([], dry_run=args.dry_run)
+    return swarm.launch([], dry_run=args.dry_run, shard=_shard(args.shard))
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        i, k = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise UserError("--shard", text, "write i/k, e.g. 0/3 (the i-th of k launches side by side)") from None
+    return i, k
 
 
 # --------------------------------------------------------------------------------------------------
@@ -196,10 +204,10 @@ def cmd_validate(args, overrides: list[str]) -> int:
     root = Path(args.dir)
     if not args.report_only:
         swarm = build_validation(root, args.mixture, args.baselines, [int(s) for s in args.seeds.split(",")], overrides, _spec(args), args.domains, args.best_target)
-        rc = swarm.launch([], dry_run=args.dry_run)
-        if rc != 0 or args.dry_run:
+        rc = swarm.launch([], dry_run=args.dry_run, shard=_shard(args.shard))
+        if rc != 0 or args.dry_run or args.shard != "0/1":
             return rc
-    rep = report_validation(root, args.target, args.target_weights, args.maximize)
+    rep = report_validation(root, args.target, args.target_weights, args.maximize, [Path(p) for p in args.include])
     print(rep)
     return 0
 
@@ -261,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-launch", action="store_true")
     p.add_argument("--dry-run", action="store_true", help="print the assay-train command only")
+    p.add_argument("--shard", default="0/1", help="i/k: launch every k-th pending proxy from the i-th (k launches side by side)")
     _add_spec_args(p)
     _add_caps_args(p)
 
@@ -306,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-weights", default=None)
     p.add_argument("--maximize", action="store_true")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--include", action="append", default=[], help="another validation directory at the same scale to report alongside")
+    p.add_argument("--shard", default="0/1", help="i/k: launch every k-th pending run from the i-th (then --report-only)")
     p.add_argument("--dry-run", action="store_true")
     _add_spec_args(p)
 

@@ -197,12 +197,20 @@ class Swarm:
             *common,
         ]
 
-    def launch(self, launch_overrides: Sequence[str] = (), dry_run: bool = False, echo=print) -> int:
+    def launch(self, launch_overrides: Sequence[str] = (), dry_run: bool = False, echo=print, shard: tuple[int, int] = (0, 1)) -> int:
+        """Launch the proxies without a completed summary; ``shard=(i, k)`` launches every k-th of them
+        from the i-th (k launches side by side, e.g. one per SLURM allocation or machine)."""
         status = self.status()
-        todo = [pid for pid, s in status.items() if s != "completed"]
-        done = len(status) - len(todo)
+        i, k = shard
+        check(k >= 1 and 0 <= i < k, "--shard", f"{i}/{k}", "write i/k with 0 <= i < k")
+        pending = [pid for pid, s in status.items() if s != "completed"]
+        todo = pending[i::k]
+        done = len(status) - len(pending)
+        part = f" (shard {i}/{k}: {len(todo)} of them)" if k > 1 else ""
         if done:
-            echo(f"[assay-mix] {done} of {len(status)} proxies already completed; launching the other {len(todo)}")
+            echo(f"[assay-mix] {done} of {len(status)} proxies already completed; launching the other {len(pending)}{part}")
+        elif k > 1:
+            echo(f"[assay-mix] launching {len(todo)} of {len(pending)} proxies (shard {i}/{k})")
         if not todo:
             echo("[assay-mix] nothing to launch: every proxy has completed")
             return 0

@@ -76,24 +76,30 @@ def build_validation(root: Path, mixtures: Sequence[str], baselines: str, seeds:
     return swarm
 
 
-def report_validation(root: Path, target: str = "test/loss", target_weights: Optional[str] = None, maximize: bool = False) -> str:
+def report_validation(root: Path, target: str = "test/loss", target_weights: Optional[str] = None, maximize: bool = False, include: Sequence[Path] = ()) -> str:
+    """One table over the validation runs of ``root`` (and of ``include``: validation directories run
+    earlier at the same scale, e.g. the baselines started before the swarm finished)."""
     swarm = Swarm.load(root)
     tw = normalise(parse_mixture(target_weights, "--target-weights"), "--target-weights") if target_weights else None
-    status = swarm.status()
     groups: dict[str, list[tuple[float, dict]]] = {}
     missing = []
-    for p in swarm.proxies:
-        name = p.id.rsplit("-s", 1)[0]
-        groups.setdefault(name, [])
-        if status[p.id] != "completed":
-            missing.append(p.id)
-            continue
-        metrics = json.loads((swarm.run_dir(p.id) / "summary.json").read_text())["metrics"]
-        v = target_value(metrics, target, tw, swarm.domains)
-        if v is None:
-            raise UserError("--target", target, f"missing from validation run {p.id}")
-        groups[name].append((v, metrics))
-    mixes = swarm.generator.get("mixtures", {})
+    mixes: dict[str, dict] = {}
+    for sw in [Swarm.load(r) for r in include] + [swarm]:
+        check(sw.domains == swarm.domains, "--include", str(sw.root), f"covers domains {sw.domains}, not {swarm.domains}")
+        check(sw.overrides == swarm.overrides, "--include", str(sw.root), "was run with other overrides (another scale); its runs are not comparable")
+        status = sw.status()
+        mixes.update(sw.generator.get("mixtures", {}))
+        for p in sw.proxies:
+            name = p.id.rsplit("-s", 1)[0]
+            groups.setdefault(name, [])
+            if status[p.id] != "completed":
+                missing.append(p.id)
+                continue
+            metrics = json.loads((sw.run_dir(p.id) / "summary.json").read_text())["metrics"]
+            v = target_value(metrics, target, tw, swarm.domains)
+            if v is None:
+                raise UserError("--target", target, f"missing from validation run {p.id}")
+            groups[name].append((v, metrics))
     rows = []
     for name, vals in groups.items():
         if not vals:
