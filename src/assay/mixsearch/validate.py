@@ -18,7 +18,8 @@ from assay.mixsearch.mixture import MixtureSpec, as_dict, normalise, parse_mixtu
 from assay.mixsearch.swarm import Proxy, Swarm
 from assay.mixsearch.table import target_value
 
-NAME = re.compile(r"^[A-Za-z0-9_.=+-]+$")
+NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+"""A mixture name becomes a config file and a Hydra override value: letters, digits, _ and - only."""
 
 
 def best_proxy(swarm_dir: Path, target: str) -> dict[str, float]:
@@ -56,22 +57,24 @@ def build_validation(root: Path, mixtures: Sequence[str], baselines: str, seeds:
             named.append(("best_proxy", best_proxy(Path(b[5:]), best_target)))
         else:
             raise UserError("--baselines", b, "choose natural, uniform or best:<swarm dir>")
-    # Identical mixtures train once (on the skills corpus the natural mixture is the uniform one).
+    # Identical mixtures train once (on the skills corpus the natural mixture is the uniform one);
+    # the report names the others as aliases.
     unique: list[tuple[str, dict[str, float]]] = []
+    aliases: dict[str, list[str]] = {}
     for name, w in named:
-        check(bool(NAME.match(name)), "--mixture", name, "a name may use letters, digits and _ . = + -")
+        check(bool(NAME.match(name)), "--mixture", name, "a name may use letters, digits, _ and -")
         unknown = sorted(set(w) - set(domains))
         check(not unknown, f"--mixture {name}", ",".join(unknown), f"unknown domain; domains are {domains}")
         vec = np.array([w.get(d, 0.0) for d in domains])
         for j, (other, ow) in enumerate(unique):
             if np.abs(vec - np.array([ow.get(d, 0.0) for d in domains])).sum() < 1e-4:
-                unique[j] = (f"{other}={name}", ow)
+                aliases.setdefault(other, []).append(name)
                 break
         else:
             unique.append((name, w))
     proxies = [Proxy(f"{name}-s{seed}", as_dict(np.array([w.get(d, 0.0) for d in domains]), domains), {"seed": seed}) for name, w in unique for seed in seeds]
     swarm = Swarm(root=root, domains=domains, proxies=proxies, spec=spec, overrides=overrides, sizes={d: float(sizes[d]) for d in domains},
-                  generator={"method": "validation", "mixtures": {n: w for n, w in unique}, "seeds": seeds}).write()
+                  generator={"method": "validation", "mixtures": {n: w for n, w in unique}, "aliases": aliases, "seeds": seeds}).write()
     print(f"[assay-mix] validation: {len(unique)} mixtures × {len(seeds)} seeds = {len(proxies)} runs in {root}")
     return swarm
 
@@ -84,11 +87,13 @@ def report_validation(root: Path, target: str = "test/loss", target_weights: Opt
     groups: dict[str, list[tuple[float, dict]]] = {}
     missing = []
     mixes: dict[str, dict] = {}
+    aliases: dict[str, list[str]] = {}
     for sw in [Swarm.load(r) for r in include] + [swarm]:
         check(sw.domains == swarm.domains, "--include", str(sw.root), f"covers domains {sw.domains}, not {swarm.domains}")
         check(sw.overrides == swarm.overrides, "--include", str(sw.root), "was run with other overrides (another scale); its runs are not comparable")
         status = sw.status()
         mixes.update(sw.generator.get("mixtures", {}))
+        aliases.update(sw.generator.get("aliases", {}))
         for p in sw.proxies:
             name = p.id.rsplit("-s", 1)[0]
             groups.setdefault(name, [])
@@ -117,7 +122,8 @@ def report_validation(root: Path, target: str = "test/loss", target_weights: Opt
     ]
     for name, mean, sd, n, em, w in rows:
         ws = ", ".join(f"{float(w.get(d, 0.0)):.3f}" for d in swarm.domains)
-        lines.append(f"| {name} | {mean:.4f} ± {sd:.4f} | {n} | {em:.3f} | {ws} |")
+        label = name + "".join(f" (= {a})" for a in aliases.get(name, []))
+        lines.append(f"| {label} | {mean:.4f} ± {sd:.4f} | {n} | {em:.3f} | {ws} |")
     if missing:
         lines.append("")
         lines.append(f"not completed ({len(missing)}): {', '.join(missing)}")
