@@ -15,7 +15,7 @@ def test_chain_end_to_end_and_relaunch_skips_completed(tmp_path, compose_cfg):
     cmd = [sys.executable, "-m", "assay.mixsearch.cli"]
     common = ["debug=fast", "data.domains=[copy,add,sort]", "eval.max_new_tokens=2"]
     proc = subprocess.run([*cmd, "chain", str(root), "-n", "6", "--proxy-steps", "3", "--target-steps", "4", "--regressor", "linear,log_linear", "--", *common],
-                          capture_output=True, text=True, timeout=1200)
+                          capture_output=True, text=True, timeout=3600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
 
