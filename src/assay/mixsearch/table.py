@@ -84,6 +84,7 @@ def _from_swarm(root: Path, target: str, tw, drop_missing: bool, echo) -> Table:
 
     swarm = Swarm.load(root)
     status = swarm.status()
+    # "failed" is a run directory without a summary: a run that crashed, or one still running
     bad = {s: [pid for pid, st in status.items() if st == s] for s in ("failed", "missing")}
     n_bad = sum(len(v) for v in bad.values())
     if n_bad:
