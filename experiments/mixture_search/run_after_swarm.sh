@@ -1,13 +1,21 @@
 #!/bin/bash
-# After the swarm: fit every regressor, propose with each, validate the proposals at the target scale.
+# After the swarm: fit every regressor, propose with each, validate proposals at the target scale.
+# fit/propose are seconds of CPU (analysis, normal priority); the validation runs train (nice 10).
 set -e
 cd "$(dirname "$0")/../.."
 export PYTHONPATH=$PWD/src OMP_NUM_THREADS=1
-MIX="nice -n 10 /work/main/.venv/bin/python -W ignore -m assay.mixsearch.cli"
+MIX="/work/main/.venv/bin/python -W ignore -m assay.mixsearch.cli"
 S=logs/mixsearch/swarm64
 E=experiments/mixture_search
 # target: the mean of the five per-skill validation losses
-$MIX fit $S --target 'val/loss/*' --regressor lightgbm,linear,log_linear,bimix,autoscale,gp --out $E/fit | tee $E/fit.log
+$MIX fit $S --target 'val/loss/*' --regressor lightgbm,linear,log_linear,bimix,autoscale,gp --out $E/fit 2>&1 | tee $E/fit.log
 # proposals at the target scale: 4000 examples, each example at most twice -> a cap of 0.75 per skill
-$MIX propose $S --target 'val/loss/*' --regressor lightgbm --proposer simulation --budget 4000 --max-repetition 2 --out $E/proposed | tee $E/propose.log
-$MIX propose $S --target 'val/loss/*' --regressor linear,log_linear,bimix,autoscale,gp --proposer optimize --budget 4000 --max-repetition 2 --out $E/proposed | tee -a $E/propose.log
+$MIX propose $S --target 'val/loss/*' --regressor lightgbm --proposer simulation --budget 4000 --max-repetition 2 --out $E/proposed 2>&1 | tee $E/propose.log
+$MIX propose $S --target 'val/loss/*' --regressor linear,log_linear,bimix,autoscale,gp --proposer optimize --budget 4000 --max-repetition 2 --out $E/proposed 2>&1 | tee -a $E/propose.log
+# validation of two proposals and the best proxy at the target scale, 3 seeds, 3 shards side by side
+for i in 0 1 2; do
+  nice -n 10 $MIX validate logs/mixsearch/val_proposals --mixture $E/proposed/lightgbm.json --mixture $E/proposed/log_linear.json \
+    --baselines best:$S --best-target 'val/loss/*' --seeds 0,1,2 --shard $i/3 \
+    -- $(cat $E/target_overrides.txt) hydra/launcher=joblib hydra.launcher.n_jobs=1 > logs/mixsearch/val_proposals.shard$i.log 2>&1 &
+  sleep 20  # the first shard writes the validation directory; the others find it
+done

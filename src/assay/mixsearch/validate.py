@@ -72,7 +72,9 @@ def build_validation(root: Path, mixtures: Sequence[str], baselines: str, seeds:
                 break
         else:
             unique.append((name, w))
-    proxies = [Proxy(f"{name}-s{seed}", as_dict(np.array([w.get(d, 0.0) for d in domains]), domains), {"seed": seed}) for name, w in unique for seed in seeds]
+    # Seed-major: the first seed of every mixture comes first, so a launch cut short (or k shards side
+    # by side) still compares every mixture on the same seeds.
+    proxies = [Proxy(f"{name}-s{seed}", as_dict(np.array([w.get(d, 0.0) for d in domains]), domains), {"seed": seed}) for seed in seeds for name, w in unique]
     swarm = Swarm(root=root, domains=domains, proxies=proxies, spec=spec, overrides=overrides, sizes={d: float(sizes[d]) for d in domains},
                   generator={"method": "validation", "mixtures": {n: w for n, w in unique}, "aliases": aliases, "seeds": seeds}).write()
     print(f"[assay-mix] validation: {len(unique)} mixtures × {len(seeds)} seeds = {len(proxies)} runs in {root}")
