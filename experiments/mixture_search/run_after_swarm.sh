@@ -13,9 +13,10 @@ $MIX fit $S --target 'val/loss/*' --regressor lightgbm,linear,log_linear,bimix,a
 $MIX propose $S --target 'val/loss/*' --regressor lightgbm --proposer simulation --budget 4000 --max-repetition 2 --out $E/proposed 2>&1 | tee $E/propose.log
 $MIX propose $S --target 'val/loss/*' --regressor linear,log_linear,bimix,autoscale,gp --proposer optimize --budget 4000 --max-repetition 2 --out $E/proposed 2>&1 | tee -a $E/propose.log
 # validation of two proposals and the best proxy at the target scale, 3 seeds, 3 shards side by side
+# (--dry-run writes the validation directory once; each shard then launches its part of it)
+set -f  # the target pattern val/loss/* is not a file glob
+VAL="validate logs/mixsearch/val_proposals --mixture $E/proposed/lightgbm.json --mixture $E/proposed/log_linear.json --baselines best:$S --best-target val/loss/* --seeds 0,1,2"
+$MIX $VAL --dry-run -- $(cat $E/target_overrides.txt) hydra/launcher=joblib hydra.launcher.n_jobs=1
 for i in 0 1 2; do
-  nice -n 10 $MIX validate logs/mixsearch/val_proposals --mixture $E/proposed/lightgbm.json --mixture $E/proposed/log_linear.json \
-    --baselines best:$S --best-target 'val/loss/*' --seeds 0,1,2 --shard $i/3 \
-    -- $(cat $E/target_overrides.txt) hydra/launcher=joblib hydra.launcher.n_jobs=1 > logs/mixsearch/val_proposals.shard$i.log 2>&1 &
-  sleep 20  # the first shard writes the validation directory; the others find it
+  nice -n 10 $MIX $VAL --shard $i/3 > logs/mixsearch/val_proposals.shard$i.log 2>&1 &
 done
