@@ -181,7 +181,11 @@ def cmd_propose(args) -> int:
     # natural = the pool's shares (from the swarm, or --sizes); a table without sizes falls back to uniform
     prior = _prior(args.prior, table.domains, sizes or {d: 1.0 for d in table.domains})
     out = Path(args.out) if args.out else _default_out(args.source, "proposed")
-    spec = _spec(args) if (args.set or args.option != "weights" or args.weights_key != "mixture.weights") else table.spec
+    # The proposal is for the target scale: it keeps how weights reach a run (the swarm's option and
+    # key) but not the proxies' own extras (their example count), unless --set gives new ones.
+    from assay.mixsearch.mixture import MixtureSpec
+
+    spec = _spec(args) if (args.set or args.option != "weights" or args.weights_key != "mixture.weights") else MixtureSpec(table.spec.option, table.spec.weights_key)
     scale = args.scale if args.scale is not None else (float(np.median(table.scale)) if table.scale is not None else None)
     for name in _regressor_names(args.regressor):
         model = fit_regressor(name, table, seed=args.seed)
