@@ -1,0 +1,171 @@
+"""Propose: the mixture a fitted regressor predicts best, within the repetition caps.
+
+* ``simulation`` (RegMix, Liu et al. 2024): score many Dirichlet(strength · prior) samples with the
+  fit, keep those within the caps, average the best k (RegMix: 100k samples, k = 128). The mean of
+  feasible mixtures is feasible (the caps form a convex set).
+* ``optimize``: minimise prediction + λ·KL(x ‖ prior) over {x ≥ 0, Σx = 1, x ≤ cap}. A law that is
+  convex in the weights (linear, log-linear, BiMix, AutoScale) is solved exactly with cvxpy, as
+  allenai/olmix's exact proposer; another smooth fit (GP) with scipy's SLSQP from the best simulated
+  mixtures. Trees have no gradient and are refused (use the simulation).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from assay.errors import UserError
+from assay.mixsearch.mixture import MixtureSpec, as_dict, check_feasible, entropy_kl, write_json
+from assay.mixsearch.regressors.base import Regressor
+
+ACTIVE_TOL = 1e-5
+
+
+@dataclass
+class ProposalResult:
+    weights: np.ndarray
+    predicted: float
+    proposer: str
+    active_caps: list[str] = field(default_factory=list)
+    """Domains whose cap binds at the proposal (the proposal would move further if it were raised)."""
+    kl_to_prior: Optional[float] = None
+
+    def describe(self, domains: list[str], name: str = "") -> str:
+        mix = ", ".join(f"{d} {w:.3f}" for d, w in zip(domains, self.weights))
+        caps = f"; binding caps: {', '.join(self.active_caps)}" if self.active_caps else ""
+        pred = "" if not np.isfinite(self.predicted) else f"; predicted target {self.predicted:.4f}"
+        return f"[assay-mix] {name} {self.proposer}: {mix}{pred}{caps}"
+
+
+def _predict(model: Regressor, X: np.ndarray, scale: Optional[float]) -> np.ndarray:
+    return model.predict(X, None if scale is None else np.full(len(X), scale))
+
+
+def _active(x: np.ndarray, caps: Optional[np.ndarray], domains: list[str]) -> list[str]:
+    if caps is None:
+        return []
+    return [f"{domains[i]}<={caps[i]:.4g}" for i in np.flatnonzero((x >= caps - ACTIVE_TOL) & (caps < 1 - 1e-12))]
+
+
+def simulate(model: Regressor, prior: np.ndarray, caps: Optional[np.ndarray], n_samples: int = 100_000, top_k: int = 128,
+             strength: float = 1.0, seed: int = 0, scale: Optional[float] = None, maximize: bool = False) -> np.ndarray:
+    """RegMix's simulation: the mean of the top-k predicted mixtures among Dirichlet(strength·prior) samples."""
+    from assay.mixsearch.swarm import _dirichlet
+
+    rng = np.random.default_rng(seed)
+    alpha = np.broadcast_to(strength * prior, (n_samples, len(prior))).copy()
+    X = _dirichlet(rng, alpha)
+    if caps is not None:
+        X = X[(X <= caps[None, :] + 1e-12).all(axis=1)]
+        if len(X) < top_k:
+            # Caps far from the prior: few random samples survive. Scale the excess of each sample
+            # back under the caps (a feasible point of the same direction) instead of rejecting.
+            X = _project_many(_dirichlet(rng, alpha), caps)
+    y = _predict(model, X, scale)
+    order = np.argsort(-y if maximize else y)[: max(1, min(top_k, len(y)))]
+    return X[order].mean(axis=0)
+
+
+def _project_many(X: np.ndarray, caps: np.ndarray) -> np.ndarray:
+    """Euclidean projection of each row onto {0 <= x <= cap, Σx = 1} (bisection on the shift τ)."""
+    lo = (X - caps[None, :]).min(axis=1) - 1.0
+    hi = X.max(axis=1)
+    for _ in range(60):
+        tau = (lo + hi) / 2
+        s = np.clip(X - tau[:, None], 0, caps[None, :]).sum(axis=1)
+        lo = np.where(s > 1, tau, lo)
+        hi = np.where(s > 1, hi, tau)
+    return np.clip(X - hi[:, None], 0, caps[None, :])
+
+
+def optimize(model: Regressor, prior: np.ndarray, caps: Optional[np.ndarray], kl: float = 0.0, seed: int = 0,
+             scale: Optional[float] = None, maximize: bool = False, starts: Optional[np.ndarray] = None) -> np.ndarray:
+    m = len(prior)
+    upper = np.ones(m) if caps is None else np.asarray(caps, float)
+    sign = -1.0 if maximize else 1.0
+    if not model.smooth:
+        raise UserError("--proposer", "optimize", f"regressor {model.name} is piecewise constant (no gradient); use --proposer simulation")
+    if not maximize:
+        import cvxpy as cp
+
+        x = cp.Variable(m, nonneg=True)
+        expr = model.convex_objective(x, scale)
+        if expr is not None:
+            obj = expr + (kl * cp.sum(cp.kl_div(x, prior)) if kl > 0 else 0)
+            prob = cp.Problem(cp.Minimize(obj), [cp.sum(x) == 1, x <= upper])
+            try:
+                prob.solve()
+            except cp.SolverError:
+                prob.solve(solver=cp.SCS)
+            if prob.status in ("optimal", "optimal_inaccurate") and x.value is not None:
+                v = np.clip(np.asarray(x.value, float), 0, upper)
+                return v / v.sum()
+    from scipy.optimize import minimize
+
+    def f(v):
+        v = np.clip(v, 0, None)
+        val = sign * float(_predict(model, v[None, :], scale)[0])
+        return val + (kl * entropy_kl(v / max(v.sum(), 1e-12), prior) if kl > 0 else 0.0)
+
+    if starts is None:
+        starts = np.vstack([np.minimum(prior, upper), simulate(model, prior, caps, 20_000, 16, seed=seed, scale=scale, maximize=maximize)])
+    best, best_val = None, np.inf
+    for x0 in starts:
+        x0 = _project_many(np.asarray(x0, float)[None, :], upper)[0]
+        r = minimize(f, x0, method="SLSQP", bounds=[(0, u) for u in upper], constraints=[{"type": "eq", "fun": lambda v: v.sum() - 1}], options={"maxiter": 300, "ftol": 1e-10})
+        if r.fun < best_val:
+            best, best_val = r.x, r.fun
+    v = np.clip(best, 0, upper)
+    return v / v.sum()
+
+
+def propose(model: Regressor, domains: list[str], proposer: str, prior: np.ndarray, caps: Optional[np.ndarray] = None, kl: float = 0.0,
+            n_samples: int = 100_000, top_k: int = 128, seed: int = 0, scale: Optional[float] = None, maximize: bool = False, strength: float = 1.0) -> ProposalResult:
+    check_feasible(caps, domains)
+    if proposer == "simulation":
+        x = simulate(model, prior, caps, n_samples, top_k, strength, seed, scale, maximize)
+    elif proposer == "optimize":
+        x = optimize(model, prior, caps, kl, seed, scale, maximize)
+    else:
+        raise UserError("--proposer", proposer, "choose simulation or optimize")
+    pred = float(_predict(model, x[None, :], scale)[0])
+    return ProposalResult(x, pred, proposer, _active(x, caps, domains), entropy_kl(x, prior))
+
+
+def write_proposal(out: Path, name: str, result: ProposalResult, domains: list[str], spec: MixtureSpec, meta: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """Three forms of one proposal, each usable as it is:
+
+    * ``conf/mixture/<name>.yaml``: a ``mixture`` option (``hydra.searchpath=[file://<out>/conf] mixture=<name>``,
+      or copy it into the repository's ``conf/mixture/``);
+    * ``<name>.overrides``: the ``assay-train`` arguments, one per line;
+    * ``<name>.json``: the weights, the prediction, binding caps and where they came from.
+    """
+    weights = as_dict(result.weights, domains)
+    header = f"proposed by assay-mix ({result.proposer}, {name}); predicted target {result.predicted:.4f}" if np.isfinite(result.predicted) else f"proposed by assay-mix ({result.proposer}, {name})"
+    conf = out / "conf" / "mixture"
+    conf.mkdir(parents=True, exist_ok=True)
+    (conf / f"{name}.yaml").write_text(spec.mixture_yaml(weights, comment=header))
+    args = spec.command_line(weights)
+    (out / f"{name}.overrides").write_text("\n".join(args) + "\n")
+    write_json(out / f"{name}.json", {
+        "name": name, "weights": weights, "predicted": result.predicted if np.isfinite(result.predicted) else None,
+        "proposer": result.proposer, "binding_caps": result.active_caps, "kl_to_prior": result.kl_to_prior, **(meta or {}),
+    })
+    return {"args": args, "conf": out / "conf", "name": name}
+
+
+def read_proposal(path: Path) -> tuple[str, dict[str, float]]:
+    """A proposal's name and weights from any of its files (the ``.json`` beside it is read)."""
+    path = Path(path)
+    if path.suffix != ".json":
+        stem = path.stem
+        base = path.parent.parent.parent if path.parent.name == "mixture" else path.parent
+        path = base / f"{stem}.json"
+    if not path.is_file():
+        raise UserError("--mixture", str(path), "is not a proposal file (write one with `assay-mix propose`)")
+    data = json.loads(path.read_text())
+    return data["name"], data["weights"]

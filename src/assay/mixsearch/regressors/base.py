@@ -1,0 +1,58 @@
+"""The regressor interface and the shared least-squares fitting of parametric laws."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from assay.errors import UserError
+
+
+class Regressor:
+    name: str = ""
+    smooth: bool = True
+    """The prediction has a gradient in the weights (a continuous optimiser can use it)."""
+    uses_scale: bool = False
+    """The law has a data-quantity variable (BiMix, AutoScale)."""
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    def n_params(self, m: int) -> int:
+        raise NotImplementedError
+
+    def min_rows(self, m: int) -> int:
+        """Fewest proxies the fit is defined for: one more than the free parameters."""
+        return self.n_params(m) + 1
+
+    def fit(self, X: np.ndarray, y: np.ndarray, scale: Optional[np.ndarray] = None) -> "Regressor":
+        raise NotImplementedError
+
+    def predict(self, X: np.ndarray, scale: Optional[np.ndarray | float] = None) -> np.ndarray:
+        raise NotImplementedError
+
+    def params(self) -> dict[str, Any]:
+        return {}
+
+    def convex_objective(self, x, scale: Optional[float] = None):
+        """A cvxpy expression of the prediction at the variable ``x`` (None: not a convex program)."""
+        return None
+
+
+def check_rows(model: Regressor, n: int, m: int) -> None:
+    need = model.min_rows(m)
+    if n < need:
+        raise UserError("--regressor", model.name, f"needs at least {need} proxies for {m} domains ({model.n_params(m)} parameters); the table has {n}")
+
+
+def scale_ratio(scale: Optional[np.ndarray | float], n: int, ref: Optional[float]) -> np.ndarray:
+    """Data quantity in units of the fit's reference quantity (1 where the law ignores it)."""
+    if scale is None or ref is None:
+        return np.ones(n)
+    s = np.broadcast_to(np.asarray(scale, dtype=float), (n,))
+    return s / ref
+
+
+def varies(scale: Optional[np.ndarray]) -> bool:
+    return scale is not None and np.ptp(np.log(np.asarray(scale, dtype=float))) > 1e-6
