@@ -68,7 +68,7 @@ def test_probe_checkpoints_and_final_model_feed_later_scorers(tmp_path):
     from transformers import AutoTokenizer
     from tests.conftest import compose_config
 
-    spec = validate(compose_config([*common, "selection=perplexity"]))
+    spec = validate(compose_config([*common, "selection=perplexity", "selection.allow_untrained=true"]))
     train = build_examples(spec.data, spec.mixture, spec.noise).splits["train"]
     tokenizer = AutoTokenizer.from_pretrained(probe / "tokenizer")
     tokenized = tokenize_split(train, tokenizer, "sft", spec.data.separator, spec.data.max_length)
