@@ -18,10 +18,11 @@
 from __future__ import annotations
 
 import os
+import sys
 from datetime import timedelta
 from typing import Any, Callable, Optional, TypeVar
 
-import torch
+from assay.lazy import torch
 
 from assay.errors import UserError
 
@@ -33,6 +34,8 @@ _launcher: Any = None  # Lightning's launcher on the rank that started the other
 
 
 def initialized() -> bool:
+    if "torch" not in sys.modules:  # nothing can have joined a process group (keeps error paths light)
+        return False
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 

@@ -119,15 +119,16 @@ def preflight(argv: list[str]) -> int:
         if multirun:
             launcher = compose(config_name="train", overrides=jobs[0], return_hydra_config=True).hydra.launcher
             check_slurm_launcher(launcher)
-        machine = launcher_machine(launcher)
+        machine = None  # read once a job validates: counting GPUs imports torch, which a config error must not wait for
         for job in jobs:
             try:
                 cfg = compose(config_name="train", overrides=job, return_hydra_config=True)
                 HydraConfig.instance().set_config(cfg)
                 spec = validate(cfg)
                 check_data_files(spec)
+                machine = machine or launcher_machine(launcher)
                 check_trainer(spec, machine)
-                check_output_dir(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir, "hydra.sweep.dir" if multirun else "hydra.run.dir")
+                check_output_dir(*_output_dir(cfg, multirun))
             except UserError as e:
                 if len(jobs) > 1:
                     raise UserError(e.field, e.value, f"{e.allowed} (in the job with overrides {' '.join(job)})") from None
@@ -338,3 +339,14 @@ def check_trainer(spec: Any, machine: Optional[Machine] = None) -> None:
         if importlib.util.find_spec("flash_attn") is None:
             raise UserError("model.attn_implementation", attention, "flash-attn is not installed (pip install flash-attn --no-build-isolation); use sdpa")
 
+
+def _output_dir(cfg: Any, multirun: bool) -> tuple[Any, str]:
+    """The directory to probe for the run (or sweep) and its field. The default directories end in
+    the ``assay.unique`` resolver, which claims a directory when it is resolved, so for those the
+    log root is probed instead, and the claim is left to the job itself."""
+    field = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    node = cfg.hydra.sweep if multirun else cfg.hydra.run
+    raw = str(node._get_node("dir")._value())
+    if "assay.unique" in raw:
+        return cfg.paths.log_dir, "paths.log_dir"
+    return node.dir, field

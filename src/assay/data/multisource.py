@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-import datasets
+from assay.lazy import datasets
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from assay.data.sources import SPLITS, DataConfig, HubPreferenceData, HubSFTData, JsonlData, ParquetData, SkillsData
