@@ -156,7 +156,8 @@ def validate(cfg: DictConfig) -> RunSpec:
     if spec.data.format not in spec.dynamics.data_formats:
         raise UserError("dynamics", spec.dynamics.name, f"records {' or '.join(spec.dynamics.data_formats)} batches only, and this run trains on {spec.data.format} data; use dynamics=losses")
     spec.ordering.check_selection(spec.selection)
-    spec.selection.check_scoring_model(spec.model)
+    if not cfg.get("collab"):  # a collaborative run scores with the global model after its warm-up rounds
+        spec.selection.check_scoring_model(spec.model)
     check_trainer_needs(spec)  # what the trainer's strategy and the model's compute settings need from the rest
     from assay.distributed import check as check_processes
 

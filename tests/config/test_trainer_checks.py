@@ -90,9 +90,9 @@ def test_slurm_sweeps_are_checked_against_the_requested_nodes(compose_cfg):
     "overrides,fragments",
     [
         (["trainer=fsdp", "dynamics=gradients"], ["trainer.strategy='fsdp'", "dynamics=gradients", "whole on every rank"]),
-        (["trainer=fsdp", "selection=less"], ["trainer.strategy='fsdp'", "selection=less"]),
-        (["trainer=deepspeed_zero3", "selection=grand"], ["trainer.strategy='deepspeed_stage_3'", "selection=grand"]),
-        (["trainer=deepspeed_zero3", "selection=lqs"], ["selection=lqs"]),
+        (["trainer=fsdp", "selection=less", "selection.allow_untrained=true"], ["trainer.strategy='fsdp'", "selection=less"]),
+        (["trainer=deepspeed_zero3", "selection=grand", "selection.allow_untrained=true"], ["trainer.strategy='deepspeed_stage_3'", "selection=grand"]),
+        (["trainer=deepspeed_zero3", "selection=lqs", "selection.allow_untrained=true"], ["selection=lqs"]),
         (["trainer=deepspeed_zero2", "dynamics=gradients", "dynamics.adam=true"], ["dynamics.adam=True", "flattened shards"]),
         (["trainer=fsdp", "trainer.accelerator=cpu"], ["trainer.strategy='fsdp'", "CUDA GPUs only", "trainer=ddp"]),
         (["trainer=fsdp", "trainer.sharding_strategy=ZERO3"], ["trainer.sharding_strategy='ZERO3'", "FULL_SHARD"]),
@@ -117,7 +117,7 @@ def test_config_refusals_are_one_line(compose_cfg, overrides, fragments):
     [
         ["trainer=deepspeed_zero2", "dynamics=gradients"],  # ZeRO-2 keeps whole parameters on every rank
         ["trainer=fsdp", "trainer.sharding_strategy=NO_SHARD", "dynamics=gradients"],
-        ["trainer=fsdp", "dynamics=losses", "selection=el2n"],  # no per-sample gradients
+        ["trainer=fsdp", "dynamics=losses", "selection=el2n", "selection.allow_untrained=true"],  # no per-sample gradients
         ["objective=dpo", "data.format=preference", "objective.share_prompt=false", "model.attn_implementation=flash_attention_2"],
     ],
 )
