@@ -284,7 +284,7 @@ def print_summary(summary: dict[str, Any]) -> None:
         table.add_row(key, f"{metrics[key]:.4f}")
     console = Console(stderr=False)
     console.print(table)
-    console.print(f"run directory: [bold]{summary['run_dir']}[/bold]")
+    console.print(f"run directory: [bold]{summary['run_dir']}[/bold]", soft_wrap=True)  # one line, however long the path
 
 
 # --------------------------------------------------------------------------------------------------

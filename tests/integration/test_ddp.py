@@ -247,5 +247,7 @@ def test_slurm_ddp_profile_runs_one_task_per_rank(cluster, tmp_path):
     assert not store.duplicated(["id", "step"]).any()
     errs = sorted((sweep / ".submitit").glob("*_log.err"))
     assert len(errs) == 2  # one log per SLURM task
-    text = "".join(p.read_text() for p in errs)
+    # what each task printed, and what the run's log holds (rank 0's library messages go to train.log)
+    logs = [*errs, *(sweep / ".submitit").glob("*_log.out"), *run.glob("train.log")]
+    text = "".join(p.read_text() for p in logs)
     assert "GLOBAL_RANK: 0" in text and "GLOBAL_RANK: 1" in text

@@ -162,7 +162,7 @@ def test_preempted_job_checkpoints_requeues_and_resumes_in_place(cluster, tmp_pa
         if launcher.poll() is None:
             launcher.kill()
             launcher.wait()
-    log = "".join(p.read_text() for p in (sweep / ".submitit").glob("*_log.out"))
+    log = "".join(p.read_text() for pattern in ("*_log.out", "*_log.err") for p in sorted((sweep / ".submitit").glob(pattern)))
     # the signal's own checkpoint (not a periodic one), the requeue, and the resume from it
     assert "caught SIGUSR2: saved" in log and "Requeued job" in log and "resuming from" in log, log[-2000:]
     show = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
