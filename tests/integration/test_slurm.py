@@ -162,7 +162,8 @@ def test_preempted_job_checkpoints_requeues_and_resumes_in_place(cluster, tmp_pa
         if launcher.poll() is None:
             launcher.kill()
             launcher.wait()
-    log = "".join(p.read_text() for pattern in ("*_log.out", "*_log.err") for p in sorted((sweep / ".submitit").glob(pattern)))
+    # what the task printed, and the run's log (submitit's own messages, "Requeued job ...", go to train.log)
+    log = "".join(p.read_text() for pattern in (".submitit/*_log.out", ".submitit/*_log.err", "*/train.log") for p in sorted(sweep.glob(pattern)))
     # the signal's own checkpoint (not a periodic one), the requeue, and the resume from it
     assert "caught SIGUSR2: saved" in log and "Requeued job" in log and "resuming from" in log, log[-2000:]
     show = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
