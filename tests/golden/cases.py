@@ -12,10 +12,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from tests.conftest import USER_MODEL_CACHE
+
 VALUES = Path(__file__).with_name("values.json")
 FAST = ["debug=fast", "trainer.enable_progress_bar=false"]
 SELECT_ONLY = [*FAST, "trainer.max_steps=1", "eval.val_generate=false"]
 UNTRAINED = ["selection.allow_untrained=true"]
+# The OT scorers embed with all-MiniLM-L6-v2 from the user's model cache (`assay-fetch minilm`, run by `make test`).
+MINILM = [f"selection.embedder_options.path={USER_MODEL_CACHE / 'all-MiniLM-L6-v2'}"]
 
 TRAINING = {
     "sft": [],
@@ -32,8 +36,8 @@ SELECTION = {
     "perplexity_quota": ["selection=perplexity", "selection.keep_rule=quota", "selection.quotas={copy:0.9,add:0.1}", "selection.fraction=0.5", *UNTRAINED],
     "perplexity_threshold": ["selection=perplexity", "selection.keep_rule=threshold", "selection.threshold=-4.43", *UNTRAINED],
     "grand_cluster_quota": ["selection=grand", "selection.keep_rule=quota", "selection.quota_by=cluster", "selection.quota_clusters=3", "selection.fraction=0.4", *UNTRAINED],
-    "lava": ["selection=lava", "selection.fraction=0.5"],
-    "gotd": ["selection=gotd", "selection.fraction=0.5"],
+    "lava": ["selection=lava", "selection.fraction=0.5", *MINILM],
+    "gotd": ["selection=gotd", "selection.fraction=0.5", *MINILM],
     "kmeans_diverse": ["selection=kmeans_diverse", "selection.fraction=0.5"],
     "embed_sim": ["selection=embed_sim", "selection.fraction=0.5"],
     "random_count_preference": ["objective=dpo", "data.format=preference", "selection=random", "selection.count=50"],
