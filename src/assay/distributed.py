@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Iterator, Optional, TypeVar
 
 from assay.lazy import torch
 
@@ -67,6 +68,32 @@ def planned_processes(trainer: Any) -> int:
     else:
         count = 1
     return count * int(trainer.num_nodes)
+
+
+def compute_device(trainer: Any) -> "torch.device":
+    """Where work before training (reference log-probs, selection scoring) runs: this process's GPU
+    when the trainer trains on GPUs (``LOCAL_RANK`` picks it under DDP), else the CPU."""
+    if str(trainer.accelerator) in ("gpu", "cuda", "auto") and torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+@contextmanager
+def on_device(model: Any, device: "torch.device") -> Iterator[Any]:
+    """Run ``model`` on ``device`` inside the block and put it back where it was afterwards (the
+    trainer then places it itself)."""
+    params = list(model.parameters())
+    home = params[0].device if params else torch.device("cpu")
+    if device == home:
+        yield model
+        return
+    model.to(device)
+    try:
+        yield model
+    finally:
+        model.to(home)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
 
 
 def check(spec: Any) -> None:

@@ -83,15 +83,16 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         }
     )
     reference_files: dict[str, str] = {}
-    if spec.objective.needs_reference:
-        cache = Path(cfg.paths.cache_dir) / "reference_logps"
-        tokenized, reference_files = distributed.rank_zero_first(lambda: attach_reference_logps(  # the others read rank 0's cache
-            model, tokenized, tokenizer.pad_token_id, data.eval_batch_size, cache, spec.objective.collation
-        ))
+    with distributed.on_device(model, distributed.compute_device(spec.trainer)):  # on the GPU when training uses one
+        if spec.objective.needs_reference:
+            cache = Path(cfg.paths.cache_dir) / "reference_logps"
+            tokenized, reference_files = distributed.rank_zero_first(lambda: attach_reference_logps(  # the others read rank 0's cache
+                model, tokenized, tokenizer.pad_token_id, data.eval_batch_size, cache, spec.objective.collation
+            ))
 
-    selection = distributed.once(lambda: _select(spec, SelectionContext(
-        tokenized["train"], tokenized, spec.selection.scoring_model(model, tokenizer), tokenizer, run_dir, Path(cfg.paths.cache_dir)
-    ), run_dir))
+        selection = distributed.once(lambda: _select(spec, SelectionContext(
+            tokenized["train"], tokenized, spec.selection.scoring_model(model, tokenizer), tokenizer, run_dir, Path(cfg.paths.cache_dir)
+        ), run_dir))
     ordering = spec.ordering.for_run(spec.trainer.max_steps * data.batch_size * spec.trainer.accumulate_grad_batches)
     datamodule = AssayDataModule(
         tokenized, selection.kept_rows, ordering.keys(tokenized["train"], selection.scores), ordering, data.format, data.batch_size,

@@ -65,7 +65,9 @@ def compute_reference_logps(
     model.eval()
     loader = DataLoader(Rows(ds), batch_size=batch_size, collate_fn=Collator(pad_id, "preference", with_generation=False, **(collation or {})))
     out = []
+    device = next(model.parameters()).device
     for batch in tqdm(loader, desc=desc, leave=False):
+        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         lp = pair_logps(model, batch).sum
         out.append(torch.stack(lp.chunk(2), dim=1).float().cpu())
     model.train(was_training)
