@@ -52,6 +52,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from assay.dynamics.mechanism import write_mechanism
     from assay.mixing.run import setup_mixing
     from assay.models.build import save_model
+    from assay.trainers import gathered_weights
     from assay.module import AssayModule
     from assay.objectives.reference import attach_reference_logps
     from assay.preemption import PreemptionCheckpoint, cluster_plugins
@@ -118,8 +119,9 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     test = trainer.test(module, datamodule=datamodule, verbose=False)[0]
+    weights = gathered_weights(trainer, module.model)  # every rank takes part when parameters are sharded
     if main:
-        save_model(module.model, tokenizer, run_dir, spec.model)
+        save_model(module.model, tokenizer, run_dir, spec.model, state_dict=weights)
 
     summary = {
         "status": "completed",
@@ -229,11 +231,12 @@ def _resume_path(cfg: DictConfig, run_dir: Path) -> str | None:
     if ckpt in (None, ""):
         return None
     path = run_dir / "checkpoints" / "last.ckpt" if ckpt == "last" else Path(ckpt)
-    if ckpt == "last" and not path.is_file():
+    # A checkpoint is a file, or a folder of shards under DeepSpeed (and sharded FSDP state dicts).
+    if ckpt == "last" and not path.exists():
         no_checkpoint_notice(run_dir)  # nothing to resume yet: start fresh, in this directory
         return None
-    if not path.is_file():
-        raise UserError("ckpt_path", ckpt, "checkpoint file does not exist")
+    if not path.exists():
+        raise UserError("ckpt_path", ckpt, "checkpoint does not exist (neither a file nor a sharded checkpoint folder)")
     return str(path)
 
 

@@ -318,3 +318,25 @@ class DeepSpeedZero3(TrainerConfig):
     devices: Any = -1
     strategy: str = "deepspeed_stage_3"
     precision: str = "bf16-mixed"
+
+
+def gathered_weights(trainer: Any, model: Any) -> Optional[dict[str, Any]]:
+    """The whole model's weights when a strategy shards them (FSDP, DeepSpeed ZeRO-3), else None.
+
+    A collective: every rank calls it after training. FSDP's full state dict is gathered to rank 0
+    (the other ranks get an empty dict); ZeRO-3's parameters are gathered on every rank for the copy.
+    Keys are the model's own (``model.`` of the LightningModule and the wrappers' prefixes removed),
+    so ``save_pretrained(state_dict=...)`` writes a checkpoint any tool loads."""
+    from pytorch_lightning.strategies import DeepSpeedStrategy, FSDPStrategy
+
+    strategy = trainer.strategy
+    if isinstance(strategy, FSDPStrategy):
+        state = strategy.lightning_module_state_dict()
+        return {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+    if isinstance(strategy, DeepSpeedStrategy) and strategy.zero_stage_3:
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
+            return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return None
+

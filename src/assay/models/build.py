@@ -150,7 +150,9 @@ def check_run_dir(path: str, field_name: str = "model.init_from") -> Path:
     return run
 
 
-def save_model(model: Any, tokenizer: PreTrainedTokenizerBase, run_dir: Path, config: Optional[ModelConfig] = None) -> None:
+def save_model(
+    model: Any, tokenizer: PreTrainedTokenizerBase, run_dir: Path, config: Optional[ModelConfig] = None, state_dict: Optional[dict] = None
+) -> None:
     """The run's final weights, each directory complete with its tokenizer files, so the tools that
     come next load them as they are (``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained``,
     ``pipeline``, lm-eval-harness ``--model hf``, vLLM, the Hub):
@@ -161,9 +163,22 @@ def save_model(model: Any, tokenizer: PreTrainedTokenizerBase, run_dir: Path, co
       them, pointing at the base weights: the base's own path or Hub id, or ``base_model/`` written
       here when the base exists only in this run.
     - ``tokenizer/``: the tokenizer alone (as earlier runs wrote it).
+
+    ``state_dict``: the weights gathered from a strategy that shards them (``trainers.gathered_weights``);
+    the model's own parameters are then only this rank's shards. LoRA adapters are saved from it,
+    the merged model is not (merging needs the whole base on one rank).
     """
     tokenizer.save_pretrained(run_dir / "tokenizer")
     save_merged = config.save_merged if config is not None else True
+    if state_dict is not None:
+        if hasattr(model, "peft_config"):
+            model.save_pretrained(run_dir / "adapter", state_dict=state_dict)
+            tokenizer.save_pretrained(run_dir / "adapter")
+            print("[assay] parameters were sharded: saved the LoRA adapter only (merge it with peft's merge_and_unload on one device)", flush=True)
+            return
+        model.save_pretrained(run_dir / "model", state_dict=state_dict)
+        tokenizer.save_pretrained(run_dir / "model")
+        return
     if hasattr(model, "peft_config"):  # a peft model: LoRA adapters on a frozen base
         base = config.base_model_path() if config is not None else None
         if base is None:
