@@ -32,6 +32,23 @@ def requeue_signals() -> list[signal.Signals]:
     return list(dict.fromkeys(sigs))
 
 
+def agreed_signal(pending: int | None, device: Any = "cpu") -> int | None:
+    """The requeue signal every rank acts on at this batch boundary, or None.
+
+    SLURM signals each task of a multi-process job on its own, so the ranks can see it at different
+    batches; a checkpoint is a collective that must happen at the same batch on every rank. So the
+    ranks agree (all-reduce max of the pending signal number, one scalar per batch, only when there
+    are several processes): if any rank has a signal, all checkpoint now."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return pending
+    flag = torch.tensor([pending or 0], dtype=torch.int64, device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return int(flag.item()) or None
+
+
 class PreemptionCheckpoint(pl.Callback):
     """On a requeue signal: checkpoint at the next batch boundary, then pass the signal on to whoever
     handled it before (submitit requeues and exits; without a handler, the default action ends the
@@ -56,9 +73,10 @@ class PreemptionCheckpoint(pl.Callback):
         self.pending = signum
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self.pending is None:
+        signum = agreed_signal(self.pending, pl_module.device)
+        if signum is None:
             return
-        signum, self.pending = self.pending, None
+        self.pending = None
         trainer.save_checkpoint(self.last_ckpt)
         print(f"[assay] caught {signal.Signals(signum).name}: saved {self.last_ckpt} at step {trainer.global_step}", flush=True)
         self._restore()
