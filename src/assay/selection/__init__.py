@@ -15,10 +15,10 @@ from omegaconf import II, MISSING
 from assay.errors import UserError, check
 from assay.lazy import datasets, pd
 from assay.registry import register
-from assay.selection.detection import FLAGS, detection_metrics, detection_report
-from assay.selection.selectors import All, KeepContext, Selector, Top, finite, quota_mask, top_k_mask
+from assay.selection.detection import FLAGS, auroc, detection_metrics, detection_report
+from assay.selection.selectors import KeepContext, Selector, Top, finite, quota_mask, top_k_mask
 
-__all__ = ["FLAGS", "Scorer", "Selection", "SelectionContext", "TargetSet", "detection_report", "finite", "quota_mask", "top_k_mask"]
+__all__ = ["FLAGS", "ModelSource", "auroc", "Scorer", "Selection", "SelectionContext", "TargetSet", "detection_report", "finite", "quota_mask", "top_k_mask"]
 
 RANDOM_SELECTION_STREAM = 1_000_003
 """Second seed word of selection=random's generator, so it is independent of every seed-only stream."""
@@ -71,7 +71,8 @@ class Scorer:
     name: str = MISSING
     seed: int = II("seed")
     selector: Any = MISSING
-    """The selector entry (``selection/selector=<entry>``; each scorer's preset picks a default)."""
+    """The selector entry (``selection/selector=<entry>``; each scorer's preset in conf/selection
+    picks a default)."""
     rescore_every: Optional[int] = None
     """Re-score the pool and re-select / re-order every this many epochs while training (null or 0 =
     select once, before training). Scoring then reads the live model, or this run's own per-sample
@@ -93,6 +94,8 @@ class Scorer:
     """False for a selection that gives every example the same score (keep everything)."""
 
     def __post_init__(self) -> None:
+        if self.selector == MISSING:  # built in code rather than composed: the top of the scorer's budget
+            self.selector = Top()
         if isinstance(self.selector, dict):  # read back from a run's config.yaml
             from assay.registry import lookup
 
