@@ -117,3 +117,27 @@ def test_new_fields_refuse_bad_values_in_one_line(compose_cfg, override, field_n
     with pytest.raises(UserError) as err:
         validate(compose_cfg(override.split()))
     assert str(err.value).startswith(field_name) and "\n" not in str(err.value)
+
+
+def test_each_scorer_preset_picks_its_selector(compose_cfg):
+    picks = {"clues": "anchor_quantile", "none": "all", "less": "top", "random": "top", "lava": "top"}
+    for scorer, selector in picks.items():
+        assert compose_cfg([f"selection={scorer}"]).selection.selector.name == selector
+    cfg = compose_cfg(["selection=el2n", "selection/selector=anchor_quantile", "selection.selector.quantile=0.3"])
+    assert (cfg.selection.selector.name, cfg.selection.selector.quantile) == ("anchor_quantile", 0.3)
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("selection.selector.threshold=0.3", "selection.selector.threshold: unknown key; Top has ['count', 'fraction', 'name']"),
+        ("selection.fraction=0.5", "selection.fraction: unknown key; it moved to selection.selector.fraction"),
+        ("selection.keep_rule=quota", "selection.keep_rule: unknown key; it moved to selection/selector=<all|top|threshold|anchor_quantile|quota>"),
+    ],
+)
+def test_a_field_the_chosen_selector_does_not_read_is_refused(compose_cfg, override, message):
+    from assay.errors import explain
+
+    with pytest.raises(Exception) as err:
+        compose_cfg(["selection=random", override])
+    assert explain(err.value) == message
