@@ -11,7 +11,7 @@ STEPS=${2:-600}
 OUT=${3:-logs/gotd/multirun/grid}
 FRACTION=${4:-0.2}
 shift $(( $# < 4 ? $# : 4 ))
-COMMON=(data.seed=0 selection.fraction="$FRACTION" trainer.max_steps="$STEPS" trainer.val_check_interval="$STEPS"
+COMMON=(data.seed=0 selection.selector.fraction="$FRACTION" trainer.max_steps="$STEPS" trainer.val_check_interval="$STEPS"
         logger=csv trainer.enable_progress_bar=false task_name=gotd "$@")
 assay-fetch minilm >/dev/null
 assay-train -m seed="$SEEDS" selection=gotd selection.embedder=minilm selection.target_sources=[add] "${COMMON[@]}" hydra.sweep.dir="$OUT/gotd"

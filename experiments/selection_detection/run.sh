@@ -17,11 +17,11 @@ if [ ${#SCORERS[@]} -eq 0 ]; then
 fi
 # Per-scorer settings for noise detection (everything else is the scorer's default):
 #   cartography: the `easy` region (high mean confidence); mislabeled examples sit in the hard one.
-#   clues: keep_rule=top at the same budget as the others, instead of its anchor-quantile threshold.
+#   clues: selector=top at the same budget as the others, instead of its anchor-quantile threshold.
 #   less: projection to 1,024 dimensions (LESS: 8,192) to fit the CPU budget.
 declare -A EXTRA=(
   [cartography]="selection.region=easy"
-  [clues]="selection.keep_rule=top"
+  [clues]="selection/selector=top"
   [less]="selection.proj_dim=1024"
 )
 assay-fetch minilm >/dev/null
@@ -31,8 +31,10 @@ fi
 for scorer in "${SCORERS[@]}"; do
   for p in 0.2 0.4; do
     keep=$(python3 -c "print(round(1 - $p, 2))")
-    size=(selection.fraction="$keep")
+    # every scorer but the baselines reads that seed's probe (its weights, checkpoints or per-sample store)
+    size=(selection.selector.fraction="$keep" 'selection.dynamics_from=${paths.log_dir}/selection_detection/probes/p${noise.p}_seed${seed}')
     if [ "$scorer" = none ]; then size=(); fi
+    if [ "$scorer" = random ]; then size=(selection.selector.fraction="$keep"); fi
     # shellcheck disable=SC2086
     assay-train -m sweep=selection_detection selection="$scorer" noise.p="$p" "${size[@]}" ${EXTRA[$scorer]:-} \
       "${PARALLEL[@]}" paths.log_dir="$(dirname "$ROOT")" hydra.sweep.dir="$ROOT/$scorer/p$p"

@@ -88,6 +88,10 @@ def explain(exc: BaseException) -> str:
     if isinstance(exc, (ConfigKeyError, ConfigAttributeError)):
         key = getattr(exc, "full_key", None) or "?"
         owner = getattr(exc, "object_type", None)
+        from assay.selection.selectors import MOVED
+
+        if key in MOVED:
+            return f"{key}: unknown key; it moved to {MOVED[key]}"
         if dataclasses.is_dataclass(owner):
             valid = sorted(f.name for f in dataclasses.fields(owner) if not f.name.startswith("_"))
             return f"{key}: unknown key; {owner.__name__} has {valid}"

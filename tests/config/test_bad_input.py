@@ -32,7 +32,8 @@ CASES = {
     "zero batch size": (["data.batch_size=0"], ["data.batch_size=0", "positive integer"]),
     "negative mixture weight": (["mixture=weights", "mixture.weights.copy=-1"], ["mixture.weights.copy=-1.0", ">= 0"]),
     "all-zero mixture weights": (["mixture=weights", "mixture.weights={copy:0,reverse:0,sort:0,count:0,add:0}"], ["mixture.weights", "at least one weight"]),
-    "fraction outside (0, 1]": (["selection=random", "selection.fraction=1.5"], ["selection.fraction=1.5", "(0, 1]"]),
+    "fraction outside (0, 1]": (["selection=random", "selection.selector.fraction=1.5"], ["selection.selector.fraction=1.5", "(0, 1]"]),
+    "a selection field that moved": (["selection=random", "selection.fraction=0.5"], ["selection.fraction", "moved to selection.selector.fraction"]),
     "noise outside [0, 0.5)": (["noise=corrupt", "noise.p=0.7"], ["noise.p=0.7", "[0, 0.5)"]),
     "init_from not a run dir": (["model.init_from=/tmp"], ["model.init_from='/tmp'", "run directory"]),
     "objective and data format disagree": (["objective=dpo"], ["data.format='sft'", "data.format=preference"]),
@@ -78,6 +79,6 @@ def test_data_file_lacking_columns(tmp_path):
 
 
 def test_empty_dataset_after_selection(tmp_path):
-    proc = assay_train([*FAST, "selection=random", "selection.count=null", "selection.fraction=0.001"], tmp_path)
+    proc = assay_train([*FAST, "selection=random", "selection.selector.count=null", "selection.selector.fraction=0.001"], tmp_path)
     assert_one_line_error(proc, "selection='random'", "kept no examples")
     assert not list(tmp_path.rglob("summary.json"))  # a failed run never leaves a summary

@@ -36,7 +36,7 @@ CASES = {
     "more clients than partitions": (["collab=clues3", "collab.clients=[]", "collab.corruption=[]", "collab.num_clients=9"], ["collab.num_clients=9", "more clients than partitions"]),
     "client with no data after partition": (["collab=clues3", "data.domains=[copy,reverse]"], ["collab.clients[2]='sort'", "client 2 has no training examples after partitioning"]),
     "merge without LoRA": (["collab=clues3", "collab.mode=merge"], ["collab.mode='merge'", "model.lora.r > 0"]),
-    "anchor overlapping client data": (["collab=clues3", "selection=clues", "selection.anchor_split=train"], ["selection.anchor_split='train'", "overlaps client data"]),
+    "anchor overlapping client data": (["collab=clues3", "selection=clues", "selection.selector.split=train"], ["selection.selector.split='train'", "overlaps client data"]),
     "corruption outside [0, 1)": (["collab=clues3", "collab.corruption=[0,0.2,1.0]"], ["collab.corruption[2]=1.0", "[0, 1)"]),
     "global noise on a collab run": (["collab=clues3", "noise=corrupt"], ["noise='corrupt'", "collab.corruption"]),
 }

@@ -26,21 +26,21 @@ TRAINING = {
     "dpo": ["objective=dpo", "data.format=preference"],
     "dr_dpo": ["objective=dr_dpo", "data.format=preference", "objective.dr_beta_prime=0.5"],
     "beta_dpo": ["objective=beta_dpo", "data.format=preference"],
-    "ipo_random_half": ["objective=ipo", "data.format=preference", "selection=random", "selection.fraction=0.5"],
+    "ipo_random_half": ["objective=ipo", "data.format=preference", "selection=random", "selection.selector.fraction=0.5"],
 }
 """Runs whose per-step train loss and final test loss are recorded."""
 
 SELECTION = {
-    "el2n_top": ["selection=el2n", "selection.fraction=0.5", *UNTRAINED],
-    "el2n_anchor_quantile": ["selection=el2n", "selection.keep_rule=anchor_quantile", "selection.anchor_quantile=0.3", *UNTRAINED],
-    "perplexity_quota": ["selection=perplexity", "selection.keep_rule=quota", "selection.quotas={copy:0.9,add:0.1}", "selection.fraction=0.5", *UNTRAINED],
-    "perplexity_threshold": ["selection=perplexity", "selection.keep_rule=threshold", "selection.threshold=-4.43", *UNTRAINED],
-    "grand_cluster_quota": ["selection=grand", "selection.keep_rule=quota", "selection.quota_by=cluster", "selection.quota_clusters=3", "selection.fraction=0.4", *UNTRAINED],
-    "lava": ["selection=lava", "selection.fraction=0.5", *MINILM],
-    "gotd": ["selection=gotd", "selection.fraction=0.5", *MINILM],
-    "kmeans_diverse": ["selection=kmeans_diverse", "selection.fraction=0.5"],
-    "embed_sim": ["selection=embed_sim", "selection.fraction=0.5"],
-    "random_count_preference": ["objective=dpo", "data.format=preference", "selection=random", "selection.count=50"],
+    "el2n_top": ["selection=el2n", "selection.selector.fraction=0.5", *UNTRAINED],
+    "el2n_anchor_quantile": ["selection=el2n", "selection/selector=anchor_quantile", "selection.selector.quantile=0.3", *UNTRAINED],
+    "perplexity_quota": ["selection=perplexity", "selection/selector=quota", "selection.selector.quotas={copy:0.9,add:0.1}", "selection.selector.fraction=0.5", *UNTRAINED],
+    "perplexity_threshold": ["selection=perplexity", "selection/selector=threshold", "selection.selector.threshold=-4.43", *UNTRAINED],
+    "grand_cluster_quota": ["selection=grand", "selection/selector=quota", "selection.selector.by=cluster", "selection.selector.clusters=3", "selection.selector.fraction=0.4", *UNTRAINED],
+    "lava": ["selection=lava", "selection.selector.fraction=0.5", *MINILM],
+    "gotd": ["selection=gotd", "selection.selector.fraction=0.5", *MINILM],
+    "kmeans_diverse": ["selection=kmeans_diverse", "selection.selector.fraction=0.5"],
+    "embed_sim": ["selection=embed_sim", "selection.selector.fraction=0.5"],
+    "random_count_preference": ["objective=dpo", "data.format=preference", "selection=random", "selection.selector.count=50"],
 }
 """Selections whose scores and kept ids are recorded (one optimizer step after selecting)."""
 

@@ -39,7 +39,7 @@ def test_three_clients_clues_then_fedavg_in_one_command(tmp_path):
     # phase 1: every client wrote ids, scores and kept flags, keeping exactly the scores >= the global threshold
     threshold = summary["collab"]["threshold"]
     anchor = np.load(run / "server" / "anchor_scores.npy")
-    assert threshold == pytest.approx(np.quantile(anchor, 0.1))  # selection.anchor_quantile default
+    assert threshold == pytest.approx(np.quantile(anchor, 0.1))  # selection.selector.quantile default
     for k, name in enumerate(["copy", "reverse", "sort"]):
         sel = pd.read_parquet(run / "clients" / f"{k}-{name}" / "selection.parquet")
         assert len(sel) == 24 and sel["id"].str.startswith(f"{name}/").all()
@@ -135,11 +135,11 @@ def test_deployment_entry_points_load(tmp_path):
 
 def test_client_with_no_data_after_selection_is_one_line(tmp_path):
     """Random scores in [0, 1) against a threshold of 2 keep nothing: the server names the client."""
-    proc = assay_train([*TINY, "selection=random", "selection.keep_rule=threshold", "selection.threshold=2.0", "collab.warmup_rounds=0", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    proc = assay_train([*TINY, "selection=random", "selection/selector=threshold", "selection.selector.threshold=2.0", "collab.warmup_rounds=0", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
     assert proc.returncode == 2, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "Traceback" not in proc.stderr.split(errors[0])[-1]
-    assert "collab.clients[0]='copy': client 0 kept no examples after selection (keep_rule=threshold)" in errors[0]
+    assert "collab.clients[0]='copy': client 0 kept no examples after selection (selection/selector=threshold)" in errors[0]
 
 
 def test_multirun_sweep_over_modes_and_compare(tmp_path):

@@ -35,7 +35,7 @@ DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.p
 # set, so the sampler drops one row per epoch and each rank serves 10 rows, batches of 4, 4, 2.
 # 6 steps (two epochs) with a checkpoint after each; gradient features every other step.
 SFT = [
-    "debug=fast", "logger=csv", "selection=random", "selection.count=21",
+    "debug=fast", "logger=csv", "selection=random", "selection.selector.count=21",
     "data.batch_size=4", "trainer.max_steps=6", "trainer.val_check_interval=3", "checkpoint_every_n_steps=1",
     "dynamics=gradients", "dynamics.grad_every_n_steps=2", "dynamics.proj_dim=16",
 ]

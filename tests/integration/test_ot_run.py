@@ -23,7 +23,7 @@ def read(run_dir):
 
 
 def test_lava_with_the_run_model_writes_the_selection(tmp_path):
-    summary = run_in_hydra([*FAST, "selection=lava", "selection.embedder=hidden_mean", "selection.fraction=0.75"], tmp_path)
+    summary = run_in_hydra([*FAST, "selection=lava", "selection.embedder=hidden_mean", "selection.selector.fraction=0.75"], tmp_path)
     assert summary["status"] == "completed"
     sel, _ = read(tmp_path)
     assert len(sel) == 120 and sel["kept"].sum() == 90 == summary["data"]["kept_examples"]
@@ -37,7 +37,7 @@ def test_lava_with_minilm_and_gotd(tmp_path):
     summary = run_in_hydra([*FAST, "selection=lava", "selection.embedder=minilm", path], tmp_path / "lava")
     sel, _ = read(tmp_path / "lava")
     assert sel["kept"].sum() == int(0.8 * 120) == summary["data"]["kept_examples"]
-    summary = run_in_hydra([*FAST, "selection=gotd", path, "selection.count=30"], tmp_path / "gotd")
+    summary = run_in_hydra([*FAST, "selection=gotd", path, "selection.selector.count=30"], tmp_path / "gotd")
     sel, _ = read(tmp_path / "gotd")
     assert sel["kept"].sum() == 30 == summary["data"]["kept_examples"]
 

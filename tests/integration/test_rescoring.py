@@ -36,7 +36,7 @@ def test_model_scorer_rescores_every_epoch_from_the_live_model(tmp_path):
 def test_dynamics_scorer_prunes_online_from_its_own_store(tmp_path):
     """Cartography with no earlier stage: epoch 0 trains on everything, then prunes from this run's records."""
     summary = run_in_hydra([*FAST, "selection=cartography", "selection.region=easy", "selection.rescore_every=2"], tmp_path)
-    assert summary["data"]["kept_examples"] == 40 and summary["selection"]["keep_rule"] == "all"
+    assert summary["data"]["kept_examples"] == 40 and summary["selection"]["selector"] == "all"
     history = summary["reselections"]
     assert [h["epoch"] for h in history] == [1] and history[0]["kept"] == 20
     assert (tmp_path / "cartography.parquet").is_file()

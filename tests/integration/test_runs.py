@@ -46,7 +46,7 @@ def test_same_command_twice_gives_the_same_metrics(tmp_path):
 
 def test_random_selection_and_weights_mixture_are_recorded(tmp_path):
     summary = run_in_hydra(
-        [*FAST, "mixture=weights", "mixture.weights={copy:3,reverse:1,sort:0,count:0,add:0}", "selection=random", "selection.fraction=0.5", "data.max_train_examples=null"],
+        [*FAST, "mixture=weights", "mixture.weights={copy:3,reverse:1,sort:0,count:0,add:0}", "selection=random", "selection.selector.fraction=0.5", "data.max_train_examples=null"],
         tmp_path,
     )
     counts = summary["data"]["source_counts"]

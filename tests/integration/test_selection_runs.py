@@ -18,8 +18,8 @@ def test_scorer_run_reports_detection(tmp_path, selection):
 
 
 def test_quota_per_cluster_of_the_models_embeddings(tmp_path):
-    """keep_rule=quota with quota_by=cluster: k-means on the model's embeddings, the top half of each cluster."""
-    summary = run_in_hydra(["debug=fast", "selection=el2n", "selection.allow_untrained=true", "selection.keep_rule=quota", "selection.quota_by=cluster", "selection.quota_clusters=3", "selection.fraction=0.5"], tmp_path)
+    """selector=quota with by=cluster: k-means on the model's embeddings, the top half of each cluster."""
+    summary = run_in_hydra(["debug=fast", "selection=el2n", "selection.allow_untrained=true", "selection/selector=quota", "selection.selector.by=cluster", "selection.selector.clusters=3", "selection.selector.fraction=0.5"], tmp_path)
     groups = summary["selection"]["quota_groups"]
     assert sorted(groups) == ["c0", "c1", "c2"] and sum(size for size, _ in groups.values()) == summary["data"]["train_examples"]
     assert all(kept == size // 2 for size, kept in groups.values())
@@ -27,7 +27,7 @@ def test_quota_per_cluster_of_the_models_embeddings(tmp_path):
 
 
 def test_curriculum_by_difficulty_with_anchor_quantile(tmp_path):
-    summary = run_in_hydra(["debug=fast", "selection=grand", "selection.allow_untrained=true", "selection.keep_rule=anchor_quantile", "selection.params=[layers.1.mlp]", "ordering=curriculum"], tmp_path)
+    summary = run_in_hydra(["debug=fast", "selection=grand", "selection.allow_untrained=true", "selection/selector=anchor_quantile", "selection.params=[layers.1.mlp]", "ordering=curriculum"], tmp_path)
     assert "anchor_threshold" in summary["selection"] and summary["data"]["kept_examples"] > 0
 
 

@@ -164,7 +164,7 @@ def test_bad_client_plans(name):
 
 def test_anchor_overlapping_client_data_is_refused():
     train = pool()
-    with pytest.raises(UserError, match=r"selection.anchor_split='val': overlaps client data in 2 examples"):
+    with pytest.raises(UserError, match=r"selection.selector.split='val': overlaps client data in 2 examples"):
         check_anchor(train.select([0, 5]), train, "val")
     # the same text under other ids is the same example
     twin = train.select([3]).map(lambda r: {"id": "public/0"})

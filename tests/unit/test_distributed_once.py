@@ -59,7 +59,7 @@ def worker(rank: int, port: int, out_dir: str) -> None:
         return rank
 
     def bad():
-        raise UserError("selection.fraction", 2.0, "must be in (0, 1]")
+        raise UserError("selection.selector.fraction", 2.0, "must be in (0, 1]")
 
     result = {"once": distributed.once(selection), "first": distributed.rank_zero_first(cached)}
     try:
@@ -92,7 +92,7 @@ def test_once_computes_on_rank_zero_and_every_rank_gets_the_result(tmp_path):
     assert calls.index("cache 0") < calls.index("cache 1")  # rank 0 fills the cache before the others read it
     for r in ranks:
         assert r["once"] == {"kept": [1, 3, 5], "by": 0}  # rank 0's result on every rank
-        assert r["error"] == "selection.fraction=2.0: must be in (0, 1]"  # rank 0's user error on every rank
+        assert r["error"] == "selection.selector.fraction=2.0: must be in (0, 1]"  # rank 0's user error on every rank
     assert [r["first"] for r in ranks] == [0, 1] and [r["main"] for r in ranks] == [True, False]
     # evaluation: per-sample values gathered from both shards, each row once, equal to one process
     one = eval_metrics(0, 1)

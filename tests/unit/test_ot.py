@@ -10,6 +10,7 @@ from sklearn.metrics import roc_auc_score
 from assay.embeddings import Column, HiddenMean, MiniLM, build_embedder, data_fingerprint, example_texts
 from assay.errors import UserError
 from assay.selection import SelectionContext
+from assay.selection.selectors import Top
 from assay.selection.gotd import GotD
 from assay.selection.lava import Lava
 from assay.selection.ot import (
@@ -382,7 +383,7 @@ def pool_and_target(n=240, m=60, p=0.25, seed=0):
 def test_entries_keep_the_clean_points(entry, tmp_path):
     ctx, bad = pool_and_target()
     ctx.run_dir = tmp_path
-    sel = entry(embedder="column", fraction=0.5, seed=0).select(ctx)
+    sel = entry(embedder="column", selector=Top(fraction=0.5), seed=0).select(ctx)
     assert roc_auc_score(~bad, sel.scores) > 0.9  # keep score: higher = clean
     assert sel.kept.sum() == 120 and bad[sel.kept].mean() < 0.05
     assert (tmp_path / "ot_values.parquet").is_file()
@@ -392,7 +393,7 @@ def test_entries_keep_the_clean_points(entry, tmp_path):
 def test_entries_keep_the_clean_points_from_a_subsample_fit(entry, tmp_path):
     ctx, bad = pool_and_target()
     ctx.run_dir = tmp_path
-    sel = entry(embedder="column", fraction=0.5, fit_size=120, seed=0).select(ctx)
+    sel = entry(embedder="column", selector=Top(fraction=0.5), fit_size=120, seed=0).select(ctx)
     assert roc_auc_score(~bad, sel.scores) > 0.9 and bad[sel.kept].mean() < 0.05
 
 

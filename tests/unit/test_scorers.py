@@ -9,6 +9,7 @@ from assay.dynamics.store import PerSampleStore
 from assay.errors import UserError
 from assay.objectives.logps import sequence_logps
 from assay.selection import SelectionContext
+from assay.selection.selectors import Top
 from assay.selection.dynamics_scores import BetaFilter, Cartography, Forgetting, cartography, forgetting_events
 from assay.selection.gradient_scores import CLUES, LESS, GraNd
 from assay.selection.model_scores import EL2N, IFD, EmbedSim, KMeansDiverse, Perplexity, diversity_scores, padded_batches
@@ -143,7 +144,7 @@ def test_forgetting_by_hand(tmp_path):
     events = forgetting_events(table.assign(correct=table["confidence"] >= 0.5), 1000.0)
     assert events.to_dict() == {"a": 2.0, "b": 0.0, "c": 1000.0}
     train = datasets.Dataset.from_dict({"id": ["c", "a", "b"], "source": ["x"] * 3, "is_corrupted": [True, False, False]})
-    sel = Forgetting(dynamics_from=str(tmp_path), count=2).select(SelectionContext(train))
+    sel = Forgetting(dynamics_from=str(tmp_path), selector=Top(count=2)).select(SelectionContext(train))
     assert sel.scores.tolist() == [-1000.0, -2.0, 0.0] and sel.metadata["detection"]["is_corrupted"]["auroc"] == 1.0
 
 
@@ -160,8 +161,8 @@ def test_forgetting_by_top1_correctness_hand_derived(tmp_path):
     ]
     write_store(tmp_path, rows)
     train = datasets.Dataset.from_dict({"id": ["a", "b"], "source": ["x"] * 2})
-    top1 = Forgetting(dynamics_from=str(tmp_path), correct_by="top1", prefer="forgettable", count=1).select(SelectionContext(train))
-    by_conf = Forgetting(dynamics_from=str(tmp_path), prefer="forgettable", count=1).select(SelectionContext(train))
+    top1 = Forgetting(dynamics_from=str(tmp_path), correct_by="top1", prefer="forgettable", selector=Top(count=1)).select(SelectionContext(train))
+    by_conf = Forgetting(dynamics_from=str(tmp_path), prefer="forgettable", selector=Top(count=1)).select(SelectionContext(train))
     assert top1.scores.tolist() == [1.0, 1.0] and by_conf.scores.tolist() == [1.0, 0.0]
     write_store(tmp_path / "conf_only", [{"id": i, "step": 0, "epoch": 0, "confidence": 0.9} for i in "ab"])
     with pytest.raises(UserError, match=r"selection.correct_by='top1': the store of .* has none of \['correct', 'pref_acc'\]"):
@@ -178,7 +179,7 @@ def test_cartography_regions(tmp_path):
     assert carto.loc["amb", "variability"] == pytest.approx(np.std([0.1, 0.9, 0.5]))
     assert carto.loc["easy", "correctness"] == 3 and carto.loc["hard", "correctness"] == 0
     train = datasets.Dataset.from_dict({"id": ["easy", "hard", "amb"], "source": ["x"] * 3})
-    top = {r: np.array(["easy", "hard", "amb"])[Cartography(dynamics_from=str(tmp_path), region=r, count=1).select(SelectionContext(train, run_dir=tmp_path)).kept][0] for r in ("easy", "hard", "ambiguous")}
+    top = {r: np.array(["easy", "hard", "amb"])[Cartography(dynamics_from=str(tmp_path), region=r, selector=Top(count=1)).select(SelectionContext(train, run_dir=tmp_path)).kept][0] for r in ("easy", "hard", "ambiguous")}
     assert top == {"easy": "easy", "hard": "hard", "ambiguous": "amb"}
     assert (tmp_path / "cartography.parquet").is_file()
 
@@ -200,6 +201,6 @@ def test_dynamics_errors_name_the_stage(tmp_path):
     write_store(tmp_path, [{"id": "a", "step": 0, "epoch": 0, "confidence": 0.9}])
     with pytest.raises(UserError, match="has no record for 1 of 2 training ids"):
         Forgetting(dynamics_from=str(tmp_path)).select(SelectionContext(train))
-    assert Forgetting(dynamics_from=str(tmp_path), unseen="lowest", count=1).select(SelectionContext(train)).kept.tolist() == [True, False]
+    assert Forgetting(dynamics_from=str(tmp_path), unseen="lowest", selector=Top(count=1)).select(SelectionContext(train)).kept.tolist() == [True, False]
     with pytest.raises(UserError, match="the store has no 'reward_margin'"):
         BetaFilter(dynamics_from=str(tmp_path)).select(SelectionContext(train))

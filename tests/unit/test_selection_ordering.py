@@ -6,6 +6,7 @@ from assay.errors import UserError
 from assay.ordering import RandomOrdering, SequentialOrdering
 from assay.ordering.sampler import OrderedSampler
 from assay.selection import KeepAll, RandomSelection, SelectionContext, top_k_mask
+from assay.selection.selectors import Top
 
 
 def pool(n):
@@ -13,21 +14,21 @@ def pool(n):
 
 
 def test_random_selection_fraction_and_count():
-    sel = RandomSelection(fraction=0.25, seed=0).select(pool(100))
+    sel = RandomSelection(selector=Top(fraction=0.25), seed=0).select(pool(100))
     assert sel.kept.sum() == 25
-    assert RandomSelection(count=7, fraction=None, seed=0).select(pool(100)).kept.sum() == 7
-    assert (RandomSelection(fraction=0.3, seed=1).select(pool(50)).kept == RandomSelection(fraction=0.3, seed=1).select(pool(50)).kept).all()
+    assert RandomSelection(selector=Top(count=7), seed=0).select(pool(100)).kept.sum() == 7
+    assert (RandomSelection(selector=Top(fraction=0.3), seed=1).select(pool(50)).kept == RandomSelection(selector=Top(fraction=0.3), seed=1).select(pool(50)).kept).all()
 
 
 @pytest.mark.parametrize("fraction", [0.0, -0.5, 1.5])
 def test_fraction_outside_range(fraction):
-    with pytest.raises(UserError, match=r"selection.fraction.*\(0, 1\]"):
-        RandomSelection(fraction=fraction)
+    with pytest.raises(UserError, match=r"selection.selector.fraction.*\(0, 1\]"):
+        RandomSelection(selector=Top(fraction=fraction))
 
 
 def test_empty_selection_is_an_error():
     with pytest.raises(UserError, match="kept no examples"):
-        RandomSelection(fraction=0.01, seed=0).select(pool(50))
+        RandomSelection(selector=Top(fraction=0.01), seed=0).select(pool(50))
 
 
 def test_keep_all_and_top_k():

@@ -100,11 +100,11 @@ def with_train(public, train):
 
 def selects(spec, collab) -> bool:
     """Whether phase 1 (scoring and filtering) runs at all."""
-    return collab.oracle or spec.selection.keep_rule != "all"
+    return collab.oracle or spec.selection.selector.name != "all"
 
 
 def uses_anchor(spec, collab) -> bool:
-    return not collab.oracle and spec.selection.keep_rule == "anchor_quantile"
+    return not collab.oracle and spec.selection.selector.name == "anchor_quantile"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -189,8 +189,8 @@ class ClientSide(Party):
                 threshold = float(config["threshold"])
                 kept, measured = np.where(np.isnan(scores), -np.inf, scores) >= threshold, {"rule": "global anchor threshold", "threshold": threshold}
             else:
-                kept, measured = scorer.keep_in(ctx, scores)
-                measured = {"rule": scorer.keep_rule, **measured}
+                kept, measured = scorer.keep(ctx, scores)
+                measured = {"rule": scorer.selector.name, **measured}
         kept = np.asarray(kept, dtype=bool)
         report = quality_report(self.train, scores, kept)
         metadata = {"client": self.index, "name": self.name, "scorer": "oracle" if self.collab.oracle else scorer.name, **measured, **report}
@@ -391,8 +391,8 @@ def _serve(srv: ServerSide, grid) -> None:
             k, kept, pool = (int(r.content["metrics"][x]) for x in ("client", "kept", "pool"))
             st["clients"][str(k)] = {"name": names[k], "pool": pool, "kept": kept}
             if kept == 0:
-                why = f"threshold {st['threshold']:.4g} from the anchor set" if st["threshold"] is not None else f"keep_rule={srv.spec.selection.keep_rule}"
-                raise UserError(f"collab.clients[{k}]", names[k], f"client {k} kept no examples after selection ({why}); lower selection.anchor_quantile or keep a larger share")
+                why = f"threshold {st['threshold']:.4g} from the anchor set" if st["threshold"] is not None else f"selection/selector={srv.spec.selection.selector.name}"
+                raise UserError(f"collab.clients[{k}]", names[k], f"client {k} kept no examples after selection ({why}); lower selection.selector.quantile or keep a larger share")
         st["selected"] = True
         srv.save()
 
@@ -447,14 +447,14 @@ def _anchor_threshold(srv: ServerSide, scoring: Optional[Path], initial: dict) -
     """The server scores the public anchor set exactly as the clients score their data (same
     scorer, same checkpoints) and takes the configured quantile."""
     sel = srv.spec.selection
-    anchor = srv.public[sel.anchor_split]
+    anchor = srv.public[sel.selector.split]
     if scoring is None:
         load_trainable(srv.model, initial)
     else:
         load_trainable(srv.model, srv.arrays("warmup"))
     scores = srv.scorer(scoring).score(srv.scorer_context(anchor, srv.model))
     np.save(srv.dir / "anchor_scores.npy", np.asarray(scores, dtype=np.float64))
-    return anchor_threshold(scores, sel.anchor_quantile)
+    return anchor_threshold(scores, sel.selector.quantile)
 
 
 def make_server_app(run_dir: Optional[Path] = None):

@@ -6,9 +6,9 @@ public trusted anchor / validation set. Phase 1 scores every client's examples a
 set and keeps those at least as good as a global threshold derived from the anchor scores; phase 2
 trains one model on what was kept, by federated averaging or by merging adapters.
 
-The scorer and its keep rule are the run's ``selection`` group (``selection=clues``,
-``selection=el2n selection.keep_rule=anchor_quantile``, ``selection=perplexity selection.keep_rule=top
-selection.fraction=0.6``, ...); this group says who the clients are and how they collaborate.
+The scorer and its selector are the run's ``selection`` group (``selection=clues``,
+``selection=el2n selection/selector=anchor_quantile``, ``selection=perplexity selection/selector=top
+selection.selector.fraction=0.6``, ...); this group says who the clients are and how they collaborate.
 Nothing here imports Flower: composing and validating a config stays cheap.
 """
 

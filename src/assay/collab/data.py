@@ -67,13 +67,13 @@ def corrupt(part: datasets.Dataset, rate: float, kinds: list[str], seed: int, da
 
 def check_anchor(anchor: datasets.Dataset, train: datasets.Dataset, split: str) -> None:
     """The trusted anchor set must share no example with any client's data."""
-    check(len(anchor) > 0, "selection.anchor_split", split, "the anchor set is empty; the global threshold needs trusted examples")
+    check(len(anchor) > 0, "selection.selector.split", split, "the anchor set is empty; the global threshold needs trusted examples")
     shared = set(anchor["id"]) & set(train["id"])
     if not shared:
         texts = set(zip(anchor["prompt"], anchor["completion" if "completion" in anchor.column_names else "chosen"]))
         mine = set(zip(train["prompt"], train["completion" if "completion" in train.column_names else "chosen"]))
         shared = {f"{p!r}" for p, _ in texts & mine}
-    check(not shared, "selection.anchor_split", split, f"overlaps client data in {len(shared)} examples (e.g. {sorted(shared)[:2]}); the anchor set must be disjoint from every client")
+    check(not shared, "selection.selector.split", split, f"overlaps client data in {len(shared)} examples (e.g. {sorted(shared)[:2]}); the anchor set must be disjoint from every client")
 
 
 def quality_report(train: datasets.Dataset, scores: np.ndarray, kept: np.ndarray) -> dict:
@@ -81,7 +81,7 @@ def quality_report(train: datasets.Dataset, scores: np.ndarray, kept: np.ndarray
     examples (no ground-truth flag), the prediction is "kept". Precision = clean share of the kept,
     recall = kept share of the clean, F1, accuracy = (clean kept + noisy dropped) / all. Plus the
     project's detection report (AUROC, precision@k of the lowest scores for the noisy ones)."""
-    from assay.selection import FLAGS, detection_report
+    from assay.selection.detection import FLAGS, detection_report
 
     out = {"detection": detection_report(train, scores, kept), "pool": len(kept), "kept": int(kept.sum())}
     for flag in FLAGS:
@@ -99,7 +99,7 @@ def quality_report(train: datasets.Dataset, scores: np.ndarray, kept: np.ndarray
 
 def oracle_scores(part: datasets.Dataset) -> Optional[np.ndarray]:
     """1 for the clean examples, 0 for flagged ones (None when the data carries no flag)."""
-    from assay.selection import FLAGS
+    from assay.selection.detection import FLAGS
 
     for flag in FLAGS:
         if flag in part.column_names:

@@ -3,7 +3,7 @@ simulation, gather the parties' artefacts into one ``summary.json`` (the format 
 ``assay-compare`` and sweeps read it).
 
     assay-train collab=clues3                                       # 3 clients, CLUES + FedAvg
-    assay-train collab=skills4 selection=el2n selection.keep_rule=anchor_quantile
+    assay-train collab=skills4 selection=el2n selection/selector=anchor_quantile
     assay-train -m collab=skills4 collab.mode=fedavg,merge seed=0,1,2
     assay-train collab=skills4 hydra.run.dir=<dir> ckpt_path=last   # resume at the last finished round
 """
@@ -22,6 +22,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from assay.errors import UserError, check
+from assay.selection.detection import FLAGS
 
 
 def run_collab(cfg: DictConfig) -> dict[str, Any]:
@@ -51,8 +52,8 @@ def run_collab(cfg: DictConfig) -> dict[str, Any]:
     train = examples.splits["train"]
     clients = plan_clients(train, collab)
     if uses_anchor(spec, collab):
-        split = spec.selection.anchor_split
-        check(split in examples.splits, "selection.anchor_split", split, f"must name a split of the data; have {sorted(examples.splits)}")
+        split = spec.selection.selector.split
+        check(split in examples.splits, "selection.selector.split", split, f"must name a split of the data; have {sorted(examples.splits)}")
         check_anchor(examples.splits[split], train, split)
     for split in ("val", "test"):
         check(split in examples.splits, "data", spec.data.name, f"needs a public {split} split (the shared validation / held-out set)")
@@ -166,7 +167,7 @@ def flat_client_metrics(per_client: dict[str, dict]) -> dict[str, float]:
     for k, report in per_client.items():
         flat[f"collab/client{k}/kept"] = float(report["kept"])
         flat[f"collab/client{k}/kept_share"] = report["kept"] / max(report["pool"], 1)
-        for flag in ("is_corrupted", "is_flipped"):
+        for flag in FLAGS:
             if flag not in report:
                 continue
             for m in REPORTED:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from assay.lazy import datasets, torch
+from assay.selection.detection import FLAGS
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -113,7 +114,7 @@ class Collator:
                     seqs.append(r["prompt_ids"] + r[f"{col}_ids"])
                     labels.append([IGNORE] * len(r["prompt_ids"]) + r[f"{col}_ids"])
             batch.update(_pad_right(seqs, labels, self.pad_id))
-        for flag in ("is_flipped", "is_corrupted", "ref_chosen_logps", "ref_rejected_logps"):
+        for flag in (*FLAGS, "ref_chosen_logps", "ref_rejected_logps"):
             if flag in rows[0]:
                 batch[flag] = torch.tensor([r[flag] for r in rows])
         if self.with_generation:

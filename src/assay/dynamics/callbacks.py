@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 
 from assay.dynamics.store import GradientStore, PerSampleStore
+from assay.selection.detection import FLAGS
 
 
 class StoreRecorder(pl.Callback):
@@ -62,8 +63,6 @@ class PerSampleRecorder(StoreRecorder):
     the data has them, so any record can be checked against them.
     """
 
-    FLAGS = ("is_flipped", "is_corrupted")
-
     def __init__(self, store: PerSampleStore, every_n_steps: int = 1, flush_every: int = 200):
         self.store, self.every_n_steps, self.flush_every = store, every_n_steps, flush_every
 
@@ -82,7 +81,7 @@ class PerSampleRecorder(StoreRecorder):
         names = ["loss", *per_sample.metrics]
         values = torch.stack([per_sample.loss.float(), *(v.float() for v in per_sample.metrics.values())]).cpu().tolist()
         columns.update(zip(names, values))
-        for flag in self.FLAGS:
+        for flag in FLAGS:
             if flag in batch:
                 columns[flag] = batch[flag].bool().cpu().tolist()
         self.store.append(step, columns)
@@ -138,7 +137,7 @@ class GradientRecorder(StoreRecorder):
             return
         # every micro-batch of an accumulated step is scored at the weights after that step, the
         # weights its checkpoint holds: micro-batches wait (as token ids) until the step completes
-        self._pending.append({k: batch[k] for k in ("ids", "input_ids", "labels", *PerSampleRecorder.FLAGS) if k in batch})
+        self._pending.append({k: batch[k] for k in ("ids", "input_ids", "labels", *FLAGS) if k in batch})
         if not completed:
             return
         model = pl_module.model
@@ -177,7 +176,7 @@ class GradientRecorder(StoreRecorder):
         finally:
             model.train(was_training)
         columns = {"id": list(batch["ids"]), "step": [step] * rows, "epoch": [trainer.current_epoch] * rows, "grad_norm": torch.cat(norms).float().cpu().tolist()}
-        for flag in PerSampleRecorder.FLAGS:
+        for flag in FLAGS:
             if flag in batch:
                 columns[flag] = batch[flag].bool().cpu().tolist()
         self.store.append(step, columns, torch.cat(feats).numpy())

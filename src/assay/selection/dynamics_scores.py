@@ -7,21 +7,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
 import numpy as np
 
 from assay.errors import UserError, check
 from assay.lazy import pd
 from assay.registry import register
-from assay.selection import Selection, SelectionConfig, SelectionContext
+from assay.selection import Scorer, Selection, SelectionContext
 
 UNSEEN = ("error", "lowest")
 
 
 @dataclass
-class DynamicsScorer(SelectionConfig):
-    fraction: Optional[float] = 0.5
+class DynamicsScorer(Scorer):
+    budget: ClassVar[float] = 0.5
+    reads_dynamics: ClassVar[bool] = True
     dynamics_from: Optional[str] = None
     """Run directory of the earlier stage whose per-sample store (``<run>/dynamics``) is read; that
     stage must train with ``dynamics=losses`` on the same pool (e.g. the warm-up stage of a recipe)."""
@@ -42,7 +43,7 @@ class DynamicsScorer(SelectionConfig):
             # Online pruning (cartography / forgetting over the run's own epochs): with no earlier
             # stage to read, the first rescore_every epochs train on the whole pool and record it.
             keep_all = np.ones(len(ctx.train), dtype=bool)
-            meta = {"scorer": self.name, "keep_rule": "all", "kept": len(ctx.train), "pool": len(ctx.train), "rescored_from": "this run's dynamics"}
+            meta = {"scorer": self.name, "selector": "all", "kept": len(ctx.train), "pool": len(ctx.train), "rescored_from": "this run's dynamics"}
             return Selection(list(ctx.train["id"]), np.zeros(len(ctx.train)), keep_all, meta)
         return super().select(ctx)
 
@@ -173,7 +174,7 @@ class BetaFilter(DynamicsScorer):
     """β-DPO's data filter (Wu et al. 2024, arXiv 2407.08639) on stored reward margins: keep pairs near the mean margin."""
 
     name: str = "beta_filter"
-    fraction: Optional[float] = 0.8
+    budget: ClassVar[float] = 0.8
     """ρ = 0.8: β-DPO keeps 80% of pairs (drops 20% as uninformative)."""
     metric: str = "reward_margin"
     """Stored per-sample column holding the pair's implicit-reward margin M_i."""

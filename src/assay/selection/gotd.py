@@ -17,7 +17,7 @@ linearly in the pool instead of sweeps × pool.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import ClassVar
 
 import numpy as np
 
@@ -33,7 +33,7 @@ class GotD(OTSelection):
 
     name: str = "gotd"
     solver: str = "batched"
-    fraction: Optional[float] = 0.2
+    budget: ClassVar[float] = 0.2
 
     def score(self, ctx: SelectionContext) -> np.ndarray:
         x, y, _ = self.embed(ctx)

@@ -113,8 +113,6 @@ class CLUES(TargetGradientScorer):
     """CLUES (Zhao et al., NeurIPS 2024): Σ_c η_c ⟨Γ(x; θ_c), mean anchor gradient at θ_c⟩ (TracIn-CP)."""
 
     name: str = "clues"
-    keep_rule: str = "anchor_quantile"
-    """CLUES keeps training examples that score at least as well as the trusted anchors do."""
 
     def score(self, ctx: SelectionContext) -> np.ndarray:
         return self.over_checkpoints(ctx, lambda train, anchor: train @ anchor.mean(0))
@@ -131,7 +129,7 @@ class LESS(TargetGradientScorer):
 
     name: str = "less"
     proj_dim: int = 8192
-    fraction: Optional[float] = 0.05
+    budget: ClassVar[float] = 0.05
     """LESS keeps the top 5%."""
 
     def score(self, ctx: SelectionContext) -> np.ndarray:

@@ -185,9 +185,9 @@ class LQS(ModelScorer, TargetSet):
 
     name: str = "lqs"
     per_sample_gradients: ClassVar[bool] = True
-    fraction: Optional[float] = 0.5
+    budget: ClassVar[float] = 0.5
     """Keep the top half: the budget of the other model scorers, so sweeps compare at equal data
-    (DELT's README example keeps r = 0.9; ``selection.fraction=0.9`` to match it)."""
+    (DELT's README example keeps r = 0.9; ``selection.selector.fraction=0.9`` to match it)."""
     batch_size: int = 8
     params: list[str] = field(default_factory=list)
     """Name substrings of the parameters the gradients and Hessian are taken over (e.g. ``[lm_head]``);

@@ -9,7 +9,7 @@ recipe). The response scored is ``completion`` (SFT) or ``chosen`` (pairs).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import ClassVar, Iterator, Optional
 
 import numpy as np
 from assay.lazy import F, torch
@@ -17,7 +17,7 @@ from assay.lazy import F, torch
 from assay.data.collate import IGNORE
 from assay.errors import check
 from assay.registry import register
-from assay.selection import SelectionConfig, SelectionContext, TargetSet
+from assay.selection import ModelSource, Scorer, SelectionContext, TargetSet
 
 PREFER = ("easy", "hard")
 
@@ -90,8 +90,8 @@ def token_statistics(model, ds, pad_id: int, batch_size: int, with_prompt: bool 
 
 
 @dataclass
-class ModelScorer(SelectionConfig):
-    fraction: Optional[float] = 0.5
+class ModelScorer(ModelSource, Scorer):
+    budget: ClassVar[float] = 0.5
     batch_size: int = 16
     """Examples per forward pass while scoring."""
 
@@ -99,13 +99,8 @@ class ModelScorer(SelectionConfig):
         super().__post_init__()
         check(self.batch_size > 0, "selection.batch_size", self.batch_size, "must be a positive integer")
 
-    @property
-    def needs_model(self) -> bool:
-        return True
-
-    @property
-    def needs_trained_model(self) -> bool:
-        return True
+    needs_model: ClassVar[bool] = True
+    needs_trained_model: ClassVar[bool] = True
 
 
 @dataclass

@@ -57,14 +57,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import numpy as np
 from assay.lazy import torch
 from tqdm.auto import tqdm
 
 from assay.errors import UserError, check
-from assay.selection import SelectionConfig, TargetSet, SelectionContext
+from assay.selection import ModelSource, Scorer, SelectionContext, TargetSet
 
 SOLVERS = ("auto", "exact", "sinkhorn", "batched")
 
@@ -568,8 +568,8 @@ def ot_values(
 
 
 @dataclass
-class OTSelection(SelectionConfig, TargetSet):
-    """Score = −(OT value): the points that bring the pool closest to the target rank first; any keep_rule applies."""
+class OTSelection(ModelSource, Scorer, TargetSet):
+    """Score = −(OT value): the points that bring the pool closest to the target rank first; any selector applies."""
 
     embedder: str = "minilm"
     """Embedder name (registry ``embedder``: hidden_mean, minilm, column)."""
@@ -609,8 +609,8 @@ class OTSelection(SelectionConfig, TargetSet):
     beyond the fixed-size fit is linear in N. Pools up to this size are solved whole; 0/null = always
     whole. On 100k × 5k sentence-like embeddings the ranking agreed with the whole-pool solve at
     Spearman 0.995 / 0.9975 / 0.9994 for 10k / 20k / 50k fitted points (benchmarks/ot_scale)."""
-    fraction: Optional[float] = 0.8
-    """Share of the pool kept with keep_rule=top: LAVA drops the most harmful fifth by default."""
+    budget: ClassVar[float] = 0.8
+    """Share of the pool kept with selector=top: LAVA drops the most harmful fifth by default."""
 
     def __post_init__(self) -> None:
         from assay.embeddings import build_embedder

@@ -16,7 +16,7 @@ from typing import Any, Optional
 import pytorch_lightning as pl
 
 from assay.distributed import once
-from assay.selection import SelectionConfig, SelectionContext
+from assay.selection import Scorer, SelectionContext
 
 
 class Rescoring(pl.Callback):
@@ -24,7 +24,7 @@ class Rescoring(pl.Callback):
     live model, select, and hand the kept rows (and their ordering keys) to the sampler. Each
     re-selection is saved as ``selection_epoch<k>.parquet`` (+ ``.json``) and listed in ``history``."""
 
-    def __init__(self, selection: SelectionConfig, ordering, splits, tokenizer, run_dir: Path, cache_dir: Optional[Path] = None):
+    def __init__(self, selection: Scorer, ordering, splits, tokenizer, run_dir: Path, cache_dir: Optional[Path] = None):
         self.selection, self.ordering = selection, ordering
         self.splits, self.tokenizer = splits, tokenizer
         self.run_dir, self.cache_dir = Path(run_dir), cache_dir
@@ -72,7 +72,7 @@ class Rescoring(pl.Callback):
         self.history = list(state.get("history", []))
 
 
-def rescoring_callbacks(selection: SelectionConfig, ordering, splits, tokenizer, run_dir: Path, cache_dir=None) -> list[Rescoring]:
+def rescoring_callbacks(selection: Scorer, ordering, splits, tokenizer, run_dir: Path, cache_dir=None) -> list[Rescoring]:
     """The re-scoring callback when ``selection.rescore_every`` is set, else nothing."""
     if not selection.rescores:
         return []

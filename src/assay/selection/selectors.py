@@ -1,0 +1,220 @@
+"""Selectors (config group ``selection/selector``): how a scorer's scores become kept ids.
+
+Each entry holds only the fields it reads and its own ``keep(scores, context) -> mask``; a scorer's
+preset picks its default (``conf/selection/<scorer>.yaml``: ``- selector: top``), and a run picks
+another with ``selection/selector=<entry>``, e.g.
+``selection=el2n selection/selector=anchor_quantile selection.selector.quantile=0.3``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Optional
+
+import numpy as np
+from omegaconf import MISSING
+
+from assay.errors import UserError, check
+from assay.registry import register
+
+GROUP = "selection/selector"
+
+
+@dataclass
+class KeepContext:
+    """What a selector may read besides the scores: the selection context (pool, splits, model) and
+    the scorer (its budget, seed, and scoring other splits, e.g. the trusted anchors)."""
+
+    data: Any
+    """The :class:`~assay.selection.SelectionContext` the scores were computed on."""
+    scorer: Any
+    measured: dict = field(default_factory=dict)
+    """What the selector measured (anchor threshold, group sizes), saved with the selection."""
+
+
+@dataclass
+class Selector:
+    name: str = MISSING
+
+    def keep(self, scores: np.ndarray, context: KeepContext) -> np.ndarray:
+        """The kept mask (boolean, aligned with the scores; higher score = keep)."""
+        raise NotImplementedError
+
+
+def finite(scores: np.ndarray) -> np.ndarray:
+    """NaN scores (an example a scorer could not score) rank below every real score."""
+    scores = np.asarray(scores, dtype=np.float64)
+    return np.where(np.isnan(scores), -np.inf, scores)
+
+
+def top_k_mask(scores: np.ndarray, k: int) -> np.ndarray:
+    """Keep the k highest scores (ties broken by position, so the result is deterministic)."""
+    order = np.lexsort((np.arange(len(scores)), -scores))
+    mask = np.zeros(len(scores), dtype=bool)
+    mask[order[:k]] = True
+    return mask
+
+
+def quota_mask(scores: np.ndarray, groups: np.ndarray, quotas: dict[str, float], default: float, grouping: str = "sources") -> np.ndarray:
+    """Within every group (source, cluster, ...) keep its top ⌊share x size⌋ by score (kMQ-style
+    per-domain budgets)."""
+    present = set(groups.tolist())
+    unknown = sorted(set(quotas) - present)
+    check(not unknown, "selection.selector.quotas", unknown, f"names groups not in the training pool ({grouping}); present: {sorted(present)}")
+    mask = np.zeros(len(scores), dtype=bool)
+    for group in present:
+        rows = np.flatnonzero(groups == group)
+        k = int(np.floor(quotas.get(group, default) * len(rows)))
+        mask[rows[top_k_mask(scores[rows], k)]] = True
+    return mask
+
+
+def _check_fraction(fraction: Optional[float]) -> None:
+    if fraction is not None:
+        check(0.0 < fraction <= 1.0, "selection.selector.fraction", fraction, "must be in (0, 1]")
+
+
+@register(GROUP, "all")
+@dataclass
+class All(Selector):
+    """Keep every example."""
+
+    name: str = "all"
+
+    def keep(self, scores: np.ndarray, context: KeepContext) -> np.ndarray:
+        return np.ones(len(scores), dtype=bool)
+
+
+@register(GROUP, "top")
+@dataclass
+class Top(Selector):
+    """Keep the ``count`` highest scores, else the top ``fraction`` of the pool."""
+
+    name: str = "top"
+    fraction: Optional[float] = None
+    """Share of the pool to keep, in (0, 1]; null = the scorer's own budget (what its paper keeps:
+    LESS 5%, GOT-D 20%, LAVA and the β-DPO filter 80%, most others half)."""
+    count: Optional[int] = None
+    """Number of examples to keep (overrides fraction)."""
+
+    def __post_init__(self) -> None:
+        _check_fraction(self.fraction)
+        if self.count is not None:
+            check(self.count > 0, "selection.selector.count", self.count, "must be a positive integer")
+
+    def keep(self, scores: np.ndarray, context: KeepContext) -> np.ndarray:
+        scores = finite(scores)
+        if self.count is not None and self.count > len(scores):
+            raise UserError("selection.selector.count", self.count, f"exceeds the {len(scores)} training examples")
+        fraction = self.fraction if self.fraction is not None else context.scorer.budget
+        k = self.count if self.count is not None else int(np.floor(fraction * len(scores)))
+        context.measured["fraction" if self.count is None else "count"] = fraction if self.count is None else self.count
+        return top_k_mask(scores, k)
+
+
+@register(GROUP, "threshold")
+@dataclass
+class Threshold(Selector):
+    """Keep every score >= ``threshold``."""
+
+    name: str = "threshold"
+    threshold: Optional[float] = None
+    """The lowest score kept (in the scorer's units: e.g. minus the mean NLL for perplexity)."""
+
+    def __post_init__(self) -> None:
+        check(self.threshold is not None, "selection.selector.threshold", self.threshold, "selector=threshold needs a number")
+
+    def keep(self, scores: np.ndarray, context: KeepContext) -> np.ndarray:
+        context.measured["threshold"] = float(self.threshold)
+        return finite(scores) >= self.threshold
+
+
+@register(GROUP, "anchor_quantile")
+@dataclass
+class AnchorQuantile(Selector):
+    """CLUES's global threshold (Zhao et al., NeurIPS 2024): keep a score >= the ``quantile`` of the
+    same scorer's scores on the trusted ``split``."""
+
+    name: str = "anchor_quantile"
+    quantile: float = 0.1
+    """q in [0, 1]: 0 = the lowest anchor score, 0.5 = the median. CLUES leaves the statistic open
+    (its code has no thresholding); 0.1 keeps what scores like all but the worst tenth of trusted data."""
+    split: str = "val"
+    """The trusted anchor set (a split disjoint from train)."""
+
+    def __post_init__(self) -> None:
+        check(0.0 <= self.quantile <= 1.0, "selection.selector.quantile", self.quantile, "must be in [0, 1]")
+
+    def keep(self, scores: np.ndarray, context: KeepContext) -> np.ndarray:
+        field_name, ctx = "selection.selector.split", context.data
+        splits = ctx.splits or {}
+        check(self.split in splits and self.split != "train", field_name, self.split, f"must name a split other than train; have {sorted(splits)}")
+        anchor = splits[self.split]
+        check(len(anchor) > 0, field_name, self.split, "the anchor set is empty; CLUES's threshold needs trusted examples")
+        shared = set(anchor["id"]) & set(ctx.train["id"])
+        check(not shared, field_name, self.split, f"shares {len(shared)} ids with train (e.g. {sorted(shared)[:3]}); the anchor set must be disjoint")
+        anchor_scores = finite(np.asarray(context.scorer.score(replace(ctx, train=anchor)), dtype=np.float64))
+        threshold = float(np.quantile(anchor_scores, self.quantile))
+        context.measured.update(anchor_threshold=threshold, anchor_size=len(anchor))
+        return finite(scores) >= threshold
+
+
+@register(GROUP, "quota")
+@dataclass
+class Quota(Selector):
+    """Within every group of ``by``, keep the top share ``quotas[group]`` (``fraction`` for groups not named)."""
+
+    name: str = "quota"
+    quotas: dict[str, float] = field(default_factory=dict)
+    """Per-group share kept, e.g. ``{code: 0.8, wiki: 0.3}``."""
+    by: str = "source"
+    """What to group by: a column of the training data (``source``, ``difficulty``, ...), or
+    ``cluster``: k-means (``clusters``) on the scoring model's mean-pooled last hidden states, so a
+    budget is spread over regions of the embedding space (the coverage idea of kMQ, arXiv 2409.11378,
+    and CCS, arXiv 2210.15809), groups named ``c0``, ``c1``, ..."""
+    clusters: int = 8
+    """K for by=cluster."""
+    fraction: Optional[float] = None
+    """Share kept in groups that ``quotas`` does not name; null = the scorer's own budget."""
+
+    def __post_init__(self) -> None:
+        _check_fraction(self.fraction)
+        for group, share in self.quotas.items():
+            check(0.0 <= share <= 1.0, f"selection.selector.quotas.{group}", share, "must be in [0, 1]")
+        check(self.clusters >= 1, "selection.selector.clusters", self.clusters, "must be a positive integer")
+
+    def keep(self, scores: np.ndarray, context: KeepContext) -> np.ndarray:
+        groups = self.groups(context)
+        fraction = self.fraction if self.fraction is not None else context.scorer.budget
+        kept = quota_mask(finite(scores), groups, self.quotas, fraction, f"selection.selector.by={self.by}")
+        sizes = {str(g): [int((groups == g).sum()), int(kept[groups == g].sum())] for g in np.unique(groups)}
+        context.measured.update(quota_by=self.by, quota_groups=sizes)
+        return kept
+
+    def groups(self, context: KeepContext) -> np.ndarray:
+        """Each training example's group, as strings."""
+        ctx = context.data
+        if self.by != "cluster":
+            check(self.by in ctx.train.column_names, "selection.selector.by", self.by,
+                  f"is not a column of the training data ({sorted(ctx.train.column_names)}) nor 'cluster'")
+            return np.asarray([str(v) for v in ctx.train[self.by]])
+        if ctx.model is None:
+            raise UserError("selection.selector.by", "cluster", "clusters the model's embeddings, and this stage provides no model")
+        from assay.selection.model_scores import embed, kmeans
+
+        x = embed(ctx.model, ctx.train, ctx.tokenizer.pad_token_id, getattr(context.scorer, "batch_size", 32))
+        return np.asarray([f"c{c}" for c in kmeans(x, self.clusters, context.scorer.seed).labels_])
+
+
+MOVED = {
+    "selection.keep_rule": "selection/selector=<all|top|threshold|anchor_quantile|quota>",
+    "selection.fraction": "selection.selector.fraction",
+    "selection.count": "selection.selector.count",
+    "selection.threshold": "selection.selector.threshold (with selection/selector=threshold)",
+    "selection.anchor_quantile": "selection.selector.quantile (with selection/selector=anchor_quantile)",
+    "selection.anchor_split": "selection.selector.split (with selection/selector=anchor_quantile)",
+    "selection.quotas": "selection.selector.quotas (with selection/selector=quota)",
+    "selection.quota_by": "selection.selector.by (with selection/selector=quota)",
+    "selection.quota_clusters": "selection.selector.clusters (with selection/selector=quota)",
+}
+"""Field paths of the former single selection config, and where each now lives."""
