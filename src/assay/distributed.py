@@ -105,12 +105,6 @@ def check(spec: Any) -> None:
             f"gathers Dr. DPO's losses across processes, and trainer={trainer.name} (strategy={trainer.strategy}, "
             f"devices={trainer.devices}) runs one; use objective.dr_scope=local or a multi-process trainer (trainer=ddp trainer.devices=2)",
         )
-    if planned_processes(trainer) > 1 and hasattr(spec.mixture, "mixer"):
-        raise UserError(
-            "mixture", spec.mixture.name,
-            "updates domain weights from one process's losses; online mixers run in one process for now "
-            "(trainer.devices=1), static and scheduled mixtures run on several",
-        )
     if planned_processes(trainer) > 1 and "spawn" in str(trainer.strategy):
         raise UserError(
             "trainer.strategy", trainer.strategy,

@@ -251,3 +251,25 @@ def test_slurm_ddp_profile_runs_one_task_per_rank(cluster, tmp_path):
     logs = [*errs, *(sweep / ".submitit").glob("*_log.out"), *run.glob("train.log")]
     text = "".join(p.read_text() for p in logs)
     assert "GLOBAL_RANK: 0" in text and "GLOBAL_RANK: 1" in text
+
+
+def test_online_mixer_updates_from_every_rank_batches(tmp_path):
+    """ODM under two processes: each update reads the per-domain mean loss over BOTH ranks' batches
+    (equal to the per-sample store's mean over both ranks at that step), and the weights move once
+    EXP3's uniform phase (k ln k = 8 updates for 5 domains) is over."""
+    run_dir = tmp_path / "run"
+    r = _train(run_dir, _env(tmp_path), *DDP, "debug=fast", "logger=csv", "mixture=odm", "mixture.update_every=1",
+               "trainer.max_steps=12", "trainer.val_check_interval=6", "dynamics=losses")
+    assert r.returncode == 0, r.stderr[-3000:]
+    mixing = pd.read_csv(run_dir / "mixing.csv")
+    assert mixing["step"].tolist() == list(range(1, 13))
+    records = read_store(run_dir / "dynamics")
+    assert set(records["rank"]) == {0, 1}
+    records["source"] = records["id"].str.split("/").str[0]
+    both_ranks = records.groupby(["step", "source"])["loss"].mean()
+    for _, row in mixing.iterrows():
+        for (step, source), mean in both_ranks.loc[[int(row["step"])]].items():
+            assert row[f"mixing/train_loss/{source}"] == pytest.approx(mean, rel=1e-6)
+    weights = mixing[[c for c in mixing.columns if c.startswith("mixing/weight/")]].to_numpy()
+    assert np.allclose(weights[:8], 0.2) and not np.allclose(weights[-1], 0.2)
+    assert not list(run_dir.glob("mixing.csv.tmp"))

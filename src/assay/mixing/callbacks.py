@@ -59,13 +59,16 @@ class OnlineMixing(pl.Callback):
         self._last_step = step
 
     def _update(self, trainer, pl_module, step: int) -> None:
+        self._sum_over_ranks(pl_module.device)
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.where(self._count > 0, self._sum / np.maximum(self._count, 1), np.nan)
             excess = np.where(self._count > 0, self._excess / np.maximum(self._count, 1), np.nan) if self.reference is not None else None
         val = self.validation(pl_module) if self.validation is not None else None
         stats = DomainStats(mean, self._count.copy(), excess, val)
         logged = self.mixer.update(stats)
-        first = trainer.datamodule.sampler.set_weights(self.mixer.weights)
+        sampler = trainer.datamodule.sampler
+        weights, first = self._agree(self.mixer.weights, sampler._next_block, pl_module.device)
+        first = sampler.set_weights(weights, first=first)
         record = {"step": step, "from_batch": first}
         for name, values in {"train_loss": mean, **logged}.items():
             for d, v in zip(self.mixer.domains, np.asarray(values, dtype=np.float64).tolist()):
@@ -76,8 +79,41 @@ class OnlineMixing(pl.Callback):
             trainer.logger.log_metrics({k: v for k, v in record.items() if k.startswith("mixing/") and np.isfinite(v)}, step=step)
         self._reset()
 
+    # ---- several processes: one mixture for the whole run ---------------------------------------
+    def _sum_over_ranks(self, device) -> None:
+        """Per-domain sums over every rank's batches since the last update (each rank saw its own
+        shard of every global batch), so every rank updates from the same statistics."""
+        from assay import distributed
+
+        if distributed.world_size() < 2:
+            return
+        import torch.distributed as dist
+
+        k = len(self.index)
+        packed = torch.tensor(np.concatenate([self._sum, self._count, self._excess]), dtype=torch.float64, device=device)
+        dist.all_reduce(packed)
+        values = packed.cpu().numpy()
+        self._sum, self._count, self._excess = values[:k], np.rint(values[k : 2 * k]).astype(np.int64), values[2 * k :]
+
+    def _agree(self, weights: np.ndarray, next_block: int, device) -> tuple[np.ndarray, int]:
+        """Rank 0's new weights (validation losses may differ in the last float bits between devices),
+        applied from the same global batch on every rank: the first batch no rank has drawn yet."""
+        from assay import distributed
+
+        if distributed.world_size() < 2:
+            return weights, next_block
+        import torch.distributed as dist
+
+        first = torch.tensor([next_block], dtype=torch.int64, device=device)
+        dist.all_reduce(first, op=dist.ReduceOp.MAX)
+        shared = torch.tensor(np.asarray(weights, dtype=np.float64), device=device)
+        dist.broadcast(shared, src=0)
+        return shared.cpu().numpy(), int(first.item())
+
     def _write_csv(self) -> None:
-        if not self.history:
+        from assay import distributed
+
+        if not self.history or not distributed.is_main():
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         keys = list(self.history[0])
@@ -89,8 +125,11 @@ class OnlineMixing(pl.Callback):
         tmp.rename(self.run_dir / "mixing.csv")
 
     def on_train_end(self, trainer, pl_module) -> None:
+        from assay import distributed
+
         self._write_csv()
-        (self.run_dir / "mixing.json").write_text(json.dumps(self.summary(), indent=2))
+        if distributed.is_main():
+            (self.run_dir / "mixing.json").write_text(json.dumps(self.summary(), indent=2))
 
     def summary(self) -> dict:
         return {"updates": len(self.history), **self.mixer.outputs()}
@@ -169,11 +208,9 @@ class MixtureRecorder(pl.Callback):
         self.epochs = {int(e): {s: dict(v) for s, v in d.items()} for e, d in state["epochs"].items()}
 
 
-@torch.no_grad()
-def domain_losses(pl_module, batches: list[dict], domains: list[str]) -> np.ndarray:
-    """Mean per-example loss of each domain over ``batches`` (eval mode, no gradient)."""
-    index = {d: i for i, d in enumerate(domains)}
-    total, count = np.zeros(len(domains)), np.zeros(len(domains))
+def _per_sample_losses(pl_module, batches: list[dict]):
+    """(batch sources, [B] per-sample losses) of each batch, in eval mode; the caller chooses
+    whether gradients flow."""
     model = pl_module.model
     was_training = model.training
     model.eval()
@@ -181,33 +218,34 @@ def domain_losses(pl_module, batches: list[dict], domains: list[str]) -> np.ndar
         for batch in batches:
             batch = {k: (v.to(pl_module.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
             out = pl_module.objective.compute(model, batch, training=False, controller=pl_module.controller)
-            idx = np.array([index[s] for s in batch["sources"]])
-            np.add.at(total, idx, out.loss.float().cpu().numpy())
-            np.add.at(count, idx, 1)
+            yield batch["sources"], out.loss
     finally:
         model.train(was_training)
+
+
+@torch.no_grad()
+def domain_losses(pl_module, batches: list[dict], domains: list[str]) -> np.ndarray:
+    """Mean per-example loss of each domain over ``batches`` (eval mode, no gradient)."""
+    index = {d: i for i, d in enumerate(domains)}
+    total, count = np.zeros(len(domains)), np.zeros(len(domains))
+    for sources, loss in _per_sample_losses(pl_module, batches):
+        idx = np.array([index[s] for s in sources])
+        np.add.at(total, idx, loss.float().cpu().numpy())
+        np.add.at(count, idx, 1)
     return total / np.maximum(count, 1)
 
 
 def domain_gradients(pl_module, batches: list[dict], domains: list[str]) -> np.ndarray:
     """[k, P] mean loss gradient of each domain over ``batches`` (eval mode; ``.grad`` untouched)."""
     index = {d: i for i, d in enumerate(domains)}
-    model = pl_module.model
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for p in pl_module.model.parameters() if p.requires_grad]
     grads = [torch.zeros(sum(p.numel() for p in params)) for _ in domains]
     counts = np.zeros(len(domains))
-    was_training = model.training
-    model.eval()
-    try:
-        for batch in batches:
-            batch = {k: (v.to(pl_module.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
-            out = pl_module.objective.compute(model, batch, training=False, controller=pl_module.controller)
-            idx = [index[s] for s in batch["sources"]]
-            for d in sorted(set(idx)):
-                mask = torch.tensor([i == d for i in idx], device=out.loss.device)
-                g = torch.autograd.grad(out.loss[mask].sum(), params, retain_graph=True)
-                grads[d] += torch.cat([x.reshape(-1) for x in g]).float().cpu()
-                counts[d] += int(mask.sum())
-    finally:
-        model.train(was_training)
+    for sources, loss in _per_sample_losses(pl_module, batches):
+        idx = [index[s] for s in sources]
+        for d in sorted(set(idx)):
+            mask = torch.tensor([i == d for i in idx], device=loss.device)
+            g = torch.autograd.grad(loss[mask].sum(), params, retain_graph=True)
+            grads[d] += torch.cat([x.reshape(-1) for x in g]).float().cpu()
+            counts[d] += int(mask.sum())
     return np.stack([(g / max(c, 1)).numpy() for g, c in zip(grads, counts)])

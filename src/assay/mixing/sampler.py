@@ -70,9 +70,10 @@ class DomainSampler(Sampler[int]):
                 w = np.asarray(weights, dtype=np.float64)
         return self.base_weights(block) if w is None else w
 
-    def set_weights(self, weights: np.ndarray) -> int:
-        """New weights from the next batch not yet drawn on; returns that batch's index."""
-        first = self._next_block
+    def set_weights(self, weights: np.ndarray, first: Optional[int] = None) -> int:
+        """New weights from batch ``first`` (default: the next batch not yet drawn on; under several
+        processes the ranks agree on it); returns that batch's index."""
+        first = self._next_block if first is None else max(int(first), self._next_block)
         self.changes = [c for c in self.changes if c[0] < first] + [(first, [float(x) for x in weights])]
         del self._drawn[first:], self._counts[first + 1 :]  # anything drawn ahead is drawn again
         return first
