@@ -9,7 +9,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 import assay.models.grads as grads
 import assay.models.projection as pj
 from assay.dynamics.checkpoints import checkpoint_weights
-from assay.models.grads import _sample_loss, adam_precondition, gradient_features, grad_param_names, per_sample_grads
+from assay.models.grads import _sample_loss, adam_precondition, feature_rows, gradient_features, grad_param_names, per_sample_grads
 from assay.models.projection import project
 
 
@@ -117,6 +117,22 @@ class Gathered(torch.nn.Module):
         flat = h.reshape(-1, h.shape[-1]).flip(0)
         y = self.expert(flat).flip(0).reshape(h.shape)
         return SimpleNamespace(logits=self.head(h + torch.tanh(y)))
+
+
+def test_feature_rows_is_the_pipeline_of_both_recorder_and_scorers():
+    # Chunks of 2 rows through one reused buffer: plain norms, then Adam direction, then projection,
+    # the same numbers as the steps taken one by one; the model's mode is restored.
+    model, (ids, labels) = tiny(), batch()
+    names = grad_param_names(model)
+    exact = loop_grads(model, ids, labels, names)
+    m, v = torch.rand(exact.shape[1]), torch.rand(exact.shape[1])
+    buffer = torch.empty(2, exact.shape[1])
+    model.train()
+    rows = list(feature_rows(model, ids, labels, names, 2, proj_dim=16, seed=3, adam=(m, v, (0.8, 0.99)), projection="rademacher", buffer=buffer))
+    assert model.training and [len(n) for n, _ in rows] == [2, 2, 1]
+    torch.testing.assert_close(torch.cat([n for n, _ in rows]), exact.norm(dim=1), atol=1e-5, rtol=1e-5)
+    want = project(adam_precondition(exact, m, v, betas=(0.8, 0.99)), 16, 3, kind="rademacher")
+    torch.testing.assert_close(torch.cat([g for _, g in rows]), want, atol=1e-4, rtol=1e-4)
 
 
 def test_a_module_that_mixes_rows_falls_back_to_vmap():
