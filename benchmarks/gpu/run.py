@@ -210,7 +210,9 @@ def markdown(results: dict) -> str:
              f"- command: `{results['command']}`", ""]
     d = results["sections"].get("dpo", {})
     lines += ["## DPO: assay vs TRL DPOTrainer vs a bare loop", ""]
-    if "error" in d:
+    if not d:
+        lines += ["not run", ""]
+    elif "error" in d:
         lines += [f"failed: {d['error']}", ""]
     else:
         data = d["data"]
