@@ -98,11 +98,11 @@ _timed_arm: dict = {"arm": None, "hooks": None}
 
 
 def _install_timers() -> None:
-    """Wrap ``per_sample_grads`` and ``project`` in grad_features (once) so that every call's time
-    lands in the hooks of the grads arm running now; the recorder looks both up there when it runs."""
-    from assay.dynamics import grad_features
+    """Wrap ``per_sample_grads`` and ``project`` in assay.models.grads (once) so that every call's time
+    lands in the hooks of the grads arm running now; the recorder's pipeline looks both up there when it runs."""
+    from assay.models import grads
 
-    if getattr(grad_features, "_benchmark_timed", False):
+    if getattr(grads, "_benchmark_timed", False):
         return
 
     def timed_fn(fn, key):
@@ -115,9 +115,9 @@ def _install_timers() -> None:
 
         return call
 
-    grad_features.per_sample_grads = timed_fn(grad_features.per_sample_grads, "per_sample_grads")
-    grad_features.project = timed_fn(grad_features.project, "projection")
-    grad_features._benchmark_timed = True
+    grads.per_sample_grads = timed_fn(grads.per_sample_grads, "per_sample_grads")
+    grads.project = timed_fn(grads.project, "projection")
+    grads._benchmark_timed = True
 
 
 def gradient_recorder(run_dir: Path, params, proj_dim: int, projection: str) -> pl.Callback:
@@ -162,8 +162,8 @@ def fit_steps(arm: str, spec, model_state, model, tokenizer, tokenized, steps: i
 def loop_grads(model, ds, pad_id: int, names) -> torch.Tensor:
     """One forward + backward per example (batch size 1, as LESS's collect_grad_reps does), the
     gradient taken over ``names`` only."""
-    from assay.dynamics.grad_features import _sample_loss
-    from assay.selection.model_scores import padded_batches
+    from assay.models.grads import _sample_loss
+    from assay.models.passes import padded_batches
 
     params = dict(model.named_parameters())
     out = []
@@ -177,8 +177,8 @@ def loop_grads(model, ds, pad_id: int, names) -> torch.Tensor:
 
 def vmap_grads(model, ds, pad_id: int, names, batch: int) -> torch.Tensor:
     """The earlier batched path: ``vmap(grad(functional_call))`` over the whole model, --batch rows at a time."""
-    from assay.dynamics.grad_features import per_sample_grads
-    from assay.selection.model_scores import padded_batches
+    from assay.models.grads import per_sample_grads
+    from assay.models.passes import padded_batches
 
     model.eval()
     return torch.cat([per_sample_grads(model, b["input_ids"], b["labels"], names, method="vmap") for b in padded_batches(ds, pad_id, batch, desc="vmap")])
@@ -203,7 +203,7 @@ def reset_peak_rss() -> int:
 
 def scoring_arm(kind: str, batch: int, examples: int, repeats: int) -> None:
     """One scoring arm in a fresh process: peak RSS above the built model and data is that arm's."""
-    from assay.dynamics.grad_features import grad_param_names, gradient_features
+    from assay.models.grads import grad_param_names, gradient_features
 
     spec, model, tokenizer, tokenized = build(["data.max_train_examples=2000"])
     names = grad_param_names(model)
@@ -236,7 +236,7 @@ def scoring_arm(kind: str, batch: int, examples: int, repeats: int) -> None:
 def fidelity(g: torch.Tensor, proj_dim: int, kinds, seeds: int) -> dict:
     """Per projection kind: seconds to project ``g`` (median over seeds) and the mean absolute error
     of its pairwise cosine similarities against the exact gradients' (off-diagonal pairs)."""
-    from assay.dynamics.grad_features import project
+    from assay.models.projection import project
 
     exact = torch.nn.functional.normalize(g.double(), dim=1)
     exact = exact @ exact.T
@@ -274,7 +274,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.scoring_arm:
         return scoring_arm(args.scoring_arm, args.scoring_batch, args.examples, args.repeats)
-    from assay.dynamics.grad_features import grad_param_names
+    from assay.models.grads import grad_param_names
 
     uptime_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     spec, model, tokenizer, tokenized = build(["data.max_train_examples=2000"])

@@ -20,7 +20,7 @@ Sections (each in its own process, so one failing or running out of memory does 
 - ``grad_features``: the per-sample gradient features ``dynamics=gradients`` records (batched
   backward with module taps, then the sparse JL projection to k = 8192) over the last decoder layer
   of the same model, 512-token rows: examples per second and peak memory.
-- ``ot``: ``assay.selection.ot.ot_values`` (GOT-D / LAVA's valuation, the default subsample +
+- ``ot``: ``assay.ot.ot_values`` (GOT-D / LAVA's valuation, the default subsample +
   c-transform path) of 1,000,000 synthetic 384-d embeddings against 5,000 target points, on CUDA
   (see ``benchmarks/ot_scale`` for the CPU measurements and the method).
 - ``ddp``: with two or more GPUs, ``assay-train trainer=ddp trainer.devices=2`` (DPO, per-sample
@@ -77,7 +77,8 @@ def grad_features(args: argparse.Namespace) -> dict:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from assay.dynamics.grad_features import grad_param_names, per_sample_grads, project
+    from assay.models.grads import grad_param_names, per_sample_grads
+    from assay.models.projection import project
 
     sizes = load(REPO / "benchmarks" / "dpo_throughput" / "run.py", "dpo_throughput").LLAMA_SIZES
     dev = device()
@@ -110,14 +111,14 @@ def grad_features(args: argparse.Namespace) -> dict:
 def ot(args: argparse.Namespace) -> dict:
     import torch
 
-    from assay.selection.ot import ot_values
+    from assay.ot import SolverOptions, ot_values
 
     embeddings = load(REPO / "benchmarks" / "ot_scale" / "run.py", "ot_scale").embeddings
     n, m, dim = (2000, 200, 32) if args.smoke else (1_000_000, 5000, 384)
     x, y = embeddings(n, m, dim)
     sync()
     start = time.perf_counter()
-    r = ot_values(x, y, fit_size=min(20_000, n // 2), seed=0, progress=False)
+    r = ot_values(x, y, SolverOptions(fit_size=min(20_000, n // 2), seed=0, progress=False))
     sync()
     return {"pool": n, "target": m, "dim": dim, "device": str(torch.device(device())), "solver": r.solver, "fit_size": r.fit_size, "sweeps": r.sweeps,
             "seconds": round(time.perf_counter() - start, 2), "timings": r.timings, "peak_gpu_mib": peak_gpu_mib(),
@@ -209,7 +210,9 @@ def markdown(results: dict) -> str:
              f"- command: `{results['command']}`", ""]
     d = results["sections"].get("dpo", {})
     lines += ["## DPO: assay vs TRL DPOTrainer vs a bare loop", ""]
-    if "error" in d:
+    if not d:
+        lines += ["not run", ""]
+    elif "error" in d:
         lines += [f"failed: {d['error']}", ""]
     else:
         data = d["data"]

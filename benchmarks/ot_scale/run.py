@@ -8,7 +8,7 @@ with exact LP duals (``ot.emd`` on the full cost matrix) where those fit.
 Default path (``selection.fit_size``): pools up to ``--fit-size`` are solved whole (batched log-domain
 Sinkhorn); beyond it the target potential g is fitted on a stratified subsample of that many pool
 points and every pool point is valued by the c-transform of g in one streamed pass (see
-``assay.selection.ot``). Per pool size the script runs, each in its own process so that the peak
+``assay.ot``). Per pool size the script runs, each in its own process so that the peak
 resident memory (ru_maxrss) is that of one solve:
 
   - the default path (the row that the targets are read from);
@@ -70,17 +70,17 @@ def cpu_seconds() -> float:
 def one(args: argparse.Namespace) -> dict:
     import torch
 
-    from assay.selection.ot import ot_values
+    from assay.ot import SolverOptions, ot_values
 
     torch.set_num_threads(args.threads)
     x, y = embeddings(args.n, args.target, args.dim)
     solver = "exact" if args.method == "exact" else "batched"
     fit = args.fit if args.method == "subsample" else None
     wall, cpu = time.perf_counter(), cpu_seconds()
-    r = ot_values(
-        x, y, solver=solver, reg=args.reg, tol=args.tol, max_iter=args.max_iter, batch_size=args.batch_size, cache_gib=args.cache_gib,
+    r = ot_values(x, y, SolverOptions(
+        solver=solver, reg=args.reg, tol=args.tol, max_iter=args.max_iter, batch_size=args.batch_size, cache_gib=args.cache_gib,
         eps_scaling=args.eps_scaling or None, fit_size=fit, seed=args.seed, progress=args.progress,
-    )
+    ))
     out = {
         "n": args.n, "method": args.method, "solver": r.solver, "fit_requested": fit, "fit_size": r.fit_size, "sweeps": r.sweeps,
         "seconds": round(time.perf_counter() - wall, 1), "cpu_seconds": round(cpu_seconds() - cpu, 1),

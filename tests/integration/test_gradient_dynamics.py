@@ -9,7 +9,9 @@ from hydra.core.global_hydra import GlobalHydra
 from assay.config import validate
 from assay.data import build_examples
 from assay.data.collate import tokenize_split
-from assay.dynamics.grad_features import adam_precondition, grad_param_names, gradient_features, load_checkpoint, project
+from assay.dynamics.checkpoints import load_checkpoint
+from assay.models.grads import adam_precondition, grad_param_names, gradient_features
+from assay.models.projection import project
 from assay.dynamics.store import read_gradients, read_store
 from assay.paths import CONF_DIR
 from tests.conftest import run_in_hydra

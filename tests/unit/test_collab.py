@@ -64,7 +64,7 @@ def test_quality_report_is_clues_table3():
 
 
 def test_federated_checkpoint_reads_back_through_the_scorers_loader():
-    from assay.dynamics.grad_features import load_checkpoint, stage_checkpoints
+    from assay.dynamics.checkpoints import load_checkpoint, stage_checkpoints
 
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 1))
     model[0].weight.requires_grad_(False)

@@ -6,8 +6,11 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-import assay.dynamics.grad_features as gf
-from assay.dynamics.grad_features import _sample_loss, adam_precondition, checkpoint_weights, gradient_features, grad_param_names, per_sample_grads, project
+import assay.models.grads as grads
+import assay.models.projection as pj
+from assay.dynamics.checkpoints import checkpoint_weights
+from assay.models.grads import _sample_loss, adam_precondition, feature_rows, gradient_features, grad_param_names, per_sample_grads
+from assay.models.projection import project
 
 
 def tiny(tie=False):
@@ -38,7 +41,7 @@ def loop_grads(model, ids, labels, names):
 @pytest.fixture
 def no_vmap(monkeypatch):
     """The module taps must account for every parameter: the whole-model vmap is not reached."""
-    monkeypatch.setattr(gf, "_vmap_grads", lambda *a: pytest.fail(f"fell back to vmap for {a[3]}"))
+    monkeypatch.setattr(grads, "_vmap_grads", lambda *a: pytest.fail(f"fell back to vmap for {a[3]}"))
 
 
 @pytest.mark.parametrize(
@@ -116,6 +119,22 @@ class Gathered(torch.nn.Module):
         return SimpleNamespace(logits=self.head(h + torch.tanh(y)))
 
 
+def test_feature_rows_is_the_pipeline_of_both_recorder_and_scorers():
+    # Chunks of 2 rows through one reused buffer: plain norms, then Adam direction, then projection,
+    # the same numbers as the steps taken one by one; the model's mode is restored.
+    model, (ids, labels) = tiny(), batch()
+    names = grad_param_names(model)
+    exact = loop_grads(model, ids, labels, names)
+    m, v = torch.rand(exact.shape[1]), torch.rand(exact.shape[1])
+    buffer = torch.empty(2, exact.shape[1])
+    model.train()
+    rows = list(feature_rows(model, ids, labels, names, 2, proj_dim=16, seed=3, adam=(m, v, (0.8, 0.99)), projection="rademacher", buffer=buffer))
+    assert model.training and [len(n) for n, _ in rows] == [2, 2, 1]
+    torch.testing.assert_close(torch.cat([n for n, _ in rows]), exact.norm(dim=1), atol=1e-5, rtol=1e-5)
+    want = project(adam_precondition(exact, m, v, betas=(0.8, 0.99)), 16, 3, kind="rademacher")
+    torch.testing.assert_close(torch.cat([g for _, g in rows]), want, atol=1e-4, rtol=1e-4)
+
+
 def test_a_module_that_mixes_rows_falls_back_to_vmap():
     model, (ids, labels) = Gathered(), batch()
     names = ["expert.weight", "head.weight"]
@@ -131,7 +150,7 @@ def test_gradient_features_match_per_sample_grads():
     names = grad_param_names(model)
     exact = gradient_features(model, ds, 0, names, batch_size=2)
     torch.testing.assert_close(exact, loop_grads(model, ids, labels, names), atol=1e-6, rtol=1e-5)
-    for kind in gf.PROJECTIONS:
+    for kind in pj.PROJECTIONS:
         torch.testing.assert_close(gradient_features(model, ds, 0, names, batch_size=2, proj_dim=64, seed=5, projection=kind), project(exact, 64, 5, kind=kind), atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="projection"):
         gradient_features(model, ds, 0, names, proj_dim=8, projection="gaussian")
@@ -183,17 +202,17 @@ def test_projected_inner_products_are_unbiased_with_the_jl_variance(kind):
 
 def test_rademacher_cache_gives_the_regenerated_matrix(monkeypatch):
     g = torch.randn(3, 2500, generator=torch.Generator().manual_seed(0))
-    monkeypatch.setattr(gf, "_rademacher_cache", gf.OrderedDict())
-    monkeypatch.setattr(gf, "RADEMACHER_CACHE_MIB", 0)  # nothing kept: blocks regenerated per call
+    monkeypatch.setattr(pj, "_rademacher_cache", pj.OrderedDict())
+    monkeypatch.setattr(pj, "RADEMACHER_CACHE_MIB", 0)  # nothing kept: blocks regenerated per call
     fresh = project(g, 256, seed=7, block=1000)
-    assert not gf._rademacher_cache
-    monkeypatch.setattr(gf, "RADEMACHER_CACHE_MIB", 1)  # 2500 x 256 fits as int8 signs, not as float32
+    assert not pj._rademacher_cache
+    monkeypatch.setattr(pj, "RADEMACHER_CACHE_MIB", 1)  # 2500 x 256 fits as int8 signs, not as float32
     assert torch.equal(project(g, 256, seed=7, block=1000), fresh) and torch.equal(project(g, 256, seed=7, block=1000), fresh)
-    assert [b.dtype for b in next(iter(gf._rademacher_cache.values()))] == [torch.int8] * 3
-    monkeypatch.setattr(gf, "RADEMACHER_CACHE_MIB", 64)
-    gf._rademacher_cache.clear()
+    assert [b.dtype for b in next(iter(pj._rademacher_cache.values()))] == [torch.int8] * 3
+    monkeypatch.setattr(pj, "RADEMACHER_CACHE_MIB", 64)
+    pj._rademacher_cache.clear()
     assert torch.equal(project(g, 256, seed=7, block=1000), fresh) and torch.equal(project(g, 256, seed=7, block=1000), fresh)
-    assert next(iter(gf._rademacher_cache.values()))[0].dtype == torch.float32
+    assert next(iter(pj._rademacher_cache.values()))[0].dtype == torch.float32
     with pytest.raises(ValueError, match="projection"):
         project(g, 8, 0, kind="gaussian")
 

@@ -211,7 +211,7 @@ class _Payload:
 
 
 def test_gradient_checkpoints_are_loaded_without_unpickling_objects(tmp_path):
-    from assay.dynamics.grad_features import load_checkpoint
+    from assay.dynamics.checkpoints import load_checkpoint
     from assay.errors import UserError
 
     model = torch.nn.Linear(2, 2)

@@ -12,9 +12,9 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from assay.errors import UserError
 from assay.selection import SelectionContext
 from assay.selection.gradient_scores import CLUES
-from assay.dynamics.grad_features import in_training_order
+from assay.dynamics.checkpoints import in_training_order
 from assay.selection.lqs import LQS, hessian_vector_product, learnability_quality
-from assay.selection.model_scores import padded_batches
+from assay.models.passes import padded_batches
 
 
 @dataclass
@@ -156,7 +156,7 @@ def test_end_to_end_over_a_warmup_trajectory(tmp_path, compose_cfg):
     recomputed here from the shared gradient primitive and a finite-difference Hessian-vector product."""
     import copy
 
-    from assay.dynamics.grad_features import gradient_features
+    from assay.models.grads import gradient_features
     from assay.selection.lqs import mean_response_loss
 
     ctx = skills_pool(compose_cfg, 48, 16)

@@ -13,7 +13,9 @@ from assay.selection import SelectionContext
 from assay.selection.selectors import Top
 from assay.selection.gotd import GotD
 from assay.selection.lava import Lava
-from assay.selection.ot import (
+from assay.ot import (
+    Labels,
+    SolverOptions,
     batched_potentials,
     c_transform,
     calibrated_gradient,
@@ -23,10 +25,19 @@ from assay.selection.ot import (
     label_distances,
     ot_values,
     sinkhorn_potentials,
+    solve,
 )
+from assay.selection.ot import check_classes, check_pair
 from tests.conftest import USER_MODEL_CACHE
 
 SOLVERS = ["exact", "sinkhorn", "batched"]
+
+
+def valued(x, y, labels_x=None, labels_y=None, **options):
+    """``ot_values`` with the solver options as keywords (no progress bars)."""
+    options.setdefault("progress", False)
+    labels = None if labels_x is None else Labels(labels_x, labels_y)
+    return ot_values(x, y, SolverOptions(**options), labels)
 
 
 # -- values against hand-derived cases ------------------------------------------------------------
@@ -36,7 +47,7 @@ SOLVERS = ["exact", "sinkhorn", "batched"]
 def test_two_points_one_target(solver):
     # All mass goes to the single target y = 0: f_i = c(x_i, 0) − g, so with c = ‖x‖²/2 the duals are
     # f = (0, 50) − g and the calibrated gradients are f_0 − f_1 = −50 and f_1 − f_0 = +50.
-    r = ot_values(np.array([[0.0], [10.0]]), np.array([[0.0]]), solver=solver, progress=False)
+    r = valued(np.array([[0.0], [10.0]]), np.array([[0.0]]), solver=solver)
     np.testing.assert_allclose(r.values, [-50.0, 50.0], atol=1e-3)
 
 
@@ -46,7 +57,7 @@ def test_many_points_one_target_closed_form(solver):
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(7, 3)), rng.normal(size=(1, 3))
     c = 0.5 * ((x - y) ** 2).sum(1)
-    r = ot_values(x, y, solver=solver, batch_size=3, progress=False)
+    r = valued(x, y, solver=solver, batch_size=3)
     np.testing.assert_allclose(r.values, c - (c.sum() - c) / 6, atol=1e-4)
 
 
@@ -63,7 +74,7 @@ def test_exact_duals_are_feasible_and_tight():
 
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=(6, 2)), rng.normal(size=(4, 2))
-    r = ot_values(x, y, solver="exact", progress=False)
+    r = valued(x, y, solver="exact")
     m = feature_cost(torch.tensor(x), torch.tensor(y)).numpy()
     assert (r.f[:, None] + r.g[None, :] <= m + 1e-9).all()  # u_i + v_j <= M_ij
     cost = ot.emd2(np.full(6, 1 / 6), np.full(4, 1 / 4), m)
@@ -91,9 +102,9 @@ def clusters(n, m, d=8, seed=0):
 
 def test_exact_and_sinkhorn_rankings_agree():
     x, y = clusters(300, 200)
-    exact = ot_values(x, y, solver="exact", progress=False).values
+    exact = valued(x, y, solver="exact").values
     for solver in ("sinkhorn", "batched"):
-        approx = ot_values(x, y, solver=solver, reg=0.01, tol=1e-5, batch_size=64, progress=False).values
+        approx = valued(x, y, solver=solver, reg=0.01, tol=1e-5, batch_size=64).values
         assert spearmanr(exact, approx).statistic > 0.95, solver
 
 
@@ -102,7 +113,7 @@ def test_batched_sinkhorn_equals_pot_log_sinkhorn():
     xt, yt = torch.tensor(x), torch.tensor(y)
     eps = 0.5
     f_pot, g_pot = sinkhorn_potentials(feature_cost(xt, yt), eps, 5000, 1e-10)
-    f, g, _ = batched_potentials(xt, yt, eps, 5000, 1e-10, batch_size=17, progress=False)
+    f, g, _ = batched_potentials(xt, yt, eps, 5000, 1e-10, batch_size=17)
     # POT's plan is u_i K_ij v_j, ours a_i b_j exp((f_i + g_j − C_ij)/ε): ε·log u = f + ε·log a, ε·log v = g + ε·log b
     f, g = f + eps * np.log(1 / 120), g + eps * np.log(1 / 50)
     shift = (f - f_pot).mean()  # duals are unique up to f + c, g − c
@@ -114,7 +125,7 @@ def test_eps_scaling_reaches_the_same_potentials_in_fewer_sweeps():
     x, y = clusters(150, 60, seed=4)
     xt, yt = torch.tensor(x), torch.tensor(y)
     eps = 0.05 * float(feature_cost(xt, yt).mean())
-    f, _, cold = batched_potentials(xt, yt, eps, 5000, 1e-6, batch_size=40, progress=False)
+    f, _, cold = batched_potentials(xt, yt, eps, 5000, 1e-6, batch_size=40)
     fa, _, warm = batched_potentials(xt, yt, eps, 5000, 1e-6, batch_size=40, progress=False, eps_start=20 * eps, eps_decay=0.5)
     np.testing.assert_allclose(fa - fa.mean(), f - f.mean(), atol=1e-4 * np.abs(f).max())
     assert warm < cold
@@ -122,9 +133,9 @@ def test_eps_scaling_reaches_the_same_potentials_in_fewer_sweeps():
 
 def test_auto_solver_switches_by_problem_size():
     x, y = clusters(40, 30)
-    assert ot_values(x, y, progress=False).solver == "sinkhorn"
-    assert ot_values(x, y, dense_max_cells=10, progress=False).solver == "batched"
-    assert ot_values(x, y, solver="exact", progress=False).solver == "exact"
+    assert valued(x, y).solver == "sinkhorn"
+    assert valued(x, y, dense_max_cells=10).solver == "batched"
+    assert valued(x, y, solver="exact").solver == "exact"
 
 
 def test_batched_sinkhorn_survives_columns_that_underflow():
@@ -143,7 +154,7 @@ def test_batched_sinkhorn_survives_columns_that_underflow():
     for _ in range(sweeps):  # the same half-steps, written with log-sum-exps
         f = -eps * logsumexp((g[None, :] - c) / eps + np.log(1 / 10), axis=1)
         g = -eps * logsumexp((f[:, None] - c) / eps + np.log(1 / 30), axis=0)
-    fb, gb, n = batched_potentials(torch.tensor(x), torch.tensor(y), eps, sweeps, 0.0, batch_size=7, progress=False)
+    fb, gb, n = batched_potentials(torch.tensor(x), torch.tensor(y), eps, sweeps, 0.0, batch_size=7)
     assert n == sweeps
     np.testing.assert_allclose(fb, f, atol=1e-8)
     np.testing.assert_allclose(gb, g, atol=1e-8)
@@ -175,9 +186,9 @@ def test_c_transform_of_the_sinkhorn_g_is_the_sinkhorn_f(one_thread):
     xt, yt = torch.tensor(x), torch.tensor(y)
     eps = 0.05 * float(feature_cost(xt, yt).mean())
     f, g, _ = batched_potentials(xt, yt, eps, 20_000, 1e-10, batch_size=64, progress=False, eps_start=20 * eps)
-    np.testing.assert_allclose(c_transform(xt, yt, torch.tensor(g), eps, 33, progress=False), f, atol=1e-7 * np.abs(f).max())
+    np.testing.assert_allclose(c_transform(xt, yt, torch.tensor(g), eps, 33), f, atol=1e-7 * np.abs(f).max())
     # λ scales the cost: the transform of g for λ·c is that of g/λ for c, times λ
-    np.testing.assert_allclose(c_transform(xt, yt, torch.tensor(3 * g), 3 * eps, 50, lambda_x=3.0, progress=False), 3 * f, atol=1e-6 * np.abs(f).max())
+    np.testing.assert_allclose(c_transform(xt, yt, torch.tensor(3 * g), 3 * eps, 50, lambda_x=3.0), 3 * f, atol=1e-6 * np.abs(f).max())
 
 
 def test_hard_c_transform_of_the_lp_dual_is_the_lp_dual():
@@ -185,7 +196,7 @@ def test_hard_c_transform_of_the_lp_dual_is_the_lp_dual():
     x, y = clusters(80, 30, seed=7)
     xt, yt = torch.tensor(x), torch.tensor(y)
     u, v = exact_potentials(feature_cost(xt, yt))
-    np.testing.assert_allclose(c_transform(xt, yt, torch.tensor(v), None, 16, progress=False), u, atol=1e-9)
+    np.testing.assert_allclose(c_transform(xt, yt, torch.tensor(v), None, 16), u, atol=1e-9)
 
 
 @pytest.fixture
@@ -201,21 +212,21 @@ def test_subsample_fit_ranks_like_the_whole_pool_solve(one_thread):
     # Fitted on about half the pool, the c-transformed values rank like the whole-pool solve:
     # Spearman 0.993–0.997 over seeds 0–7 of this problem (0.984–0.992 with a quarter of the pool).
     x, y, _, _ = topics(2000, 200)
-    full = ot_values(x, y, solver="batched", batch_size=500, progress=False)
-    sub = ot_values(x, y, solver="batched", batch_size=500, fit_size=1000, progress=False)
+    full = valued(x, y, solver="batched", batch_size=500)
+    sub = valued(x, y, solver="batched", batch_size=500, fit_size=1000)
     assert full.fit_size is None and 1000 <= sub.fit_size < 1200
     assert spearmanr(full.values, sub.values).statistic > 0.97
     # exact: LP duals of the subsample, hard c-transform (0.989–0.995 over seeds 0–7)
-    exact = ot_values(x, y, solver="exact", progress=False)
-    exact_sub = ot_values(x, y, solver="exact", fit_size=1000, progress=False)
+    exact = valued(x, y, solver="exact")
+    exact_sub = valued(x, y, solver="exact", fit_size=1000)
     assert spearmanr(exact.values, exact_sub.values).statistic > 0.96
 
 
 def test_subsample_fit_with_labels_ranks_like_the_whole_pool_solve(one_thread):
     x, y, cx, cy = topics(2000, 200)
     lx, ly = cx % 2, cy % 2
-    full = ot_values(x, y, labels_x=lx, labels_y=ly, solver="batched", batch_size=500, progress=False)
-    sub = ot_values(x, y, labels_x=lx, labels_y=ly, solver="batched", batch_size=500, fit_size=500, progress=False)
+    full = valued(x, y, labels_x=lx, labels_y=ly, solver="batched", batch_size=500)
+    sub = valued(x, y, labels_x=lx, labels_y=ly, solver="batched", batch_size=500, fit_size=500)
     assert spearmanr(full.values, sub.values).statistic > 0.96  # 0.989–0.995 over seeds 0–7
 
 
@@ -238,33 +249,62 @@ def test_subsample_fit_keeps_the_groups_of_a_balanced_pool_apart(one_thread):
     # which would shift whole groups; stratifying by nearest target point matches them exactly.
     ctx, bad = pool_and_target()
     x, y = np.asarray(ctx.train["embedding"]), np.asarray(ctx.splits["val"]["embedding"])
-    full = ot_values(x, y, solver="batched", progress=False).values
-    sub = ot_values(x, y, solver="batched", fit_size=120, progress=False).values
+    full = valued(x, y, solver="batched").values
+    sub = valued(x, y, solver="batched", fit_size=120).values
     assert roc_auc_score(bad, full) > 0.99 and roc_auc_score(bad, sub) > 0.99
     assert spearmanr(full, sub).statistic > 0.97
 
 
 def test_fit_size_at_least_the_pool_or_zero_is_the_whole_pool_solve():
     x, y = clusters(60, 20, seed=8)
-    full = ot_values(x, y, progress=False)
+    full = valued(x, y)
     for fit in (0, None, 60, 1000):
-        r = ot_values(x, y, fit_size=fit, progress=False)
+        r = valued(x, y, fit_size=fit)
         assert r.fit_size is None
         np.testing.assert_array_equal(r.values, full.values)
     assert set(full.timings) == {"fit_wall_s", "fit_cpu_s"}
-    sub = ot_values(x, y, fit_size=30, progress=False)
+    sub = valued(x, y, fit_size=30)
     assert 30 <= sub.fit_size < 60
     assert set(sub.timings) == {f"{phase}_{clock}_s" for phase in ("stratify", "fit", "extend") for clock in ("wall", "cpu")}
 
 
 @pytest.mark.parametrize("bad", [-1, 2.5, "big", True])
 def test_fit_size_must_be_a_non_negative_integer(bad):
-    x, y = clusters(20, 10)
     with pytest.raises(UserError, match=r"^selection.fit_size=.*non-negative integer") as e:
-        ot_values(x, y, fit_size=bad, progress=False)
-    assert "\n" not in str(e.value)
-    with pytest.raises(UserError, match=r"^selection.fit_size="):
         GotD(fit_size=bad)
+    assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match=r"fit_size must be a non-negative integer"):
+        SolverOptions(fit_size=bad)
+
+
+# -- solver options: the one place a solver is chosen ------------------------------------------------
+
+
+def test_solver_options_resolve_auto_by_cost_cells():
+    o = SolverOptions(dense_max_cells=100)
+    assert (o.resolve(100), o.resolve(101)) == ("sinkhorn", "batched")
+    assert SolverOptions(solver="exact", dense_max_cells=1).resolve(10**9) == "exact"
+    assert [SolverOptions(fit_size=f).fit_rows(50) for f in (None, 0, 50, 80, 20)] == [None, None, None, None, 20]
+    with pytest.raises(ValueError, match="solver must be one of"):
+        SolverOptions(solver="lp")
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_solve_gives_the_target_potential_the_c_transform_extends(solver):
+    # Every solver's g is in the form the c-transform reads: extending g to the pool reproduces the
+    # solve's own f (up to the constant the duals are defined up to), for weights a and b not uniform.
+    rng = np.random.default_rng(2)
+    x, y = torch.tensor(rng.normal(size=(40, 3))), torch.tensor(rng.normal(size=(15, 3)))
+    a = torch.tensor(rng.uniform(0.5, 1.5, size=40))
+    b = torch.tensor(rng.uniform(0.5, 1.5, size=15))
+    a, b = a / a.sum(), b / b.sum()
+    eps = 0.1 * float(feature_cost(x, y).mean())
+    p = solve(x, y, solver, eps, SolverOptions(max_iter=20_000, tol=1e-10, batch_size=16, eps_scaling=None, progress=False), a=a, b=b)
+    assert (p.eps is None) == (solver == "exact") and (p.sweeps is not None) == (solver == "batched")
+    f = c_transform(x, y, torch.tensor(p.g), p.eps, 16, b, progress=False)
+    if solver == "sinkhorn":  # POT's ε·log u = f + ε·log a
+        f = f + eps * np.log(a.numpy())
+    np.testing.assert_allclose(f - f.mean(), p.f - p.f.mean(), atol=1e-6 * np.abs(p.f).max())
 
 
 # -- detection on synthetic embeddings --------------------------------------------------------------
@@ -277,7 +317,7 @@ def test_shifted_points_get_the_highest_values():
     corrupted = rng.random(500) < 0.2
     x[corrupted] += 1.5  # a feature shift: corrupted points lie off the target distribution
     for solver in SOLVERS:
-        values = ot_values(x, y, solver=solver, progress=False).values
+        values = valued(x, y, solver=solver).values
         assert roc_auc_score(corrupted, values) > 0.95, solver
 
 
@@ -292,8 +332,8 @@ def test_label_cost_finds_flipped_labels():
     x = means[true] + rng.normal(size=(600, 8))
     flipped = rng.random(600) < 0.2
     lx = np.where(flipped, 1 - true, true)
-    with_labels = ot_values(x, y, labels_x=lx, labels_y=ly, progress=False).values
-    without = ot_values(x, y, progress=False).values
+    with_labels = valued(x, y, labels_x=lx, labels_y=ly).values
+    without = valued(x, y).values
     assert roc_auc_score(flipped, with_labels) > 0.95
     assert roc_auc_score(flipped, without) < 0.7
 
@@ -305,35 +345,35 @@ def test_nan_embeddings_are_refused():
     x = np.ones((4, 3))
     x[2, 1] = np.nan
     with pytest.raises(UserError, match=r"selection.embedder='pool'.*NaN/inf.*rows \[2\]"):
-        ot_values(x, np.ones((2, 3)))
+        check_pair(x, np.ones((2, 3)))
     y = np.ones((2, 3))
     y[0, 0] = np.inf
     with pytest.raises(UserError, match=r"'target'.*NaN/inf"):
-        ot_values(np.ones((4, 3)), y)
+        check_pair(np.ones((4, 3)), y)
 
 
 def test_mismatched_dimensions_are_refused():
     with pytest.raises(UserError, match=r"pool dim 3 vs target dim 5.*same dimension"):
-        ot_values(np.ones((4, 3)), np.ones((2, 5)))
+        check_pair(np.ones((4, 3)), np.ones((2, 5)))
 
 
 def test_empty_target_is_refused():
     with pytest.raises(UserError, match=r"selection.target_split.*empty"):
-        ot_values(np.ones((4, 3)), np.ones((0, 3)))
+        check_pair(np.ones((4, 3)), np.ones((0, 3)))
 
 
 def test_classes_must_match_between_pool_and_target():
     x, y = np.random.default_rng(0).normal(size=(6, 2)), np.random.default_rng(1).normal(size=(4, 2))
     with pytest.raises(UserError, match=r"selection.label_column='source': target classes \['c'\] do not occur in the training pool"):
-        ot_values(x, y, labels_x=np.array(list("aaabbb")), labels_y=np.array(list("abcc")), label_column="source")
+        check_classes(np.array(list("aaabbb")), np.array(list("abcc")), "source")
     with pytest.raises(UserError, match=r"training classes \['b'\] do not occur in the target set"):
-        ot_values(x, y, labels_x=np.array(list("aaabbb")), labels_y=np.array(list("aaaa")), label_column="source")
+        check_classes(np.array(list("aaabbb")), np.array(list("aaaa")), "source")
 
 
 def test_single_line_messages():
     for call in (
-        lambda: ot_values(np.ones((4, 3)), np.ones((2, 5))),
-        lambda: ot_values(np.full((2, 2), np.nan), np.ones((2, 2))),
+        lambda: check_pair(np.ones((4, 3)), np.ones((2, 5))),
+        lambda: check_pair(np.full((2, 2), np.nan), np.ones((2, 2))),
         lambda: Lava(embedder="nope"),
         lambda: Lava(embedder="hidden_mean", embedder_options={"weigting": "position"}),
     ):

@@ -12,7 +12,8 @@ from assay.selection import SelectionContext
 from assay.selection.selectors import Top
 from assay.selection.dynamics_scores import BetaFilter, Cartography, Forgetting, cartography, forgetting_events
 from assay.selection.gradient_scores import CLUES, LESS, GraNd
-from assay.selection.model_scores import EL2N, IFD, EmbedSim, KMeansDiverse, Perplexity, diversity_scores, padded_batches
+from assay.models.passes import padded_batches
+from assay.selection.model_scores import EL2N, IFD, EmbedSim, KMeansDiverse, Perplexity, diversity_scores
 
 
 class Tok:
@@ -85,7 +86,7 @@ def test_embed_sim_and_kmeans():
 
 
 def test_grand_is_the_per_sample_gradient_norm():
-    from assay.dynamics.grad_features import _sample_loss, grad_param_names
+    from assay.models.grads import _sample_loss, grad_param_names
 
     c = ctx(4)
     s = GraNd(batch_size=3).score(c)

@@ -92,7 +92,7 @@ def local_train(model, tokenizer, ds, rows: np.ndarray, objective, optim, data, 
 
 def write_checkpoint(directory: Path, index: int, model, weights: dict[str, np.ndarray], m: dict, v: dict, lr: float) -> Path:
     """One scoring checkpoint as ``checkpoints/step=<index>.ckpt`` in the layout of a Lightning
-    checkpoint that ``assay.dynamics.grad_features.load_checkpoint`` reads (weights under ``model.``,
+    checkpoint that ``assay.dynamics.checkpoints.load_checkpoint`` reads (weights under ``model.``,
     the optimizer's Adam moments by trainable-parameter index, the learning rate), so CLUES and LESS
     sum over federated checkpoints exactly as over a warm-up stage's."""
     names = trainable_names(model)

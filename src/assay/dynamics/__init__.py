@@ -88,7 +88,7 @@ class GradientDynamics(LossDynamics):
     data_formats: ClassVar[tuple[str, ...]] = ("sft",)
 
     def __post_init__(self) -> None:
-        from assay.dynamics.grad_features import PROJECTIONS
+        from assay.models.projection import PROJECTIONS
 
         super().__post_init__()
         check(self.grad_every_n_steps >= 0, "dynamics.grad_every_n_steps", self.grad_every_n_steps, "must be >= 0 (0 = only at dynamics.grad_steps)")

@@ -97,8 +97,9 @@ class GradientRecorder(StoreRecorder):
     gradient over the chosen parameters (GraNd's score, Paul et al. 2021) and a seeded random
     projection of that gradient, optionally Adam-preconditioned with the optimizer's current moments
     first (LESS's Γ, Xia et al. 2024, arXiv 2402.04333, eq. 2).
-    The gradients come from one batched forward/backward per ``batch_size`` rows with module taps
-    (``per_sample_grads``), in eval mode (no dropout), and never touch the parameters' ``.grad``.
+    The gradients come from the pipeline the gradient scorers use (``assay.models.grads.feature_rows``):
+    one batched forward/backward per ``batch_size`` rows with module taps, in eval mode (no dropout),
+    never touching the parameters' ``.grad``.
     """
 
     def __init__(
@@ -123,7 +124,7 @@ class GradientRecorder(StoreRecorder):
         self._warned = False
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        from assay.dynamics.grad_features import grad_param_names
+        from assay.models.grads import grad_param_names
 
         super().setup(trainer, pl_module, stage)
         self.names = grad_param_names(pl_module.model, self.params, field="dynamics.params")  # a bad pattern fails before training
@@ -153,7 +154,7 @@ class GradientRecorder(StoreRecorder):
             self.store.flush()
 
     def _record(self, trainer, model, params: dict, moments: Optional[tuple], step: int, batch: dict) -> None:
-        from assay.dynamics.grad_features import adam_precondition, per_sample_grads, project
+        from assay.models.grads import feature_rows
 
         input_ids, labels = batch["input_ids"], batch["labels"]
         rows = len(input_ids)
@@ -162,19 +163,9 @@ class GradientRecorder(StoreRecorder):
         if self._buffer is None or self._buffer.shape != (chunk, width) or self._buffer.device != input_ids.device:
             self._buffer = torch.empty(chunk, width, device=input_ids.device)
         norms, feats = [], []
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.enable_grad():
-                for start in range(0, rows, chunk):
-                    part = slice(start, min(start + chunk, rows))
-                    g = per_sample_grads(model, input_ids[part], labels[part], self.names, out=self._buffer[: part.stop - part.start])
-                    norms.append(g.norm(dim=1))
-                    if moments is not None:
-                        g = adam_precondition(g, moments[0], moments[1], betas=moments[2])
-                    feats.append((project(g, self.proj_dim, self.seed, kind=self.projection) if self.proj_dim else g).float().cpu())
-        finally:
-            model.train(was_training)
+        for norm, g in feature_rows(model, input_ids, labels, self.names, chunk, self.proj_dim, self.seed, moments, self.projection, self._buffer):
+            norms.append(norm)
+            feats.append(g.detach().to("cpu", torch.float32, copy=True))  # unprojected rows are views of the reused buffer
         columns = {"id": list(batch["ids"]), "step": [step] * rows, "epoch": [trainer.current_epoch] * rows, "grad_norm": torch.cat(norms).float().cpu().tolist()}
         for flag in FLAGS:
             if flag in batch:

@@ -145,7 +145,9 @@ class HiddenMean(EmbedderConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(self.weighting in ("mean", "position"), "selection.embedder_options.weighting", self.weighting, "must be 'mean' or 'position'")
+        from assay.models.passes import WEIGHTINGS
+
+        check(self.weighting in WEIGHTINGS, "selection.embedder_options.weighting", self.weighting, "must be 'mean' or 'position'")
 
     @property
     def needs_model(self) -> bool:
@@ -169,31 +171,14 @@ class HiddenMean(EmbedderConfig):
             responses = [tokenizer(t, add_special_tokens=True)["input_ids"] for t in texts]
         else:
             prompts, responses = list(ds["prompt_ids"]), list(ds[resp])
+        from assay.models.passes import pad_rows, pooled_hidden_states
+
         pad = getattr(tokenizer, "pad_token_id", None) or 0
-        device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
-        out = []
-        try:
-            for start in _batches(len(responses), self.batch_size, f"embedding ({self.name})"):
-                p, r = prompts[start : start + self.batch_size], responses[start : start + self.batch_size]
-                seqs = [a + b for a, b in zip(p, r)]
-                width = max(len(s) for s in seqs)
-                ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-                weight = torch.zeros((len(seqs), width))
-                for i, (s, a) in enumerate(zip(seqs, p)):
-                    ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-                    first = len(a) if self.response_only and len(s) > len(a) else 0
-                    pos = torch.arange(1, len(s) + 1, dtype=torch.float32)
-                    weight[i, first : len(s)] = pos[first:] if self.weighting == "position" else 1.0
-                attention = (ids != pad) | (torch.arange(width)[None, :] < torch.tensor([len(s) for s in seqs])[:, None])
-                with torch.no_grad():
-                    hidden = model(input_ids=ids.to(device), attention_mask=attention.long().to(device), output_hidden_states=True).hidden_states[-1]
-                w = weight.to(hidden.device, hidden.dtype).unsqueeze(-1)
-                out.append(((hidden * w).sum(1) / w.sum(1).clamp_min(1e-12)).float().cpu().numpy())
-        finally:
-            model.train(was_training)
-        return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+        batches = (
+            pad_rows(prompts[start : start + self.batch_size], responses[start : start + self.batch_size], pad)
+            for start in _batches(len(responses), self.batch_size, f"embedding ({self.name})")
+        )
+        return pooled_hidden_states(model, batches, self.weighting, self.response_only)
 
 
 MINILM_DIR = "all-MiniLM-L6-v2"

@@ -10,7 +10,7 @@ matching the target distribution, this favours target-like examples that the poo
 The candidate side can be millions of points, so the default solver is the batched log-domain
 Sinkhorn (cost blocks, memory O(batch·M)), as the paper's ott-jax ``PointCloud(batch_size=2000)``;
 beyond ``fit_size`` candidates the potentials are fitted on a seeded subsample and extended to every
-candidate by the entropic c-transform in one streamed pass (``assay.selection.ot``), so the cost grows
+candidate by the entropic c-transform in one streamed pass (``assay.ot``), so the cost grows
 linearly in the pool instead of sweeps × pool.
 """
 

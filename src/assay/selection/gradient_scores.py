@@ -1,5 +1,5 @@
 """Gradient scorers: GraNd, CLUES and LESS, on batched per-sample gradient features
-(``assay.dynamics.grad_features``).
+(``assay.models.grads``).
 
 CLUES and LESS sum over the checkpoints of an earlier (warm-up) stage, weighted by each checkpoint's
 learning rate, with train gradients Adam-preconditioned from that checkpoint's optimizer moments.
@@ -16,7 +16,9 @@ from typing import ClassVar, Optional
 import numpy as np
 from assay.lazy import F, torch
 
-from assay.dynamics.grad_features import PROJECTIONS, checkpoint_weights, grad_param_names, gradient_features, load_checkpoint, stage_checkpoints
+from assay.dynamics.checkpoints import checkpoint_weights, load_checkpoint, stage_checkpoints
+from assay.models.grads import grad_param_names, gradient_features
+from assay.models.projection import PROJECTIONS
 from assay.errors import check
 from assay.registry import register
 from assay.selection import SelectionContext, TargetSet

@@ -4,7 +4,7 @@ arXiv 2305.00054; reference code ruoxi-jia-group/LAVA).
 The utility proxy is the class-wise Wasserstein distance between the training set and a clean
 validation set over (x, y) pairs, with ground cost d((x,a),(x',b)) = λ_x·‖φ(x) − φ(x')‖²/2 + λ_y·W(a, b),
 where W(a, b) is the OT distance between the class-conditional feature distributions (OTDD). Each
-point's value is the calibrated gradient of that distance w.r.t. its mass (see ``assay.selection.ot``):
+point's value is the calibrated gradient of that distance w.r.t. its mass (see ``assay.ot``):
 higher = more harmful. "Class" is a column of the data (``source`` by default: the skill / domain);
 with ``label_column=null`` the cost is the feature cost alone.
 """
@@ -17,6 +17,7 @@ from typing import Optional
 import numpy as np
 
 from assay.errors import check
+from assay.ot import Labels
 from assay.registry import register
 from assay.selection import SelectionContext
 from assay.selection.ot import OTSelection
@@ -50,14 +51,14 @@ class Lava(OTSelection):
 
     def score(self, ctx: SelectionContext) -> np.ndarray:
         x, y, target = self.embed(ctx)
-        labels = {}
+        labels = None
         if self.label_column is not None:
             for split, ds in (("train", ctx.train), (self.target_split, target)):
                 check(self.label_column in ds.column_names, "selection.label_column", self.label_column, f"not a column of the {split} split; columns are {ds.column_names}")
-            labels = dict(
-                labels_x=np.asarray(ctx.train[self.label_column]), labels_y=np.asarray(target[self.label_column]),
-                label_column=self.label_column, lambda_y=self.lambda_y, label_max_points=self.label_max_points, balance_classes=self.balance_classes,
+            labels = Labels(
+                np.asarray(ctx.train[self.label_column]), np.asarray(target[self.label_column]),
+                lambda_y=self.lambda_y, max_points=self.label_max_points, balance=self.balance_classes,
             )
-        result = self.solve(x, y, lambda_x=self.lambda_x, **labels)
+        result = self.solve(x, y, labels, label_column=self.label_column or "label", lambda_x=self.lambda_x)
         self.save_values(ctx, result)
         return -result.values  # keep score: higher = keep, so the negative of "higher = more harmful"

@@ -48,12 +48,14 @@ from typing import Callable, ClassVar, Optional, Protocol, Sequence
 
 import numpy as np
 
-from assay.dynamics.grad_features import grad_param_names, gradient_features, load_checkpoint, row_losses, stage_checkpoints
+from assay.dynamics.checkpoints import load_checkpoint, stage_checkpoints
 from assay.errors import check
 from assay.lazy import datasets, lazy_function, torch
 from assay.registry import register
 from assay.selection import SelectionContext, TargetSet
-from assay.selection.model_scores import ModelScorer, padded_batches
+from assay.models.grads import grad_param_names, gradient_features, row_losses
+from assay.models.passes import padded_batches
+from assay.selection.model_scores import ModelScorer
 
 functional_call, grad, jvp = (lazy_function("torch.func", f) for f in ("functional_call", "grad", "jvp"))
 

@@ -9,74 +9,27 @@ recipe). The response scored is ``completion`` (SFT) or ``chosen`` (pairs).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Iterator, Optional
+from typing import ClassVar, Optional
 
 import numpy as np
 from assay.lazy import F, torch
 
 from assay.data.collate import IGNORE
 from assay.errors import check
+from assay.models.passes import eval_mode, forward, padded_batches, pooled_hidden_states
 from assay.registry import register
 from assay.selection import ModelSource, Scorer, SelectionContext, TargetSet
 
 PREFER = ("easy", "hard")
 
 
-def response_column(ds) -> str:
-    return "completion_ids" if "completion_ids" in ds.column_names else "chosen_ids"
-
-
-def padded_batches(ds, pad_id: int, batch_size: int, with_prompt: bool = True, bos_id: Optional[int] = None, desc: str = "scoring") -> Iterator[dict]:
-    """Right-padded ``prompt + response`` rows (loss on the response only), ``batch_size`` at a time.
-    ``with_prompt=False`` scores the response alone (after ``bos_id`` when the tokenizer has one)."""
-    from tqdm.auto import tqdm
-
-    col = response_column(ds)
-    for start in tqdm(range(0, len(ds), batch_size), desc=desc, leave=False, disable=len(ds) <= batch_size):
-        rows = ds[start : start + batch_size]
-        seqs, labels = [], []
-        for p, r in zip(rows["prompt_ids"], rows[col]):
-            prefix = p if with_prompt else ([bos_id] if bos_id is not None else [])
-            seqs.append(prefix + r)
-            labels.append([IGNORE] * len(prefix) + r)
-        t = max(len(s) for s in seqs)
-        input_ids = torch.full((len(seqs), t), pad_id, dtype=torch.long)
-        label_t = torch.full((len(seqs), t), IGNORE, dtype=torch.long)
-        mask = torch.zeros((len(seqs), t), dtype=torch.long)
-        for i, (s, l) in enumerate(zip(seqs, labels)):
-            input_ids[i, : len(s)], label_t[i, : len(l)], mask[i, : len(s)] = torch.tensor(s), torch.tensor(l), 1
-        yield {"input_ids": input_ids, "attention_mask": mask, "labels": label_t}
-
-
-class _eval_mode:
-    """Scoring runs in eval mode without gradients; the model's mode is restored after."""
-
-    def __init__(self, model):
-        self.model, self.was_training = model, model.training
-
-    def __enter__(self):
-        self.model.eval()
-        self.grad = torch.no_grad()
-        self.grad.__enter__()
-
-    def __exit__(self, *exc):
-        self.grad.__exit__(*exc)
-        self.model.train(self.was_training)
-
-
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
-
-
 def token_statistics(model, ds, pad_id: int, batch_size: int, with_prompt: bool = True, bos_id: Optional[int] = None) -> dict[str, np.ndarray]:
     """Per example, over response tokens: mean NLL (``loss``) and mean ‖softmax − onehot‖₂ (``el2n``)."""
     loss, el2n = [], []
-    device = _device(model)
-    with _eval_mode(model):
+    with eval_mode(model):
         for batch in padded_batches(ds, pad_id, batch_size, with_prompt, bos_id):
-            batch = {k: v.to(device) for k, v in batch.items()}
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits[:, :-1].float()
-            targets = batch["labels"][:, 1:]
+            logits = forward(model, batch).logits[:, :-1].float()
+            targets = batch["labels"][:, 1:].to(logits.device)
             mask = (targets != IGNORE).float()
             logp = F.log_softmax(logits, -1)
             gold = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
@@ -162,16 +115,7 @@ class IFD(ModelScorer):
 
 def embed(model, ds, pad_id: int, batch_size: int) -> np.ndarray:
     """Position-weighted mean of the last hidden state (SGPT pooling, as RDS+ uses), L2-normalised."""
-    out = []
-    device = _device(model)
-    with _eval_mode(model):
-        for batch in padded_batches(ds, pad_id, batch_size, desc="embedding"):
-            mask = batch["attention_mask"].to(device).float()
-            hidden = model(input_ids=batch["input_ids"].to(device), attention_mask=mask.long(), output_hidden_states=True, use_cache=False).hidden_states[-1].float()
-            weights = mask * torch.arange(1, mask.size(1) + 1, device=device)  # w_t ∝ t
-            pooled = (hidden * weights.unsqueeze(-1)).sum(1) / weights.sum(1, keepdim=True)
-            out.append(F.normalize(pooled, dim=-1).cpu())
-    return torch.cat(out).numpy()
+    return pooled_hidden_states(model, padded_batches(ds, pad_id, batch_size, desc="embedding"), weighting="position", normalize=True)
 
 
 @register("selection", "embed_sim")

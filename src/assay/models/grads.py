@@ -1,5 +1,6 @@
 """Per-sample gradient features: batched per-sample gradients, Adam preconditioning, and a seeded
-random projection; the shared primitives of GraNd, LESS and CLUES.
+random projection (``assay.models.projection``); the one pipeline behind GraNd, LESS, CLUES, LQS
+and the gradients ``dynamics=gradients`` records during training.
 
 Per-sample gradients come from one ordinary batched forward and backward (LESS issue #42 computes
 them at batch size 1). The gradient is taken over a parameter subset only: LoRA adapters when the
@@ -23,19 +24,14 @@ in place) falls back to ``vmap(grad(loss))`` over the whole model, as does every
 from __future__ import annotations
 
 import functools
-import math
-import pickle
-import re
 import warnings
-from collections import OrderedDict
-from pathlib import Path
-from typing import Optional, Sequence
-
-import numpy as np
+from typing import Iterator, Optional, Sequence
 
 from assay.data.collate import IGNORE
 from assay.errors import UserError
 from assay.lazy import F, lazy_function, torch
+from assay.models.passes import eval_mode, padded_batches
+from assay.models.projection import PROJECTIONS, project
 
 functional_call, grad, vjp, vmap = (lazy_function("torch.func", f) for f in ("functional_call", "grad", "vjp", "vmap"))
 
@@ -288,102 +284,40 @@ def adam_precondition(g: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.
     return m.div_(v.add_(eps).sqrt_())
 
 
-# ---- random projections ---------------------------------------------------------------------------
-
-PROJECTIONS = ("sjlt", "rademacher")
-"""``sjlt``: sparse Johnson–Lindenstrauss (CountSketch), O(D) memory and O(B·D) time;
-``rademacher``: the dense ±1/sqrt(k) matrix of TRAK / LESS, O(B·D·k) time."""
-
-RADEMACHER_CACHE_MIB = 512
-"""Memory the dense Rademacher matrices may keep between calls (float32 when they fit, else as
-int8 signs, else regenerated from the seed on every call)."""
-
-_rademacher_cache: "OrderedDict[tuple, list[torch.Tensor]]" = OrderedDict()
+Moments = tuple  # (exp_avg, exp_avg_sq) flattened over the chosen parameters, optionally their betas
 
 
-def _rademacher_bits(seed: int, start: int, rows: int, dim: int, device) -> torch.Tensor:
-    """Rows ``start:start+rows`` of the seeded matrix as int8 {0, 1}; each block has its own
-    generator, so any block is reproducible alone (on every call and every shard)."""
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + start)
-    return torch.randint(0, 2, (rows, dim), generator=gen, dtype=torch.int8).to(device)
-
-
-def _signs(r: torch.Tensor) -> torch.Tensor:
-    return r.float().mul_(2).sub_(1) if r.dtype == torch.int8 else r
-
-
-def _cached_rademacher(d: int, dim: int, seed: int, block: int, device) -> Optional[list[torch.Tensor]]:
-    """The matrix's blocks, kept between calls within ``RADEMACHER_CACHE_MIB`` (least recently used
-    evicted first); None when it does not fit even as int8."""
-    key = (seed, d, dim, block, str(device))
-    if key in _rademacher_cache:
-        _rademacher_cache.move_to_end(key)
-        return _rademacher_cache[key]
-    budget = RADEMACHER_CACHE_MIB << 20
-    as_float = 4 * d * dim <= budget
-    if not as_float and d * dim > budget:
-        return None
-    blocks = [_rademacher_bits(seed, s, min(block, d - s), dim, device) for s in range(0, d, block)]
-    if as_float:
-        blocks = [_signs(b) for b in blocks]
-    size = sum(b.numel() * b.element_size() for b in blocks)
-    while _rademacher_cache and size + sum(b.numel() * b.element_size() for v in _rademacher_cache.values() for b in v) > budget:
-        _rademacher_cache.popitem(last=False)
-    _rademacher_cache[key] = blocks
-    return blocks
-
-
-def rademacher_project(g: torch.Tensor, dim: int, seed: int, block: int = 4096) -> torch.Tensor:
-    """Seeded Rademacher projection to ``dim`` (TRAK / LESS use d = 8192; Achlioptas 2003), scaled
-    by 1/sqrt(dim) so inner products are preserved in expectation. The matrix is generated block
-    by block of input rows from the seed, so it is the same on every call and every shard."""
-    blocks = _cached_rademacher(g.shape[1], dim, seed, block, g.device)
-    out = torch.zeros(g.shape[0], dim, dtype=torch.float32, device=g.device)
-    for i, start in enumerate(range(0, g.shape[1], block)):
-        rows = min(block, g.shape[1] - start)
-        r = _signs(blocks[i] if blocks is not None else _rademacher_bits(seed, start, rows, dim, g.device))
-        out += g[:, start : start + rows].float() @ r
-    return out / math.sqrt(dim)
-
-
-@functools.lru_cache(maxsize=8)
-def _sjlt_hash(d: int, dim: int, seed: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each input coordinate's output bucket h(i) and sign σ(i), from the seed alone (O(D) memory)."""
-    gen = torch.Generator().manual_seed(seed)
-    bucket = torch.randint(0, dim, (d,), generator=gen)
-    sign = torch.randint(0, 2, (d,), generator=gen).float().mul_(2).sub_(1)
-    return bucket.to(device), sign.to(device)
-
-
-SJLT_CHUNK_BYTES = 4 << 20
-"""Size of the signed copy of a block of input coordinates hashed in one step (a small block is
-reused from step to step; a fresh multi-MiB temporary per step costs more than the hashing)."""
-
-
-def sjlt_project(g: torch.Tensor, dim: int, seed: int) -> torch.Tensor:
-    """Sparse JL transform with one nonzero per input coordinate (CountSketch; Charikar, Chen and
-    Farach-Colton 2002, as a JL map Kane and Nelson 2014, arXiv 1012.1577; the projection GraSS
-    uses for per-sample gradients, arXiv 2505.18976): y_j = Σ_{i: h(i)=j} σ(i) g_i. Inner products
-    are unbiased, E⟨Sx, Sy⟩ = ⟨x, y⟩, with the same variance as the dense Rademacher map,
-    (‖x‖²‖y‖² + ⟨x,y⟩² − 2Σ_i x_i²y_i²) / dim, at O(B·D) time instead of O(B·D·dim)."""
-    bucket, sign = _sjlt_hash(g.shape[1], dim, seed, str(g.device))
-    out = torch.zeros(g.shape[0], dim, dtype=torch.float32, device=g.device)
-    step = max(1024, SJLT_CHUNK_BYTES // (4 * max(1, g.shape[0])))
-    for start in range(0, g.shape[1], step):
-        end = start + step
-        out.index_add_(1, bucket[start:end], g[:, start:end].float() * sign[start:end])
-    return out
-
-
-def project(g: torch.Tensor, dim: int, seed: int, block: int = 4096, kind: str = "rademacher") -> torch.Tensor:
-    """[B, dim] random projection of the rows of ``g`` that preserves inner products in
-    expectation; the same seed gives the same map on every call and every shard. ``kind`` is one
-    of ``PROJECTIONS`` (``block`` only shapes how the Rademacher matrix is generated)."""
-    if kind == "sjlt":
-        return sjlt_project(g, dim, seed)
-    if kind == "rademacher":
-        return rademacher_project(g, dim, seed, block)
-    raise ValueError(f"projection must be one of {list(PROJECTIONS)}, not {kind!r}")
+def feature_rows(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    labels: torch.Tensor,
+    names: Sequence[str],
+    batch_size: int,
+    proj_dim: int = 0,
+    seed: int = 0,
+    adam: Optional[Moments] = None,
+    projection: str = "sjlt",
+    buffer: Optional[torch.Tensor] = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Per ``batch_size`` rows of one padded batch: (the norms of the plain per-sample gradients,
+    their features), the features being the gradients Adam-preconditioned with ``adam`` =
+    (exp_avg, exp_avg_sq[, betas]) when given and projected to ``proj_dim`` with ``projection`` when
+    > 0. ``buffer``: a [≥ batch_size, D] tensor the raw gradients are written into (reused across
+    calls; the unprojected features are views of it). The model runs in eval mode (no dropout:
+    features are a function of the weights only) and no parameter's ``.grad`` is touched."""
+    if proj_dim and projection not in PROJECTIONS:
+        raise ValueError(f"projection must be one of {list(PROJECTIONS)}, not {projection!r}")
+    for start in range(0, len(input_ids), batch_size):
+        part = slice(start, min(start + batch_size, len(input_ids)))
+        out = None if buffer is None else buffer[: part.stop - part.start]
+        with eval_mode(model, grad=True):  # entered per chunk: no mode is held across the yield
+            g = per_sample_grads(model, input_ids[part], labels[part], names, out=out)
+            norms = g.norm(dim=1)
+            if adam is not None:
+                g = adam_precondition(g, *adam)
+            if proj_dim:
+                g = project(g, proj_dim, seed, kind=projection)
+        yield norms, g
 
 
 def gradient_features(
@@ -394,14 +328,12 @@ def gradient_features(
     batch_size: int = 8,
     proj_dim: int = 0,
     seed: int = 0,
-    adam: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+    adam: Optional[Moments] = None,
     projection: str = "sjlt",
 ) -> torch.Tensor:
     """[N, D or proj_dim] per-sample gradient features of ``ds`` (response loss given the prompt),
     Adam-preconditioned when ``adam`` = (exp_avg, exp_avg_sq) flattened over ``names``, projected
     with ``projection`` (one of ``PROJECTIONS``) when ``proj_dim`` > 0."""
-    from assay.selection.model_scores import padded_batches
-
     if proj_dim and projection not in PROJECTIONS:
         raise ValueError(f"projection must be one of {list(PROJECTIONS)}, not {projection!r}")
     params = dict(model.named_parameters())
@@ -409,84 +341,17 @@ def gradient_features(
     dtype = functools.reduce(torch.promote_types, (params[n].dtype for n in names))
     d = sum(params[n].numel() for n in names)
     if adam is not None:
-        adam = (adam[0].to(device), adam[1].to(device))
+        adam = tuple(m.to(device) if torch.is_tensor(m) else m for m in adam)
     # exact features are written in place into the result; projected ones go through one [B, D]
     # buffer reused by every batch (a fresh multi-MiB tensor per batch costs its page faults)
     result = torch.empty(len(ds), proj_dim or d, dtype=torch.float32 if proj_dim else dtype)
     buffer = torch.empty(min(batch_size, len(ds)), d, dtype=dtype, device=device) if proj_dim or device.type != "cpu" else None
-    was_training = model.training
-    model.eval()  # no dropout: features are a function of the weights only
-    try:
-        start = 0
-        for batch in padded_batches(ds, pad_id, batch_size, desc="per-sample gradients"):
-            rows = len(batch["input_ids"])
-            target = buffer[:rows] if buffer is not None else result[start : start + rows]
-            g = per_sample_grads(model, batch["input_ids"].to(device), batch["labels"].to(device), names, out=target)
-            if adam is not None:
-                g = adam_precondition(g, *adam)
-            if proj_dim:
-                g = project(g, proj_dim, seed, kind=projection)
+    start = 0
+    for batch in padded_batches(ds, pad_id, batch_size, desc="per-sample gradients"):
+        rows = len(batch["input_ids"])
+        target = buffer if buffer is not None else result[start : start + rows]
+        for _, g in feature_rows(model, batch["input_ids"].to(device), batch["labels"].to(device), names, rows, proj_dim, seed, adam, projection, target):
             if g.data_ptr() != result[start].data_ptr():
                 result[start : start + rows] = g.detach().cpu()
-            start += rows
-    finally:
-        model.train(was_training)
+        start += rows
     return result
-
-
-# ---- checkpoints of an earlier stage --------------------------------------------------------------
-
-
-def in_training_order(paths: Sequence[Path]) -> list[Path]:
-    """Checkpoints by optimizer step (``...step=<n>.ckpt``; a plain sort of unpadded names puts
-    step=12 before step=6). Names without a step keep their sorted place, at the end."""
-
-    def step(path: Path) -> float:
-        found = re.search(r"step=(\d+)", path.name)
-        return int(found.group(1)) if found else float("inf")
-
-    return sorted(paths, key=lambda p: (step(p), p.name))
-
-
-def stage_checkpoints(run_dir: str | Path) -> list[Path]:
-    """The intermediate checkpoints of a stage in training order (``last.ckpt`` only when there is
-    nothing else)."""
-    root = Path(run_dir) / "checkpoints"
-    found = in_training_order([p for p in root.glob("*.ckpt") if p.name != "last.ckpt"])
-    if not found and (root / "last.ckpt").is_file():
-        found = [root / "last.ckpt"]
-    if not found:
-        raise UserError("selection.dynamics_from", str(run_dir), f"has no checkpoints under {root}; the warm-up stage must save them")
-    return found
-
-
-def load_checkpoint(model: torch.nn.Module, path: Path, names: Sequence[str]) -> tuple[float, Optional[tuple[torch.Tensor, torch.Tensor]]]:
-    """Load a Lightning checkpoint's weights into ``model``; return its learning rate and the Adam
-    moments of ``names`` (flattened, in order), or None when the optimizer state lacks them."""
-    # weights_only: a checkpoint is read as tensors and plain values, never unpickled as arbitrary
-    # objects, so a ``dynamics_from`` directory cannot run code on this machine.
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else "not tensors and plain values"
-        raise UserError("selection.dynamics_from", str(path), f"checkpoint refused: it holds more than tensors and plain values ({reason})") from None
-    state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    model.load_state_dict(state, strict=False)
-    lr = float(ckpt["lr_schedulers"][0]["_last_lr"][0]) if ckpt.get("lr_schedulers") else 1.0
-    trainable = [n for n, p in model.named_parameters() if p.requires_grad]  # the optimizer's param order
-    opt_state = ckpt.get("optimizer_states", [{}])[0].get("state", {})
-    moments_m, moments_v = [], []
-    for n in names:
-        idx = trainable.index(n) if n in trainable else None
-        s = opt_state.get(idx) if idx is not None else None
-        if s is None or "exp_avg" not in s:
-            return lr, None
-        moments_m.append(s["exp_avg"].reshape(-1))
-        moments_v.append(s["exp_avg_sq"].reshape(-1))
-    return lr, (torch.cat(moments_m), torch.cat(moments_v))
-
-
-def checkpoint_weights(lrs: Sequence[float]) -> np.ndarray:
-    """LESS's checkpoint weights: each checkpoint's learning rate, renormalised to sum to 1."""
-    lrs = np.asarray(lrs, dtype=np.float64)
-    return lrs / lrs.sum() if lrs.sum() > 0 else np.full(len(lrs), 1.0 / len(lrs))
