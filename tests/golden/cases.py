@@ -20,7 +20,7 @@ UNTRAINED = ["selection.allow_untrained=true"]
 TRAINING = {
     "sft": [],
     "dpo": ["objective=dpo", "data.format=preference"],
-    "dr_dpo": ["objective=dr_dpo", "data.format=preference", "objective.dr_beta_prime=0.5"],
+    "dr_dpo": ["objective=dr_dpo", "data.format=preference", "objective.aggregator.beta_prime=0.5"],
     "beta_dpo": ["objective=beta_dpo", "data.format=preference"],
     "ipo_random_half": ["objective=ipo", "data.format=preference", "selection=random", "selection.fraction=0.5"],
 }

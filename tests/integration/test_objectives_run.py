@@ -13,7 +13,7 @@ def test_dr_dpo_with_beta_dpo_on_noisy_pairs_records_per_sample_dynamics(tmp_pat
     from assay.dynamics.store import read_store
 
     summary = run_in_hydra(
-        [*FAST, "objective=dpo", "data.format=preference", "objective.aggregator=dr_dpo", "objective.controller=beta_dpo", "noise=pairwise_flip"],
+        [*FAST, "objective=dpo", "data.format=preference", "objective/aggregator=dr_dpo", "objective/controller=beta_dpo", "noise=pairwise_flip"],
         tmp_path,
     )
     assert summary["status"] == "completed"
@@ -39,7 +39,7 @@ def test_graded_pairs_with_gap_flips_summarise_the_mechanism(tmp_path):
     from assay.dynamics.store import read_store
 
     summary = run_in_hydra(
-        [*FAST, "objective=dpo", "data.format=preference", "objective.aggregator=dr_dpo", "objective.controller=beta_dpo",
+        [*FAST, "objective=dpo", "data.format=preference", "objective/aggregator=dr_dpo", "objective/controller=beta_dpo",
          "noise=gap_flip", "noise.p=0.3", "data.pair_kinds=[exact_vs_near,exact_vs_far,near_vs_far]", "dynamics=losses", "eval.val_generate=false"],
         tmp_path,
     )
