@@ -18,6 +18,11 @@ def test_dr_dpo_with_beta_dpo_on_noisy_pairs_records_per_sample_dynamics(tmp_pat
     )
     assert summary["status"] == "completed"
     assert {"test/pref_acc", "test/reward_margin", "test/exact_match"} <= set(summary["metrics"])
+    # the run's method label, what assay-compare --by objective groups by, in the summary and the config
+    assert summary["choices"]["objective"] == "dpo+dr_dpo+beta_dpo"
+    from assay.compare import read_local_run
+
+    assert read_local_run(tmp_path).config["objective.method"] == "dpo+dr_dpo+beta_dpo"
     records = read_store(tmp_path / "dynamics")
     assert len(records) == 4 * 8
     expected = {"loss", "logratio_chosen", "logratio_rejected", "margin", "beta", "dr_weight", "kept", "beta_dpo_threshold", "beta_dpo_sigma", "is_flipped"}
