@@ -17,6 +17,8 @@ import assay.config  # noqa: F401  (registers every entry)
 from assay.paths import CONF_DIR
 from assay.registry import describe, options
 
+NESTED = ("objective/aggregator", "objective/controller")
+"""Groups nested in a group's options: chosen with ``objective/aggregator=dr_dpo``."""
 OVERLAYS = ("paths", "hydra/launcher", "hydra/sweeper", "experiment", "sweep", "debug")
 
 
@@ -65,7 +67,7 @@ def _schema_of(path: Path) -> str | None:
 def groups() -> list[str]:
     from assay.config import GROUPS
 
-    return list(GROUPS) + list(OVERLAYS)
+    return list(GROUPS) + list(NESTED) + list(OVERLAYS)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -373,10 +373,10 @@ def varying_keys(runs: list[Run]) -> list[str]:
 
 
 def check_keys(runs: list[Run], by: list[str]) -> list[str]:
-    """The --by keys as config keys; a config group's name stands for its option (objective ->
-    objective.name)."""
+    """The --by keys as config keys; a config group's name stands for its derived method label where
+    runs record one (objective -> objective.method: dpo+dr_dpo), else for its option (-> objective.name)."""
     known = sorted({k for r in runs for k in r.config})
-    by = [f"{k}.name" if k not in known and f"{k}.name" in known else k for k in by]
+    by = [next((f"{k}.{leaf}" for leaf in ("method", "name") if f"{k}.{leaf}" in known), k) if k not in known else k for k in by]
     for key in by:
         if key not in known:
             import difflib

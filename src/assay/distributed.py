@@ -101,9 +101,9 @@ def check(spec: Any) -> None:
     objective, trainer = spec.objective, spec.trainer
     if getattr(objective, "gathers_across_ranks", False) and planned_processes(trainer) < 2:
         raise UserError(
-            "objective.dr_scope", "global",
+            "objective.aggregator.scope", "global",
             f"gathers Dr. DPO's losses across processes, and trainer={trainer.name} (strategy={trainer.strategy}, "
-            f"devices={trainer.devices}) runs one; use objective.dr_scope=local or a multi-process trainer (trainer=ddp trainer.devices=2)",
+            f"devices={trainer.devices}) runs one; use objective.aggregator.scope=local or a multi-process trainer (trainer=ddp trainer.devices=2)",
         )
     if planned_processes(trainer) > 1 and "spawn" in str(trainer.strategy):
         raise UserError(

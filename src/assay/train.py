@@ -245,7 +245,9 @@ def _choices(cfg: DictConfig) -> dict[str, Any]:
     choices: dict[str, Any] = {}
     if HydraConfig.initialized():
         choices = {g: c for g, c in HydraConfig.get().runtime.choices.items() if g in ("experiment", "debug", "paths")}
-    return {**choices, **{g: cfg[g].name for g in GROUPS}}
+    # A group that derives a method label (objective.method: dpo+dr_dpo) records it, so both spellings
+    # of one method (objective=dr_dpo, objective=dpo objective/aggregator=dr_dpo) carry one label.
+    return {**choices, **{g: cfg[g].get("method", cfg[g].name) for g in GROUPS}}
 
 
 def _logger_context(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:

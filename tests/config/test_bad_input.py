@@ -42,8 +42,8 @@ CASES = {
     "unknown gradient projection": (["dynamics=gradients", "dynamics.projection=gauss"], ["dynamics.projection='gauss'", "sjlt"]),
     "gradient dynamics over no parameter": (["dynamics=gradients", "dynamics.params=[nope]"], ["dynamics.params=['nope']", "match no parameter"]),
     "Dr. DPO global scope in one process": (
-        ["objective=dpo", "data.format=preference", "objective.aggregator=dr_dpo", "objective.dr_scope=global"],
-        ["objective.dr_scope='global'", "runs one", "trainer=ddp trainer.devices=2"],
+        ["objective=dpo", "data.format=preference", "objective/aggregator=dr_dpo", "objective.aggregator.scope=global"],
+        ["objective.aggregator.scope='global'", "runs one", "trainer=ddp trainer.devices=2"],
     ),
     "bad value in one sweep job": (["-m", "optim.lr=1e-3,-1"], ["optim.lr=-1.0", "optim.lr=-1"]),
 }

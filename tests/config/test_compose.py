@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from assay.catalog import group_options, groups
+from assay.catalog import NESTED, group_options, groups
 from assay.config import GROUPS, validate
 from assay.paths import CONF_DIR
 
@@ -35,6 +35,10 @@ COMPANIONS = {
 }
 
 
+PRESETS = {("objective", "dr_dpo"): "dpo+dr_dpo", ("objective", "beta_dpo"): "dpo+beta_dpo"}
+"""Options that are another option plus a nested choice, by the method label they compose to."""
+
+
 def all_options():
     for group in GROUPS:
         for option in group_options(group):
@@ -46,7 +50,15 @@ def test_every_option_composes_and_validates(compose_cfg, group, option):
     cfg = compose_cfg([f"{group}={option}", *COMPANIONS.get((group, option), [])])
     spec = validate(cfg)
     entry = getattr(spec, group)
-    assert entry.name == option  # the entry that will be built is the one asked for
+    # the entry that will be built is the one asked for; a preset (objective=dr_dpo) is its method
+    assert entry.name == option or getattr(entry, "method", None) == PRESETS.get((group, option))
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in NESTED for o in group_options(g)])
+def test_every_nested_option_composes_and_validates(compose_cfg, group, option):
+    cfg = compose_cfg(["objective=dpo", "data.format=preference", f"{group}={option}"])
+    entry = validate(cfg).objective
+    assert getattr(entry, group.split("/")[1]).name == option
 
 
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")))

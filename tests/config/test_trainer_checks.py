@@ -74,8 +74,8 @@ def test_machine_checks_accept_what_fits(compose_cfg):
     check_trainer(validate(compose_cfg(["trainer=ddp", "trainer.devices=2"])), Machine("a 2-GPU node", 2, 8, bf16=True))
     check_trainer(validate(compose_cfg(["trainer=gpu"])), Machine("the SLURM job (hydra.launcher.gpus_per_node=1)", 1, 4, local=False))
     # Dr. DPO's global scope with several processes is what it is for
-    check_trainer(validate(compose_cfg(["objective=dpo", "data.format=preference", "objective.aggregator=dr_dpo",
-                                        "objective.dr_scope=global", "trainer=ddp", "trainer.devices=2"])), Machine("a 2-GPU node", 2, 8, bf16=True))
+    check_trainer(validate(compose_cfg(["objective=dpo", "data.format=preference", "objective/aggregator=dr_dpo",
+                                        "objective.aggregator.scope=global", "trainer=ddp", "trainer.devices=2"])), Machine("a 2-GPU node", 2, 8, bf16=True))
     check_trainer(validate(compose_cfg(["trainer=cpu", "trainer.precision=bf16-mixed"])), this_machine())
 
 

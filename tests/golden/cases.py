@@ -24,7 +24,7 @@ MINILM = [f"selection.embedder_options.path={USER_MODEL_CACHE / 'all-MiniLM-L6-v
 TRAINING = {
     "sft": [],
     "dpo": ["objective=dpo", "data.format=preference"],
-    "dr_dpo": ["objective=dr_dpo", "data.format=preference", "objective.dr_beta_prime=0.5"],
+    "dr_dpo": ["objective=dr_dpo", "data.format=preference", "objective.aggregator.beta_prime=0.5"],
     "beta_dpo": ["objective=beta_dpo", "data.format=preference"],
     "ipo_random_half": ["objective=ipo", "data.format=preference", "selection=random", "selection.selector.fraction=0.5"],
 }

@@ -186,15 +186,15 @@ def test_killed_two_process_run_resumes_to_the_uninterrupted_result(sft_run):
 # process over the same global batch (the sampler's order does not depend on the world size) is the
 # exact reference.
 PREF = [
-    "debug=fast", "logger=csv", "objective=beta_dpo", "data.format=preference", "objective.aggregator=dr_dpo",
-    "objective.beta_dpo_keep=1.0", "dynamics=losses", "trainer.max_steps=3", "trainer.val_check_interval=3",
+    "debug=fast", "logger=csv", "objective=beta_dpo", "data.format=preference", "objective/aggregator=dr_dpo",
+    "objective.controller.keep=1.0", "dynamics=losses", "trainer.max_steps=3", "trainer.val_check_interval=3",
 ]
 
 
 def test_dr_dpo_global_and_beta_dpo_in_two_processes_equal_one_process_over_the_global_batch(tmp_path):
     env = _env(tmp_path)
     two, one = tmp_path / "two", tmp_path / "one"
-    r = _train(two, env, *DDP, *PREF, "objective.dr_scope=global", "data.batch_size=4")
+    r = _train(two, env, *DDP, *PREF, "objective.aggregator.scope=global", "data.batch_size=4")
     assert r.returncode == 0, r.stderr[-3000:]
     r = _train(one, env, *PREF, "data.batch_size=8")
     assert r.returncode == 0, r.stderr[-3000:]
@@ -211,7 +211,7 @@ def test_dr_dpo_global_and_beta_dpo_in_two_processes_equal_one_process_over_the_
         assert rows.groupby("rank")["dr_weight"].sum().max() < 0.999
     # the logged loss (rank 0's) is the soft-min over both ranks' per-pair losses of its step
     logged = pd.read_csv(two / "metrics.csv")["train/loss"].dropna().to_numpy()
-    beta_prime = float(yaml.safe_load((two / "config.yaml").read_text())["objective"]["dr_beta_prime"])
+    beta_prime = float(yaml.safe_load((two / "config.yaml").read_text())["objective"]["aggregator"]["beta_prime"])
     expected = [float(dr_dpo_loss(torch.tensor(rows["loss"].to_numpy()), beta_prime)[0]) for _, rows in s2.groupby("step")]
     assert np.allclose(logged, expected, atol=1e-5), (logged, expected)
 

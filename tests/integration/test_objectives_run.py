@@ -13,11 +13,16 @@ def test_dr_dpo_with_beta_dpo_on_noisy_pairs_records_per_sample_dynamics(tmp_pat
     from assay.dynamics.store import read_store
 
     summary = run_in_hydra(
-        [*FAST, "objective=dpo", "data.format=preference", "objective.aggregator=dr_dpo", "objective.controller=beta_dpo", "noise=pairwise_flip"],
+        [*FAST, "objective=dpo", "data.format=preference", "objective/aggregator=dr_dpo", "objective/controller=beta_dpo", "noise=pairwise_flip"],
         tmp_path,
     )
     assert summary["status"] == "completed"
     assert {"test/pref_acc", "test/reward_margin", "test/exact_match"} <= set(summary["metrics"])
+    # the run's method label, what assay-compare --by objective groups by, in the summary and the config
+    assert summary["choices"]["objective"] == "dpo+dr_dpo+beta_dpo"
+    from assay.compare import read_local_run
+
+    assert read_local_run(tmp_path).config["objective.method"] == "dpo+dr_dpo+beta_dpo"
     records = read_store(tmp_path / "dynamics")
     assert len(records) == 4 * 8
     expected = {"loss", "logratio_chosen", "logratio_rejected", "margin", "beta", "dr_weight", "kept", "beta_dpo_threshold", "beta_dpo_sigma", "is_flipped"}
@@ -39,7 +44,7 @@ def test_graded_pairs_with_gap_flips_summarise_the_mechanism(tmp_path):
     from assay.dynamics.store import read_store
 
     summary = run_in_hydra(
-        [*FAST, "objective=dpo", "data.format=preference", "objective.aggregator=dr_dpo", "objective.controller=beta_dpo",
+        [*FAST, "objective=dpo", "data.format=preference", "objective/aggregator=dr_dpo", "objective/controller=beta_dpo",
          "noise=gap_flip", "noise.p=0.3", "data.pair_kinds=[exact_vs_near,exact_vs_far,near_vs_far]", "dynamics=losses", "eval.val_generate=false"],
         tmp_path,
     )

@@ -1,4 +1,4 @@
-"""Dr. DPO with ``dr_scope=global`` on two ranks (gloo, CPU) equals Dr. DPO on the concatenated batch.
+"""Dr. DPO with ``objective.aggregator.scope=global`` on two ranks (gloo, CPU) equals Dr. DPO on the concatenated batch.
 
 L = -β'·log mean_i exp(-ℓ_i/β') is not a mean of per-rank terms, so its expectation over the
 global batch needs every rank's losses (Wu et al., ICLR 2025, arXiv 2407.07880; the reference code
@@ -17,7 +17,7 @@ import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from assay.objectives.aggregators import dr_dpo_loss, reduce_losses
+from assay.objectives.aggregators import DrDPO, dr_dpo_loss
 
 BETA_PRIME = 0.5
 WORLD = 2
@@ -40,7 +40,7 @@ def per_pair_loss(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def single_process(scope: str = "global") -> dict:
     x, kept, w0 = batch()
     w = w0.clone().requires_grad_(True)
-    value, weights = reduce_losses(per_pair_loss(w, x), kept, "dr_dpo", BETA_PRIME, scope)
+    value, weights = DrDPO(beta_prime=BETA_PRIME, scope=scope).reduce(per_pair_loss(w, x), kept)
     value.backward()
     return {"value": value.detach(), "weights": weights.detach(), "grad": w.grad}
 
@@ -56,7 +56,7 @@ def worker(rank: int, port: int, out_dir: str) -> None:
         result = {}
         for scope in ("global", "local"):
             w = w0.clone().requires_grad_(True)
-            value, weights = reduce_losses(per_pair_loss(w, x[mine]), kept[mine], "dr_dpo", BETA_PRIME, scope)
+            value, weights = DrDPO(beta_prime=BETA_PRIME, scope=scope).reduce(per_pair_loss(w, x[mine]), kept[mine])
             value.backward()
             grad = w.grad.clone()
             dist.all_reduce(grad)

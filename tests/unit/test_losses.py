@@ -4,8 +4,8 @@ import math
 
 import torch
 
-from assay.objectives.dpo import dpo_loss
-from assay.objectives.sft import sft_loss
+from assay.objectives.losses.dpo import dpo_loss
+from assay.objectives.losses.sft import sft_loss
 
 
 def test_sft_loss_is_mean_token_nll():

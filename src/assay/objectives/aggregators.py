@@ -1,4 +1,4 @@
-"""Aggregators: per-sample losses -> the batch loss.
+"""Aggregators (config group ``objective/aggregator``): per-sample losses -> the batch loss.
 
 ``mean`` is the usual average. ``dr_dpo`` is Dr. DPO's distributionally robust aggregation
 (Wu et al., ICLR 2025, arXiv 2407.07880; its equation number was not checked):
@@ -12,11 +12,15 @@ note §3.2). Its gradient is Σ_i w_i ∇ℓ_i with w_i = softmax_i(-ℓ_i/β'):
 
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass
+from typing import ClassVar, Optional
 
+from omegaconf import MISSING
+
+from assay.errors import check
 from assay.lazy import torch
+from assay.registry import register
 
-AGGREGATORS = {"mean", "dr_dpo"}
 SCOPES = ("local", "global")
 
 
@@ -77,18 +81,67 @@ def gather_across_ranks(x: torch.Tensor, differentiable: bool, fill: float) -> t
     return torch.cat([p[:n] for p, n in zip(parts, sizes_list)]), slice(start, start + x.shape[0])
 
 
-def reduce_losses(
-    loss: torch.Tensor, kept: Optional[torch.Tensor], aggregator: str, beta_prime: float, scope: str
-) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """(batch loss, per-sample aggregation weights or None) for the configured aggregator."""
-    if aggregator == "mean":
-        return mean_loss(loss, kept), None
-    if scope == "global" and is_distributed():
-        mask = torch.ones_like(loss) if kept is None else kept.to(loss.dtype)
-        # Non-kept and padding entries carry an infinite loss: weight exp(-inf) = 0.
-        masked = loss.masked_fill(mask <= 0, float("inf"))
-        everyone, mine = gather_across_ranks(masked, differentiable=True, fill=float("inf"))
-        value, weights = dr_dpo_loss(everyone, beta_prime)
-        return value, weights[mine]
-    return dr_dpo_loss(loss, beta_prime, kept)
+@dataclass
+class Aggregator:
+    """Turns the per-sample losses of a batch into the batch loss."""
 
+    name: str = MISSING
+    plain: ClassVar[bool] = False
+    """True for the plain mean: it adds nothing to a run's method label (``objective.method``)."""
+
+    @property
+    def gathers_across_ranks(self) -> bool:
+        """True when the batch loss is reduced over every rank's samples: meaningful only in a run
+        with several processes."""
+        return False
+
+    def reduce(self, loss: torch.Tensor, kept: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """(batch loss, per-sample aggregation weights or None) over the kept samples (all when None)."""
+        raise TypeError(f"{type(self).__name__} does not implement reduce()")
+
+
+@register("objective/aggregator", "mean")
+@dataclass
+class Mean(Aggregator):
+    """The mean of the per-sample losses over the kept samples."""
+
+    name: str = "mean"
+    plain: ClassVar[bool] = True
+
+    def reduce(self, loss: torch.Tensor, kept: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        return mean_loss(loss, kept), None
+
+
+@register("objective/aggregator", "dr_dpo")
+@dataclass
+class DrDPO(Aggregator):
+    """Dr. DPO's soft-min -β'·log mean exp(-ℓ/β') (Wu et al., ICLR 2025, arXiv 2407.07880): trusts low-loss pairs, so likely-flipped pairs weigh little.
+
+    Symbols → fields: β' → ``beta_prime``. Records each sample's weight softmax(-ℓ/β') as ``dr_weight``.
+    """
+
+    name: str = "dr_dpo"
+    beta_prime: float = 1.0
+    """β' (> 0): large → mean loss, small → min loss. 1.0 is the paper's and repo's value
+    (``loss.mode_weight=1.0``)."""
+    scope: str = "local"
+    """The expectation over ``local`` (this device's micro-batch, as in the reference code) or
+    ``global`` (losses gathered across ranks with all_gather when training is distributed)."""
+
+    def __post_init__(self) -> None:
+        check(self.beta_prime > 0, "objective.aggregator.beta_prime", self.beta_prime, "must be > 0")
+        check(self.scope in SCOPES, "objective.aggregator.scope", self.scope, f"must be one of {list(SCOPES)}")
+
+    @property
+    def gathers_across_ranks(self) -> bool:
+        return self.scope == "global"
+
+    def reduce(self, loss: torch.Tensor, kept: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        if self.gathers_across_ranks and is_distributed():
+            mask = torch.ones_like(loss) if kept is None else kept.to(loss.dtype)
+            # Non-kept and padding entries carry an infinite loss: weight exp(-inf) = 0.
+            masked = loss.masked_fill(mask <= 0, float("inf"))
+            everyone, mine = gather_across_ranks(masked, differentiable=True, fill=float("inf"))
+            value, weights = dr_dpo_loss(everyone, self.beta_prime)
+            return value, weights[mine]
+        return dr_dpo_loss(loss, self.beta_prime, kept)

@@ -1,21 +1,45 @@
 """What every objective provides to the training loop.
 
-An objective turns a batch into a per-sample loss (``compute``); its aggregator turns that into the
-batch loss (``aggregate``). Dynamic objectives (β-DPO) keep running statistics in a controller, a
-small ``torch.nn.Module`` of buffers that the LightningModule owns, so the statistics travel in
-every checkpoint and evaluation can read them without changing them.
+An objective is a loss (``compute``: a batch -> per-sample losses), an aggregator
+(``objective/aggregator``: per-sample losses -> the batch loss, ``aggregate``) and a controller
+(``objective/controller``). Dynamic objectives (β-DPO) keep running statistics in the runtime
+controller, a small ``torch.nn.Module`` of buffers that the LightningModule owns, so the statistics
+travel in every checkpoint and evaluation can read them without changing them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 from assay.lazy import torch
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from assay.errors import check
-from assay.objectives.aggregators import AGGREGATORS, SCOPES, reduce_losses
+from assay.objectives.aggregators import Aggregator, Mean
+from assay.objectives.controllers import Controller, NoController
+from assay.registry import lookup, options
+
+
+def method_label(loss: str, aggregator: Aggregator, controller: Controller) -> str:
+    """``loss[+aggregator][+controller]``, leaving out the plain mean and the fixed β."""
+    return "+".join([loss, *(part.name for part in (aggregator, controller) if not part.plain)])
+
+
+def _method_of(*, _parent_: DictConfig) -> str:
+    """Resolver of ``objective.method``: the label of the composed objective node."""
+    names = []
+    for axis in ("aggregator", "controller"):
+        node = _parent_[axis]
+        if not isinstance(node, DictConfig):
+            return str(node)  # a choice given as a value; ObjectiveConfig refuses it in one line
+        if not lookup(f"objective/{axis}", node.name).plain:
+            names.append(node.name)
+    return "+".join([_parent_.name, *names])
+
+
+if not OmegaConf.has_resolver("assay.objective_method"):
+    OmegaConf.register_new_resolver("assay.objective_method", _method_of)
 
 
 @dataclass
@@ -35,21 +59,37 @@ class ObjectiveOutput:
 @dataclass
 class ObjectiveConfig:
     name: str = MISSING
-    aggregator: str = "mean"
-    """How per-sample losses become the batch loss: ``mean``, or ``dr_dpo`` (Dr. DPO, Wu et al.,
-    ICLR 2025, arXiv 2407.07880: L = -β'·log mean_i exp(-ℓ_i/β'), a soft-min that trusts
-    low-loss samples and so down-weights likely-flipped pairs)."""
-    dr_beta_prime: float = 1.0
-    """β' of Dr. DPO (> 0): large → mean loss, small → min loss. 1.0 is the paper's and repo's value
-    (``loss.mode_weight=1.0``)."""
-    dr_scope: str = "local"
-    """Dr. DPO's expectation over ``local`` (this device's micro-batch, as in the reference code)
-    or ``global`` (losses gathered across ranks with all_gather when training is distributed)."""
+    aggregator: Any = MISSING
+    """How per-sample losses become the batch loss: an entry of ``objective/aggregator`` (``mean``, or
+    ``dr_dpo``: Dr. DPO, Wu et al., ICLR 2025, arXiv 2407.07880, L = -β'·log mean_i exp(-ℓ_i/β'), a
+    soft-min that trusts low-loss samples and so down-weights likely-flipped pairs). The mean when
+    an objective is built in Python without one."""
+    controller: Any = MISSING
+    """Running state that adapts the loss to the batch: an entry of ``objective/controller``
+    (``none``, or ``beta_dpo``: β-DPO, Wu et al., NeurIPS 2024, arXiv 2407.08639). None when an
+    objective is built in Python without one."""
+    method: str = "${assay.objective_method:}"
+    """The method this run trains, derived from the loss, aggregator and controller: the loss name,
+    then the aggregator and controller where they are not the plain mean and fixed β (``dpo``,
+    ``dpo+dr_dpo``, ``dpo+beta_dpo``, ``dpo+dr_dpo+beta_dpo``). ``objective=dr_dpo`` and
+    ``objective=dpo objective/aggregator=dr_dpo`` are the same method, so ``assay-compare --by objective``
+    (which groups by it) gives them one row. Not set by hand."""
 
     def __post_init__(self) -> None:
-        check(self.aggregator in AGGREGATORS, "objective.aggregator", self.aggregator, f"must be one of {sorted(AGGREGATORS)}")
-        check(self.dr_beta_prime > 0, "objective.dr_beta_prime", self.dr_beta_prime, "must be > 0")
-        check(self.dr_scope in SCOPES, "objective.dr_scope", self.dr_scope, f"must be one of {list(SCOPES)}")
+        if self.aggregator is MISSING:
+            self.aggregator = Mean()
+        if self.controller is MISSING:
+            self.controller = NoController()
+        for axis, kind in (("aggregator", Aggregator), ("controller", Controller)):
+            value = getattr(self, axis)
+            check(isinstance(value, kind), f"objective.{axis}", value,
+                  f"is a config group: choose it with objective/{axis}=<option>, one of {sorted(options(f'objective/{axis}'))}")
+        self.controller.check(self)
+        derived = method_label(self.name, self.aggregator, self.controller)
+        if self.method is MISSING or str(self.method).startswith("${"):
+            self.method = derived
+        check(self.method == derived, "objective.method", self.method,
+              f"is derived from the loss, aggregator and controller ({derived}); choose objective/aggregator and objective/controller instead")
 
     # ---- capabilities the loop asks about (never the objective's name) -----------------------
     @property
@@ -60,8 +100,8 @@ class ObjectiveConfig:
     @property
     def gathers_across_ranks(self) -> bool:
         """True when the batch loss is reduced over every rank's samples (Dr. DPO with
-        ``dr_scope=global``): meaningful only in a run with several processes."""
-        return self.aggregator != "mean" and self.dr_scope == "global"
+        ``objective.aggregator.scope=global``): meaningful only in a run with several processes."""
+        return self.aggregator.gathers_across_ranks
 
     @property
     def needs_reference(self) -> bool:
@@ -75,7 +115,7 @@ class ObjectiveConfig:
 
     def build_controller(self) -> Optional[torch.nn.Module]:
         """Running state of a dynamic objective (buffers only), or None for a static one."""
-        return None
+        return self.controller.build(self)
 
     def compute(
         self, model: torch.nn.Module, batch: dict, training: bool = False, controller: Optional[torch.nn.Module] = None
@@ -88,7 +128,7 @@ class ObjectiveConfig:
         """The batch loss. Dr. DPO also records each sample's weight in ``out.metrics["dr_weight"]``."""
         if isinstance(out, torch.Tensor):
             out = ObjectiveOutput(out)
-        loss, weight = reduce_losses(out.loss, out.kept, self.aggregator, self.dr_beta_prime, self.dr_scope)
+        loss, weight = self.aggregator.reduce(out.loss, out.kept)
         if weight is not None:
             out.metrics["dr_weight"] = weight.detach()
         return loss

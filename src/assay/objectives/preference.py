@@ -1,4 +1,4 @@
-"""What every preference objective shares: per-pair scores, the β-DPO controller, per-pair metrics.
+"""What every preference objective shares: per-pair scores, the per-pair metrics, the runtime controller's place in the loss.
 
 A preference objective is a per-pair loss ℓ(scores, β) over the tensors below (research note §7:
 scores, then the per-pair loss, then the aggregator or controller, each orthogonal to the others).
@@ -11,13 +11,11 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 from assay.lazy import torch
-from omegaconf import II
 
 from assay.errors import check
 from assay.objectives.base import ObjectiveConfig, ObjectiveOutput
 from assay.objectives.logps import pair_logps
 
-CONTROLLERS = ("none", "beta_dpo")
 Beta = Union[float, "torch.Tensor"]
 
 
@@ -70,20 +68,8 @@ def pair_scores(model: torch.nn.Module, batch: dict, with_reference: bool) -> Pa
 
 @dataclass
 class PreferenceObjective(ObjectiveConfig):
-    """Shared fields of the pairwise objectives: the β controller and its settings."""
+    """Shared fields of the pairwise objectives: how a pair is laid out in a batch."""
 
-    controller: str = "none"
-    """``none`` (fixed β) or ``beta_dpo`` (β-DPO, Wu et al. 2024, arXiv 2407.08639: batch-level
-    dynamic β from reward-margin statistics plus β-guided filtering; needs reference margins)."""
-    beta_dpo_alpha: float = 0.6
-    """α of β-DPO: how strongly β follows the batch's margin relative to M_0 (0 = fixed β). 0.6 is
-    the value in the authors' README command (``loss.a=0.6``)."""
-    beta_dpo_momentum: float = 0.9
-    """m of β-DPO: momentum of the moving averages M_0 and σ, in [0, 1) (paper: m = 0.9)."""
-    beta_dpo_keep: float = 0.8
-    """ρ of β-DPO: fraction of each batch kept by the Gaussian filter, in (0, 1] (paper: 0.8)."""
-    seed: int = II("seed")
-    """Seeds β-DPO's sampling of kept pairs."""
     share_prompt: bool = True
     """Score each pair as one sequence ``prompt + chosen + rejected`` in which the rejected tokens
     attend to the prompt and themselves only and continue the prompt's positions (prefix sharing,
@@ -100,19 +86,8 @@ class PreferenceObjective(ObjectiveConfig):
     (benchmarks/README.md, "DPO throughput")."""
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        check(self.controller in CONTROLLERS, "objective.controller", self.controller, f"must be one of {list(CONTROLLERS)}")
-        check(0.0 <= self.beta_dpo_momentum < 1.0, "objective.beta_dpo_momentum", self.beta_dpo_momentum, "must be in [0, 1)")
-        check(0.0 < self.beta_dpo_keep <= 1.0, "objective.beta_dpo_keep", self.beta_dpo_keep, "must be in (0, 1]")
         check(self.pack_factor >= 0, "objective.pack_factor", self.pack_factor, "must be >= 0 (0: one pair per row)")
-        if self.controller == "beta_dpo":
-            check(
-                self.needs_reference,
-                "objective.controller",
-                self.controller,
-                f"beta_dpo adapts β from reference log-ratio margins, but objective={self.name} is reference-free; "
-                "use objective.controller=none or a reference-based loss (dpo, cdpo, rdpo, ipo, hinge)",
-            )
+        super().__post_init__()
 
     @property
     def data_format(self) -> str:
@@ -134,13 +109,6 @@ class PreferenceObjective(ObjectiveConfig):
     def rewards(self, s: PairScores, beta: Beta) -> tuple[torch.Tensor, torch.Tensor]:
         """Implicit rewards (r_w, r_l); the default is DPO's r = β·ρ."""
         return beta * s.chosen_ratio.detach(), beta * s.rejected_ratio.detach()
-
-    def build_controller(self) -> Optional[torch.nn.Module]:
-        if self.controller == "beta_dpo":
-            from assay.objectives.beta_dpo import BetaDPOController
-
-            return BetaDPOController(self.base_beta, self.beta_dpo_alpha, self.beta_dpo_momentum, self.beta_dpo_keep, self.seed)
-        return None
 
     def compute(self, model: torch.nn.Module, batch: dict, training: bool = False, controller: Optional[torch.nn.Module] = None) -> ObjectiveOutput:
         s = pair_scores(model, batch, self.needs_reference)
@@ -197,3 +165,16 @@ class ReferenceObjective(PreferenceObjective):
     @property
     def base_beta(self) -> Optional[float]:
         return self.beta
+
+
+@dataclass
+class FlipRateObjective(ReferenceObjective):
+    """A reference loss that assumes each pair's label is flipped with probability ε (cDPO, rDPO)."""
+
+    epsilon: float = 0.1
+    """ε: assumed probability that a pair's label is flipped, in [0, 0.5) (0.1: the value TRL's
+    DPOConfig cites from the robust DPO paper)."""
+
+    def __post_init__(self) -> None:
+        check(0.0 <= self.epsilon < 0.5, "objective.epsilon", self.epsilon, "must be in [0, 0.5)")
+        super().__post_init__()

@@ -42,30 +42,3 @@ class DPO(ReferenceObjective):
 
     def pair_loss(self, s: PairScores, beta: Beta) -> torch.Tensor:
         return dpo_loss(s.policy_chosen, s.policy_rejected, s.ref_chosen, s.ref_rejected, beta)[0]
-
-
-@register("objective", "dr_dpo")
-@dataclass
-class DrDPO(DPO):
-    """Dr. DPO: the DPO loss aggregated by Dr. DPO's soft-min (Wu et al., ICLR 2025, arXiv 2407.07880).
-
-    L = -β'·log mean_i exp(-ℓ_i/β'), ℓ_i = -log σ(β·h_i). Symbols → fields: β → ``beta``,
-    β' → ``dr_beta_prime``. The same as ``objective=dpo objective.aggregator=dr_dpo``.
-    """
-
-    name: str = "dr_dpo"
-    aggregator: str = "dr_dpo"
-
-
-@register("objective", "beta_dpo")
-@dataclass
-class BetaDPO(DPO):
-    """β-DPO: DPO with batch-level dynamic β and β-guided filtering (Wu et al., NeurIPS 2024, arXiv 2407.08639).
-
-    β_batch = β_0·[1 + α·(mean_kept(M_i) - M_0)], M_0 a moving average with momentum m, a fraction ρ
-    of pairs kept by Gaussian weights around M_0. Symbols → fields: β_0 → ``beta``, α → ``beta_dpo_alpha``,
-    m → ``beta_dpo_momentum``, ρ → ``beta_dpo_keep``. The same as ``objective=dpo objective.controller=beta_dpo``.
-    """
-
-    name: str = "beta_dpo"
-    controller: str = "beta_dpo"

@@ -1,20 +1,14 @@
-"""Reference-free preference objectives: SimPO and ORPO (no reference log-probs are computed)."""
+"""ORPO: odds-ratio preference optimisation, reference-free (Hong, Lee & Thorne, EMNLP 2024, arXiv 2403.07691)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from assay.lazy import F, torch
 
 from assay.errors import check
 from assay.objectives.preference import Beta, PairScores, PreferenceObjective
 from assay.registry import register
-
-
-def simpo_loss(chosen_mean_logp: torch.Tensor, rejected_mean_logp: torch.Tensor, beta: Beta, gamma: float) -> torch.Tensor:
-    """SimPO Eq. 6 (equation number not checked against the PDF): ℓ = -log σ(β·(lp(y_w)/|y_w| - lp(y_l)/|y_l|) - γ)."""
-    return F.softplus(-(beta * (chosen_mean_logp - rejected_mean_logp) - gamma))
 
 
 def log_odds(mean_logp: torch.Tensor) -> torch.Tensor:
@@ -28,38 +22,6 @@ def orpo_loss(chosen_mean_logp: torch.Tensor, rejected_mean_logp: torch.Tensor, 
     """ORPO Eq. 6-7 (L_SFT + λ·L_OR; equation numbers not checked against the PDF): ℓ = NLL(y_w) - λ·log σ(log odds(y_w) - log odds(y_l)), NLL per token."""
     ratio = log_odds(chosen_mean_logp) - log_odds(rejected_mean_logp)
     return -chosen_mean_logp - lam * F.logsigmoid(ratio)
-
-
-@register("objective", "simpo")
-@dataclass
-class SimPO(PreferenceObjective):
-    """SimPO: reference-free, length-normalised margin with a target γ (Meng, Xia & Chen, NeurIPS 2024, arXiv 2405.14734).
-
-    ℓ = -log σ(β·(lp(y_w)/|y_w| - lp(y_l)/|y_l|) - γ) (Eq. 6, number not checked). Symbols → fields: β → ``beta``,
-    γ → ``gamma``. Defaults: the authors' Mistral-7B-Base config (β = 2.0, γ = 1.6).
-    """
-
-    name: str = "simpo"
-    beta: float = 2.0
-    """β: scale of the length-normalised reward r = β·lp(y)/|y|."""
-    gamma: float = 1.6
-    """γ: target reward margin (≥ 0)."""
-
-    def __post_init__(self) -> None:
-        check(self.beta > 0, "objective.beta", self.beta, "must be > 0")
-        check(self.gamma >= 0, "objective.gamma", self.gamma, "must be >= 0")
-        super().__post_init__()
-
-    @property
-    def base_beta(self) -> Optional[float]:
-        return self.beta
-
-    def pair_loss(self, s: PairScores, beta: Beta) -> torch.Tensor:
-        return simpo_loss(s.policy_chosen / s.chosen_tokens, s.policy_rejected / s.rejected_tokens, beta, self.gamma)
-
-    def rewards(self, s: PairScores, beta: Beta) -> tuple[torch.Tensor, torch.Tensor]:
-        """SimPO's implicit reward r = β·lp(y)/|y|."""
-        return (beta * s.policy_chosen / s.chosen_tokens).detach(), (beta * s.policy_rejected / s.rejected_tokens).detach()
 
 
 @register("objective", "orpo")

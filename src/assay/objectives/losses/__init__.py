@@ -1,0 +1,1 @@
+"""Per-sample losses, one module per paper; each registers one option of the ``objective`` group."""
