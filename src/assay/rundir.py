@@ -140,9 +140,9 @@ def check_resumable(argv: list[str], run_dir: Path, field: str, value: Any) -> N
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from assay.compare import flatten
     from assay.paths import CONF_DIR
     from assay.preflight import job_overrides
+    from assay.results import flatten
 
     parsed = job_overrides(argv)
     if parsed is None:

@@ -25,9 +25,8 @@ from assay import distributed, runlog
 from assay.config import GROUPS, resolved, validate
 from assay.errors import UserError, environment_problem, explain
 from assay.paths import CONF_DIR
+from assay.results import HEADLINE, flatten
 from assay.rundir import no_checkpoint_notice, resume_argv
-
-HEADLINE = ("test/exact_match", "test/pref_acc", "test/reward_margin", "test/loss", "val/exact_match")
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -252,8 +251,6 @@ def _logger_context(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             group = Path(hc.sweep.dir).name
             run_name = f"{group}/{hc.job.num}"
     # Flat dotted keys (objective.name, noise.p): what wandb's run table and API filters group on.
-    from assay.compare import flatten
-
     return {"group": group or run_name, "run_name": run_name, "stage": cfg.stage, "choices": _choices(cfg), "config": flatten(job_config(cfg))}
 
 

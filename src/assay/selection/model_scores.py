@@ -15,6 +15,7 @@ import numpy as np
 from assay.lazy import F, torch
 
 from assay.data.collate import IGNORE
+from assay.data.text import response_column
 from assay.errors import check
 from assay.registry import register
 from assay.selection import SelectionConfig, SelectionContext, TargetSet
@@ -22,16 +23,12 @@ from assay.selection import SelectionConfig, SelectionContext, TargetSet
 PREFER = ("easy", "hard")
 
 
-def response_column(ds) -> str:
-    return "completion_ids" if "completion_ids" in ds.column_names else "chosen_ids"
-
-
 def padded_batches(ds, pad_id: int, batch_size: int, with_prompt: bool = True, bos_id: Optional[int] = None, desc: str = "scoring") -> Iterator[dict]:
     """Right-padded ``prompt + response`` rows (loss on the response only), ``batch_size`` at a time.
     ``with_prompt=False`` scores the response alone (after ``bos_id`` when the tokenizer has one)."""
     from tqdm.auto import tqdm
 
-    col = response_column(ds)
+    col = f"{response_column(ds)}_ids"
     for start in tqdm(range(0, len(ds), batch_size), desc=desc, leave=False, disable=len(ds) <= batch_size):
         rows = ds[start : start + batch_size]
         seqs, labels = [], []
