@@ -6,6 +6,16 @@ import dataclasses
 from typing import Any
 
 
+SCHEMA_SUFFIX = "_schema"
+"""Registered schemas live in each group of the ConfigStore as ``<key>_schema`` (what the YAML
+options extend); they are not options a user picks."""
+
+
+def public_options(names) -> list[str]:
+    """The options a user may choose among ``names``: every one but the internal schemas."""
+    return sorted(n for n in names if not str(n).endswith(SCHEMA_SUFFIX))
+
+
 class UserError(Exception):
     """A problem with what the user asked for (config, data, paths), not a bug in assay.
 
@@ -76,8 +86,6 @@ def explain(exc: BaseException) -> str:
         missing = exc.missing_cfg_file or ""
         if "/" in missing and exc.options is not None:
             group, value = missing.rsplit("/", 1)
-            from assay.registry import public_options
-
             return str(UserError(group, value, f"unknown option; choose one of {public_options(exc.options)}"))
         return str(exc).strip().splitlines()[0]
     if isinstance(exc, OverrideParseException):

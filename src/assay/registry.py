@@ -25,7 +25,7 @@ from typing import Any, Callable, TypeVar
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from assay.errors import UserError
+from assay.errors import SCHEMA_SUFFIX, UserError, public_options
 
 T = TypeVar("T")
 
@@ -87,16 +87,6 @@ def _registers(info: pkgutil.ModuleInfo) -> bool:
 def options(group: str) -> dict[str, type]:
     """The registered entries of ``group``, by key."""
     return dict(_REGISTRY.get(group, {}))
-
-
-SCHEMA_SUFFIX = "_schema"
-"""Registered schemas live in each group of the ConfigStore as ``<key>_schema`` (what the YAML
-options extend); they are not options a user picks."""
-
-
-def public_options(names) -> list[str]:
-    """The options a user may choose among ``names``: every one but the internal schemas."""
-    return sorted(n for n in names if not str(n).endswith(SCHEMA_SUFFIX))
 
 
 def check_choices(choices: dict) -> None:

@@ -13,7 +13,7 @@ from typing import Optional
 import datasets
 import numpy as np
 
-from assay.collab.config import CollabConfig
+from assay.config import CollabConfig
 from assay.errors import UserError, check
 
 CLIENT_NOISE_STREAM = 7_919
