@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Iterator
 
-import datasets
-
 from assay.errors import UserError
+from assay.lazy import datasets
 
 TEXT_COLUMNS = ("prompt", "completion", "chosen", "rejected")
 
