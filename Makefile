@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   create/reuse .venv, install assay, train + evaluate the embedded default
 #   make test   same bootstrap, then the offline test suite (what CI runs through .ci/run)
+#   make test-fast  the unit and config tests without the ones that train (a quick check while editing)
 
 VENV        ?= .venv
 PYTHON      ?= python3
@@ -13,7 +14,7 @@ PYTEST_ARGS ?= -n 2
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test models clean-runs
+.PHONY: demo test test-fast models clean-runs
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +41,9 @@ models: $(STAMP)
 test: $(STAMP)
 	@$(VENV)/bin/assay-fetch $(MODELS) || echo "assay-fetch $(MODELS) failed: the tests that need those models will be skipped"
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS) tests/unit tests/config -m "not integration and not slow"
 
 clean-runs:
 	rm -rf logs

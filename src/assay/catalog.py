@@ -15,7 +15,7 @@ import yaml
 
 import assay.config  # noqa: F401  (registers every entry)
 from assay.paths import CONF_DIR
-from assay.registry import describe, options
+from assay.registry import describe, options, yaml_options
 
 NESTED = ("objective/aggregator", "objective/controller")
 """Groups nested in a group's options: chosen with ``objective/aggregator=dr_dpo``."""
@@ -43,14 +43,16 @@ def _yaml_comment(path: Path) -> str:
 
 
 def group_options(group: str) -> dict[str, str]:
+    """Every option of ``group`` with its one-line description: the registered entries (with or
+    without a YAML file) and the YAML-only options (overlays such as experiments and launchers)."""
     folder = CONF_DIR / group
-    if not folder.is_dir():
-        raise KeyError(group)
     registered = options(group)
+    if not folder.is_dir() and not registered:
+        raise KeyError(group)
     out = {}
-    for path in sorted(folder.glob("*.yaml")):
-        key = path.stem
-        schema = _schema_of(path)
+    for key in sorted(set(yaml_options(group)) | set(registered)):
+        path = folder / f"{key}.yaml"
+        schema = _schema_of(path) if path.is_file() else f"{key}_schema"
         cls = registered.get(schema[: -len("_schema")]) if schema else None
         out[key] = describe(cls) if cls is not None else _yaml_comment(path)
     return out

@@ -6,6 +6,21 @@ import dataclasses
 from typing import Any
 
 
+SCHEMA_SUFFIX = "_schema"
+"""Registered schemas live in each group of the ConfigStore as ``<key>_schema`` (what the YAML
+options extend); they are not options a user picks."""
+
+
+MOVED_KEYS: dict[str, str] = {}
+"""Config keys that moved (old path -> where it lives now), registered by the module that owns the new
+place, so an old spelling gets a one-line pointer instead of a bare "unknown key"."""
+
+
+def public_options(names) -> list[str]:
+    """The options a user may choose among ``names``: every one but the internal schemas."""
+    return sorted(n for n in names if not str(n).endswith(SCHEMA_SUFFIX))
+
+
 class UserError(Exception):
     """A problem with what the user asked for (config, data, paths), not a bug in assay.
 
@@ -76,8 +91,6 @@ def explain(exc: BaseException) -> str:
         missing = exc.missing_cfg_file or ""
         if "/" in missing and exc.options is not None:
             group, value = missing.rsplit("/", 1)
-            from assay.registry import public_options
-
             return str(UserError(group, value, f"unknown option; choose one of {public_options(exc.options)}"))
         return str(exc).strip().splitlines()[0]
     if isinstance(exc, OverrideParseException):
@@ -88,10 +101,8 @@ def explain(exc: BaseException) -> str:
     if isinstance(exc, (ConfigKeyError, ConfigAttributeError)):
         key = getattr(exc, "full_key", None) or "?"
         owner = getattr(exc, "object_type", None)
-        from assay.selection.selectors import MOVED
-
-        if key in MOVED:
-            return f"{key}: unknown key; it moved to {MOVED[key]}"
+        if key in MOVED_KEYS:
+            return f"{key}: unknown key; it moved to {MOVED_KEYS[key]}"
         if dataclasses.is_dataclass(owner):
             valid = sorted(f.name for f in dataclasses.fields(owner) if not f.name.startswith("_"))
             return f"{key}: unknown key; {owner.__name__} has {valid}"

@@ -63,7 +63,7 @@ class WandbLoggerConfig(LoggerConfig):
     def build(self, run_dir: Path, context: dict[str, Any]):
         from pytorch_lightning.loggers import WandbLogger
 
-        offline = self.offline if self.offline is not None else not _has_wandb_credentials()
+        offline = self.offline if self.offline is not None else not has_wandb_credentials()
         tags = [f"{g}:{c}" for g, c in sorted(context.get("choices", {}).items()) if c is not None] + list(self.tags)
         return WandbLogger(
             project=self.project,
@@ -135,7 +135,7 @@ def history_csv_logger(run_dir: Path, resume_step: int):
     return HistoryCSVLogger(save_dir=str(run_dir), name="", version="")
 
 
-def _has_wandb_credentials() -> bool:
+def has_wandb_credentials() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
     netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))

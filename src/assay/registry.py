@@ -1,8 +1,10 @@
 """One registry per concern.
 
 A registry entry is a dataclass: typed fields with docstrings (the schema Hydra validates overrides
-against) plus the methods that build or apply the component. ``conf/<group>/<key>.yaml`` selects the
-schema ``<key>_schema`` in its defaults list and holds only the values that differ from the dataclass.
+against) plus the methods that build or apply the component. Registering stores the option ``<key>``
+(the dataclass defaults) and the schema ``<key>_schema`` in Hydra's ConfigStore. An option whose
+values differ from the dataclass defaults has a ``conf/<group>/<key>.yaml`` that selects
+``<key>_schema`` in its defaults list and holds only what differs; that file is then the option.
 
     @register("objective", "dpo")
     @dataclass
@@ -25,7 +27,8 @@ from typing import Any, Callable, TypeVar
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from assay.errors import UserError
+from assay.errors import SCHEMA_SUFFIX, UserError, public_options
+from assay.paths import CONF_DIR
 
 T = TypeVar("T")
 
@@ -48,7 +51,14 @@ def register(group: str, key: str) -> Callable[[type[T]], type[T]]:
         if key in entries and entries[key] is not cls:
             raise TypeError(f"{group}/{key} is registered twice ({entries[key].__name__}, {cls.__name__})")
         entries[key] = cls
-        ConfigStore.instance().store(group=group, name=f"{key}_schema", node=_schema_node(cls))
+        store = ConfigStore.instance()
+        store.store(group=group, name=f"{key}_schema", node=_schema_node(cls))
+        # The option itself, with the dataclass defaults: ``group=key`` composes without a YAML file.
+        # Where ``conf/<group>/<key>.yaml`` exists (it extends ``<key>_schema`` with what differs) the
+        # file is the option: the config directory precedes the ConfigStore in Hydra's search path,
+        # and storing the same name as well would make Hydra merge the two (a deprecated behaviour).
+        if not (CONF_DIR / group / f"{key}.yaml").is_file():
+            store.store(group=group, name=key, node=_schema_node(cls))
         return cls
 
     return wrap
@@ -89,26 +99,19 @@ def options(group: str) -> dict[str, type]:
     return dict(_REGISTRY.get(group, {}))
 
 
-SCHEMA_SUFFIX = "_schema"
-"""Registered schemas live in each group of the ConfigStore as ``<key>_schema`` (what the YAML
-options extend); they are not options a user picks."""
-
-
-def public_options(names) -> list[str]:
-    """The options a user may choose among ``names``: every one but the internal schemas."""
-    return sorted(n for n in names if not str(n).endswith(SCHEMA_SUFFIX))
-
-
 def check_choices(choices: dict) -> None:
     """Refuse a group choice that names an internal schema (``objective=dpo_schema`` would compose the
     bare dataclass defaults, silently skipping what the option's YAML sets)."""
-    from assay.paths import CONF_DIR
-
     for group, choice in choices.items():
         if isinstance(choice, str) and choice.endswith(SCHEMA_SUFFIX):
-            folder = CONF_DIR / group
-            known = public_options(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else public_options(options(group))
+            known = public_options(set(yaml_options(group)) | set(options(group)))
             raise UserError(group, choice, f"unknown option; choose one of {known}")
+
+
+def yaml_options(group: str) -> list[str]:
+    """The options of ``group`` that have a YAML file in ``conf/<group>/``."""
+    folder = CONF_DIR / group
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
 
 
 def lookup(group: str, key: str) -> type:

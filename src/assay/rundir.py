@@ -1,12 +1,8 @@
 """Run directories: one per run, never shared; resuming a run in place.
 
-Unique directories. Hydra names a run directory after the second it started, so two runs started in
-the same second would write into one directory (one run's config and weights, the other's metrics
-interleaved). The default ``hydra.run.dir`` / ``hydra.sweep.dir`` go through the ``assay.unique``
-resolver, which *claims* the directory with an exclusive ``mkdir`` (atomic on local filesystems and
-on NFS) and takes the next free ``<name>_1``, ``<name>_2``, ... when another run got there first.
-Hydra caches the resolved value in the config (and copies that cache into every job of a sweep, also
-into the pickles a SLURM job and its requeues start from), so a run claims exactly one directory.
+Unique directories are claimed by ``assay.paths``'s ``assay.unique`` resolver. Hydra caches the
+resolved value in the config (and copies that cache into every job of a sweep, also into the pickles
+a SLURM job and its requeues start from), so a run claims exactly one directory.
 
 Resuming. ``assay-train resume=<run dir>`` replays that run's own command-line overrides
 (``.hydra/overrides.yaml``) into the same directory with ``ckpt_path=last``. Before Hydra writes
@@ -17,41 +13,50 @@ exactly as it was.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from assay.errors import UserError
+from assay.registry import GROUPS
 
-RESOLVER = "assay.unique"
 # Keys that may differ between a run and its resumption: where files go and how to resume.
 RESUME_IGNORED = re.compile(r"^(ckpt_path|allow_order_change)$|^paths\.")
 
 
-def claim_unique_dir(base: str) -> str:
-    """Create ``base`` (or the first free ``base_1``, ``base_2``, ...) exclusively; return its path."""
-    path = Path(base)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for n in range(10_000):
-        candidate = path if n == 0 else path.with_name(f"{path.name}_{n}")
-        try:
-            candidate.mkdir()
-        except FileExistsError:
-            continue
-        return str(candidate)
-    raise UserError("hydra.run.dir", base, "10000 run directories of this name exist already")
+# --------------------------------------------------------------------------------------------------
+# What a run writes
 
 
-def register_resolver() -> None:
-    if not OmegaConf.has_resolver(RESOLVER):
-        # use_cache: one claim per config; Hydra copies the cache into each job's config.
-        OmegaConf.register_new_resolver(RESOLVER, claim_unique_dir, use_cache=True)
+def job_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config of the job itself, without Hydra's own node."""
+    job = cfg.copy()
+    with open_dict(job):
+        job.pop("hydra", None)
+    return OmegaConf.to_container(job, resolve=True)  # type: ignore[return-value]
 
 
-register_resolver()
+def job_choices(cfg: DictConfig) -> dict[str, Any]:
+    """Which option of each group this job ran (read from the config itself, so stages report their own)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    choices: dict[str, Any] = {}
+    if HydraConfig.initialized():
+        choices = {g: c for g, c in HydraConfig.get().runtime.choices.items() if g in ("experiment", "debug", "paths")}
+    # A group that derives a method label (objective.method: dpo+dr_dpo) records it, so both spellings
+    # of one method (objective=dr_dpo, objective=dpo objective/aggregator=dr_dpo) carry one label.
+    return {**choices, **{g: cfg[g].get("method", cfg[g].name) for g in GROUPS}}
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write ``data`` whole or not at all (a reader never sees half a summary)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.rename(path)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -140,9 +145,9 @@ def check_resumable(argv: list[str], run_dir: Path, field: str, value: Any) -> N
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from assay.compare import flatten
     from assay.paths import CONF_DIR
     from assay.preflight import job_overrides
+    from assay.results import flatten
 
     parsed = job_overrides(argv)
     if parsed is None:

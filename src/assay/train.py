@@ -22,12 +22,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from assay import distributed, runlog
-from assay.config import GROUPS, resolved, validate
+from assay.config import validate
 from assay.errors import UserError, environment_problem, explain
 from assay.paths import CONF_DIR
-from assay.rundir import no_checkpoint_notice, resume_argv
-
-HEADLINE = ("test/exact_match", "test/pref_acc", "test/reward_margin", "test/loss", "val/exact_match")
+from assay.results import HEADLINE, flatten
+from assay.rundir import job_choices, job_config, no_checkpoint_notice, resume_argv, write_json
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -137,7 +136,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             "data_order_fingerprint": datamodule.sampler.fingerprint(),
         },
         "mixture": mixing.summary(),
-        "choices": _choices(cfg),
+        "choices": job_choices(cfg),
         "selection": selection.metadata,
         "reselections": [entry for callback in rescoring for entry in callback.history],
         "reference_logps": reference_files,
@@ -151,7 +150,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         if hasattr(logger, "experiment") and hasattr(logger.experiment, "summary"):
             logger.experiment.summary.update({**summary["metrics"], "status": "completed"})
     if main:
-        _write_json(run_dir / "summary.json", summary)
+        write_json(run_dir / "summary.json", summary)
         runlog.to_file("finished: %s", json.dumps(summary["metrics"], sort_keys=True))
     _finish_wandb(0)
     return summary
@@ -190,7 +189,7 @@ def run_stages(cfg: DictConfig) -> dict[str, Any]:
     last = stages[list(stages)[-1]]
     summary = {"status": "completed", "run_dir": str(root), "metrics": last["metrics"], "stages": stages}
     if distributed.is_main():
-        _write_json(root / "summary.json", summary)
+        write_json(root / "summary.json", summary)
     return summary
 
 
@@ -214,14 +213,6 @@ def _stage_entries(cfg: DictConfig) -> list[dict[str, Any]]:
     return entries
 
 
-def job_config(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config of the job itself, without Hydra's own node."""
-    job = cfg.copy()
-    with open_dict(job):
-        job.pop("hydra", None)
-    return resolved(job)
-
-
 def _resume_path(cfg: DictConfig, run_dir: Path) -> str | None:
     from assay.preemption import requeued
 
@@ -240,16 +231,6 @@ def _resume_path(cfg: DictConfig, run_dir: Path) -> str | None:
     return str(path)
 
 
-def _choices(cfg: DictConfig) -> dict[str, Any]:
-    """Which option of each group this job ran (read from the config itself, so stages report their own)."""
-    choices: dict[str, Any] = {}
-    if HydraConfig.initialized():
-        choices = {g: c for g, c in HydraConfig.get().runtime.choices.items() if g in ("experiment", "debug", "paths")}
-    # A group that derives a method label (objective.method: dpo+dr_dpo) records it, so both spellings
-    # of one method (objective=dr_dpo, objective=dpo objective/aggregator=dr_dpo) carry one label.
-    return {**choices, **{g: cfg[g].get("method", cfg[g].name) for g in GROUPS}}
-
-
 def _logger_context(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     group, run_name = None, run_dir.name
     if HydraConfig.initialized():
@@ -258,9 +239,7 @@ def _logger_context(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             group = Path(hc.sweep.dir).name
             run_name = f"{group}/{hc.job.num}"
     # Flat dotted keys (objective.name, noise.p): what wandb's run table and API filters group on.
-    from assay.compare import flatten
-
-    return {"group": group or run_name, "run_name": run_name, "stage": cfg.stage, "choices": _choices(cfg), "config": flatten(job_config(cfg))}
+    return {"group": group or run_name, "run_name": run_name, "stage": cfg.stage, "choices": job_choices(cfg), "config": flatten(job_config(cfg))}
 
 
 def _finish_wandb(exit_code: int) -> None:
@@ -269,12 +248,6 @@ def _finish_wandb(exit_code: int) -> None:
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
         wandb.finish(exit_code=exit_code)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    tmp.rename(path)
 
 
 def print_summary(summary: dict[str, Any]) -> None:

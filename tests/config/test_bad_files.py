@@ -68,7 +68,7 @@ def test_non_integer_difficulty(tmp_path):
 
 
 def test_whole_number_difficulty_in_any_spelling_is_read():
-    from assay.data.sources import JsonlData
+    from assay.data.tables import JsonlData
 
     import tempfile
 

@@ -4,7 +4,7 @@ import pytest
 from omegaconf import OmegaConf
 
 import assay.config  # noqa: F401  (registers every schema)
-from assay.collab.config import CollabConfig
+from assay.config import CollabConfig
 from assay.registry import to_object
 
 from tests.config.test_bad_input import assay_train, assert_one_line_error

@@ -7,6 +7,7 @@ import pytest
 from assay.catalog import NESTED, group_options, groups
 from assay.config import GROUPS, validate
 from assay.paths import CONF_DIR
+from assay.registry import options, yaml_options
 
 # Options that need a value the user must give, or that only make sense with another choice.
 COMPANIONS = {
@@ -23,15 +24,8 @@ COMPANIONS = {
     ("data", "parquet"): ["data.train_file=/some/train.parquet"],
     ("noise", "pairwise_flip"): ["objective=dpo", "data.format=preference"],
     ("noise", "gap_flip"): ["objective=dpo", "data.format=preference"],
-    ("objective", "dpo"): ["data.format=preference"],
-    ("objective", "cdpo"): ["data.format=preference"],
-    ("objective", "rdpo"): ["data.format=preference"],
-    ("objective", "ipo"): ["data.format=preference"],
-    ("objective", "hinge"): ["data.format=preference"],
-    ("objective", "simpo"): ["data.format=preference"],
-    ("objective", "orpo"): ["data.format=preference"],
-    ("objective", "dr_dpo"): ["data.format=preference"],
-    ("objective", "beta_dpo"): ["data.format=preference"],
+    # every objective trains on the data format it declares
+    **{("objective", key): [f"data.format={cls().data_format}"] for key, cls in options("objective").items() if cls().data_format != "sft"},
 }
 
 
@@ -74,29 +68,78 @@ def test_overlays_compose(compose_cfg, overlay):
     validate(compose_cfg([overlay]))
 
 
-def test_catalog_lists_every_yaml_with_a_description():
+def test_catalog_lists_every_option_with_a_description():
+    """``assay-list`` shows every registered entry (with or without a YAML file) and every YAML."""
     for group in groups():
         opts = group_options(group)
-        files = {p.stem for p in (CONF_DIR / group).glob("*.yaml")}
-        assert set(opts) == files
+        assert set(opts) == set(yaml_options(group)) | set(options(group))
         assert all(text for text in opts.values()), (group, opts)
 
 
-def test_yaml_holds_only_what_differs_from_the_dataclass():
-    """Defaults live in the dataclass: a YAML value equal to the schema default is noise."""
+def test_an_option_without_a_yaml_is_its_dataclass_and_a_yaml_wins_where_it_exists(compose_cfg):
+    """A registered option composes from the ConfigStore when it has no YAML file; where
+    ``conf/<group>/<key>.yaml`` exists, its values are the ones composed."""
+    assert not (CONF_DIR / "trainer" / "cpu.yaml").exists()
+    assert compose_cfg(["trainer=cpu"]).trainer.name == "cpu"
+    import dataclasses
+
     import yaml
 
-    from assay.registry import options
+    checked = 0
+    for group in GROUPS:
+        for key in set(yaml_options(group)) & set(options(group)):
+            text = yaml.safe_load((CONF_DIR / group / f"{key}.yaml").read_text()) or {}
+            values = {k: v for k, v in text.items() if k != "defaults" and isinstance(v, (int, float, str, bool)) and v != "???"}
+            if not values:
+                continue
+            composed = getattr(compose_cfg([f"{group}={key}", *COMPANIONS.get((group, key), [])]), group)
+            defaults = {f.name: f.default for f in dataclasses.fields(options(group)[key])}
+            for field, value in values.items():
+                assert composed[field] == value and value != defaults.get(field), (group, key, field)
+                checked += 1
+    assert checked > 0
+
+
+def test_a_yaml_precedes_the_stored_option_of_the_same_name(tmp_path):
+    """A file config of the same name as a stored option (here from an added search path) wins."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    (tmp_path / "trainer").mkdir()
+    (tmp_path / "trainer" / "cpu.yaml").write_text("defaults:\n  - cpu_schema\n  - _self_\nmax_steps: 7\n")
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            plain = compose(config_name="train", overrides=["trainer=cpu"])
+            cfg = compose(config_name="train", overrides=["trainer=cpu", f"hydra.searchpath=[file://{tmp_path}]"])
+    finally:
+        GlobalHydra.instance().clear()
+    assert plain.trainer.max_steps != 7 and cfg.trainer.max_steps == 7
+
+
+def test_yaml_holds_only_what_differs_from_the_dataclass():
+    """Defaults live in the dataclass: a YAML value equal to the schema default (a plain default or
+    a ``default_factory``'s value) is noise."""
+    import dataclasses
+
+    import yaml
 
     for group in GROUPS:
         for key, cls in options(group).items():
-            text = yaml.safe_load((CONF_DIR / group / f"{key}.yaml").read_text()) or {}
+            file = CONF_DIR / group / f"{key}.yaml"
+            if not file.is_file():
+                continue
+            text = yaml.safe_load(file.read_text()) or {}
+            fields = {f.name: f for f in dataclasses.fields(cls)}
             for field, value in text.items():
-                if field == "defaults" or value == "???":
+                if field == "defaults" or value == "???" or field not in fields:
                     continue
-                try:
-                    schema_default = getattr(cls, field)
-                except AttributeError:
+                f = fields[field]
+                if f.default is not dataclasses.MISSING:
+                    schema_default = f.default
+                elif f.default_factory is not dataclasses.MISSING:
+                    schema_default = f.default_factory()
+                else:
                     continue
                 assert value != schema_default, f"{group}/{key}.yaml repeats the default {field}={value!r}"
 

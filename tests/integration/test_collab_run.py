@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 pytest.importorskip("flwr")
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 TINY = ["logger=none", "collab=clues3", "selection=clues", "model.lora.r=4", "collab.local_steps=2", "data.train_per_domain=24", "data.val_per_domain=6",
         "data.test_per_domain=6", "data.batch_size=4", "data.eval_batch_size=32", "eval.max_new_tokens=3", "model.hidden_size=32", "model.intermediate_size=64",

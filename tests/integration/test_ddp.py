@@ -27,7 +27,7 @@ from assay.dynamics.store import read_gradients, read_store
 from assay.objectives.aggregators import dr_dpo_loss
 from tests.integration.test_slurm import cluster  # noqa: F401  (starts slurm/local_cluster.sh or skips with the reason)
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = str(Path(sys.executable).parent / "assay-train")
 DDP = ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true", "trainer.threads=1"]

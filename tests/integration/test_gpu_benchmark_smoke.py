@@ -11,6 +11,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_gpu_benchmark_smoke_mode_writes_its_results(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu" / "run.py"), "--smoke", "--out", str(tmp_path), "--section-timeout", "2400"],
                           capture_output=True, text=True, timeout=3600)

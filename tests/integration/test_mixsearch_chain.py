@@ -10,6 +10,7 @@ import pytest
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_chain_end_to_end_and_relaunch_skips_completed(tmp_path, compose_cfg):
     root = tmp_path / "chain"
     cmd = [sys.executable, "-m", "assay.mixsearch.cli"]

@@ -15,6 +15,7 @@ from tests.conftest import run_in_hydra
 FAST = ["debug=fast", "noise=corrupt", "noise.p=0.3", "data.max_train_examples=40", "trainer.max_steps=12", "trainer.val_check_interval=3"]
 
 
+@pytest.mark.integration
 def test_model_scorer_rescores_every_epoch_from_the_live_model(tmp_path):
     summary = run_in_hydra([*FAST, "selection=el2n", "selection.allow_untrained=true", "selection.rescore_every=1", "ordering=curriculum", "ordering.score_from=selection"], tmp_path)
     history = summary["reselections"]
@@ -33,6 +34,7 @@ def test_model_scorer_rescores_every_epoch_from_the_live_model(tmp_path):
     assert sorted(sampler["rows"]) == sorted(np.flatnonzero(pd.read_parquet(tmp_path / "selection_epoch2.parquet")["kept"]).tolist())
 
 
+@pytest.mark.integration
 def test_dynamics_scorer_prunes_online_from_its_own_store(tmp_path):
     """Cartography with no earlier stage: epoch 0 trains on everything, then prunes from this run's records."""
     summary = run_in_hydra([*FAST, "selection=cartography", "selection.region=easy", "selection.rescore_every=2"], tmp_path)
@@ -62,6 +64,7 @@ def test_rescore_every_must_not_be_negative(compose_cfg):
         validate(compose_cfg(["selection=el2n", "selection.rescore_every=-1"]))
 
 
+@pytest.mark.integration
 def test_warmup_select_recipe_trains_the_base_model_on_the_selection(tmp_path):
     summary = run_in_hydra(["experiment=warmup_select", "debug=fast", "noise=corrupt", "noise.p=0.3", "data.max_train_examples=40", "trainer.max_steps=6"], tmp_path)
     warm, train = summary["stages"]["warmup"], summary["stages"]["train"]
@@ -73,11 +76,13 @@ def test_warmup_select_recipe_trains_the_base_model_on_the_selection(tmp_path):
     assert config["model"].get("init_from") in (None, "")  # the base model, not the warm-up's
 
 
+@pytest.mark.integration
 def test_stage_fields_are_checked(tmp_path):
     with pytest.raises(UserError, match="stages\\[0\\].init_from_prev"):
         run_in_hydra(["debug=fast", "stages=[{name: a, init_from_prev: false}]"], tmp_path)
 
 
+@pytest.mark.integration
 def test_resume_after_a_reselection_serves_the_reselected_rows(tmp_path):
     """Stop after 8 steps (two re-selections, mid-epoch 2), resume to 12: the resumed run keeps
     the data-order fingerprint and its re-selection history, and serves exactly the re-selected rows."""

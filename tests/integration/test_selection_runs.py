@@ -6,6 +6,8 @@ import pytest
 
 from tests.conftest import run_in_hydra
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.mark.parametrize("selection", ["el2n", "perplexity"])
 def test_scorer_run_reports_detection(tmp_path, selection):

@@ -59,7 +59,7 @@ def test_hf_preference_hh_schema(tmp_path):
 
 
 def test_hh_transcripts_split_into_prompt_and_responses():
-    from assay.data.sources import _split_hh
+    from assay.data.schemas import _split_hh
 
     prompt, chosen, rejected = _split_hh("\n\nHuman: hi\n\nAssistant: hello", "\n\nHuman: hi\n\nAssistant: go away")
     assert prompt == "\n\nHuman: hi\n\nAssistant:" and chosen == "hello" and rejected == "go away"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from assay.collab.config import CollabConfig
+from assay.config import CollabConfig
 from assay.collab.data import check_anchor, client_partition, plan_clients, quality_report
 from assay.collab.local import anchor_threshold, load_trainable, merge_adapters, merge_weights, split_moments, trainable_state, write_checkpoint
 from assay.errors import UserError

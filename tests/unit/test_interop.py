@@ -81,7 +81,7 @@ def chat_rows(n: int) -> list[dict]:
 
 
 def test_messages_schema_maps_conversations_for_sft_and_preferences(tmp_path):
-    from assay.data.sources import JsonlData
+    from assay.data.tables import JsonlData
 
     sft = JsonlData(train_file=str(write_jsonl(tmp_path / "sft.jsonl", chat_rows(40))), schema="messages", seed=0).load()
     row = sft["train"][0]
@@ -105,7 +105,7 @@ def test_messages_schema_maps_conversations_for_sft_and_preferences(tmp_path):
 
 
 def test_messages_schema_bad_rows_are_one_line(tmp_path):
-    from assay.data.sources import JsonlData
+    from assay.data.tables import JsonlData
     from assay.errors import UserError
 
     rows = [{"messages": [{"role": "user", "content": "hi"}, {"role": "user", "content": "again"}]}] * 20
@@ -118,7 +118,7 @@ def test_messages_schema_bad_rows_are_one_line(tmp_path):
 def test_chat_template_prompt_and_assistant_only_labels(tmp_path):
     """Prompt = the conversation rendered up to the assistant's turn; the labels cover the reply and
     its end-of-turn marker only (no doubled eos, no trailing newline)."""
-    from assay.data.sources import JsonlData
+    from assay.data.tables import JsonlData
 
     data = JsonlData(train_file=str(write_jsonl(tmp_path / "sft.jsonl", chat_rows(40))), schema="messages", seed=0)
     train = data.load()["train"]
@@ -152,7 +152,7 @@ def test_chat_template_prompt_and_assistant_only_labels(tmp_path):
 
 
 def test_without_a_chat_template_message_data_uses_the_plain_template(tmp_path):
-    from assay.data.sources import JsonlData
+    from assay.data.tables import JsonlData
 
     train = JsonlData(train_file=str(write_jsonl(tmp_path / "sft.jsonl", chat_rows(40))), schema="messages", seed=0).load()["train"]
     tok = corpus_tokenizer(extra=list(train["prompt"]) + list(train["completion"]))
@@ -164,7 +164,7 @@ def test_without_a_chat_template_message_data_uses_the_plain_template(tmp_path):
 
 def test_smollm2_template_from_its_gguf(tmp_path):
     """The real SmolLM2-Instruct tokenizer (from the fetched GGUF) renders message data with its template."""
-    from assay.data.sources import JsonlData
+    from assay.data.tables import JsonlData
     from assay.models.build import SMOLLM2_FILE
 
     gguf = USER_MODEL_CACHE / SMOLLM2_FILE
@@ -180,7 +180,7 @@ def test_smollm2_template_from_its_gguf(tmp_path):
 
 
 def test_extra_columns_are_kept_when_asked(tmp_path):
-    from assay.data.sources import JsonlData
+    from assay.data.tables import JsonlData
     from assay.errors import UserError
 
     rows = [{"question": f"q{i}", "answer": f"a{i}", "embedding": [float(i), 1.0], "note": "x"} for i in range(40)]

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 import assay.config  # noqa: F401  (registers the schemas)
 from assay.paths import CONF_DIR
-from assay.rundir import claim_unique_dir
+from assay.paths import claim_unique_dir
 
 
 def _started_at_ten(cfg):

@@ -41,7 +41,7 @@ def load_spec(run_dir: Path):
     """The typed, validated run spec and collab config from a run directory's ``config.yaml``."""
     from omegaconf import OmegaConf
 
-    from assay.collab.config import CollabConfig
+    from assay.config import CollabConfig
     from assay.config import EvalConfig, OptimConfig, RunSpec
     from assay.registry import GROUPS, lookup
 

@@ -13,7 +13,7 @@ from typing import Optional
 import datasets
 import numpy as np
 
-from assay.collab.config import CollabConfig
+from assay.config import CollabConfig
 from assay.errors import UserError, check
 
 CLIENT_NOISE_STREAM = 7_919
@@ -99,7 +99,7 @@ def quality_report(train: datasets.Dataset, scores: np.ndarray, kept: np.ndarray
 
 def oracle_scores(part: datasets.Dataset) -> Optional[np.ndarray]:
     """1 for the clean examples, 0 for flagged ones (None when the data carries no flag)."""
-    from assay.selection.detection import FLAGS
+    from assay.data.noise import FLAGS
 
     for flag in FLAGS:
         if flag in part.column_names:

@@ -22,7 +22,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from assay.errors import UserError, check
-from assay.selection.detection import FLAGS
+from assay.data.noise import FLAGS
 
 
 def run_collab(cfg: DictConfig) -> dict[str, Any]:
@@ -37,7 +37,7 @@ def run_collab(cfg: DictConfig) -> dict[str, Any]:
     from assay.models.build import save_model
     from assay.preemption import requeued
     from assay.registry import to_object
-    from assay.train import _choices, _write_json, job_config
+    from assay.rundir import job_choices, job_config, write_json
 
     started = time.time()
     spec = validate(cfg)
@@ -111,13 +111,13 @@ def run_collab(cfg: DictConfig) -> dict[str, Any]:
         "metrics": metrics,
         "data": {"source_counts": examples.source_counts, "train_examples": len(train), "val_examples": len(examples.splits["val"]), "test_examples": len(examples.splits["test"]),
                  "kept_examples": int(sum(c["kept"] for c in state["clients"].values())) if state["clients"] else len(train)},
-        "choices": {**_choices(cfg), "collab": collab.name, "mode": collab.mode},
+        "choices": {**job_choices(cfg), "collab": collab.name, "mode": collab.mode},
         "collab": {"clients": clients.names, "partition_by": clients.column, "corruption": list(collab.corruption), "threshold": state["threshold"],
                    "selection": state["clients"], "per_client": per_client, "rounds": state["history"], "selects": selects(spec, collab)},
         "resumed_from_round": resumed_from,
         "elapsed_s": round(time.time() - started, 1),
     }
-    _write_json(run_dir / "summary.json", summary)
+    write_json(run_dir / "summary.json", summary)
     return summary
 
 

@@ -49,8 +49,7 @@ def build_examples_and_model(spec) -> tuple[Examples, object, object]:
     if not spec.mixture.needs_lengths:
         examples = build_examples(spec.data, spec.mixture, spec.noise)
         return (examples, *spec.model.build(examples.splits))
-    from assay.data.collate import tokenize_split
-    from assay.mixing.run import row_tokens
+    from assay.data.collate import row_tokens, tokenize_split
 
     pool = load_pool(spec.data, spec.mixture)
     model, tokenizer = spec.model.build(pool)

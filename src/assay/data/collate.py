@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from assay.lazy import datasets, torch
-from assay.selection.detection import FLAGS
+from assay.data.noise import FLAGS
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -221,3 +221,10 @@ def _pad_left(seqs: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
         "prompt_input_ids": torch.tensor([[pad_id] * (t - len(s)) + s for s in seqs], dtype=torch.long),
         "prompt_attention_mask": torch.tensor([[0] * (t - len(s)) + [1] * len(s) for s in seqs], dtype=torch.long),
     }
+
+
+def row_tokens(ds: datasets.Dataset, data_format: str) -> list[int]:
+    """Tokens of each tokenized row: prompt + completion (sft) or prompt + chosen + rejected."""
+    columns = ["prompt_ids", "completion_ids"] if data_format == "sft" else ["prompt_ids", "chosen_ids", "rejected_ids"]
+    values = ds.select_columns(columns)
+    return [sum(len(r[c]) for c in columns) for r in values]

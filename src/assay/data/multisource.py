@@ -22,7 +22,8 @@ from typing import Any, Optional
 from assay.lazy import datasets
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from assay.data.sources import SPLITS, DataConfig, HubPreferenceData, HubSFTData, JsonlData, ParquetData, SkillsData
+from assay.data.sources import SPLITS, DataConfig, SkillsData
+from assay.data.tables import HubPreferenceData, HubSFTData, JsonlData, ParquetData
 from assay.errors import UserError, check
 from assay.registry import register
 

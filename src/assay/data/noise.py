@@ -15,6 +15,10 @@ from omegaconf import II, MISSING
 from assay.errors import UserError, check
 from assay.registry import register
 
+FLAGS = ("is_corrupted", "is_flipped")
+"""The ground-truth noise flags the transforms below leave in the training split: every selection is
+scored against them, and the per-sample store and batches carry them."""
+
 
 @dataclass
 class NoiseConfig:

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from typing import Iterator
 
-import datasets
+from assay.errors import UserError
+from assay.lazy import datasets
 
 TEXT_COLUMNS = ("prompt", "completion", "chosen", "rejected")
+
+
+def response_column(ds: datasets.Dataset) -> str:
+    """The response an example is judged by: ``completion`` (SFT) or ``chosen`` (preference pairs),
+    found by its text or by its token ids (``<name>_ids``)."""
+    for col in ("completion", "chosen"):
+        if col in ds.column_names or f"{col}_ids" in ds.column_names:
+            return col
+    raise UserError("data", ds.column_names, "an example needs a 'completion' or 'chosen' response (text or token ids)")
 
 
 def corpus_texts(ds: datasets.Dataset) -> Iterator[str]:

@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 import torch
 
 from assay.dynamics.store import GradientStore, PerSampleStore
-from assay.selection.detection import FLAGS
+from assay.data.noise import FLAGS
 
 
 class StoreRecorder(pl.Callback):

@@ -20,17 +20,10 @@ import numpy as np
 from omegaconf import MISSING
 from tqdm.auto import tqdm
 
+from assay.data.text import response_column
 from assay.errors import UserError, check
 from assay.lazy import datasets, torch
 from assay.registry import lookup, options, register
-
-
-def response_column(ds: datasets.Dataset) -> str:
-    """The response an example is judged by: ``completion`` (SFT) or ``chosen`` (preference pairs)."""
-    for col in ("completion", "chosen"):
-        if col in ds.column_names:
-            return col
-    raise UserError("data", ds.column_names, "an embedded split needs a 'completion' or 'chosen' column")
 
 
 def example_texts(ds: datasets.Dataset, response_only: bool = False) -> list[str]:

@@ -1,8 +1,9 @@
 """Mixture numerics: allocation helpers, schedules, the domain-drawing sampler and online mixers.
 
-The mixture *configs* live in ``assay.data.mixture`` (static and scheduled) and
-``assay.data.mixers`` (online); this package holds what they compute with:
+The static and scheduled mixture configs live in ``assay.data.mixture``; this package holds the
+online mixers' configs and what every mixture computes with:
 
+- ``mixers``    the online mixers' configs (config group ``mixture``: doremi, odm, skill_it)
 - ``rules``     pure update rules of the online mixers (DoReMi, ODM/EXP3, Skill-it), state as arrays
 - ``sampler``   ``DomainSampler``: draws each batch's domains by the current weights, resumable
 - ``callbacks`` the online-mixer callback and the per-epoch realised-mixture recorder

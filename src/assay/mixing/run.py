@@ -10,17 +10,11 @@ from typing import Any, Optional
 import datasets
 import numpy as np
 
+from assay.data.collate import row_tokens
 from assay.errors import UserError
 from assay.mixing.callbacks import MixtureRecorder, OnlineMixing, domain_gradients, domain_losses
 from assay.mixing.rules import graph_from_gradients
 from assay.mixing.sampler import DomainSampler
-
-
-def row_tokens(ds: datasets.Dataset, data_format: str) -> list[int]:
-    """Tokens of each tokenized row: prompt + completion (sft) or prompt + chosen + rejected."""
-    columns = ["prompt_ids", "completion_ids"] if data_format == "sft" else ["prompt_ids", "chosen_ids", "rejected_ids"]
-    values = ds.select_columns(columns)
-    return [sum(len(r[c]) for c in columns) for r in values]
 
 
 @dataclass

@@ -14,14 +14,10 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 
 from assay.data.collate import IGNORE
+from assay.data.text import response_column
 from assay.lazy import F, torch
 
 WEIGHTINGS = ("mean", "position")
-
-
-def response_ids_column(ds) -> str:
-    """The tokenized response column: ``completion_ids`` (SFT) or ``chosen_ids`` (preference pairs)."""
-    return "completion_ids" if "completion_ids" in ds.column_names else "chosen_ids"
 
 
 def pad_rows(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]], pad_id: int, with_prompt: bool = True, bos_id: Optional[int] = None) -> dict:
@@ -46,7 +42,7 @@ def padded_batches(ds, pad_id: int, batch_size: int, with_prompt: bool = True, b
     """``pad_rows`` over a tokenized dataset (``prompt_ids`` and the response ids), ``batch_size`` rows at a time."""
     from tqdm.auto import tqdm
 
-    col = response_ids_column(ds)
+    col = f"{response_column(ds)}_ids"
     for start in tqdm(range(0, len(ds), batch_size), desc=desc, leave=False, disable=len(ds) <= batch_size):
         rows = ds[start : start + batch_size]
         yield pad_rows(rows["prompt_ids"], rows[col], pad_id, with_prompt, bos_id)

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from assay.data.noise import FLAGS
 from assay.lazy import datasets, pd
 from assay.selection.selectors import finite
 
-FLAGS = ("is_corrupted", "is_flipped")
-"""Ground-truth noise flags (``assay.data.noise``): where the training split has one, every selection
-is scored against it, and the per-sample store and batches carry it."""
 
 
 def auroc(positive: np.ndarray, score: np.ndarray) -> float:

@@ -15,6 +15,7 @@ import numpy as np
 from assay.lazy import F, torch
 
 from assay.data.collate import IGNORE
+from assay.data.text import response_column
 from assay.errors import check
 from assay.models.passes import eval_mode, forward, padded_batches, pooled_hidden_states
 from assay.registry import register

@@ -14,7 +14,7 @@ from typing import Any, Optional
 import numpy as np
 from omegaconf import MISSING
 
-from assay.errors import UserError, check
+from assay.errors import MOVED_KEYS, UserError, check
 from assay.registry import register
 
 GROUP = "selection/selector"
@@ -218,3 +218,4 @@ MOVED = {
     "selection.quota_clusters": "selection.selector.clusters (with selection/selector=quota)",
 }
 """Field paths of the former single selection config, and where each now lives."""
+MOVED_KEYS.update(MOVED)

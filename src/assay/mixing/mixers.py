@@ -20,7 +20,7 @@ import numpy as np
 
 from assay.data.mixture import MixtureConfig, _normalise, check_weights
 from assay.errors import UserError, check
-from assay.mixing.rules import temperature_weights
+from assay.data.weights import temperature_weights
 from assay.registry import register
 
 INITS = ("uniform", "natural", "temperature", "weights")

@@ -1,0 +1,3 @@
+from assay.compare.cli import main
+
+main()

@@ -1,0 +1,77 @@
+"""``assay-compare``: a sweep (or any set of runs) -> one table, CSV, Markdown and plots.
+
+    assay-compare logs/train/multirun/2026-11-21_10-00-00 --by objective.name,noise.p --metric test/pref_acc
+    assay-compare runA runB runC                       # explicit run directories
+    assay-compare logs/train/multirun/x/0/wandb        # wandb offline run directories
+    assay-compare wandb:my-entity/assay --by objective.name   # runs on the wandb server
+
+Runs that share the ``--by`` values (and differ only in their seed) are one group: each metric is
+reported as mean ± std over the group with its n. A run without a summary (failed, killed, still
+running) or a sweep job that never produced a directory is listed as such, never silently dropped,
+because a seed that crashed is part of the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from assay.compare.plots import plot_curves, plot_metrics
+from assay.compare.readers import CURVES, collect
+from assay.compare.table import aggregate, check_keys, choose_metrics, markdown, print_table, runs_frame, varying_keys
+from assay.errors import UserError
+
+
+def compare(inputs: list[str], by: list[str] | None = None, metrics: list[str] | None = None, out: Path | None = None,
+            x: str | None = None, curves: list[str] | None = None, plots: bool = True, quiet: bool = False) -> dict[str, Any]:
+    """Read, aggregate and write; returns the table, the runs and the written files."""
+    runs = collect(inputs)
+    by = list(by) if by else varying_keys(runs)
+    by = check_keys(runs, by)
+    if x is not None and x not in by:
+        raise UserError("--x", x, f"must be one of the --by keys {by}")
+    metrics = choose_metrics(runs, list(metrics or []))
+    table = aggregate(runs, by, metrics)
+    bad = [r for r in runs if r.status != "completed"]
+    if out is None:
+        first = Path(inputs[0])
+        out = first / "compare" if len(inputs) == 1 and first.is_dir() else Path("compare")
+    out.mkdir(parents=True, exist_ok=True)
+    files = [out / "compare.csv", out / "runs.csv", out / "compare.md"]
+    table.to_csv(files[0], index=False)
+    runs_frame(runs, by, metrics).to_csv(files[1], index=False)
+    files[2].write_text(markdown(table, by, metrics, bad))
+    if plots:
+        files += plot_metrics(table, by, metrics, x, out)
+        files += plot_curves(runs, by, list(curves) if curves is not None else list(CURVES), out)
+    if not quiet:
+        print_table(table, by, metrics, bad)
+        print(f"wrote {len(files)} files to {out}")
+    return {"table": table, "runs": runs, "by": by, "metrics": metrics, "files": files, "out": out}
+
+
+def _split(values: list[str] | None) -> list[str]:
+    return [v for item in values or [] for v in item.split(",") if v]
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="assay-compare", description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", help="a sweep directory, run directories, wandb run directories, or a wandb project (entity/project or wandb:entity/project)")
+    p.add_argument("--by", action="append", help="config keys to group on, comma-separated (default: every key that varies, except seeds)")
+    p.add_argument("--metric", action="append", help="summary metrics to report, comma-separated (default: the headline test metrics and any selection/* detection metrics)")
+    p.add_argument("--x", help="the --by key on the x axis of the metric plots (default: the last numeric --by key)")
+    p.add_argument("--curve", action="append", help=f"metrics.csv columns to draw as learning curves, wildcards allowed (mixing/weight/*: an online mixer's domain weights; default: {','.join(CURVES)})")
+    p.add_argument("--out", type=Path, help="where to write compare.csv, runs.csv, compare.md and the PNGs (default: <sweep>/compare)")
+    p.add_argument("--no-plots", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        compare(args.runs, _split(args.by) or None, _split(args.metric), args.out, args.x, _split(args.curve) or None, not args.no_plots)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

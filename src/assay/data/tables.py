@@ -1,0 +1,270 @@
+"""Tabular sources (config group ``data``): Hub datasets and local JSONL / Parquet files, each row
+mapped onto our columns by its ``data.schema`` (``assay.data.schemas``)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Optional
+
+from omegaconf import MISSING
+
+from assay.data.schemas import SCHEMAS, lookup_schema
+from assay.data.sources import SPLITS, DataConfig
+from assay.errors import UserError, check
+from assay.lazy import datasets
+from assay.registry import register
+
+
+@dataclass
+class TableData(DataConfig):
+    """Shared fields of the tabular sources (Hub datasets and local files)."""
+
+    schema: str = "plain"
+    """How rows map to our columns: ``plain`` (via ``columns``), ``alpaca`` (instruction/input/output),
+    ``hh`` (Anthropic HH full transcripts), ``ultrafeedback`` (message lists, binarized), ``messages``
+    (conversations: ``messages`` for SFT; ``chosen``/``rejected`` message lists, with or without a
+    ``prompt`` message list, for preferences; the last assistant message is the trained reply)."""
+    columns: dict[str, str] = field(default_factory=dict)
+    """Our column -> the file's column, e.g. ``{prompt: question, completion: answer}``."""
+    prompt_template: str = "{instruction}\n\n{input}"
+    """Alpaca schema: how instruction and input become the prompt (empty input drops the blank line)."""
+    source_name: Optional[str] = None
+    """Domain name written to ``source`` (default: derived from the path)."""
+    source_column: Optional[str] = None
+    """A column whose value is the per-row domain, for multi-domain files."""
+    val_fraction: float = 0.05
+    """Carved from train (seeded) when no validation split exists."""
+    test_fraction: float = 0.05
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.schema in SCHEMAS, "data.schema", self.schema, f"must be one of {list(SCHEMAS)}")
+        for key in ("val_fraction", "test_fraction"):
+            v = getattr(self, key)
+            check(0.0 <= v < 0.5, f"data.{key}", v, "must be in [0, 0.5)")
+
+    # ---- row mapping (assay.data.schemas) -------------------------------------------------------
+    def _column(self, ours: str) -> str:
+        return self.columns.get(ours, ours)
+
+    def _required_raw_columns(self) -> list[str]:
+        return lookup_schema(self.schema).required(self._column, self.format, self.text_columns)
+
+    def _map_row(self, row: dict) -> dict:
+        return lookup_schema(self.schema).map_row(row, self._column, self.format, self.prompt_template)
+
+    def _normalise(self, ds: datasets.Dataset, split: str, default_source: str) -> datasets.Dataset:
+        missing = [c for c in self._required_raw_columns() if c not in ds.column_names]
+        if missing:
+            raise UserError(
+                "data.columns",
+                dict(self.columns),
+                f"{split} split lacks column(s) {missing} needed for format={self.format}, schema={self.schema} "
+                f"(it has {ds.column_names}); map them with data.columns.<ours>=<theirs>",
+            )
+        has_id = "id" in ds.column_names
+        source = self.source_name or default_source
+
+        def convert(row: dict, index: int) -> dict:
+            out = self._map_row(row)
+            out["id"] = str(row["id"]) if has_id else f"{source}/{split}/{index:07d}"
+            out["source"] = str(row[self.source_column]) if self.source_column else source
+            out["difficulty"] = -1 if row.get("difficulty") is None else int(float(row["difficulty"]))  # checked in _assemble
+            out["answer"] = out.get("completion", out.get("chosen", ""))
+            return out
+
+        absent = [c for c in self.keep_columns if c not in ds.column_names]
+        if absent:
+            raise UserError("data.keep_columns", list(self.keep_columns), f"{split} split lacks column(s) {absent} (it has {ds.column_names})")
+        keep = set(self.text_columns) | {"id", "source", "difficulty", "answer", "prompt_messages"} | set(self.keep_columns)
+        ds = ds.map(convert, with_indices=True, desc=f"mapping {split} rows")
+        return ds.remove_columns([c for c in ds.column_names if c not in keep])
+
+    def _file_field(self, split: str) -> tuple[str, str]:
+        """The config field (and its value) that names where ``split``'s rows come from."""
+        return "data", self.name
+
+    def _check_difficulty(self, ds: datasets.Dataset, split: str) -> None:
+        """The optional ``difficulty`` column holds whole numbers (ints, integral floats, digit
+        strings) or nulls; anything else is named with its row (0-based, in the source's order)."""
+        if "difficulty" not in ds.column_names:
+            return
+        for index, value in enumerate(ds["difficulty"]):
+            if value is None:
+                continue
+            try:
+                whole = not isinstance(value, bool) and float(value).is_integer()
+            except (TypeError, ValueError):
+                whole = False
+            if not whole:
+                field_name, where = self._file_field(split)
+                raise UserError(field_name, where, f"column 'difficulty' must hold whole numbers (or null); row {index} of the {split} split has {value!r}")
+
+    def _assemble(self, raw: dict[str, datasets.Dataset], default_source: str) -> datasets.DatasetDict:
+        """Map raw splits to ours and carve val/test out of train where they are absent."""
+        check("train" in raw, "data", self.name, "a train split is required")
+        for split, ds in raw.items():
+            self._check_difficulty(ds, split)
+        train = raw["train"]
+        for split, frac in (("test", self.test_fraction), ("val", self.val_fraction)):
+            if split not in raw:
+                if frac <= 0:
+                    raise UserError(f"data.{split}_fraction", frac, f"no {split} split given, so it must be > 0")
+                if round(frac * len(train)) < 1 or len(train) - round(frac * len(train)) < 1:
+                    field_name, where = self._file_field("train")
+                    raise UserError(field_name, where, f"has {len(train)} training row(s), too few to carve a {split} split of "
+                                    f"data.{split}_fraction={frac} from; give more rows or a {split} split of its own")
+                parts = train.train_test_split(test_size=frac, seed=self.seed, shuffle=True)
+                train, raw[split] = parts["train"], parts["test"]
+        raw["train"] = train
+        return datasets.DatasetDict({s: self._normalise(raw[s], s, default_source) for s in SPLITS})
+
+
+def _reason(e: BaseException) -> str:
+    """The first line of an exception's message (at most 200 characters), or its type when it has none."""
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
+
+
+def _load_or_explain(field_name: str, value: str, **kwargs) -> datasets.DatasetDict:
+    try:
+        return datasets.load_dataset(**kwargs)
+    except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as e:
+        raise UserError(field_name, value, f"could not be loaded ({_reason(e)})") from None
+    except Exception as e:  # corrupt files surface as arrow/json decoding errors
+        raise UserError(field_name, value, f"is unreadable ({type(e).__name__}: {_reason(e)})") from None
+
+
+def _blank(path: Path) -> bool:
+    """True when the file holds nothing but whitespace (read until the first other byte)."""
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 16):
+            if chunk.strip():
+                return False
+    return True
+
+
+def check_utf8(path: Path, field_name: str, value: str) -> None:
+    """Text files must be UTF-8 (JSON requires it). Arrow's JSON reader accepts other bytes and only
+    fails when a row is read back, deep inside training setup; here the file is decoded once, in
+    chunks, and the first bad byte is reported with its line."""
+    import codecs
+
+    decoder, line, offset = codecs.getincrementaldecoder("utf-8")(), 1, 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as e:
+                bad = offset + e.start
+                line += chunk[: e.start].count(b"\n")
+                raise UserError(field_name, value, f"is not UTF-8 text: byte 0x{chunk[e.start]:02x} at offset {bad} (line {line}); re-encode it as UTF-8") from None
+            line += chunk.count(b"\n")
+            offset += len(chunk)
+    try:
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise UserError(field_name, value, f"is not UTF-8 text: it ends inside a multi-byte character (offset {offset})") from None
+
+
+@dataclass
+class HubData(TableData):
+    """A dataset loaded with ``datasets.load_dataset`` from the Hub or a local dataset directory."""
+
+    path: str = MISSING
+    """Hub id (``Anthropic/hh-rlhf``) or a local directory/script ``load_dataset`` accepts."""
+    subset: Optional[str] = None
+    """The dataset configuration name (``load_dataset``'s second argument)."""
+    revision: Optional[str] = None
+    data_files: dict[str, str] = field(default_factory=dict)
+    """Split name -> file, for builder paths such as ``json``/``parquet`` (``load_dataset(data_files=...)``)."""
+    splits: dict[str, str] = field(default_factory=lambda: {"train": "train"})
+    """Our split -> the dataset's split, e.g. ``{train: train_prefs, test: test_prefs}``."""
+
+    def load(self) -> datasets.DatasetDict:
+        for ours in self.splits:
+            check(ours in SPLITS, "data.splits", ours, f"keys must be among {list(SPLITS)}")
+        loaded = _load_or_explain(
+            "data.path", self.path, path=self.path, name=self.subset, revision=self.revision,
+            data_files=dict(self.data_files) if self.data_files else None,
+        )
+        raw = {}
+        for ours, theirs in self.splits.items():
+            if theirs not in loaded:
+                raise UserError(f"data.splits.{ours}", theirs, f"must be one of the dataset's splits {list(loaded)}")
+            raw[ours] = loaded[theirs]
+        return self._assemble(raw, Path(self.path.rstrip("/")).name)
+
+    def _file_field(self, split: str) -> tuple[str, str]:
+        return "data.path", self.path
+
+
+@register("data", "hf_sft")
+@dataclass
+class HubSFTData(HubData):
+    """Instruction data from the Hub or a local dataset dir (Alpaca-style or any column mapping)."""
+
+    name: str = "hf_sft"
+    format: str = "sft"
+
+
+@register("data", "hf_preference")
+@dataclass
+class HubPreferenceData(HubData):
+    """Preference pairs from the Hub or a local dataset dir (Anthropic HH, UltraFeedback-binarized, ...)."""
+
+    name: str = "hf_preference"
+    format: str = "preference"
+
+
+@register("data", "jsonl")
+@dataclass
+class JsonlData(TableData):
+    """Local JSON-lines files, one per split (val/test carved from train when not given)."""
+
+    name: str = "jsonl"
+    train_file: str = MISSING
+    val_file: Optional[str] = None
+    test_file: Optional[str] = None
+    builder: ClassVar[str] = "json"
+    text_file: ClassVar[bool] = True
+    """Whether the files are text (checked for emptiness and UTF-8 before loading)."""
+    """The ``load_dataset`` builder that reads these files."""
+
+    def load(self) -> datasets.DatasetDict:
+        files = {"train": self.train_file, "val": self.val_file, "test": self.test_file}
+        raw = {}
+        for split, path in files.items():
+            if path is None:
+                continue
+            p = Path(path).expanduser()
+            if not p.is_file():
+                raise UserError(f"data.{split}_file", path, "file does not exist")
+            if not os.access(p, os.R_OK):
+                raise UserError(f"data.{split}_file", path, "file is not readable")
+            if self.text_file:
+                if _blank(p):
+                    raise UserError(f"data.{split}_file", path, "file is empty (a JSON-lines file needs one object per line)")
+                check_utf8(p, f"data.{split}_file", path)
+            ds = _load_or_explain(f"data.{split}_file", path, path=self.builder, data_files=str(p), split="train")
+            if len(ds) == 0:
+                raise UserError(f"data.{split}_file", path, "file has no rows")
+            raw[split] = ds
+        return self._assemble(raw, Path(self.train_file).stem)
+
+    def _file_field(self, split: str) -> tuple[str, str]:
+        # val/test carved from train come from the train file
+        path = {"val": self.val_file, "test": self.test_file}.get(split)
+        return (f"data.{split}_file", path) if path is not None else ("data.train_file", self.train_file)
+
+
+@register("data", "parquet")
+@dataclass
+class ParquetData(JsonlData):
+    """Local Parquet files, one per split (val/test carved from train when not given)."""
+
+    name: str = "parquet"
+    builder: ClassVar[str] = "parquet"
+    text_file: ClassVar[bool] = False
