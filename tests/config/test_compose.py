@@ -31,6 +31,7 @@ COMPANIONS = {
 
 PRESETS = {("objective", "dr_dpo"): "dpo+dr_dpo", ("objective", "beta_dpo"): "dpo+beta_dpo"}
 """Options that are another option plus a nested choice, by the method label they compose to."""
+COMPANIONS.update({("objective", preset): [f"data.format={options('objective')['dpo']().data_format}"] for _, preset in PRESETS})
 
 
 def all_options():

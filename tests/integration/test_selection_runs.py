@@ -52,7 +52,7 @@ def test_probe_checkpoints_and_final_model_feed_later_scorers(tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from assay.selection.model_scores import token_statistics
+    from assay.selection.scorers.model_scores import token_statistics
 
     common = ["debug=fast", "noise=corrupt", "noise.p=0.3", "data.max_train_examples=40"]
     probe = tmp_path / "probe"

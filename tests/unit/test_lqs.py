@@ -11,9 +11,9 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from assay.errors import UserError
 from assay.selection import SelectionContext
-from assay.selection.gradient_scores import CLUES
+from assay.selection.scorers.gradient_scores import CLUES
 from assay.dynamics.checkpoints import in_training_order
-from assay.selection.lqs import LQS, hessian_vector_product, learnability_quality
+from assay.selection.scorers.lqs import LQS, hessian_vector_product, learnability_quality
 from assay.models.passes import padded_batches
 
 
@@ -157,7 +157,7 @@ def test_end_to_end_over_a_warmup_trajectory(tmp_path, compose_cfg):
     import copy
 
     from assay.models.grads import gradient_features
-    from assay.selection.lqs import mean_response_loss
+    from assay.selection.scorers.lqs import mean_response_loss
 
     ctx = skills_pool(compose_cfg, 48, 16)
     pad = ctx.tokenizer.pad_token_id

@@ -11,8 +11,8 @@ from assay.embeddings import Column, HiddenMean, MiniLM, build_embedder, data_fi
 from assay.errors import UserError
 from assay.selection import SelectionContext
 from assay.selection.selectors import Top
-from assay.selection.gotd import GotD
-from assay.selection.lava import Lava
+from assay.selection.scorers.gotd import GotD
+from assay.selection.scorers.lava import Lava
 from assay.ot import (
     Labels,
     SolverOptions,
@@ -27,7 +27,7 @@ from assay.ot import (
     sinkhorn_potentials,
     solve,
 )
-from assay.selection.ot import check_classes, check_pair
+from assay.selection.scorers.ot import check_classes, check_pair
 from tests.conftest import USER_MODEL_CACHE
 
 SOLVERS = ["exact", "sinkhorn", "batched"]

@@ -10,10 +10,10 @@ from assay.errors import UserError
 from assay.objectives.logps import sequence_logps
 from assay.selection import SelectionContext
 from assay.selection.selectors import Top
-from assay.selection.dynamics_scores import BetaFilter, Cartography, Forgetting, cartography, forgetting_events
-from assay.selection.gradient_scores import CLUES, LESS, GraNd
+from assay.selection.scorers.dynamics_scores import BetaFilter, Cartography, Forgetting, cartography, forgetting_events
+from assay.selection.scorers.gradient_scores import CLUES, LESS, GraNd
 from assay.models.passes import padded_batches
-from assay.selection.model_scores import EL2N, IFD, EmbedSim, KMeansDiverse, Perplexity, diversity_scores
+from assay.selection.scorers.model_scores import EL2N, IFD, EmbedSim, KMeansDiverse, Perplexity, diversity_scores
 
 
 class Tok:

@@ -2,7 +2,7 @@
 gradient of OT(pool, target) with respect to each pool point's mass.
 
 Pure numerics on arrays and tensors: no configuration, registry or dataset. The scorers that use it
-(LAVA and GOT-D, ``assay.selection.ot``) embed pool and target and pass the arrays in.
+(LAVA and GOT-D, ``assay.selection.scorers.ot``) embed pool and target and pass the arrays in.
 
 Both methods value a pool point z_i by how the OT distance between the pool μ_t and a target ν moves
 when z_i gets a little more mass. With uniform weights and dual potentials (f, g) of OT(μ_t, ν), that

@@ -200,7 +200,7 @@ class Quota(Selector):
             return np.asarray([str(v) for v in ctx.train[self.by]])
         if ctx.model is None:
             raise UserError("selection.selector.by", "cluster", "clusters the model's embeddings, and this stage provides no model")
-        from assay.selection.model_scores import embed, kmeans
+        from assay.selection.scorers.model_scores import embed, kmeans
 
         x = embed(ctx.model, ctx.train, ctx.tokenizer.pad_token_id, getattr(context.scorer, "batch_size", 32))
         return np.asarray([f"c{c}" for c in kmeans(x, self.clusters, context.scorer.seed).labels_])

@@ -22,7 +22,7 @@ from assay.models.projection import PROJECTIONS
 from assay.errors import check
 from assay.registry import register
 from assay.selection import SelectionContext, TargetSet
-from assay.selection.model_scores import ModelScorer
+from assay.selection.scorers.model_scores import ModelScorer
 
 
 @dataclass

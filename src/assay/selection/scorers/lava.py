@@ -20,7 +20,7 @@ from assay.errors import check
 from assay.ot import Labels
 from assay.registry import register
 from assay.selection import SelectionContext
-from assay.selection.ot import OTSelection
+from assay.selection.scorers.ot import OTSelection
 
 
 @register("selection", "lava")

@@ -55,7 +55,7 @@ from assay.registry import register
 from assay.selection import SelectionContext, TargetSet
 from assay.models.grads import grad_param_names, gradient_features, row_losses
 from assay.models.passes import padded_batches
-from assay.selection.model_scores import ModelScorer
+from assay.selection.scorers.model_scores import ModelScorer
 
 functional_call, grad, jvp = (lazy_function("torch.func", f) for f in ("functional_call", "grad", "jvp"))
 

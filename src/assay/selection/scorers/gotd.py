@@ -23,7 +23,7 @@ import numpy as np
 
 from assay.registry import register
 from assay.selection import SelectionContext
-from assay.selection.ot import OTSelection
+from assay.selection.scorers.ot import OTSelection
 
 
 @register("selection", "gotd")

@@ -1,0 +1,9 @@
+"""Scorers, one module per family: each gives every training example a score (higher = keep).
+
+- ``model_scores``: what one model says about each example (perplexity, IFD, EL2N, embedding
+  similarity to a target, k-means coverage).
+- ``dynamics_scores``: what training did to each example (data maps, forgetting, β-DPO's filter).
+- ``gradient_scores``: per-sample gradients (GraNd, LESS, CLUES).
+- ``lqs``: learnability-quality scores from two checkpoints.
+- ``ot``: the shared optimal-transport scorer base; ``lava`` and ``gotd`` its two methods.
+"""
