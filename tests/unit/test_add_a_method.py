@@ -1,0 +1,89 @@
+"""The README's "Add a method" holds: a new scorer, selector or aggregator is one registered class,
+and the composed run picks it by name with its own fields and nothing else."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+from hydra.core.config_store import ConfigStore
+
+from assay import registry
+from assay.config import validate
+from assay.objectives.aggregators import Aggregator
+from assay.registry import register
+from assay.selection import Scorer
+from assay.selection.selectors import KeepContext, Selector
+
+
+def _paths(tree: dict, prefix: tuple = ()) -> set[tuple]:
+    out = set()
+    for key, value in tree.items():
+        out |= _paths(value, (*prefix, key)) if isinstance(value, dict) else {(*prefix, key)}
+    return out
+
+
+@pytest.fixture
+def scratch_registry():
+    """Entries registered inside a test leave the registry and the ConfigStore as they were."""
+    saved, before = copy.deepcopy(registry._REGISTRY), _paths(ConfigStore.instance().repo)
+    yield
+    registry._REGISTRY.clear()
+    registry._REGISTRY.update(saved)
+    for path in _paths(ConfigStore.instance().repo) - before:
+        if path[0] not in ("selection", "objective"):
+            continue  # Hydra registers its own plugins' configs on first use
+        node = ConfigStore.instance().repo
+        for key in path[:-1]:
+            node = node[key]
+        del node[path[-1]]
+
+
+def test_a_new_selector_and_scorer_compose_by_name(scratch_registry, compose_cfg):
+    @register("selection/selector", "bottom")
+    @dataclass
+    class Bottom(Selector):
+        """Keep the ``share`` lowest scores."""
+
+        name: str = "bottom"
+        share: float = 0.5
+
+        def keep(self, scores: np.ndarray, context: KeepContext) -> np.ndarray:
+            return scores <= np.quantile(scores, self.share)
+
+    @register("selection", "length")
+    @dataclass
+    class Length(Scorer):
+        """Longer prompts score higher."""
+
+        name: str = "length"
+
+        def score(self, ctx) -> np.ndarray:
+            return np.array([len(p) for p in ctx.train["prompt_ids"]], dtype=float)
+
+    # a scorer's YAML names its default selector; without one, the selector is appended to the defaults
+    spec = validate(compose_cfg(["selection=length", "+selection/selector=bottom", "selection.selector.share=0.25"]))
+    assert isinstance(spec.selection, Length) and spec.selection.selector == Bottom(share=0.25)
+    scores = np.arange(8.0)
+    assert spec.selection.selector.keep(scores, None).tolist() == [True, True] + [False] * 6  # <= the 25% quantile, 1.75
+
+
+def test_a_new_aggregator_composes_by_name(scratch_registry, compose_cfg):
+    @register("objective/aggregator", "median")
+    @dataclass
+    class Median(Aggregator):
+        """The median per-pair loss of the kept pairs (a robust location, for illustration)."""
+
+        name: str = "median"
+
+        def reduce(self, loss, kept=None):
+            loss = loss if kept is None else loss[kept.bool()]
+            return loss.median(), None
+
+    spec = validate(compose_cfg(["objective=dpo", "data.format=preference", "objective/aggregator=median"]))
+    assert isinstance(spec.objective.aggregator, Median) and spec.objective.method == "dpo+median"
+    value, _ = spec.objective.aggregator.reduce(torch.tensor([3.0, 1.0, 2.0, 10.0]), torch.tensor([1, 1, 1, 0]))
+    assert value.item() == 2.0
