@@ -64,3 +64,17 @@ def run_in_hydra(overrides: list[str], output_dir: Path) -> dict:
             return run(cfg)
         finally:
             GlobalHydra.instance().clear()
+
+
+def detection_from_artefact(selection_parquet: Path, flag: str) -> dict:
+    """Detection recomputed from a saved selection alone (scores + ground-truth flags), with
+    scikit-learn's ROC AUC: a low keep-score flags the noisy example."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score
+
+    sel = pd.read_parquet(selection_parquet)
+    noisy = sel[flag].to_numpy(dtype=bool)
+    k = int(noisy.sum())
+    lowest = np.lexsort((np.arange(len(sel)), sel["score"].to_numpy()))[:k]
+    return {"auroc": float(roc_auc_score(noisy, -sel["score"])), "precision_at_k": float(noisy[lowest].mean()), "k": k}

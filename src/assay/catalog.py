@@ -17,9 +17,9 @@ import assay.config  # noqa: F401  (registers every entry)
 from assay.paths import CONF_DIR
 from assay.registry import describe, options, yaml_options
 
-NESTED = ("objective/aggregator", "objective/controller")
+NESTED = ("objective/aggregator", "objective/controller", "selection/selector")
 """Groups nested in a group's options: chosen with ``objective/aggregator=dr_dpo``."""
-OVERLAYS = ("paths", "hydra/launcher", "hydra/sweeper", "experiment", "sweep", "debug")
+OVERLAYS = ("collab", "paths", "hydra/launcher", "hydra/sweeper", "experiment", "sweep", "debug")
 
 
 def _yaml_comment(path: Path) -> str:

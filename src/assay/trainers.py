@@ -239,7 +239,11 @@ class GPUTrainer(TrainerConfig):
 @register("trainer", "ddp")
 @dataclass
 class DDPTrainer(TrainerConfig):
-    """Data parallel over all GPUs of the node (launch through SLURM/submitit or torchrun for sweeps)."""
+    """Data parallel, one process per device (launch through SLURM/submitit or torchrun for sweeps).
+
+    On the CPU (gloo), as the tests run it: ``trainer=ddp trainer.accelerator=cpu trainer.devices=2
+    trainer.precision=32-true trainer.threads=1``. What several processes guarantee (store, sampler,
+    evaluation, rank 0 writes): README, "Several processes"."""
 
     name: str = "ddp"
     accelerator: str = "gpu"

@@ -51,9 +51,11 @@ def test_every_option_composes_and_validates(compose_cfg, group, option):
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in NESTED for o in group_options(g)])
 def test_every_nested_option_composes_and_validates(compose_cfg, group, option):
-    cfg = compose_cfg(["objective=dpo", "data.format=preference", f"{group}={option}"])
-    entry = validate(cfg).objective
-    assert getattr(entry, group.split("/")[1]).name == option
+    parent, child = group.split("/")
+    base = {"objective": ["objective=dpo", "data.format=preference"], "selection": ["selection=random"]}[parent]
+    companions = {("selection/selector", "threshold"): ["selection.selector.threshold=0.5"]}.get((group, option), [])
+    entry = getattr(validate(compose_cfg([*base, f"{group}={option}", *companions])), parent)
+    assert getattr(entry, child).name == option
 
 
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")))

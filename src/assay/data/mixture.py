@@ -242,7 +242,8 @@ class SingleMixture(MixtureConfig):
 @register("mixture", "weights")
 @dataclass
 class WeightsMixture(MixtureConfig):
-    """Explicit per-domain weights (normalised to sum to one; unlisted domains get zero)."""
+    """Explicit per-domain weights (normalised to sum to one; unlisted domains get zero), given on
+    the command line: ``mixture=weights mixture.weights='{copy:1,add:3}'``."""
 
     name: str = "weights"
     weights: dict[str, float] = field(default_factory=dict)
@@ -282,7 +283,9 @@ class TemperatureMixture(MixtureConfig):
 @register("mixture", "schedule")
 @dataclass
 class ScheduleMixture(MixtureConfig):
-    """Weights that change over training: piecewise stages, or upsampling domains for the last fraction."""
+    """Weights that change over training: piecewise stages, or upsampling domains for the last fraction:
+    ``mixture=schedule mixture.upsample=[add] mixture.last_fraction=0.2 mixture.factor=3``, or
+    ``mixture.stages='[{until:0.8,weights:{copy:1}},{until:1.0,weights:{add:1}}]'``."""
 
     name: str = "schedule"
     stages: list[Any] = field(default_factory=list)

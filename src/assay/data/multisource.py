@@ -51,7 +51,9 @@ def _plain(value: Any) -> Any:
 @register("data", "sources")
 @dataclass
 class SourcesData(DataConfig):
-    """Several sources (skills, Hub, JSON-lines, Parquet) in one pool, keyed by domain name."""
+    """Several sources (skills, Hub, JSON-lines, Parquet) in one pool, keyed by domain name; each
+    ``{kind: skills|hub|jsonl|parquet, weight, <loader fields>}``, e.g. ``data=sources
+    +data.sources.code='{kind:jsonl,train_file:code.jsonl}' +data.sources.skills='{kind:skills}'``."""
 
     name: str = "sources"
     sources: dict[str, Any] = field(default_factory=dict)

@@ -34,9 +34,13 @@ class Selection:
     metadata: dict = field(default_factory=dict)
     """What the selection step measured: the selector, its threshold, detection AUROC / precision@k
     against ground-truth noise flags when the data has them."""
+    flags: dict[str, np.ndarray] = field(default_factory=dict)
+    """Ground-truth noise flags of the pool (``is_flipped``, ``is_corrupted``) where the data has them,
+    saved next to the scores so anyone can redo the detection analysis from the artefact alone."""
 
     def save(self, path: Path) -> None:
-        pd.DataFrame({"id": self.ids, "score": self.scores, "kept": self.kept}).to_parquet(path, index=False)
+        columns = {"id": self.ids, "score": self.scores, "kept": self.kept, **{k: np.asarray(v, dtype=bool) for k, v in self.flags.items()}}
+        pd.DataFrame(columns).to_parquet(path, index=False)
         Path(path).with_suffix(".json").write_text(json.dumps(self.metadata, indent=2, default=float))
 
     def detection_metrics(self) -> dict[str, float]:
@@ -143,7 +147,8 @@ class Scorer:
             raise UserError("selection", self.name, f"kept no examples out of {len(ctx.train)}; keep a larger selection.selector.fraction or count")
         metadata = {"scorer": self.name, "selector": self.selector.name, "kept": int(kept.sum()), "pool": len(kept), **measured}
         metadata["detection"] = detection_report(ctx.train, scores, kept)
-        return Selection(list(ctx.train["id"]), scores, kept, metadata)
+        flags = {f: np.asarray(ctx.train[f], dtype=bool) for f in FLAGS if f in ctx.train.column_names}
+        return Selection(list(ctx.train["id"]), scores, kept, metadata, flags)
 
 
 @dataclass

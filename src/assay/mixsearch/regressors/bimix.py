@@ -7,8 +7,10 @@ term per domain (allenai/olmix's ``BimixRegressor`` does the same at one scale).
 ran at the same quantity, s carries no information and the law collapses to Σ_i F_i · r_i^{−α_i}.
 
 r_i + ε with ε = 1e-3 keeps a domain that a proxy left out (RegMix zeroes tiny weights) finite: its
-loss is then what the other domains teach, not infinity. [The functional form follows the project's
-reference notes; it was not checked against the paper's equation.]
+loss is then what the other domains teach, not infinity. Checked: the one-scale collapse is what
+allenai/olmix's ``BimixRegressor`` fits (Σ_i F_i·x_i^{−α_i}, its docstring deriving it from BiMix), and
+the bivariate form has the five coefficients per domain the paper's summary names (A_i, α_i, B_i, β_i,
+C_i); the paper's own equation text was not available offline to compare symbol by symbol.
 """
 
 from __future__ import annotations
