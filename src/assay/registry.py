@@ -132,3 +132,16 @@ def to_object(node: Any) -> Any:
     if dataclasses.is_dataclass(node):
         return node
     return OmegaConf.to_object(node)
+
+
+def from_saved(group: str, node: Any) -> Any:
+    """The typed entry of ``group`` from a run's saved ``config.yaml`` node: the entry named by its
+    ``name``, with every nested entry (``objective.aggregator``, ``selection.selector``: a mapping with
+    a ``name`` of the group ``<group>/<field>``) typed the same way, so a saved run rebuilds exactly
+    what it ran with."""
+    nested = {key for key in node if f"{group}/{key}" in _REGISTRY and isinstance(node[key], DictConfig) and "name" in node[key]}
+    typed = OmegaConf.merge(OmegaConf.structured(lookup(group, node["name"])), {k: node[k] for k in node if k not in nested})
+    for key in nested:
+        typed[key] = OmegaConf.merge(OmegaConf.structured(lookup(f"{group}/{key}", node[key]["name"])), node[key])
+    return OmegaConf.to_object(typed)
+

@@ -110,7 +110,7 @@ def _one_process_test_metrics(run_dir: Path, out: Path) -> dict:
     from assay.module import AssayModule
     from tests.conftest import compose_config
 
-    spec = validate(compose_config([*SFT, "selection=none", f"model.init_from={run_dir}"], output_dir=out))
+    spec = validate(compose_config([*(o for o in SFT if not o.startswith("selection")), "selection=none", f"model.init_from={run_dir}"], output_dir=out))
     examples = build_examples(spec.data, spec.mixture, spec.noise)
     model, tokenizer = spec.model.build(examples.splits)
     d = spec.data

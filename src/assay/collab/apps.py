@@ -43,14 +43,14 @@ def load_spec(run_dir: Path):
 
     from assay.config import CollabConfig
     from assay.config import EvalConfig, OptimConfig, RunSpec
-    from assay.registry import GROUPS, lookup
+    from assay.registry import GROUPS, from_saved
 
     raw = OmegaConf.load(Path(run_dir) / "config.yaml")
 
     def typed(cls, node):
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), node))
 
-    parts = {g: typed(lookup(g, raw[g].name), raw[g]) for g in GROUPS}
+    parts = {g: from_saved(g, raw[g]) for g in GROUPS}
     spec = RunSpec(**parts, optim=typed(OptimConfig, raw.optim), eval=typed(EvalConfig, raw.eval), raw=raw)
     return spec, typed(CollabConfig, raw.collab), int(raw.seed)
 
