@@ -1,0 +1,179 @@
+"""Table, paired tests and plots of the noisy-preferences v2 grid (run.sh runs it at the end).
+
+    python analyze.py <grid directory> <output directory>
+
+Reads every ``runs/seed=<s>/p=<p>/<method>/summary.json`` (and the run's metrics.csv and mechanism.csv),
+writes runs.csv (one row per run), table.md (mean ± sample std over seeds), paired.md (each method
+against DPO at each flip rate, paired by seed: the same SFT model, flips and data order) and the plots.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import ttest_rel
+
+COLUMNS = {
+    "test/pref_acc": "pref acc",
+    "test/answer_reward": "answer reward",
+    "test/win_rate": "win rate",
+    "test/kl_ref": "KL ref",
+    "test/exact_match": "exact match",
+    "mechanism/auroc_loss": "AUROC loss",
+    "mechanism/auroc_dr_weight": "AUROC Dr. weight",
+    "mechanism/flipped_share_lowest_weight": "flipped share, lowest 10% weight",
+    "mechanism/auroc_beta_dpo_keep": "AUROC β-DPO drop",
+    "mechanism/beta_last": "β last",
+}
+PAIRED = ("test/pref_acc", "test/answer_reward", "test/win_rate", "test/kl_ref")
+
+
+def load(grid: Path) -> pd.DataFrame:
+    rows = []
+    for path in sorted(grid.glob("runs/seed=*/p=*/*/summary.json")):
+        metrics = json.loads(path.read_text())["metrics"]
+        run = path.parent
+        rows.append({"seed": int(run.parent.parent.name.split("=")[1]), "p": float(run.parent.name.split("=")[1]), "method": run.name,
+                     "run_dir": str(run), **{k: metrics.get(k, np.nan) for k in COLUMNS}})
+    return pd.DataFrame(rows)
+
+
+def order(methods) -> list[str]:
+    preferred = ["dpo", "cdpo", "rdpo", "ipo", "dr_dpo_bp0.5", "dr_dpo_bp1", "dr_dpo_bp2", "beta_dpo", "dr_beta_dpo"]
+    return [m for m in preferred if m in set(methods)] + sorted(set(methods) - set(preferred))
+
+
+def fmt(values: pd.Series, digits: int = 3) -> str:
+    values = values.dropna()
+    if values.empty:
+        return "–"
+    if len(values) == 1:
+        return f"{values.iloc[0]:.{digits}f}"
+    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
+
+
+def table(runs: pd.DataFrame) -> str:
+    head = ["method", "p", "n"] + list(COLUMNS.values())
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for method in order(runs["method"]):
+        for p, cell in runs[runs["method"] == method].groupby("p"):
+            lines.append("| " + " | ".join([method, f"{p:g}", str(len(cell))] + [fmt(cell[k]) for k in COLUMNS]) + " |")
+    return "\n".join(lines)
+
+
+def paired(runs: pd.DataFrame) -> str:
+    """Method − DPO per seed, mean difference and the two-sided paired t-test's p-value."""
+    head = ["method", "p"] + [f"Δ {COLUMNS[k]} (p-value)" for k in PAIRED]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for method in order(runs["method"]):
+        if method == "dpo":
+            continue
+        for p in sorted(runs["p"].unique()):
+            base = runs[(runs["method"] == "dpo") & (runs["p"] == p)].set_index("seed")
+            other = runs[(runs["method"] == method) & (runs["p"] == p)].set_index("seed")
+            seeds = base.index.intersection(other.index)
+            cells = []
+            for k in PAIRED:
+                a, b = other.loc[seeds, k].to_numpy(float), base.loc[seeds, k].to_numpy(float)
+                if len(seeds) < 2:
+                    cells.append("–")
+                    continue
+                d = a - b
+                pv = ttest_rel(a, b).pvalue if np.any(d != 0) else 1.0
+                cells.append(f"{d.mean():+.3f} ({pv:.3f}, n={len(seeds)})")
+            lines.append("| " + " | ".join([method, f"{p:g}"] + cells) + " |")
+    return "\n".join(lines)
+
+
+def plots(runs: pd.DataFrame, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = order(runs["method"])
+    for key in ("test/pref_acc", "test/win_rate", "test/answer_reward", "test/kl_ref"):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for m in methods:
+            g = runs[runs["method"] == m].groupby("p")[key]
+            ax.errorbar(g.mean().index, g.mean().values, yerr=g.std(ddof=1).fillna(0).values, label=m, marker="o", capsize=3)
+        ax.set_xlabel("flip rate p (uniform)")
+        ax.set_ylabel(key)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / f"{key.replace('/', '_')}_vs_p.png", dpi=110)
+        plt.close(fig)
+
+    # learning curves: train loss (on the noisy labels) and clean val preference accuracy, mean over seeds
+    for p in sorted(runs["p"].unique()):
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for m in methods:
+            curves = []
+            for run_dir in runs[(runs["method"] == m) & (runs["p"] == p)]["run_dir"]:
+                path = Path(run_dir) / "metrics.csv"
+                if path.exists():
+                    curves.append(pd.read_csv(path))
+            if not curves:
+                continue
+            allc = pd.concat(curves)
+            for ax, key in zip(axes, ("train/pref_acc", "val/pref_acc")):
+                if key in allc:
+                    c = allc.dropna(subset=[key]).groupby("step")[key].mean()
+                    ax.plot(c.index + 1, c.values, label=m, marker="." if key.startswith("val") else None)
+        axes[0].set_title(f"train/pref_acc on the (noisy) training labels, p={p:g}")
+        axes[1].set_title(f"val/pref_acc on clean held-out pairs, p={p:g}")
+        for ax in axes:
+            ax.set_xlabel("step")
+        axes[1].legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / f"learning_curves_p{p:g}.png", dpi=110)
+        plt.close(fig)
+
+    # mechanism: Dr. DPO weight AUROC and the flipped share among the lowest-weight pairs, per step
+    dr = [m for m in methods if m.startswith("dr_")] + ["dpo"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for m in dr:
+        for p in sorted(x for x in runs["p"].unique() if x > 0):
+            steps = []
+            for run_dir in runs[(runs["method"] == m) & (runs["p"] == p)]["run_dir"]:
+                path = Path(run_dir) / "mechanism.csv"
+                if path.exists():
+                    steps.append(pd.read_csv(path))
+            if not steps:
+                continue
+            s = pd.concat(steps).groupby("step").mean(numeric_only=True)
+            column = "auroc_dr_weight" if "auroc_dr_weight" in s else "auroc_loss"
+            axes[0].plot(s.index, s[column].rolling(5, min_periods=1).mean(), label=f"{m} p={p:g} ({column})")
+            if "flipped_share_lowest_weight" in s:
+                axes[1].plot(s.index, s["flipped_share_lowest_weight"].rolling(5, min_periods=1).mean(), label=f"{m} p={p:g}")
+                axes[1].axhline(p, color="grey", lw=0.5, ls="--")
+    axes[0].axhline(0.5, color="grey", lw=0.5, ls="--")
+    axes[0].set_title("within-batch AUROC for flipped pairs (5-step mean)")
+    axes[1].set_title("flipped share among the 10% lowest-weight pairs")
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(out / "mechanism_dr_dpo.png", dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    grid, out = Path(sys.argv[1]), Path(sys.argv[2])
+    out.mkdir(parents=True, exist_ok=True)
+    runs = load(grid)
+    runs.to_csv(out / "runs.csv", index=False)
+    (out / "table.md").write_text(table(runs) + "\n")
+    (out / "paired.md").write_text(paired(runs) + "\n")
+    plots(runs, out)
+    print(table(runs))
+    print()
+    print(paired(runs))
+
+
+if __name__ == "__main__":
+    main()
