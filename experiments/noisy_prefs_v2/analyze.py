@@ -27,9 +27,34 @@ COLUMNS = {
     "mechanism/auroc_dr_weight": "AUROC Dr. weight",
     "mechanism/flipped_share_lowest_weight": "flipped share, lowest 10% weight",
     "mechanism/auroc_beta_dpo_keep": "AUROC β-DPO drop",
+    "mechanism/beta_first": "β first",
     "mechanism/beta_last": "β last",
+    "fit_flipped_last_epoch": "flipped pairs fit, last epoch",
 }
 PAIRED = ("test/pref_acc", "test/answer_reward", "test/win_rate", "test/kl_ref")
+
+
+def flip_fit(run: Path) -> pd.DataFrame:
+    """Per epoch, the share of flipped and of clean training pairs whose *training* label the model's
+    implicit reward agrees with (per-pair ``pref_acc`` in the store, recorded on the step's batch before
+    its update): how far the run has fit the flipped labels."""
+    from assay.dynamics.store import read_store
+
+    if not any((run / "dynamics").glob("part-*.parquet")):
+        return pd.DataFrame()
+    store = read_store(run / "dynamics")
+    if "is_flipped" not in store:
+        return pd.DataFrame()
+    return store.groupby(["epoch", "is_flipped"])["pref_acc"].mean().unstack()
+
+
+def mechanism(run: Path) -> dict:
+    from assay.dynamics.mechanism import mechanism_summary
+    from assay.dynamics.store import read_store
+
+    if not any((run / "dynamics").glob("part-*.parquet")):
+        return {}
+    return mechanism_summary(read_store(run / "dynamics"))[0]
 
 
 def load(grid: Path) -> pd.DataFrame:
@@ -37,6 +62,13 @@ def load(grid: Path) -> pd.DataFrame:
     for path in sorted(grid.glob("runs/seed=*/p=*/*/summary.json")):
         metrics = json.loads(path.read_text())["metrics"]
         run = path.parent
+        # the mechanism columns are recomputed from the run's store with the current
+        # assay.dynamics.mechanism (the grid's runs recorded β-DPO's trajectory as the fixed β_0)
+        mech = mechanism(run)
+        if mech:
+            metrics.update(mech)
+        fit = flip_fit(run)
+        metrics["fit_flipped_last_epoch"] = float(fit[True].dropna().iloc[-1]) if True in fit else np.nan
         rows.append({"seed": int(run.parent.parent.name.split("=")[1]), "p": float(run.parent.name.split("=")[1]), "method": run.name,
                      "run_dir": str(run), **{k: metrics.get(k, np.nan) for k in COLUMNS}})
     return pd.DataFrame(rows)
@@ -131,6 +163,25 @@ def plots(runs: pd.DataFrame, out: Path) -> None:
         axes[1].legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(out / f"learning_curves_p{p:g}.png", dpi=110)
+        plt.close(fig)
+
+    # how fast each method fits the flipped labels, per epoch (mean over seeds)
+    noisy = sorted(x for x in runs["p"].unique() if x > 0)
+    if noisy:
+        fig, axes = plt.subplots(1, len(noisy), figsize=(5.5 * len(noisy), 4), squeeze=False)
+        for ax, p in zip(axes[0], noisy):
+            for m in methods:
+                fits = [flip_fit(Path(r)) for r in runs[(runs["method"] == m) & (runs["p"] == p)]["run_dir"]]
+                fits = [f[True] for f in fits if True in f]
+                if fits:
+                    c = pd.concat(fits, axis=1).mean(axis=1)
+                    ax.plot(c.index + 1, c.values, label=m, marker=".")
+            ax.set_title(f"flipped training pairs fit (model agrees with the flipped label), p={p:g}", fontsize=8)
+            ax.set_xlabel("epoch")
+            ax.set_ylim(0, 1)
+        axes[0][-1].legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "flipped_fit_by_epoch.png", dpi=110)
         plt.close(fig)
 
     # mechanism: Dr. DPO weight AUROC and the flipped share among the lowest-weight pairs, per step

@@ -52,6 +52,7 @@ def main() -> None:
     args = ap.parse_args()
     out = Path(args.out)
     methods = [line.split(None, 1) for line in Path(args.methods).read_text().splitlines() if line.strip() and not line.startswith("#")]
+    failures = 0
     for seed in args.seeds.split(","):
         sft_seed = args.shared_sft if args.shared_sft is not None else seed
         sft = (out / "sft" / f"seed={sft_seed}").resolve()
@@ -66,11 +67,14 @@ def main() -> None:
                     continue
                 started = time.time()
                 try:
-                    run_one([f"seed={seed}", f"model.init_from={sft}", f"noise.p={p}", *shlex.split(args.dpo), *shlex.split(overrides)], run_dir)
+                    run_one([f"seed={seed}", f"model.init_from='{sft}'", f"noise.p={p}", *shlex.split(args.dpo), *shlex.split(overrides)], run_dir)
                     print(f"seed={seed} p={p} {name}: {time.time() - started:.0f} s", flush=True)
                 except Exception:
                     traceback.print_exc()
                     print(f"FAILED seed={seed} p={p} {name}", flush=True)
+                    failures += 1
+                    if failures >= 3:
+                        sys.exit("three runs failed; stopping")
     sys.exit(0)
 
 
