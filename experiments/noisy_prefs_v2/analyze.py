@@ -30,6 +30,7 @@ COLUMNS = {
     "mechanism/beta_first": "β first",
     "mechanism/beta_last": "β last",
     "fit_flipped_last_epoch": "flipped pairs fit, last epoch",
+    "fit_clean_last_epoch": "clean train pairs fit, last epoch",
 }
 PAIRED = ("test/pref_acc", "test/answer_reward", "test/win_rate", "test/kl_ref")
 
@@ -69,6 +70,7 @@ def load(grid: Path) -> pd.DataFrame:
             metrics.update(mech)
         fit = flip_fit(run)
         metrics["fit_flipped_last_epoch"] = float(fit[True].dropna().iloc[-1]) if True in fit else np.nan
+        metrics["fit_clean_last_epoch"] = float(fit[False].dropna().iloc[-1]) if False in fit else np.nan
         rows.append({"seed": int(run.parent.parent.name.split("=")[1]), "p": float(run.parent.name.split("=")[1]), "method": run.name,
                      "run_dir": str(run), **{k: metrics.get(k, np.nan) for k in COLUMNS}})
     return pd.DataFrame(rows)
