@@ -90,12 +90,16 @@ def fmt(values: pd.Series, digits: int = 3) -> str:
     return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
 
 
-def table(runs: pd.DataFrame) -> str:
-    head = ["method", "p", "n"] + list(COLUMNS.values())
+METRICS = ["test/pref_acc", "test/answer_reward", "test/win_rate", "test/kl_ref", "test/exact_match"]
+
+
+def table(runs: pd.DataFrame, keys=None) -> str:
+    keys = list(COLUMNS) if keys is None else keys
+    head = ["method", "p", "n"] + [COLUMNS[k] for k in keys]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method in order(runs["method"]):
         for p, cell in runs[runs["method"] == method].groupby("p"):
-            lines.append("| " + " | ".join([method, f"{p:g}", str(len(cell))] + [fmt(cell[k]) for k in COLUMNS]) + " |")
+            lines.append("| " + " | ".join([method, f"{p:g}", str(len(cell))] + [fmt(cell[k]) for k in keys]) + " |")
     return "\n".join(lines)
 
 
@@ -221,6 +225,9 @@ def main() -> None:
     runs = load(grid)
     runs.to_csv(out / "runs.csv", index=False)
     (out / "table.md").write_text(table(runs) + "\n")
+    (out / "table_metrics.md").write_text(table(runs, METRICS) + "\n")
+    noisy = runs[runs["p"] > 0]
+    (out / "table_mechanism.md").write_text(table(noisy, [k for k in COLUMNS if k not in METRICS]) + "\n")
     (out / "paired.md").write_text(paired(runs) + "\n")
     plots(runs, out)
     print(table(runs))
