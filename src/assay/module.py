@@ -19,10 +19,19 @@ from assay.objectives.base import ObjectiveConfig
 warnings.filterwarnings("ignore", message=r".*when logging on epoch level in distributed setting.*")
 
 
+RATIOS = {"kl_ref": ("_kl_ref_sum", "_kl_ref_tokens")}
+"""Evaluation metrics that are ratios of two per-sample sums (a token mean pooled over the split)."""
+
+
 class AssayModule(pl.LightningModule):
-    def __init__(self, model, tokenizer, objective: ObjectiveConfig, optim: OptimConfig, evaluation: EvalConfig):
+    def __init__(self, model, tokenizer, objective: ObjectiveConfig, optim: OptimConfig, evaluation: EvalConfig, reference=None):
         super().__init__()
         self.model, self.tokenizer = model, tokenizer
+        # The weights training started from (assay.heldout.ReferenceWeights): loaded for the test only,
+        # where the policy is compared with it (win rate, KL); None skips those metrics.
+        self.reference_weights = reference
+        self._reference = None
+        self._generations: list[dict] = []
         self.objective, self.optim, self.evaluation = objective, optim, evaluation
         self._eval_sums: dict[str, list] = defaultdict(list)
         # Running statistics of a dynamic objective (β-DPO), as buffers: saved in every checkpoint.
@@ -61,11 +70,35 @@ class AssayModule(pl.LightningModule):
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_step(batch, "test", True)
 
+    def on_test_start(self) -> None:
+        if self.reference_weights is not None:
+            # a plain attribute, not a submodule: the reference never enters a checkpoint or the optimiser
+            object.__setattr__(self, "_reference", self.reference_weights.load(self.model))
+            self._generations = []
+
+    def on_test_end(self) -> None:
+        if self._reference is None:
+            return
+        object.__setattr__(self, "_reference", None)
+        rows = self._generations
+        if self._trainer is not None and self.trainer.world_size > 1:
+            from assay.distributed import gather_objects
+
+            rows = [r for part in gather_objects(rows) for r in part]
+        if self._trainer is None or self.trainer.is_global_zero:
+            from assay.heldout import write_generations
+
+            write_generations(rows, self.trainer.default_root_dir if self._trainer is not None else ".")
+            self.reference_weights.cleanup()
+        self._generations = []
+
     def _eval_step(self, batch: dict, split: str, generate: bool) -> None:
         out = self.objective.compute(self.model, batch, training=False, controller=self.controller)
         values = {"loss": out.loss, **out.metrics}
         if generate:
             values["exact_match"], values["answer_reward"] = self.greedy_scores(batch)
+        if split == "test" and self._reference is not None:
+            values.update(self.reference_scores(batch, values["answer_reward"]))
         rows = batch["index"].tolist()
         for key, v in values.items():
             for row, source, x in zip(rows, batch["sources"], v.float().cpu().tolist()):
@@ -93,6 +126,10 @@ class AssayModule(pl.LightningModule):
             # one value per row: padding of the shards repeats a few rows
             sums = {key: sorted({row: (row, source, x) for row, source, x in triples}.values()) for key, triples in merged.items()}
         metrics = {}
+        for name, (numerator, denominator) in RATIOS.items():  # token means: Σ numerator / Σ denominator
+            if numerator in sums:
+                total, count = sums.pop(numerator), sums.pop(denominator)
+                metrics[f"{split}/{name}"] = sum(x for _, _, x in total) / max(sum(x for _, _, x in count), 1.0)
         for key, triples in sums.items():
             metrics[f"{split}/{key}"] = sum(x for _, _, x in triples) / len(triples)
             if key in self.evaluation.per_source_metrics or "all" in self.evaluation.per_source_metrics:
@@ -109,8 +146,38 @@ class AssayModule(pl.LightningModule):
         """Per example, of the greedy continuation of the prompt: exact match with the gold answer
         (whitespace-normalised), and its ground-truth reward (1 − symbol edit distance / length,
         assay.data.rewards; the skills tasks' reward, partial credit for a near miss)."""
+        texts = self.greedy_texts(self.model, batch)
+        self._last_texts = texts
+        hits = [normalise_answer(t) == normalise_answer(a) for t, a in zip(texts, batch["answers"])]
+        rewards = [skill_reward(a, t) for t, a in zip(texts, batch["answers"])]
+        return torch.tensor(hits, dtype=torch.float32), torch.tensor(rewards, dtype=torch.float32)
+
+    @torch.no_grad()
+    def reference_scores(self, batch: dict, policy_rewards: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per held-out pair, against the reference model (assay.heldout): the win of the policy's greedy
+        answer over the reference's under the ground-truth reward (1, ½ on a tie, 0), and the exact
+        token KL(π_θ ‖ π_ref) summed over the chosen response with its token count (``test/kl_ref`` is
+        their ratio over the split: a mean over completion tokens). Keeps the generations for the
+        per-prompt table."""
+        from assay.heldout import chosen_kl, win_scores
+
+        texts = self.greedy_texts(self._reference, batch)
+        ref_rewards = torch.tensor([skill_reward(a, t) for t, a in zip(texts, batch["answers"])], dtype=torch.float32)
+        wins = win_scores(policy_rewards.float().cpu(), ref_rewards)
+        kl_sum, kl_tokens = chosen_kl(self.model, self._reference, batch)
+        prompts = self.tokenizer.batch_decode(batch["prompt_input_ids"], skip_special_tokens=True)
+        for i, row_id in enumerate(batch["ids"]):
+            self._generations.append({
+                "id": row_id, "source": batch["sources"][i], "prompt": prompts[i].strip(), "answer": batch["answers"][i],
+                "policy_generation": self._last_texts[i].strip(), "reference_generation": texts[i].strip(),
+                "policy_reward": float(policy_rewards[i]), "reference_reward": float(ref_rewards[i]), "win": float(wins[i]),
+            })
+        return {"win_rate": wins, "_kl_ref_sum": kl_sum, "_kl_ref_tokens": kl_tokens}
+
+    def greedy_texts(self, model, batch: dict) -> list[str]:
+        """Decoded greedy continuations of the batch's (left-padded) prompts by ``model``."""
         prompt = batch["prompt_input_ids"]
-        generated = self.model.generate(
+        generated = model.generate(
             input_ids=prompt,
             attention_mask=batch["prompt_attention_mask"],
             max_new_tokens=self.evaluation.max_new_tokens,
@@ -118,10 +185,7 @@ class AssayModule(pl.LightningModule):
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.tokenizer.eos_token_id,
         )
-        texts = self.tokenizer.batch_decode(generated[:, prompt.size(1):], skip_special_tokens=True)
-        hits = [normalise_answer(t) == normalise_answer(a) for t, a in zip(texts, batch["answers"])]
-        rewards = [skill_reward(a, t) for t, a in zip(texts, batch["answers"])]
-        return torch.tensor(hits, dtype=torch.float32), torch.tensor(rewards, dtype=torch.float32)
+        return self.tokenizer.batch_decode(generated[:, prompt.size(1):], skip_special_tokens=True)
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]

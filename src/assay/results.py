@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-HEADLINE = ("test/exact_match", "test/pref_acc", "test/reward_margin", "test/loss", "val/exact_match", "val/loss")
+HEADLINE = ("test/exact_match", "test/pref_acc", "test/win_rate", "test/kl_ref", "test/reward_margin", "test/loss", "val/exact_match", "val/loss")
 """The metrics a run is judged by, in the order they are shown (those a run has)."""
 
 

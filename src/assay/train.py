@@ -49,6 +49,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from assay.data.collate import tokenize_split
     from assay.data.datamodule import AssayDataModule, SamplerProgress
     from assay.dynamics.mechanism import write_mechanism
+    from assay.heldout import ReferenceWeights
     from assay.mixing.run import setup_mixing
     from assay.models.build import save_model
     from assay.trainers import gathered_weights
@@ -99,7 +100,10 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         data.eval_batch_size, tokenizer.pad_token_id, allow_order_change=cfg.allow_order_change, collation=spec.objective.collation,
     )
     mixing = setup_mixing(spec, examples, tokenized, datamodule, run_dir, Path(cfg.paths.cache_dir))
-    module = AssayModule(model, tokenizer, spec.objective, spec.optim, spec.eval)
+    # the weights the policy starts from (= the reference of reference-based objectives), for the test's
+    # win rate and KL against them (assay.heldout)
+    reference = ReferenceWeights(spec.model, model, run_dir, write=main) if spec.objective.needs_reference else None
+    module = AssayModule(model, tokenizer, spec.objective, spec.optim, spec.eval, reference=reference)
     every = cfg.get("checkpoint_every_n_steps") or max(1, spec.trainer.max_steps // 4)
     checkpoints = ModelCheckpoint(
         dirpath=run_dir / "checkpoints", filename="step={step:06d}", auto_insert_metric_name=False, save_last=True,

@@ -76,3 +76,22 @@ def test_curry_dpo_stages_use_the_previous_stage_as_reference(tmp_path):
 
     train_ids = pd.read_parquet(tmp_path / "gap3" / "selection.parquet")["id"]
     assert train_ids.str.endswith("/vs3").all()
+
+
+@pytest.mark.parametrize("lr", [1e-3, 1e-12])
+def test_preference_run_records_win_rate_and_kl_against_the_reference(tmp_path, lr):
+    import pandas as pd
+
+    summary = run_in_hydra([*FAST, "objective=dpo", "data.format=preference", "eval.val_generate=false", f"optim.lr={lr}"], tmp_path)
+    metrics = summary["metrics"]
+    generations = pd.read_parquet(tmp_path / "test_generations.parquet")
+    assert len(generations) == summary["data"]["test_examples"] and generations["id"].is_unique
+    assert {"id", "prompt", "policy_generation", "reference_generation", "policy_reward", "reference_reward"} <= set(generations)
+    wins = (generations["policy_reward"] > generations["reference_reward"]) + 0.5 * (generations["policy_reward"] == generations["reference_reward"])
+    assert metrics["test/win_rate"] == pytest.approx(wins.mean(), abs=1e-6)
+    assert not (tmp_path / "reference_init.pt").exists()  # the snapshot of the initial weights is gone after the test
+    if lr < 1e-9:  # the policy has not moved from its reference: every answer ties and the KL is 0
+        assert (generations["policy_generation"] == generations["reference_generation"]).all()
+        assert metrics["test/win_rate"] == 0.5 and metrics["test/kl_ref"] == pytest.approx(0.0, abs=1e-6)
+    else:
+        assert metrics["test/kl_ref"] > 0

@@ -28,8 +28,9 @@ LAYERS: list[tuple[str, set[str]]] = [
     # methods: the research axes that train on the data with a model (losses, online mixing, training
     # dynamics, selection scorers)
     ("methods", {"objectives", "mixing", "dynamics", "selection"}),
-    # run assembly: the composed config, the Lightning module, checks before a run, run directories
-    ("run assembly", {"config", "module", "preflight", "rundir"}),
+    # run assembly: the composed config, the Lightning module and its held-out comparisons against the
+    # starting model, checks before a run, run directories
+    ("run assembly", {"config", "module", "heldout", "preflight", "rundir"}),
     # entry points: the commands (assay-train, assay-list, assay-compare, assay-mix) and the Flower launcher
     ("entry points", {"train", "catalog", "compare", "collab", "mixsearch"}),
 ]

@@ -140,6 +140,10 @@ def test_mechanism_summary_on_a_constructed_store():
     assert summary["mechanism/beta_first"] == pytest.approx(0.1) and summary["mechanism/beta_last"] == pytest.approx(0.12)
     assert summary["mechanism/flip_rate"] == pytest.approx(0.25)
     assert mechanism_summary(store.assign(is_flipped=False))[0] == {}
+    # a β-DPO run records the fixed β_0 as ``beta`` and the batch β the loss used as ``beta_dpo_beta``:
+    # the trajectory is the latter
+    with_batch_beta = mechanism_summary(store.assign(beta=0.1, beta_dpo_beta=[0.3] * 4 + [0.05] * 4), low_share=0.25)[0]
+    assert with_batch_beta["mechanism/beta_first"] == pytest.approx(0.3) and with_batch_beta["mechanism/beta_last"] == pytest.approx(0.05)
 
 
 def test_auroc_ties_count_half():

@@ -12,7 +12,7 @@ carries the ground-truth ``is_flipped`` flag. Every detector is read so that a h
 
 AUROC is computed within each step's batch (a weight is only comparable inside its softmax) and
 averaged over the steps where the batch holds both flipped and clean pairs, overall and for the first
-and last third of training. The step-wise table also has β-DPO's β and the share of flipped pairs
+and last third of training. The step-wise table also has the β the loss used (β-DPO's batch β) and the share of flipped pairs
 among the lowest-weight ``low_share`` of each batch against the batch's flip rate.
 """
 
@@ -53,8 +53,10 @@ def mechanism_steps(store: pd.DataFrame, low_share: float = 0.1) -> pd.DataFrame
             k = max(1, int(round(low_share * len(batch))))
             lowest = np.argsort(batch["dr_weight"].to_numpy(), kind="stable")[:k]
             row["flipped_share_lowest_weight"] = float(flipped[lowest].mean())
-        if "beta" in batch:
-            row["beta"] = float(batch["beta"].mean())
+        # β-DPO's batch β is ``beta_dpo_beta``; ``beta`` is the fixed β_0 every DPO-family record carries
+        beta = "beta_dpo_beta" if "beta_dpo_beta" in batch else "beta"
+        if beta in batch:
+            row["beta"] = float(batch[beta].mean())
         rows.append(row)
     return pd.DataFrame(rows)
 
