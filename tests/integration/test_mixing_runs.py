@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_in_hydra
-from tests.unit.test_multisource import write_sources
+from tests.unit.data.test_multisource import write_sources
 
 pytestmark = pytest.mark.integration
 FAST = ["debug=fast", "trainer.enable_progress_bar=false", "logger=csv"]
