@@ -78,3 +78,10 @@ def detection_from_artefact(selection_parquet: Path, flag: str) -> dict:
     k = int(noisy.sum())
     lowest = np.lexsort((np.arange(len(sel)), sel["score"].to_numpy()))[:k]
     return {"auroc": float(roc_auc_score(noisy, -sel["score"])), "precision_at_k": float(noisy[lowest].mean()), "k": k}
+
+
+def pytest_collection_modifyitems(config, items):
+    """The longest tests first (``slow``, then ``integration``), so that with several workers the
+    long ones overlap with everything else instead of running alone at the end."""
+    rank = {"slow": 0, "integration": 1}
+    items.sort(key=lambda item: min((rank[m.name] for m in item.iter_markers() if m.name in rank), default=2))
