@@ -9,7 +9,7 @@ TORCH_CPU   ?= 2.13.0
 FLWR        ?= 1.25.0
 PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.assay-installed
-PYTEST_ARGS ?= -n 2 --dist loadscope
+PYTEST_ARGS ?= -n 2 --dist loadscope --no-loadscope-reorder
 
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false

@@ -60,6 +60,7 @@ def test_exact_match_succeeds_on_multi_digit_and_multi_word_answers():
             return torch.cat([input_ids, torch.tensor(rows)], dim=1)
 
     fake = SimpleNamespace(model=Echo(), tokenizer=tok, evaluation=SimpleNamespace(max_new_tokens=8))
+    fake.greedy_texts = lambda model, batch: AssayModule.greedy_texts(fake, model, batch)
     batch = {"prompt_input_ids": prompt, "prompt_attention_mask": torch.ones_like(prompt), "answers": ANSWERS}
     exact, reward = AssayModule.greedy_scores(fake, batch)
     assert exact.tolist() == [1.0] * len(ANSWERS) and reward.tolist() == [1.0] * len(ANSWERS)
