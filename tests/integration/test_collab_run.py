@@ -57,7 +57,7 @@ def test_three_clients_clues_then_fedavg_in_one_command(tmp_path):
     assert {r["phase"] for r in received} == {"warmup:1", "select", "train:1", "train:2"}
 
     # privacy: the server received parameters of the model's trainable shapes, counts and scalars only
-    from assay.collab.apps import ServerSide
+    from assay.collab.server import ServerSide
     from assay.collab.local import trainable_state
 
     shapes = {k: list(v.shape) for k, v in trainable_state(ServerSide(run).model).items()}

@@ -93,7 +93,7 @@ def run_collab(cfg: DictConfig) -> dict[str, Any]:
         raise RuntimeError(f"the simulation ended before the last round ({state.get('rounds_done')} of {collab.rounds} done); rerun with ckpt_path=last to resume")
 
     # the global model, like any run's
-    from assay.collab.apps import ServerSide
+    from assay.collab.server import ServerSide
     from assay.collab.local import load_trainable
 
     srv = ServerSide(run_dir)
@@ -132,7 +132,8 @@ def simulate(run_dir: Path, num_clients: int, cpus: int) -> None:
         from flwr.simulation import run_simulation
     except ImportError:
         raise UserError("collab", "flwr", "Flower is not installed: `pip install -e '.[collab]'` and `pip install --no-deps flwr==1.25.0` (see the README)") from None
-    from assay.collab.apps import make_client_app, make_server_app
+    from assay.collab.apps import make_client_app
+    from assay.collab.server import make_server_app
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

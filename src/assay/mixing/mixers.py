@@ -69,7 +69,7 @@ class OnlineMixture(MixtureConfig):
         return _normalise({s: float(self.init_weights.get(s, 0.0)) for s in names})
 
     def mixer(self, domains: list[str], initial: np.ndarray):  # pragma: no cover - every mixer overrides it
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} does not build a mixer()")
 
 
 @register("mixture", "doremi")

@@ -40,7 +40,7 @@ class Mixer:
         self.domains, self.weights = list(domains), normalise(initial)
 
     def update(self, stats: DomainStats) -> dict[str, np.ndarray]:  # pragma: no cover - every mixer overrides it
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} does not implement update()")
 
     def state_dict(self) -> dict:
         return {"weights": self.weights.tolist()}

@@ -143,7 +143,7 @@ class DomainSampler(Sampler[int]):
             self.epoch, self.consumed = epoch, 0
 
     def reselect(self, rows: np.ndarray, scores: np.ndarray, epoch: int) -> None:
-        raise NotImplementedError("re-selection during training does not combine with a domain-drawing mixture")
+        raise RuntimeError("re-selection during training does not combine with a domain-drawing mixture (refused when the config is validated)")
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "consumed": self.consumed, "fingerprint": self.fingerprint(), "weight_changes": [list(c) for c in self.changes]}

@@ -38,7 +38,7 @@ class Selector:
 
     def keep(self, scores: np.ndarray, context: KeepContext) -> np.ndarray:
         """The kept mask (boolean, aligned with the scores; higher score = keep)."""
-        raise NotImplementedError
+        raise TypeError(f"{type(self).__name__} does not implement keep()")
 
 
 def finite(scores: np.ndarray) -> np.ndarray:

@@ -26,7 +26,7 @@ def test_fedavg_weights_by_client_example_count():
     """Flower's FedAvg as the server runs it: w = Σ_k n_k w_k / Σ_k n_k, per parameter, moments too."""
     from flwr.serverapp.strategy import FedAvg
 
-    from assay.collab.apps import _aggregate
+    from assay.collab.server import _aggregate
 
     replies = [
         reply({"lora_A": [1.0, 2.0], "exp_avg::lora_A": [0.0, 4.0]}, 1),

@@ -27,6 +27,9 @@ class Bowl(Regressor):
     def n_params(self, m):
         return 0
 
+    def fit(self, X, y, scale=None):
+        return self  # known, nothing to fit
+
     def predict(self, X, scale=None):
         return ((np.asarray(X) - self.target) ** 2).sum(axis=1) + 1.0
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from typing import Any, Optional
 
 import numpy as np
@@ -9,7 +11,7 @@ import numpy as np
 from assay.errors import UserError
 
 
-class Regressor:
+class Regressor(ABC):
     name: str = ""
     smooth: bool = True
     """The prediction has a gradient in the weights (a continuous optimiser can use it)."""
@@ -19,18 +21,21 @@ class Regressor:
     def __init__(self, seed: int = 0):
         self.seed = seed
 
+    @abstractmethod
     def n_params(self, m: int) -> int:
-        raise NotImplementedError
+        """Free parameters of the law over m domains."""
 
     def min_rows(self, m: int) -> int:
         """Fewest proxies the fit is defined for: one more than the free parameters."""
         return self.n_params(m) + 1
 
+    @abstractmethod
     def fit(self, X: np.ndarray, y: np.ndarray, scale: Optional[np.ndarray] = None) -> "Regressor":
-        raise NotImplementedError
+        """Fit to proxies X [n, m] and targets y [n] (scale: their data quantities)."""
 
+    @abstractmethod
     def predict(self, X: np.ndarray, scale: Optional[np.ndarray | float] = None) -> np.ndarray:
-        raise NotImplementedError
+        """Predicted targets of mixtures X [k, m]."""
 
     def params(self) -> dict[str, Any]:
         return {}
