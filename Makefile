@@ -1,7 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   create/reuse .venv, install assay, train + evaluate the embedded default
 #   make test   same bootstrap, then the offline test suite (what CI runs through .ci/run)
-#   make test-fast  the unit and config tests without the ones that train (a quick check while editing)
+#   make test-fast  the unit and config tests that neither train nor start a command (a quick check while editing)
 
 VENV        ?= .venv
 PYTHON      ?= python3
@@ -43,7 +43,7 @@ test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS) tests/unit tests/config -m "not integration and not slow"
+	$(PY) -m pytest $(PYTEST_ARGS) tests/unit tests/config -m "not integration and not slow and not cli"
 
 clean-runs:
 	rm -rf logs

@@ -80,8 +80,26 @@ def detection_from_artefact(selection_parquet: Path, flag: str) -> dict:
     return {"auroc": float(roc_auc_score(noisy, -sel["score"])), "precision_at_k": float(noisy[lowest].mean()), "k": k}
 
 
+COMMAND_CALLS = ("subprocess.", "assay_train(", "_train(")
+"""What a test calls when it runs an assay command in a new process (a few seconds of imports each)."""
+
+
+def _runs_a_command(item) -> bool:
+    import inspect
+
+    try:
+        source = inspect.getsource(item.function)
+    except (OSError, TypeError, AttributeError):
+        return False
+    return any(call in source for call in COMMAND_CALLS)
+
+
 def pytest_collection_modifyitems(config, items):
-    """The longest tests first (``slow``, then ``integration``), so that with several workers the
-    long ones overlap with everything else instead of running alone at the end."""
+    """Tests that run a command in a new process are marked ``cli`` (``make test-fast`` leaves them
+    out), and the longest tests go first (``slow``, then ``integration``), so that with several
+    workers the long ones overlap with everything else instead of running alone at the end."""
+    for item in items:
+        if _runs_a_command(item):
+            item.add_marker(pytest.mark.cli)
     rank = {"slow": 0, "integration": 1}
     items.sort(key=lambda item: min((rank[m.name] for m in item.iter_markers() if m.name in rank), default=2))
