@@ -10,6 +10,11 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+# One torch thread per test worker: with one worker per core, more threads only contend (a Sinkhorn
+# test went from 4 s alone to 90 s beside another worker). Commands the tests start inherit it.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.pop("WANDB_API_KEY", None)
 
 from pathlib import Path  # noqa: E402
@@ -80,8 +85,9 @@ def detection_from_artefact(selection_parquet: Path, flag: str) -> dict:
     return {"auroc": float(roc_auc_score(noisy, -sel["score"])), "precision_at_k": float(noisy[lowest].mean()), "k": k}
 
 
-COMMAND_CALLS = ("subprocess.", "assay_train(", "_train(")
-"""What a test calls when it runs an assay command in a new process (a few seconds of imports each)."""
+COMMAND_CALLS = ("subprocess.", "assay_train(", "_train(", "start_processes(", "mp.spawn(")
+"""What a test calls when it starts new processes: an assay command, or worker ranks of a process group
+(a few seconds of imports each)."""
 
 
 def _runs_a_command(item) -> bool:
@@ -95,7 +101,7 @@ def _runs_a_command(item) -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests that run a command in a new process are marked ``cli`` (``make test-fast`` leaves them
+    """Tests that start new processes (a command, worker ranks) are marked ``cli`` (``make test-fast`` leaves them
     out), and the longest tests go first (``slow``, then ``integration``), so that with several
     workers the long ones overlap with everything else instead of running alone at the end."""
     for item in items:

@@ -113,7 +113,7 @@ def test_batched_sinkhorn_equals_pot_log_sinkhorn():
     xt, yt = torch.tensor(x), torch.tensor(y)
     eps = 0.5
     f_pot, g_pot = sinkhorn_potentials(feature_cost(xt, yt), eps, 5000, 1e-10)
-    f, g, _ = batched_potentials(xt, yt, eps, 5000, 1e-10, batch_size=17)
+    f, g, _ = batched_potentials(xt, yt, eps, 5000, 1e-10, batch_size=17, progress=False)
     # POT's plan is u_i K_ij v_j, ours a_i b_j exp((f_i + g_j − C_ij)/ε): ε·log u = f + ε·log a, ε·log v = g + ε·log b
     f, g = f + eps * np.log(1 / 120), g + eps * np.log(1 / 50)
     shift = (f - f_pot).mean()  # duals are unique up to f + c, g − c
@@ -125,7 +125,7 @@ def test_eps_scaling_reaches_the_same_potentials_in_fewer_sweeps():
     x, y = clusters(150, 60, seed=4)
     xt, yt = torch.tensor(x), torch.tensor(y)
     eps = 0.05 * float(feature_cost(xt, yt).mean())
-    f, _, cold = batched_potentials(xt, yt, eps, 5000, 1e-6, batch_size=40)
+    f, _, cold = batched_potentials(xt, yt, eps, 5000, 1e-6, batch_size=40, progress=False)
     fa, _, warm = batched_potentials(xt, yt, eps, 5000, 1e-6, batch_size=40, progress=False, eps_start=20 * eps, eps_decay=0.5)
     np.testing.assert_allclose(fa - fa.mean(), f - f.mean(), atol=1e-4 * np.abs(f).max())
     assert warm < cold
