@@ -36,7 +36,8 @@ install_packages() {
 write_conf() {
   local host cpus mem
   host=$(hostname -s)
-  cpus=$(nproc)
+  # Not plain `nproc`: it honours OMP_NUM_THREADS, which test workers set to 1.
+  cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
   # RealMemory a little below what slurmd sees, or the node registers as invalid.
   mem=$(( $(slurmd -C 2>/dev/null | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p' | head -1) ))
   [[ $mem -gt 0 ]] || mem=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 ))
@@ -75,7 +76,8 @@ NodeName=${host} NodeAddr=127.0.0.1 CPUs=${cpus} RealMemory=${mem} State=UNKNOWN
 PartitionName=debug Nodes=${host} Default=YES MaxTime=INFINITE State=UP
 CONF
   # Keep a config that is identical (a running controller reads it); replace one that differs.
-  if [[ -f "$CONF" ]] && cmp -s "$CONF" "$CONF.new"; then rm "$CONF.new"; else mv "$CONF.new" "$CONF"; fi
+  CONF_CHANGED=0
+  if [[ -f "$CONF" ]] && cmp -s "$CONF" "$CONF.new"; then rm "$CONF.new"; else mv "$CONF.new" "$CONF"; CONF_CHANGED=1; fi
 }
 
 start_munge() {
@@ -115,8 +117,15 @@ wait_idle() {
 
 up() {
   [[ $(id -u) -eq 0 ]] || die "must run as root (starts munged, slurmctld and slurmd)"
+  # Two callers at once (two test workers) would both start daemons: the second waits, then only checks.
+  mkdir -p "$STATE"; exec 9>"$STATE/up.lock"; flock 9
   install_packages
   write_conf
+  if [[ $CONF_CHANGED -eq 1 ]]; then
+    # A node's CPUs or memory only change on a restart: restart the daemons this script started;
+    # ask ones started elsewhere to re-read the file.
+    if running slurmctld || running slurmd; then down; else scontrol reconfigure >/dev/null 2>&1 || true; fi
+  fi
   start_munge
   if ! running slurmctld && ! scontrol ping 2>/dev/null | grep -q UP; then
     start_daemon slurmctld /usr/sbin/slurmctld -D -c -f "$CONF"
