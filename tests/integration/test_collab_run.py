@@ -3,6 +3,7 @@ FedAvg of LoRA adapters, what the server received, resuming a killed run, the de
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,10 +28,18 @@ def assay_train(args: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess
     return subprocess.run([sys.executable, "-m", "assay.train", *args], cwd=cwd, capture_output=True, text=True, timeout=900, env=env, **kw)
 
 
-def test_three_clients_clues_then_fedavg_in_one_command(tmp_path):
-    run = tmp_path / "run"
-    proc = assay_train([*TINY, "collab.rounds=2", f"hydra.run.dir={run}"], tmp_path)
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory) -> Path:
+    """One simulated 3-client CLUES + FedAvg run of two rounds, from one command."""
+    tmp = tmp_path_factory.mktemp("simulated")
+    run = tmp / "run"
+    proc = assay_train([*TINY, "collab.rounds=2", f"hydra.run.dir={run}"], tmp)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return run
+
+
+def test_three_clients_clues_then_fedavg_in_one_command(simulated):
+    run = simulated
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed"
     m = summary["metrics"]
@@ -108,9 +117,37 @@ def test_killed_simulation_resumes_at_the_last_completed_round(tmp_path):
     assert {json.loads(line)["phase"] for line in later} == {f"train:{r}" for r in range(done + 1, 4)}
 
 
-def test_deployment_entry_points_load(tmp_path):
-    """``flwr run`` / the SuperExec load the apps by reference; they read the run directory from the
-    run config. A prepared run directory is what a deployment points them at."""
+def _free_ports(n: int) -> list[int]:
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for sock in socks:
+        sock.bind(("127.0.0.1", 0))
+    ports = [sock.getsockname()[1] for sock in socks]
+    for sock in socks:
+        sock.close()
+    return ports
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    import socket
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, f"flower-superlink exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+def test_deployment_on_a_loopback_superlink_equals_the_simulation(simulated, tmp_path):
+    """The README's deployment, on loopback: ``collab.prepare_only`` writes the run directory, a
+    SuperLink and one SuperNode per client run as separate processes, ``flwr run`` ships the Flower
+    App (experiments/collaborative/flower-app). The apps are the simulation's, unchanged: the global
+    model and the summary equal the simulated run of the same config (FedAvg sums in arrival order,
+    hence float rounding)."""
     from flwr.clientapp import ClientApp
     from flwr.common.object_ref import load_app
     from flwr.serverapp import ServerApp
@@ -118,19 +155,60 @@ def test_deployment_entry_points_load(tmp_path):
     assert isinstance(load_app("assay.collab.deploy:server_app", ValueError), ServerApp)
     assert isinstance(load_app("assay.collab.deploy:client_app", ValueError), ClientApp)
     run = tmp_path / "run"
-    proc = assay_train([*TINY, "collab.prepare_only=true", f"hydra.run.dir={run}"], tmp_path)
+    proc = assay_train([*TINY, "collab.rounds=2", "collab.prepare_only=true", f"hydra.run.dir={run}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (run / "config.yaml").is_file() and (run / "global" / "model" / "config.json").is_file() and not (run / "summary.json").is_file()
-    from assay.collab.apps import load_spec
 
-    spec, collab, seed = load_spec(run)
-    assert collab.name == "clues3" and spec.selection.name == "clues" and spec.model.lora.r == 4
-    # the Flower App project that `flwr run` ships to a SuperLink validates and packages
-    app = Path(__file__).resolve().parents[2] / "experiments" / "collaborative" / "flower-app"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2] / "src"), os.environ.get("PYTHONPATH", "")])}
-    flwr = Path(sys.executable).parent / "flwr"
-    built = subprocess.run([str(flwr), "build", "--app", str(app)], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
-    assert built.returncode == 0 and list(tmp_path.glob("*.fab")), built.stdout[-2000:]
+    repo = Path(__file__).resolve().parents[2]
+    app = tmp_path / "flower-app"  # flwr writes its credentials next to the app: keep them out of the repository
+    shutil.copytree(repo / "experiments" / "collaborative" / "flower-app", app)
+    bin_dir = Path(sys.executable).parent  # the SuperLink and SuperNodes start flower-superexec / flwr-*app by name
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "FLWR_HOME": str(tmp_path / "flwr"), "PATH": os.pathsep.join([str(bin_dir), os.environ["PATH"]]),
+           "PYTHONPATH": os.pathsep.join([str(repo / "src"), os.environ.get("PYTHONPATH", "")])}
+    serverappio, fleet, control, simulationio, *clientappio = _free_ports(7)
+    logs, procs = tmp_path / "logs", []
+    logs.mkdir()
+
+    def start(name: str, *args: str) -> subprocess.Popen:
+        out = open(logs / f"{name}.log", "w")
+        p = subprocess.Popen([str(bin_dir / args[0]), *args[1:]], cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        procs.append(p)
+        return p
+
+    try:
+        link = start("superlink", "flower-superlink", "--insecure", "--serverappio-api-address", f"127.0.0.1:{serverappio}", "--fleet-api-address", f"127.0.0.1:{fleet}",
+                     "--control-api-address", f"127.0.0.1:{control}", "--simulationio-api-address", f"127.0.0.1:{simulationio}")
+        _wait_for_port(control, link, logs / "superlink.log")
+        for k in range(3):
+            start(f"supernode{k}", "flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{fleet}", "--clientappio-api-address", f"127.0.0.1:{clientappio[k]}",
+                  "--node-config", f"partition-id={k} num-partitions=3")
+        flwr = subprocess.run([str(bin_dir / "flwr"), "run", str(app), "local", "--federation-config", f"address='127.0.0.1:{control}'",
+                               "--run-config", f'run-dir="{run}"', "--stream"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    finally:
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+    assert not (run / "server" / "error.json").is_file(), (run / "server" / "error.json").read_text()[-3000:]
+    assert (run / "summary.json").is_file(), flwr.stdout[-3000:] + (logs / "superlink.log").read_text()[-2000:]
+
+    deployed, simulation = json.loads((run / "summary.json").read_text()), json.loads((simulated / "summary.json").read_text())
+    assert deployed["status"] == "completed" and deployed["choices"] == simulation["choices"]
+    assert deployed["collab"]["threshold"] == pytest.approx(simulation["collab"]["threshold"], rel=1e-6)
+    assert deployed["collab"]["selection"] == simulation["collab"]["selection"]
+    for key, value in simulation["metrics"].items():
+        assert deployed["metrics"][key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    a, b = np.load(run / "server" / "global.npz"), np.load(simulated / "server" / "global.npz")
+    assert sorted(a.files) == sorted(b.files)
+    for name in a.files:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-7, err_msg=name)
+    assert (run / "model" / "config.json").is_file() and (run / "metrics.csv").is_file()
 
 
 def test_client_with_no_data_after_selection_is_one_line(tmp_path):

@@ -102,10 +102,16 @@ def _aggregate(strategy, rnd: int, replies) -> tuple[dict, dict]:
 
 def server_main(grid, run_dir: Path) -> None:
     """Phase 1 (warm-up, global threshold, selection on every client), phase 2 (collaborative
-    training on what was kept), final evaluation. State is saved after every round."""
+    training on what was kept), final evaluation; then the run's outcome (global model,
+    ``summary.json``). State is saved after every round."""
+    from assay.collab.outcome import write_outcome
+
+    started = time.time()
     srv = ServerSide(run_dir)
+    resumed_from = srv.state["rounds_done"] if srv.state_path.is_file() else None
     try:
         _serve(srv, grid)
+        write_outcome(srv, resumed_from, started)
     except UserError as e:
         (srv.dir / "error.json").write_text(json.dumps({"field": e.field, "value": e.value, "allowed": e.allowed}, default=str))
     except BaseException:
