@@ -4,7 +4,7 @@
 set -e
 cd "$(dirname "$0")/../.."
 export PYTHONPATH=$PWD/src OMP_NUM_THREADS=1
-MIX="/work/main/.venv/bin/python -W ignore -m assay.mixsearch.cli"
+MIX="${PYTHON:-python} -W ignore -m assay.mixsearch.cli"
 S=logs/mixsearch/swarm64
 E=experiments/mixture_search
 # target: the mean of the five per-skill validation losses

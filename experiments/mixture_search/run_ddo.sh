@@ -4,7 +4,7 @@
 set -e
 cd "$(dirname "$0")/../.."
 export PYTHONPATH=$PWD/src OMP_NUM_THREADS=1
-MIX="nice -n 10 /work/main/.venv/bin/python -m assay.mixsearch.cli"
+MIX="nice -n 10 ${PYTHON:-python} -m assay.mixsearch.cli"
 OVR=$(cat experiments/mixture_search/proxy_overrides.txt)
 for B in 400 800; do
   $MIX ddo logs/mixsearch/ddo_$B --budget $B --factor 3 --base natural -- $OVR hydra/launcher=joblib hydra.launcher.n_jobs=1

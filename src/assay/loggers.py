@@ -40,7 +40,8 @@ class CSVLoggerConfig(LoggerConfig):
     def build(self, run_dir: Path, context: dict[str, Any]):
         # The run directory already holds Hydra's train.log and config.yaml: that is intended.
         warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
-        return history_csv_logger(run_dir, _checkpoint_step(context.get("resume_from")))
+        step, pending = _checkpoint_step_and_row(context.get("resume_from"))
+        return history_csv_logger(run_dir, step, pending)
 
 
 @register("logger", "wandb")
@@ -78,20 +79,42 @@ class WandbLoggerConfig(LoggerConfig):
         )
 
 
-def _checkpoint_step(path: Optional[str]) -> int:
-    """The optimizer step a checkpoint was saved at (0 for a fresh start)."""
+PENDING_ROW = "assay_pending_log_row"
+
+
+def pending_log_row(trainer) -> Optional[dict[str, Any]]:
+    """The training row Lightning logs for the batch being checkpointed. A step checkpoint is written
+    in ``on_train_batch_end``, before Lightning logs that batch's row, so a kill between the two would
+    lose the row; the checkpoint carries it instead (``history_csv_logger`` restores it)."""
+    from lightning_fabric.utilities.apply_func import convert_tensors_to_scalars
+
+    connector, loop = trainer._logger_connector, trainer.fit_loop
+    if not trainer.training or loop._should_accumulate() or not connector.should_update_logs:
+        return None
+    row = convert_tensors_to_scalars(dict(connector.metrics["log"]))
+    if not row:
+        return None
+    row.setdefault("epoch", trainer.current_epoch)
+    return {**row, "step": loop.epoch_loop._batches_that_stepped}
+
+
+def _checkpoint_step_and_row(path: Optional[str]) -> tuple[int, Optional[dict[str, Any]]]:
+    """The optimizer step a checkpoint was saved at (0 for a fresh start) and its pending log row."""
     if not path:
-        return 0
+        return 0, None
     import torch
 
-    return int(torch.load(path, map_location="cpu", mmap=True, weights_only=False).get("global_step", 0))
+    ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    return int(ckpt.get("global_step", 0)), ckpt.get(PENDING_ROW)
 
 
-def history_csv_logger(run_dir: Path, resume_step: int):
+def history_csv_logger(run_dir: Path, resume_step: int, pending_row: Optional[dict[str, Any]] = None):
     """Lightning's CSVLogger, except that an existing ``metrics.csv`` is continued, not deleted: rows
     logged before ``resume_step`` (the checkpoint's step) are kept, rows of the steps the resumed run
-    does again are dropped, so a resumed run's file reads like an uninterrupted run's. Nothing is
-    written until the resumed run logs its first row (a resume refused on the way leaves the file)."""
+    does again are dropped, so a resumed run's file reads like an uninterrupted run's; the
+    checkpoint's ``pending_row`` (see ``pending_log_row``) fills in the row a kill may have cut off.
+    Nothing is written until the resumed run logs its first row (a resume refused on the way leaves
+    the file)."""
     import csv
 
     from pytorch_lightning.loggers import CSVLogger
@@ -108,6 +131,9 @@ def history_csv_logger(run_dir: Path, resume_step: int):
                     rows = list(reader)
                     keys = list(reader.fieldnames or [])
                 self._earlier = [r for r in rows if r.get("step") not in (None, "") and int(float(r["step"])) < resume_step]
+                if pending_row is not None and not any(int(float(r["step"])) == pending_row["step"] and _same_keys(r, pending_row) for r in self._earlier):
+                    self._earlier.append({k: v for k, v in pending_row.items()})
+                    keys = list(dict.fromkeys([*keys, *pending_row]))
                 self.metrics_keys = sorted(keys)
 
         def save(self) -> None:
@@ -133,6 +159,11 @@ def history_csv_logger(run_dir: Path, resume_step: int):
             return self._experiment
 
     return HistoryCSVLogger(save_dir=str(run_dir), name="", version="")
+
+
+def _same_keys(row: dict[str, str], pending: dict[str, Any]) -> bool:
+    """A CSV row is the pending row's if it has a value for every key the pending row has."""
+    return all(row.get(k) not in (None, "") for k in pending)
 
 
 def has_wandb_credentials() -> bool:

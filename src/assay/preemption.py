@@ -111,6 +111,11 @@ class PreemptionCheckpoint(pl.Callback):
         import numpy as np
         import torch
 
+        from assay.loggers import PENDING_ROW, pending_log_row
+
+        row = pending_log_row(trainer)
+        if row is not None:
+            checkpoint[PENDING_ROW] = row
         np_state = np.random.get_state()
         checkpoint["assay_rng"] = {
             "torch": torch.get_rng_state(),

@@ -39,3 +39,26 @@ def test_fresh_start_in_an_existing_directory_replaces_the_rows(tmp_path):
     logger.log_metrics({"train/loss": 1.0}, step=0)
     logger.save()
     assert pd.read_csv(tmp_path / "metrics.csv")["step"].tolist() == [0]
+
+
+def test_the_row_a_kill_cut_off_comes_from_the_checkpoint(tmp_path):
+    """A step checkpoint is written before Lightning logs the batch's row: killed in between, the
+    file lacks that row and the checkpoint carries it."""
+    rows = [{"step": s, "train/loss": 10.0 - s} for s in range(3)]  # checkpoint at step 4; row 3 never reached the file
+    pd.DataFrame(rows).to_csv(tmp_path / "metrics.csv", index=False)
+    logger = history_csv_logger(tmp_path, resume_step=4, pending_row={"train/loss": 7.0, "epoch": 0, "step": 3})
+    logger.log_metrics({"train/loss": 6.0, "epoch": 0}, step=4)
+    logger.save()
+    got = pd.read_csv(tmp_path / "metrics.csv")
+    assert got["step"].tolist() == [0, 1, 2, 3, 4]
+    assert got["train/loss"].tolist() == [10.0, 9.0, 8.0, 7.0, 6.0]
+
+
+def test_a_pending_row_already_in_the_file_is_not_doubled(tmp_path):
+    rows = [{"step": s, "train/loss": 10.0 - s, "epoch": 0} for s in range(4)] + [{"step": 3, "train/loss": None, "epoch": 0, "val/loss": 7.5}]
+    pd.DataFrame(rows).to_csv(tmp_path / "metrics.csv", index=False)
+    logger = history_csv_logger(tmp_path, resume_step=4, pending_row={"train/loss": 7.0, "epoch": 0, "step": 3})
+    logger.log_metrics({"train/loss": 6.0, "epoch": 0}, step=4)
+    logger.save()
+    got = pd.read_csv(tmp_path / "metrics.csv")
+    assert got["step"].tolist() == [0, 1, 2, 3, 3, 4] and got["train/loss"].isna().sum() == 1
