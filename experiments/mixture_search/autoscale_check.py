@@ -2,7 +2,8 @@
 AutoScale's extrapolation from two small budgets predict the optimum at a larger one better than
 reusing the smaller budget's optimum?
 
-    PYTHONPATH=src python experiments/mixture_search/autoscale_check.py logs/mixsearch/ddo_400 logs/mixsearch/ddo_800 logs/mixsearch/ddo_1600
+    PYTHONPATH=src python experiments/mixture_search/autoscale_check.py logs/mixsearch/ddo_400 logs/mixsearch/ddo_800 logs/mixsearch/ddo_1600 \
+        [--mixtures-out candidates.txt]   # the candidates as `assay-mix validate --mixture name='{...}'` arguments
 
 Ground truth at the largest budget is DDO run there directly (its own 2m+1 runs). Each candidate
 mixture is scored by (a) its L1 distance to that optimum and (b) the loss the largest budget's fitted
@@ -11,7 +12,6 @@ DDO model predicts for it (the additive per-domain power laws, at that budget's 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,13 @@ def ddo_model_loss(result: DDOResult, weights: np.ndarray) -> float:
 
 
 def main() -> None:
-    small, mid, large = (DDOResult.load(Path(p)) for p in sys.argv[1:4])
+    import argparse
+
+    p = argparse.ArgumentParser()
+    p.add_argument("ddo", nargs=3, help="fitted DDO directories, smallest budget first")
+    p.add_argument("--mixtures-out", default=None)
+    args = p.parse_args()
+    small, mid, large = (DDOResult.load(Path(d)) for d in args.ddo)
     truth = large.weights_vector()
     pred = autoscale_predict(small, mid, large.budget).weights_vector()
     rows = [
@@ -40,6 +46,11 @@ def main() -> None:
     print("|---|" + "---|" * len(large.domains) + "---|---|")
     for name, w in rows:
         print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in w) + f" | {np.abs(w - truth).sum():.3f} | {ddo_model_loss(large, w):.4f} |")
+    if args.mixtures_out:
+        labels = [f"ddo{small.budget:g}", f"ddo{mid.budget:g}", f"autoscale{small.budget:g}_{mid.budget:g}", f"ddo{large.budget:g}"]  # natural: --baselines
+        with open(args.mixtures_out, "w") as f:
+            for label, (_, w) in zip(labels, rows):
+                f.write(f"--mixture {label}={{" + ",".join(f"{d}:{v:.6f}" for d, v in zip(large.domains, w)) + "}\n")
 
 
 if __name__ == "__main__":
