@@ -1,7 +1,8 @@
 """Each validated mixture against the natural one, paired by seed (same seed = same model init and
-data order), on the mean of the five per-skill test losses; plus the per-skill test loss means.
+data order), on the mean of the five per-skill losses of a split; plus the per-skill means.
 
     python experiments/mixture_search/paired.py logs/mixsearch/val_proposals > experiments/mixture_search/paired.md
+    python experiments/mixture_search/paired.py logs/mixsearch/val_autoscale val > experiments/mixture_search/paired_autoscale.md
 """
 
 from __future__ import annotations
@@ -16,20 +17,21 @@ from scipy.stats import ttest_rel
 SKILLS = ["add", "copy", "count", "reverse", "sort"]
 
 
-def losses(root: Path) -> dict[str, dict[int, list[float]]]:
+def losses(root: Path, split: str) -> dict[str, dict[int, list[float]]]:
     out: dict[str, dict[int, list[float]]] = {}
     for summary in sorted(root.glob("runs/*-s*/summary.json")):
         name, seed = summary.parent.name.rsplit("-s", 1)
         m = json.loads(summary.read_text())["metrics"]
-        out.setdefault(name, {})[int(seed)] = [m[f"test/loss/{k}"] for k in SKILLS]
+        out.setdefault(name, {})[int(seed)] = [m[f"{split}/loss/{k}"] for k in SKILLS]
     return out
 
 
 def main() -> None:
-    runs = losses(Path(sys.argv[1]))
+    split = sys.argv[2] if len(sys.argv) > 2 else "test"
+    runs = losses(Path(sys.argv[1]), split)
     natural = runs["natural"]
     order = sorted(runs, key=lambda n: np.mean([np.mean(v) for v in runs[n].values()]))
-    print("| mixture | seeds | mean test loss | Δ vs natural (paired, mean ± sd) | paired t-test p | " + " | ".join(f"loss {k}" for k in SKILLS) + " |")
+    print(f"| mixture | seeds | mean {split} loss | Δ vs natural (paired, mean ± sd) | paired t-test p | " + " | ".join(f"loss {k}" for k in SKILLS) + " |")
     print("|---|---|---|---|---|" + "---|" * len(SKILLS))
     for name in order:
         seeds = sorted(set(runs[name]) & set(natural))
