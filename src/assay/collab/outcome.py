@@ -26,6 +26,7 @@ def write_outcome(srv, resumed_from: Optional[int], started: float) -> dict[str,
     """``srv`` is the run's ``ServerSide`` with ``state["done"]``."""
     import pandas as pd
 
+    from assay.collab.apps import selects
     from assay.collab.data import plan_clients
     from assay.collab.local import load_trainable
     from assay.models.build import save_model
@@ -35,7 +36,8 @@ def write_outcome(srv, resumed_from: Optional[int], started: float) -> dict[str,
     info = json.loads((run_dir / "global" / RUN_INFO).read_text())
     examples = srv.examples
     train = examples.splits["train"]
-    names = plan_clients(train, collab).names
+    clients = plan_clients(train, collab)
+    names = clients.names
 
     load_trainable(srv.model, dict(np.load(srv.dir / "global.npz")))
     save_model(srv.model, srv.tokenizer, run_dir)
@@ -52,19 +54,13 @@ def write_outcome(srv, resumed_from: Optional[int], started: float) -> dict[str,
         "data": {"source_counts": examples.source_counts, "train_examples": len(train), "val_examples": len(examples.splits["val"]), "test_examples": len(examples.splits["test"]),
                  "kept_examples": int(sum(c["kept"] for c in state["clients"].values())) if state["clients"] else len(train)},
         "choices": info["choices"],
-        "collab": {"clients": names, "partition_by": plan_clients(train, collab).column, "corruption": list(collab.corruption), "threshold": state["threshold"],
-                   "selection": state["clients"], "per_client": per_client, "rounds": state["history"], "selects": _selects(srv)},
+        "collab": {"clients": names, "partition_by": clients.column, "corruption": list(collab.corruption), "threshold": state["threshold"],
+                   "selection": state["clients"], "per_client": per_client, "rounds": state["history"], "selects": selects(srv.spec, collab)},
         "resumed_from_round": resumed_from,
         "elapsed_s": round(time.time() - started, 1),
     }
     write_json(run_dir / "summary.json", summary)
     return summary
-
-
-def _selects(srv) -> bool:
-    from assay.collab.apps import selects
-
-    return selects(srv.spec, srv.collab)
 
 
 def client_reports(run_dir: Path, names: list[str]) -> dict[str, dict]:

@@ -26,7 +26,7 @@ def run_collab(cfg: DictConfig) -> dict[str, Any]:
     import pytorch_lightning as pl
     from datasets import DatasetDict
 
-    from assay.collab.apps import CLIENTS_DIR, SERVER_DIR, selects, uses_anchor
+    from assay.collab.apps import CLIENTS_DIR, SERVER_DIR, uses_anchor
     from assay.collab.data import check_anchor, plan_clients
     from assay.collab.outcome import write_run_info
     from assay.config import validate
@@ -34,7 +34,7 @@ def run_collab(cfg: DictConfig) -> dict[str, Any]:
     from assay.models.build import save_model
     from assay.preemption import requeued
     from assay.registry import to_object
-    from assay.rundir import job_choices, job_config, write_json
+    from assay.rundir import job_choices, job_config
 
     spec = validate(cfg)
     collab = to_object(cfg.collab)
