@@ -4,6 +4,7 @@
     assay-compare runA runB runC                       # explicit run directories
     assay-compare logs/train/multirun/x/0/wandb        # wandb offline run directories
     assay-compare wandb:my-entity/assay --by objective.name   # runs on the wandb server
+    assay-compare sweep/ --by objective,noise.p --paired-with objective=dpo   # each objective − DPO, same seed and p
 
 Runs that share the ``--by`` values (and differ only in their seed) are one group: each metric is
 reported as mean ± std over the group with its n. A run without a summary (failed, killed, still
@@ -18,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from assay.compare.paired import paired, paired_markdown
 from assay.compare.plots import plot_curves, plot_metrics
 from assay.compare.readers import CURVES, collect
 from assay.compare.table import aggregate, check_keys, choose_metrics, markdown, print_table, runs_frame, varying_keys
@@ -25,7 +27,8 @@ from assay.errors import UserError
 
 
 def compare(inputs: list[str], by: list[str] | None = None, metrics: list[str] | None = None, out: Path | None = None,
-            x: str | None = None, curves: list[str] | None = None, plots: bool = True, quiet: bool = False) -> dict[str, Any]:
+            x: str | None = None, curves: list[str] | None = None, plots: bool = True, quiet: bool = False,
+            paired_with: str | None = None) -> dict[str, Any]:
     """Read, aggregate and write; returns the table, the runs and the written files."""
     runs = collect(inputs)
     by = list(by) if by else varying_keys(runs)
@@ -43,6 +46,11 @@ def compare(inputs: list[str], by: list[str] | None = None, metrics: list[str] |
     table.to_csv(files[0], index=False)
     runs_frame(runs, by, metrics).to_csv(files[1], index=False)
     files[2].write_text(markdown(table, by, metrics, bad))
+    if paired_with is not None:
+        pairs = paired(runs, by, metrics, paired_with)
+        pairs.to_csv(out / "paired.csv", index=False)
+        (out / "paired.md").write_text(paired_markdown(pairs, by, metrics, paired_with))
+        files += [out / "paired.csv", out / "paired.md"]
     if plots:
         files += plot_metrics(table, by, metrics, x, out)
         files += plot_curves(runs, by, list(curves) if curves is not None else list(CURVES), out)
@@ -64,10 +72,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--x", help="the --by key on the x axis of the metric plots (default: the last numeric --by key)")
     p.add_argument("--curve", action="append", help=f"metrics.csv columns to draw as learning curves, wildcards allowed (mixing/weight/*: an online mixer's domain weights; default: {','.join(CURVES)})")
     p.add_argument("--out", type=Path, help="where to write compare.csv, runs.csv, compare.md and the PNGs (default: <sweep>/compare)")
+    p.add_argument("--paired-with", metavar="KEY=VALUE", help="also write paired.md / paired.csv: each group minus the group with KEY=VALUE "
+                   "(KEY one of --by; the other --by values equal), on the same seed, with the paired t-test")
     p.add_argument("--no-plots", action="store_true")
     args = p.parse_args(argv)
     try:
-        compare(args.runs, _split(args.by) or None, _split(args.metric), args.out, args.x, _split(args.curve) or None, not args.no_plots)
+        compare(args.runs, _split(args.by) or None, _split(args.metric), args.out, args.x, _split(args.curve) or None, not args.no_plots,
+                paired_with=args.paired_with)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
