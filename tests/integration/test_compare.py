@@ -152,3 +152,19 @@ def test_wandb_api_key_never_lands_in_the_run_directory(wandb_sweep):
     assert not leaked, leaked
     records = list(wandb_sweep.glob("*/wandb/offline-run-*/run-*.wandb"))
     assert len(records) == 2  # offline record files, ready for `wandb sync <dir>`
+
+
+def test_paired_with_gives_each_group_minus_its_baseline_on_the_same_seed(local_sweep, tmp_path):
+    """The README's --paired-with on a real sweep: lr 3e-3 − lr 1e-3, seed by seed, recomputed here."""
+    out = tmp_path / "out"
+    main([str(local_sweep), "--by", "optim.lr", "--metric", "test/loss", "--paired-with", "optim.lr=0.001", "--out", str(out), "--no-plots"])
+    pairs = pd.read_csv(out / "paired.csv")
+    assert list(pairs["optim.lr"]) == [0.003]
+    by_seed: dict = {}
+    for d in sorted(p for p in local_sweep.iterdir() if p.name.isdigit()):
+        cfg = pd.json_normalize(__import__("yaml").safe_load((d / "config.yaml").read_text()))
+        by_seed.setdefault(int(cfg["seed"][0]), {})[float(cfg["optim.lr"][0])] = json.loads((d / "summary.json").read_text())["metrics"]["test/loss"]
+    diffs = pd.Series([v[0.003] - v[0.001] for v in by_seed.values()])
+    assert pairs["test/loss delta"][0] == pytest.approx(diffs.mean(), abs=1e-12)
+    assert pairs["test/loss pairs"][0] == 2
+    assert "Δ test/loss" in (out / "paired.md").read_text()
