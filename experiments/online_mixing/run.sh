@@ -12,7 +12,7 @@
 #   ARMS="odm skill_it" bash experiments/online_mixing/run.sh "0"      # only these arms
 # A run whose summary.json exists is skipped, so lanes of (arms, seeds) can run side by side.
 set -euo pipefail
-ARMS=${ARMS:-"natural uniform temperature doremi odm skill_it"}
+ARMS=${ARMS:-"natural uniform temperature doremi doremi_avg odm skill_it"}
 SEEDS=${1:-"0 1 2"}
 OUT=${2:-logs/online_mixing/grid}
 TRAIN=${ASSAY_TRAIN:-assay-train}
