@@ -25,7 +25,7 @@ def cell(values):
 def main(root: Path) -> None:
     runs = {}
     for summary in sorted(root.glob("*/seed*/summary.json")):
-        runs.setdefault(summary.parent.parent.name, []).append(json.loads(summary.read_text()))
+        runs.setdefault(summary.parent.parent.name, []).append({**json.loads(summary.read_text()), "seed": summary.parent.name})
     failed = sorted(str(p.relative_to(root)) for p in root.glob("*/seed*") if p.is_dir() and not (p / "summary.json").is_file())
     print("Global held-out exact match (test split, all four skills) and loss; mean ± std over seeds (n).\n")
     print("| condition | n | " + " | ".join(h for _, h in GLOBAL) + " |")
@@ -51,6 +51,18 @@ def main(root: Path) -> None:
             cells.append(cell([s["metrics"].get(f"collab/client{k}/kept_share") for s in ss]))
             cells.append(cell([s["metrics"].get(f"collab/client{k}/is_corrupted/f1") for s in ss]))
         print(f"| {cond} | " + " | ".join(cells) + " |")
+    print("\nTest loss minus FedAvg on all data (b_fedavg_all) on the same seed: mean ± sample std, paired t-test.\n")
+    print("| condition | pairs | Δ test loss | p |")
+    print("|---|---|---|---|")
+    from scipy.stats import ttest_rel
+
+    base = {s["seed"]: s["metrics"]["test/loss"] for s in runs.get("b_fedavg_all", [])}
+    for cond, ss in runs.items():
+        pairs = [(s["metrics"]["test/loss"], base[s["seed"]]) for s in ss if s["seed"] in base]
+        if cond == "b_fedavg_all" or len(pairs) < 2:
+            continue
+        d = np.array([a - b for a, b in pairs])
+        print(f"| {cond} | {len(d)} | {d.mean():+.3f} ± {d.std(ddof=1):.3f} | {ttest_rel(*zip(*pairs)).pvalue:.3f} |")
     if failed:
         print(f"\nRuns without a summary (failed, killed or not run): {', '.join(failed)}")
 
