@@ -20,12 +20,7 @@ for p in 0.2 0.4; do
   nice -n 5 "$PY" $E/grid.py --out "$ROOT/eps_matched" --seeds 0,1,2,3,4 --flips "$p" --methods "$ROOT/eps_matched/methods_p$p.txt" \
     --sft "$SFT" --dpo "$DPO" --shared-sft 0
 done
-cat > "$ROOT/gap_flip/methods.txt" <<'METHODS'
-dpo         objective=dpo
-rdpo        objective=rdpo objective.epsilon=0.1
-dr_dpo_bp1  objective=dr_dpo objective.aggregator.beta_prime=1.0
-beta_dpo    objective=beta_dpo
-METHODS
+printf '%s\n' "$SUBSET_METHODS" > "$ROOT/gap_flip/methods.txt"
 mkdir -p "$ROOT/gap_flip/sft"
 [ -e "$ROOT/gap_flip/sft/seed=0" ] || ln -s "$(cd "$ROOT/eps_matched/sft/seed=0" && pwd)" "$ROOT/gap_flip/sft/seed=0"
 nice -n 5 "$PY" $E/grid.py --out "$ROOT/gap_flip" --seeds 0,1,2,3,4 --flips 0.2,0.4 --methods "$ROOT/gap_flip/methods.txt" \

@@ -10,3 +10,9 @@ data.max_train_examples=96 data.max_eval_examples=250 data.batch_size=16 trainer
 trainer.log_every_n_steps=4 eval.val_generate=false optim.lr=2e-4 optim.warmup_steps=4 trainer.threads=1 \
 trainer.enable_progress_bar=false logger=csv"
 
+# The four-method subset of run.sh's methods (same spellings) that the per-seed-SFT check
+# (run_sft_seeds.sh) and the gap-dependent-flip slice (run_extra.sh) run.
+SUBSET_METHODS="dpo           objective=dpo
+rdpo          objective=rdpo objective.epsilon=0.1
+dr_dpo_bp1    objective=dr_dpo objective.aggregator.beta_prime=1.0
+beta_dpo      objective=beta_dpo"
