@@ -40,6 +40,8 @@ models: $(STAMP)
 
 test: $(STAMP)
 	@$(VENV)/bin/assay-fetch $(MODELS) || echo "assay-fetch $(MODELS) failed: the tests that need those models will be skipped"
+	@# The SLURM tests run a local cluster from Debian packages: install them here, as root, not inside a test.
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then bash slurm/local_cluster.sh install || echo "the SLURM packages could not be installed: the SLURM tests will say why"; fi
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)

@@ -1,7 +1,7 @@
 """DPO training throughput on CPU: assay vs TRL's DPOTrainer vs a bare PyTorch loop.
 
-    /work/main/.venv/bin/python benchmarks/dpo_throughput/run.py [--steps N --batch-size B --threads T]
-    /work/main/.venv/bin/python benchmarks/dpo_throughput/run.py --arm realistic   # SmolLM2-135M, UltraFeedback-like lengths, LoRA and full
+    .venv/bin/python benchmarks/dpo_throughput/run.py [--steps N --batch-size B --threads T]
+    .venv/bin/python benchmarks/dpo_throughput/run.py --arm realistic   # SmolLM2-135M, UltraFeedback-like lengths, LoRA and full
 
 Two arms. ``tiny`` (the default) is described below. ``realistic`` trains SmolLM2-135M (the real
 weights of ``model=smollm2_135m``, ``assay-fetch smollm2``; a Llama of hidden 576, 30 layers, 9

@@ -152,15 +152,39 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         os.replace(tmp, path)
 
 
-def cluster_plugins() -> list[Any]:
-    """Trainer plugins: atomic checkpoints always; inside a SLURM job, the SLURM environment with
-    Lightning's auto-requeue off (submitit owns requeueing)."""
-    plugins: list[Any] = [AtomicCheckpointIO()]
-    from lightning_fabric.plugins.environments import SLURMEnvironment
+def in_slurm_allocation() -> bool:
+    """True inside a SLURM job step that runs this process (sbatch or srun): SLURM set the task
+    count and the job is not an interactive shell allocation (SLURM's convention, which Lightning
+    follows too: a job named ``bash`` or ``interactive`` launches its processes itself)."""
+    return "SLURM_NTASKS" in os.environ and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive")
 
-    if SLURMEnvironment.detect():
-        plugins.append(SLURMEnvironment(auto_requeue=False))
-    return plugins
+
+def cluster_environment() -> Any:
+    """The cluster environment, decided here rather than guessed by Lightning: torchrun's when it
+    launched us, SLURM's (auto-requeue off) inside an allocation, else a plain local environment.
+
+    Lightning's own guess probes SLURM on every Trainer and at every ``fit``/``test``, and on any
+    machine with ``srun`` on PATH (every cluster login node) prints a hint to use ``srun`` above
+    the run's output. Outside an allocation that hint is wrong for assay (it launches jobs through
+    submitit or sbatch itself), so it is silenced there."""
+    import warnings
+
+    from lightning_fabric.plugins.environments import LightningEnvironment, LSFEnvironment, MPIEnvironment, SLURMEnvironment, TorchElasticEnvironment
+
+    if TorchElasticEnvironment.detect():
+        return TorchElasticEnvironment()
+    if in_slurm_allocation():
+        return SLURMEnvironment(auto_requeue=False)
+    for other in (LSFEnvironment, MPIEnvironment):  # the rest of Lightning's own order
+        if other.detect():
+            return other()
+    warnings.filterwarnings("ignore", message="The `srun` command is available on your system but is not used")
+    return LightningEnvironment()
+
+
+def cluster_plugins() -> list[Any]:
+    """Trainer plugins: atomic checkpoints and the cluster environment (:func:`cluster_environment`)."""
+    return [AtomicCheckpointIO(), cluster_environment()]
 
 
 def requeued() -> bool:

@@ -127,7 +127,15 @@ def test_embedder_column_end_to_end(tmp_path):
 
 
 def test_a_fast_run_prints_only_what_a_user_reads_and_logs_the_rest(tmp_path):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH", "")])}
+    """Also on a SLURM login node: a stand-in ``srun`` on PATH (every cluster machine has one) must
+    not bring Lightning's "srun is available but not used" hint onto the console."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "srun").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    env.update(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+               PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH", "")]))
     run_dir = tmp_path / "run"
     out = subprocess.run([sys.executable, "-m", "assay.train", "debug=fast", f"hydra.run.dir={run_dir}"],
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)

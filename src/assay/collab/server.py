@@ -11,7 +11,9 @@ an example, an id or a per-sample score.
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
 import time
 import traceback
 from pathlib import Path
@@ -200,6 +202,7 @@ def _serve(srv: ServerSide, grid) -> None:
             st["history"].append(entry)
             st["rounds_done"] = rnd
             srv.save(arrays)
+            _crash_if_asked(rnd)
 
     # ---- final evaluation on the public held-out splits -----------------------------------------
     if not st["done"]:
@@ -215,6 +218,14 @@ def _serve(srv: ServerSide, grid) -> None:
             st["final"] = {**srv_eval(srv, arrays, "val"), **srv_eval(srv, arrays, "test")}
         st["done"] = True
         srv.save(arrays)
+
+
+def _crash_if_asked(rnd: int) -> None:
+    """Fault injection for resume tests: ``ASSAY_FAULT_KILL_AFTER_ROUND=k`` ends this process with
+    SIGKILL right after round k's state is saved, a crash at an exact point (a kill from outside
+    lands wherever the scheduler happens to be)."""
+    if os.environ.get("ASSAY_FAULT_KILL_AFTER_ROUND") == str(rnd):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def srv_eval(srv: ServerSide, arrays: dict, split: str) -> dict[str, float]:
