@@ -28,6 +28,8 @@ from omegaconf import open_dict  # noqa: E402
 from assay.paths import CONF_DIR  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+HEAD = __import__("subprocess").run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip() or None
+"""The commit every run of this suite must record in its provenance (None outside a git checkout)."""
 # The model cache as the user has it (the autouse fixture points ASSAY_CACHE at a temporary dir).
 USER_MODEL_CACHE = Path(os.environ.get("ASSAY_CACHE", Path.home() / ".cache" / "assay")).expanduser() / "models"
 

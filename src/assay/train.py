@@ -21,7 +21,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from assay import distributed, runlog
+from assay import distributed, provenance, runlog
 from assay.config import validate
 from assay.errors import UserError, environment_problem, explain
 from assay.paths import CONF_DIR
@@ -70,6 +70,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         runlog.start_run_log(run_dir)
         (run_dir / "summary.json").unlink(missing_ok=True)  # a run that does not finish has no summary
         OmegaConf.save(OmegaConf.create(job_config(cfg)), run_dir / "config.yaml")
+    origin = provenance.collect(run_dir if main else None, world_size=distributed.planned_processes(spec.trainer))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     spec.trainer.apply_threads()  # before data, scoring and training alike
 
@@ -115,7 +116,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     callbacks = [SamplerProgress(), *mixing.callbacks, *spec.dynamics.callbacks(run_dir), *rescoring, PreemptionCheckpoint(run_dir / "checkpoints" / "last.ckpt"), checkpoints,
                  *runlog.progress_bar(spec.trainer.enable_progress_bar)]
     resume = _resume_path(cfg, run_dir)
-    logger = spec.logger.build(run_dir, {**_logger_context(cfg, run_dir), "resume_from": resume})
+    logger = spec.logger.build(run_dir, {**_logger_context(cfg, run_dir, origin), "resume_from": resume})
     trainer = spec.trainer.build(model, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir), plugins=cluster_plugins())
     if resume:
         runlog.info("resuming from %s", resume)
@@ -147,6 +148,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "global_step": trainer.global_step,
         "resumed_from": resume,
         "elapsed_s": round(time.time() - started, 1),
+        "provenance": {**origin, "data_order_fingerprint": datamodule.sampler.fingerprint()},
     }
     if logger and main:
         logger.log_hyperparams({"summary/" + k: v for k, v in summary["metrics"].items()})
@@ -191,7 +193,8 @@ def run_stages(cfg: DictConfig) -> dict[str, Any]:
         stages[stage["name"]] = run_stage(stage_cfg, stage_dir)
         previous = str(stage_dir)
     last = stages[list(stages)[-1]]
-    summary = {"status": "completed", "run_dir": str(root), "metrics": last["metrics"], "stages": stages}
+    summary = {"status": "completed", "run_dir": str(root), "metrics": last["metrics"], "stages": stages,
+               "provenance": provenance.collect(root if distributed.is_main() else None, world_size=distributed.world_size())}
     if distributed.is_main():
         write_json(root / "summary.json", summary)
     return summary
@@ -235,7 +238,7 @@ def _resume_path(cfg: DictConfig, run_dir: Path) -> str | None:
     return str(path)
 
 
-def _logger_context(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def _logger_context(cfg: DictConfig, run_dir: Path, origin: dict[str, Any]) -> dict[str, Any]:
     group, run_name = None, run_dir.name
     if HydraConfig.initialized():
         hc = HydraConfig.get()
@@ -243,7 +246,7 @@ def _logger_context(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             group = Path(hc.sweep.dir).name
             run_name = f"{group}/{hc.job.num}"
     # Flat dotted keys (objective.name, noise.p): what wandb's run table and API filters group on.
-    return {"group": group or run_name, "run_name": run_name, "stage": cfg.stage, "choices": job_choices(cfg), "config": flatten(job_config(cfg))}
+    return {"group": group or run_name, "run_name": run_name, "stage": cfg.stage, "choices": job_choices(cfg), "config": {**flatten(job_config(cfg)), **flatten({"provenance": origin})}}
 
 
 def _finish_wandb(exit_code: int) -> None:

@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.conftest import HEAD
+
 pytest.importorskip("flwr")
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -42,6 +44,7 @@ def test_three_clients_clues_then_fedavg_in_one_command(simulated):
     run = simulated
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed"
+    assert summary["provenance"]["code"]["commit"] == HEAD and "flwr" in summary["provenance"]["versions"]
     m = summary["metrics"]
     for key in ("test/exact_match", "test/loss", "test/exact_match/copy", "val/exact_match", "selection/is_corrupted/f1", "selection/is_corrupted/auroc"):
         assert key in m and np.isfinite(m[key]), key

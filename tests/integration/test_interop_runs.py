@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO, run_in_hydra
+from tests.conftest import HEAD, REPO, run_in_hydra
 
 pytestmark = pytest.mark.integration
 FAST = ["debug=fast", "trainer.enable_progress_bar=false"]
@@ -149,3 +149,8 @@ def test_a_fast_run_prints_only_what_a_user_reads_and_logs_the_rest(tmp_path):
         assert not any(noise in line for line in printed), noise
     log = (run_dir / "train.log").read_text()
     assert "GPU available: False" in log and "finished: {" in log and "test/exact_match" in log
+    # the run names the code, the libraries, the machine and the command it came from
+    origin = json.loads((run_dir / "summary.json").read_text())["provenance"]
+    assert origin["code"]["commit"] == HEAD and origin["command"][-2:] == ["debug=fast", f"hydra.run.dir={run_dir}"]
+    assert origin["machine"]["world_size"] == 1 and origin["versions"]["pytorch-lightning"] and origin["data_order_fingerprint"]
+    assert (run_dir / "code.diff").is_file() == bool(origin["code"]["dirty"])

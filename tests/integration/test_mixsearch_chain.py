@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from tests.conftest import HEAD
+
 
 @pytest.mark.integration
 @pytest.mark.slow
@@ -28,6 +30,7 @@ def test_chain_end_to_end_and_relaunch_skips_completed(tmp_path, compose_cfg):
     for pid in ids:
         summary = json.loads((root / "swarm" / "runs" / pid / "summary.json").read_text())
         assert summary["status"] == "completed" and summary["choices"]["mixture"] == "weights"
+        assert summary["provenance"]["code"]["commit"] == HEAD and summary["provenance"]["versions"]["torch"]
         realised = summary["data"]["source_counts"]
         # the proxy's mixture reached the run: zero-weight domains drew nothing, the heaviest drew most
         weights = next(p for p in swarm["proxies"] if p["id"] == pid)["weights"]

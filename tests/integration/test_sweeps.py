@@ -1,6 +1,7 @@
 """Sweep definitions (sweep=<name>), the Optuna search with a resumable SQLite study, and the
 local-parallel launcher."""
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -11,6 +12,7 @@ import pytest
 
 from assay.paths import CONF_DIR
 from assay.preflight import preflight
+from tests.conftest import HEAD
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = str(Path(sys.executable).parent / "assay-train")
@@ -73,3 +75,6 @@ def test_local_parallel_launcher_runs_jobs_side_by_side(tmp_path):
     r = _run(["-m", "hydra/launcher=local_parallel", "debug=fast", "trainer.max_steps=1", "logger=csv", "seed=0,1", f"hydra.sweep.dir={sweep}"], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert (sweep / "0" / "summary.json").is_file() and (sweep / "1" / "summary.json").is_file()
+    for job in ("0", "1"):  # a sweep job records the code it ran, and the command of the sweep
+        origin = json.loads((sweep / job / "summary.json").read_text())["provenance"]
+        assert origin["code"]["commit"] == HEAD and origin["versions"]["torch"]

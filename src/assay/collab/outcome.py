@@ -30,6 +30,7 @@ def write_outcome(srv, resumed_from: Optional[int], started: float) -> dict[str,
     from assay.collab.data import plan_clients
     from assay.collab.local import load_trainable
     from assay.models.build import save_model
+    from assay import provenance
     from assay.rundir import write_json
 
     run_dir, state, collab = srv.run_dir, srv.state, srv.collab
@@ -58,6 +59,7 @@ def write_outcome(srv, resumed_from: Optional[int], started: float) -> dict[str,
                    "selection": state["clients"], "per_client": per_client, "rounds": state["history"], "selects": selects(srv.spec, collab)},
         "resumed_from_round": resumed_from,
         "elapsed_s": round(time.time() - started, 1),
+        "provenance": provenance.collect(run_dir, world_size=len(names)),
     }
     write_json(run_dir / "summary.json", summary)
     return summary

@@ -22,14 +22,15 @@ from typing import Any
 from assay.compare.paired import paired, paired_markdown
 from assay.compare.plots import plot_curves, plot_metrics
 from assay.compare.readers import CURVES, collect
-from assay.compare.table import aggregate, check_keys, choose_metrics, markdown, print_table, runs_frame, varying_keys
+from assay.compare.table import aggregate, check_keys, choose_metrics, markdown, mixed_commits, print_table, provenance_footer, provenance_stamp, runs_frame, varying_keys
 from assay.errors import UserError
 
 
 def compare(inputs: list[str], by: list[str] | None = None, metrics: list[str] | None = None, out: Path | None = None,
             x: str | None = None, curves: list[str] | None = None, plots: bool = True, quiet: bool = False,
-            paired_with: str | None = None) -> dict[str, Any]:
-    """Read, aggregate and write; returns the table, the runs and the written files."""
+            paired_with: str | None = None, allow_mixed_commits: bool = False) -> dict[str, Any]:
+    """Read, aggregate and write; returns the table, the runs and the written files. Runs of
+    different commits are never pooled into one group unless ``allow_mixed_commits``."""
     runs = collect(inputs)
     by = list(by) if by else varying_keys(runs)
     by = check_keys(runs, by)
@@ -37,7 +38,15 @@ def compare(inputs: list[str], by: list[str] | None = None, metrics: list[str] |
         raise UserError("--x", x, f"must be one of the --by keys {by}")
     metrics = choose_metrics(runs, list(metrics or []))
     table = aggregate(runs, by, metrics)
+    mixed = mixed_commits(table, by)
+    if mixed and not allow_mixed_commits:
+        raise UserError("runs", inputs if len(inputs) > 1 else inputs[0], f"{len(mixed)} group(s) would pool runs of different commits ({mixed[0]}"
+                        f"{'; ...' if len(mixed) > 1 else ''}): rerun them at one commit, or pass --allow-mixed-commits to pool them anyway (the table then says so)")
     bad = [r for r in runs if r.status != "completed"]
+    footer = provenance_footer(runs)
+    if mixed:
+        footer += "\n**Pooled across commits** (--allow-mixed-commits): " + "; ".join(mixed) + "\n"
+    stamp = provenance_stamp(runs)
     if out is None:
         first = Path(inputs[0])
         out = first / "compare" if len(inputs) == 1 and first.is_dir() else Path("compare")
@@ -45,17 +54,19 @@ def compare(inputs: list[str], by: list[str] | None = None, metrics: list[str] |
     files = [out / "compare.csv", out / "runs.csv", out / "compare.md"]
     table.to_csv(files[0], index=False)
     runs_frame(runs, by, metrics).to_csv(files[1], index=False)
-    files[2].write_text(markdown(table, by, metrics, bad))
+    files[2].write_text(markdown(table, by, metrics, bad) + footer)
     if paired_with is not None:
         pairs = paired(runs, by, metrics, paired_with)
         pairs.to_csv(out / "paired.csv", index=False)
-        (out / "paired.md").write_text(paired_markdown(pairs, by, metrics, paired_with))
+        (out / "paired.md").write_text(paired_markdown(pairs, by, metrics, paired_with) + footer)
         files += [out / "paired.csv", out / "paired.md"]
     if plots:
-        files += plot_metrics(table, by, metrics, x, out)
-        files += plot_curves(runs, by, list(curves) if curves is not None else list(CURVES), out)
+        files += plot_metrics(table, by, metrics, x, out, stamp)
+        files += plot_curves(runs, by, list(curves) if curves is not None else list(CURVES), out, stamp)
     if not quiet:
         print_table(table, by, metrics, bad)
+        if mixed:
+            print(f"warning: {len(mixed)} group(s) pool runs of different commits (--allow-mixed-commits)", file=sys.stderr)
         print(f"wrote {len(files)} files to {out}")
     return {"table": table, "runs": runs, "by": by, "metrics": metrics, "files": files, "out": out}
 
@@ -74,11 +85,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, help="where to write compare.csv, runs.csv, compare.md and the PNGs (default: <sweep>/compare)")
     p.add_argument("--paired-with", metavar="KEY=VALUE", help="also write paired.md / paired.csv: each group minus the group with KEY=VALUE "
                    "(KEY one of --by; the other --by values equal), on the same seed, with the paired t-test")
+    p.add_argument("--allow-mixed-commits", action="store_true", help="pool runs of different commits into one group (refused by default; the table then says which groups)")
     p.add_argument("--no-plots", action="store_true")
     args = p.parse_args(argv)
     try:
         compare(args.runs, _split(args.by) or None, _split(args.metric), args.out, args.x, _split(args.curve) or None, not args.no_plots,
-                paired_with=args.paired_with)
+                paired_with=args.paired_with, allow_mixed_commits=args.allow_mixed_commits)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)

@@ -15,7 +15,17 @@ def _slug(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", s).strip("_")
 
 
-def plot_metrics(table: pd.DataFrame, by: list[str], metrics: list[str], x: str | None, out: Path) -> list[Path]:
+def _stamp(fig, footer: str) -> None:
+    """The provenance line (commits, date) at the foot of a figure, so a plot pasted anywhere still
+    names the code that produced it."""
+    if footer:
+        fig.text(0.01, 0.005, footer, fontsize=6, color="0.4", ha="left", va="bottom")
+        fig.tight_layout(rect=(0, 0.03, 1, 1))
+    else:
+        fig.tight_layout()
+
+
+def plot_metrics(table: pd.DataFrame, by: list[str], metrics: list[str], x: str | None, out: Path, footer: str = "") -> list[Path]:
     """Each metric against the swept key ``x`` (one line per combination of the other keys, error
     bars = std over seeds); without a numeric key, one bar per group."""
     import matplotlib
@@ -54,7 +64,7 @@ def plot_metrics(table: pd.DataFrame, by: list[str], metrics: list[str], x: str 
         ax.grid(alpha=0.3)
         if x is not None and len(ax.get_legend_handles_labels()[0]) > 1:
             ax.legend(fontsize=8)
-        fig.tight_layout()
+        _stamp(fig, footer)
         fig.savefig(out / name)
         plt.close(fig)
         paths.append(out / name)
@@ -74,7 +84,7 @@ def expand_curves(runs: list[Run], curves: list[str]) -> list[str]:
     return out
 
 
-def plot_curves(runs: list[Run], by: list[str], curves: list[str], out: Path) -> list[Path]:
+def plot_curves(runs: list[Run], by: list[str], curves: list[str], out: Path, footer: str = "") -> list[Path]:
     """Learning curves: per group, the mean over seeds at each step (band = ± std)."""
     import matplotlib
 
@@ -108,7 +118,7 @@ def plot_curves(runs: list[Run], by: list[str], curves: list[str], out: Path) ->
         ax.set_title(f"{c} during training (mean ± std over seeds)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
+        _stamp(fig, footer)
         name = f"curve_{_slug(c)}.png"
         fig.savefig(out / name)
         plt.close(fig)

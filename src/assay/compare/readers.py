@@ -18,6 +18,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from assay.errors import UserError
+from assay.provenance import commit_label
 from assay.registry import GROUPS
 from assay.results import flatten
 
@@ -39,6 +40,28 @@ class Run:
     metrics: dict[str, float] = field(default_factory=dict)
     history: pd.DataFrame | None = None
     reason: str = ""
+    provenance: dict[str, Any] = field(default_factory=dict)
+    """The run's ``provenance`` record (assay.provenance): commit, versions, machine, command."""
+
+    @property
+    def commit(self) -> str:
+        return commit_label(self.provenance)
+
+
+def split_provenance(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A flat wandb config -> (the run's own config, its provenance record as a nested mapping): the
+    provenance keys are facts about the run, not settings to group on."""
+    own, origin = {}, {}
+    for key, value in config.items():
+        if key.startswith("provenance."):
+            node = origin
+            *parents, leaf = key.split(".")[1:]
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+        else:
+            own[key] = value
+    return own, origin
 
 
 def _read_mapping(path: Path, kind: str) -> dict:
@@ -97,7 +120,7 @@ def read_local_run(path: Path) -> Run:
     if "metrics" not in summary or not isinstance(summary["metrics"], dict):
         raise UserError("run", str(path), "summary.json has no 'metrics' object; rerun or remove that run")
     status = summary.get("status", "completed")
-    return Run(str(path), "local", status, config, _numeric(summary["metrics"]), history)
+    return Run(str(path), "local", status, config, _numeric(summary["metrics"]), history, provenance=summary.get("provenance") or {})
 
 
 def read_wandb_offline(path: Path) -> Run:
@@ -118,11 +141,11 @@ def read_wandb_offline(path: Path) -> Run:
         summary.update(_read_json(path / "files" / "wandb-summary.json"))
     if not config and not summary:
         raise UserError("run", str(path), "wandb run directory without a readable .wandb record file, config or summary")
-    config = {k: v for k, v in config.items() if not k.startswith(("_wandb", "summary/"))}
+    config, origin = split_provenance({k: v for k, v in config.items() if not k.startswith(("_wandb", "summary/"))})
     metrics = {k: v for k, v in _numeric(summary).items() if not k.startswith("_")}
     done = (summary.get("status") == "completed" or any(k.startswith("test/") for k in metrics)) and exit_code in (None, 0)
     reason = "" if done else f"no final summary (exit code {exit_code}; failed, killed or still running)"
-    return Run(str(path), "wandb-offline", "completed" if done else "failed", config, metrics if done else {}, history, reason)
+    return Run(str(path), "wandb-offline", "completed" if done else "failed", config, metrics if done else {}, history, reason, origin)
 
 
 def _wandb_log_records(file: Path) -> Iterable[bytes]:
@@ -231,7 +254,8 @@ def read_wandb_api(project: str) -> list[Run]:
                 history["step"] = history["_step"]
         except Exception:
             history = None
-        out.append(Run(f"{project}/{r.id}", "wandb", "completed" if done else "failed", config, metrics if done else {}, history, "" if done else f"state {r.state}"))
+        config, origin = split_provenance(config)
+        out.append(Run(f"{project}/{r.id}", "wandb", "completed" if done else "failed", config, metrics if done else {}, history, "" if done else f"state {r.state}", origin))
     return out
 
 

@@ -67,13 +67,15 @@ def value_label(value: Any) -> str:
 
 
 def aggregate(runs: list[Run], by: list[str], metrics: list[str]) -> pd.DataFrame:
-    """One row per group: the by-values, n (completed runs), failed, then mean/std of each metric."""
+    """One row per group: the by-values, n (completed runs), failed, the commit(s) of its completed
+    runs, then mean/std of each metric."""
     rows: dict[tuple, dict[str, Any]] = {}
     for r in runs:
         key = tuple(value_label(r.config.get(k)) for k in by)
-        row = rows.setdefault(key, {**dict(zip(by, key)), "n": 0, "failed": 0, "_values": {m: [] for m in metrics}, "_raw": {k: r.config.get(k) for k in by}})
+        row = rows.setdefault(key, {**dict(zip(by, key)), "n": 0, "failed": 0, "_values": {m: [] for m in metrics}, "_raw": {k: r.config.get(k) for k in by}, "_commits": set()})
         if r.status == "completed":
             row["n"] += 1
+            row["_commits"].add(r.commit)
             for m in metrics:
                 if m in r.metrics:
                     row["_values"][m].append(r.metrics[m])
@@ -83,6 +85,7 @@ def aggregate(runs: list[Run], by: list[str], metrics: list[str]) -> pd.DataFram
     for row in rows.values():
         values = row.pop("_values")
         row.pop("_raw")
+        row["commit"] = ", ".join(sorted(row.pop("_commits")))
         for m in metrics:
             s = pd.Series(values[m], dtype=float)
             row[f"{m} mean"] = float(s.mean()) if len(s) else math.nan
@@ -109,17 +112,19 @@ def fmt(mean: float, std: float, n: int) -> str:
 def runs_frame(runs: list[Run], by: list[str], metrics: list[str]) -> pd.DataFrame:
     rows = []
     for r in runs:
-        rows.append({"run": r.name, "source": r.source, "status": r.status, **{k: r.config.get(k) for k in by}, "seed": r.config.get("seed"), **{m: r.metrics.get(m) for m in metrics}, "reason": r.reason})
+        rows.append({"run": r.name, "source": r.source, "status": r.status, "commit": r.commit, **{k: r.config.get(k) for k in by}, "seed": r.config.get("seed"),
+                     **{m: r.metrics.get(m) for m in metrics}, "reason": r.reason})
     return pd.DataFrame(rows)
 
 
 def markdown(table: pd.DataFrame, by: list[str], metrics: list[str], bad: list[Run]) -> str:
-    head = [*by, "n", *metrics] + (["failed"] if bad else [])
+    head = [*by, "n", *metrics] + (["failed"] if bad else []) + ["commit"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for _, row in table.iterrows():
         cells = [str(row[k]) for k in by] + [str(row["n"])] + [fmt(row[f"{m} mean"], row[f"{m} std"], row[f"{m} n"]) for m in metrics]
         if bad:
             cells.append(str(row["failed"]))
+        cells.append(str(row["commit"]) or "—")
         lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n\nValues are mean ± std over seeds (sample std, n runs per group).\n"
     if bad:
@@ -139,10 +144,48 @@ def print_table(table: pd.DataFrame, by: list[str], metrics: list[str], bad: lis
         t.add_column(m, justify="right")
     if bad:
         t.add_column("failed", justify="right", style="red")
+    t.add_column("commit")
     for _, row in table.iterrows():
         cells = [str(row[k]) for k in by] + [str(row["n"])] + [fmt(row[f"{m} mean"], row[f"{m} std"], row[f"{m} n"]) for m in metrics]
-        t.add_row(*cells, *([str(row["failed"])] if bad else []))
-    console = Console(width=max(100, 22 * (len(by) + len(metrics))))
+        t.add_row(*cells, *([str(row["failed"])] if bad else []), str(row["commit"]) or "—")
+    console = Console(width=max(100, 22 * (len(by) + len(metrics)) + 30))  # + the commit column
     console.print(t)
     for r in bad:
         console.print(f"[red]{r.status}[/red] {r.name}: {r.reason}")
+
+
+def mixed_commits(table: pd.DataFrame, by: list[str]) -> list[str]:
+    """The groups whose completed runs come from more than one commit (as "by-values: commits")."""
+    return [", ".join(f"{k}={row[k]}" for k in by) + f": {row['commit']}" for _, row in table.iterrows() if "," in str(row["commit"])]
+
+
+def provenance_footer(runs: list[Run], command: list[str] | None = None) -> str:
+    """Under every table: which code produced it (each commit and how many runs), the library
+    versions of those runs (a version that differs between runs is listed with each value), when the
+    table was written and by which command."""
+    import shlex
+    import sys
+    from collections import Counter
+    from datetime import datetime, timezone
+
+    done = [r for r in runs if r.status == "completed"]
+    commits = Counter(r.commit for r in done)
+    versions: dict[str, set[str]] = {}
+    for r in done:
+        for name, version in (r.provenance.get("versions") or {}).items():
+            versions.setdefault(name, set()).add(str(version))
+    lines = ["", "---", "", "Provenance: " + ("; ".join(f"commit {c} ({n} run{'s' * (n != 1)})" for c, n in sorted(commits.items())) or "no completed run")]
+    if "unknown" in commits:
+        lines.append("(`unknown`: runs that recorded no commit, written before provenance was recorded or outside a git checkout.)")
+    if versions:
+        lines.append("Versions: " + ", ".join(f"{k} {' / '.join(sorted(v))}" for k, v in sorted(versions.items())))
+    lines.append(f"Written {datetime.now(timezone.utc).isoformat(timespec='seconds')} by `{shlex.join(command or ['assay-compare', *sys.argv[1:]])}`")
+    return "\n".join(lines) + "\n"
+
+
+def provenance_stamp(runs: list[Run]) -> str:
+    """The one-line form for the foot of a figure: the commits and the date."""
+    from datetime import datetime, timezone
+
+    commits = sorted({r.commit for r in runs if r.status == "completed"}) or ["no completed run"]
+    return f"commits: {', '.join(commits)}  ·  {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
