@@ -28,6 +28,8 @@ from typing import Any, Optional
 PACKAGES = ("torch", "transformers", "pytorch-lightning", "peft", "datasets", "trl", "flwr")
 """Libraries whose versions change results; those not installed are left out."""
 DIFF_FILE = "code.diff"
+RECORD_FILE = "provenance.json"
+"""Written when a run starts (summary.json, written when it ends, carries the same record)."""
 CHECKOUT = Path(__file__).resolve().parents[2]
 """The repository root when assay runs from a checkout (src/assay/provenance.py)."""
 
@@ -115,3 +117,8 @@ def commit_label(record: Optional[dict[str, Any]]) -> str:
     if not commit:
         return "unknown"
     return commit[:10] + (f"+dirty:{str(code.get('diff_sha256', ''))[:8]}" if code.get("dirty") else "")
+
+
+def current_label() -> str:
+    """:func:`commit_label` of the code this process runs."""
+    return commit_label({"code": code_state()[0]})

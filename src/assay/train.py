@@ -71,6 +71,8 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         (run_dir / "summary.json").unlink(missing_ok=True)  # a run that does not finish has no summary
         OmegaConf.save(OmegaConf.create(job_config(cfg)), run_dir / "config.yaml")
     origin = provenance.collect(run_dir if main else None, world_size=distributed.planned_processes(spec.trainer))
+    if main:  # at the start too: a run killed before its summary still names the code it ran
+        write_json(run_dir / provenance.RECORD_FILE, origin)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     spec.trainer.apply_threads()  # before data, scoring and training alike
 

@@ -32,7 +32,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     # starting model, checks before a run, run directories
     ("run assembly", {"config", "module", "heldout", "preflight", "rundir"}),
     # entry points: the commands (assay-train, assay-list, assay-compare, assay-mix) and the Flower launcher
-    ("entry points", {"train", "catalog", "compare", "collab", "mixsearch"}),
+    ("entry points", {"train", "catalog", "compare", "collab", "mixsearch", "study"}),
 ]
 LAYER_OF = {unit: i for i, (_, units) in enumerate(LAYERS) for unit in units}
 

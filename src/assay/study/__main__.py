@@ -1,0 +1,3 @@
+from assay.study.cli import main
+
+main()
