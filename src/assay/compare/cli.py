@@ -5,6 +5,7 @@
     assay-compare logs/train/multirun/x/0/wandb        # wandb offline run directories
     assay-compare wandb:my-entity/assay --by objective.name   # runs on the wandb server
     assay-compare sweep/ --by objective,noise.p --paired-with objective=dpo   # each objective − DPO, same seed and p
+    assay-compare sweep/ --paired-with objective=dpo --metric test/pref_acc,test/loss --primary test/pref_acc
 
 Runs that share the ``--by`` values (and differ only in their seed) are one group: each metric is
 reported as mean ± std over the group with its n. A run without a summary (failed, killed, still
@@ -19,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from assay.compare.paired import paired, paired_markdown
+from assay.compare.paired import against_constant, constant_markdown, paired, paired_markdown
 from assay.compare.plots import plot_curves, plot_metrics
 from assay.compare.readers import CURVES, collect
 from assay.compare.table import aggregate, check_keys, choose_metrics, markdown, mixed_commits, print_table, provenance_footer, provenance_stamp, runs_frame, varying_keys
@@ -28,7 +29,8 @@ from assay.errors import UserError
 
 def compare(inputs: list[str], by: list[str] | None = None, metrics: list[str] | None = None, out: Path | None = None,
             x: str | None = None, curves: list[str] | None = None, plots: bool = True, quiet: bool = False,
-            paired_with: str | None = None, allow_mixed_commits: bool = False) -> dict[str, Any]:
+            paired_with: str | None = None, allow_mixed_commits: bool = False, primary: str | None = None,
+            vs_constant: str | None = None) -> dict[str, Any]:
     """Read, aggregate and write; returns the table, the runs and the written files. Runs of
     different commits are never pooled into one group unless ``allow_mixed_commits``."""
     runs = collect(inputs)
@@ -56,10 +58,15 @@ def compare(inputs: list[str], by: list[str] | None = None, metrics: list[str] |
     runs_frame(runs, by, metrics).to_csv(files[1], index=False)
     files[2].write_text(markdown(table, by, metrics, bad) + footer)
     if paired_with is not None:
-        pairs = paired(runs, by, metrics, paired_with)
+        pairs = paired(runs, by, metrics, paired_with, primary)
         pairs.to_csv(out / "paired.csv", index=False)
-        (out / "paired.md").write_text(paired_markdown(pairs, by, metrics, paired_with) + footer)
+        (out / "paired.md").write_text(paired_markdown(pairs, by, metrics, paired_with, primary) + footer)
         files += [out / "paired.csv", out / "paired.md"]
+    if vs_constant is not None:
+        claims = against_constant(runs, by, vs_constant)
+        claims.to_csv(out / "constant.csv", index=False)
+        (out / "constant.md").write_text(constant_markdown(claims, by) + footer)
+        files += [out / "constant.csv", out / "constant.md"]
     if plots:
         files += plot_metrics(table, by, metrics, x, out, stamp)
         files += plot_curves(runs, by, list(curves) if curves is not None else list(CURVES), out, stamp)
@@ -85,12 +92,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, help="where to write compare.csv, runs.csv, compare.md and the PNGs (default: <sweep>/compare)")
     p.add_argument("--paired-with", metavar="KEY=VALUE", help="also write paired.md / paired.csv: each group minus the group with KEY=VALUE "
                    "(KEY one of --by; the other --by values equal), on the same seed, with the paired t-test")
+    p.add_argument("--primary", metavar="METRIC", help="with --paired-with: the declared metric whose comparisons are corrected (Holm) as one family; "
+                   "the other metrics are reported as exploratory (default: the first --metric)")
+    p.add_argument("--vs-constant", metavar="METRIC=VALUE", help="also write constant.md / constant.csv: each group's runs against a fixed value "
+                   "(e.g. selection/is_corrupted/auroc=0.5), one-sample t-test over seeds, Holm over the groups")
     p.add_argument("--allow-mixed-commits", action="store_true", help="pool runs of different commits into one group (refused by default; the table then says which groups)")
     p.add_argument("--no-plots", action="store_true")
     args = p.parse_args(argv)
     try:
         compare(args.runs, _split(args.by) or None, _split(args.metric), args.out, args.x, _split(args.curve) or None, not args.no_plots,
-                paired_with=args.paired_with, allow_mixed_commits=args.allow_mixed_commits)
+                paired_with=args.paired_with, allow_mixed_commits=args.allow_mixed_commits, primary=args.primary, vs_constant=args.vs_constant)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
