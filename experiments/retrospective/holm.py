@@ -57,7 +57,7 @@ def family(frame: pd.DataFrame, arm_col: str, level_col: str | None, metric: str
     return out
 
 
-def main() -> None:
+def main(out: Path = OUT) -> None:
     text = [__doc__.split("\n\n")[0].replace('"""', ""), "", "Command: `.venv/bin/python experiments/retrospective/holm.py`.", ""]
     for name, (path, arm_col, level_col, metric, baseline, constant) in STUDIES.items():
         frame = pd.read_csv(REPO / path)
@@ -75,8 +75,8 @@ def main() -> None:
                  f"{raw} with unadjusted p < 0.05, **{len(hits)} with Holm-adjusted p < 0.05**"
                  + (": " + "; ".join(f"{c.arm} {c.mean_diff:+.3f} (p_Holm = {c.p_adjusted:.3g})" for c in hits) if hits else "") + ".", "",
                  markdown(comps), ""]
-    OUT.write_text("\n".join(text))
-    print(f"wrote {OUT}", file=sys.stderr)
+    out.write_text("\n".join(text))
+    print(f"wrote {out}", file=sys.stderr)
 
 
 if __name__ == "__main__":
