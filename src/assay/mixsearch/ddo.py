@@ -39,10 +39,16 @@ def power_law(x, a, b, c):
 
 def fit_power_law(x: np.ndarray, y: np.ndarray, x_min: float) -> tuple[float, float, float]:
     """f(x) = (x + a)^(−b) + c through DDO's three points (x = 1/f, 1, f), with x + a > 0 wherever it
-    is evaluated (down to ``x_min``) and b ≥ 0 (more of a domain never raises its own term)."""
+    is evaluated (down to ``x_min``) and b ≥ 0 (more of a domain never raises its own term).
+
+    Three points do not always determine the law: two different (a, b, c) can pass through all
+    three exactly (e.g. (0.5, 0.3, ·) and (1.33, 0.98, ·) through the same points), and which one a
+    local optimiser reaches depends on its version. Among the exact fits (residual within rounding
+    of the best), the one with the smallest exponent b is taken: the flattest law that explains the
+    data, so the extrapolation claims no more curvature than the points show."""
     from scipy.optimize import curve_fit
 
-    best, best_err = None, np.inf
+    fits = []
     lo = (-x_min + A_FLOOR_MARGIN, 0.0, -np.inf)
     hi = (50.0, B_MAX, np.inf)
     for a0 in (0.0, 0.5, 2.0):
@@ -52,11 +58,12 @@ def fit_power_law(x: np.ndarray, y: np.ndarray, x_min: float) -> tuple[float, fl
                 p, _ = curve_fit(power_law, x, y, p0=(a0, b0, c0), bounds=(lo, hi), max_nfev=20000, ftol=1e-14, xtol=1e-14, gtol=1e-14)
             except RuntimeError:
                 continue
-            err = float(np.sum((power_law(x, *p) - y) ** 2))
-            if err < best_err:
-                best, best_err = p, err
-    if best is None:
+            fits.append((float(np.sum((power_law(x, *p) - y) ** 2)), p))
+    if not fits:
         raise UserError("ddo", "fit", "the power law did not converge on any start")
+    best_err = min(err for err, _ in fits)
+    tolerance = best_err + 1e-12 * max(1.0, float(np.sum(y ** 2)))
+    best = min((p for err, p in fits if err <= tolerance), key=lambda p: (p[1], p[0]))
     return float(best[0]), float(best[1]), float(best[2])
 
 

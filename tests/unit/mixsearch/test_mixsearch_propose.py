@@ -145,3 +145,16 @@ def test_dirichlet_swarm_centres_on_the_tempered_prior():
     X = dirichlet_swarm(prior, 4000, 0, temperature=2.0, concentration=20.0)
     t = np.sqrt(prior) / np.sqrt(prior).sum()
     np.testing.assert_allclose(X.mean(axis=0), t, atol=0.01)
+
+
+def test_three_points_two_exact_laws_the_flatter_is_taken():
+    """Through DDO's three points two power laws can pass exactly; the fit must not depend on which
+    one the optimiser happens to reach first: the smaller exponent is taken."""
+    from assay.mixsearch.ddo import fit_power_law, power_law
+
+    x = np.array([1 / 3, 1.0, 3.0])
+    y = power_law(x, 0.5, 0.3, 2.0)
+    other = (1.329863558652766, 0.9780769880522672)  # the second exact law through the same points
+    c_other = float(y[1] - (1 + other[0]) ** (-other[1]))
+    assert np.allclose(power_law(x, *other, c_other), y, atol=1e-9)
+    assert fit_power_law(x, y, 0.05) == pytest.approx((0.5, 0.3, 2.0), abs=1e-6)
