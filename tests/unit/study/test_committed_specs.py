@@ -1,0 +1,59 @@
+"""The committed study specs (experiments/<name>/study.yaml) load, every arm composes with the current
+conf/, the primary metric is one a run writes, every arm is in the declared family, and each study
+has at least 6 seeds (the project's rule for a study)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import assay.study
+from assay.study.spec import PLACEHOLDER
+
+REPO = Path(__file__).resolve().parents[3]
+STUDIES = ["online_mixing", "noisy_prefs_v2", "collaborative", "mixture_search"]
+RUN_METRIC_PREFIXES = ("test/", "val/")
+
+
+@pytest.fixture(scope="module", params=STUDIES)
+def spec(request):
+    return assay.study.load(REPO / "experiments" / request.param)
+
+
+def test_every_arm_composes(spec):
+    assay.study.check_overrides(spec)
+
+
+def test_primary_is_a_run_metric(spec):
+    assert spec.primary.startswith(RUN_METRIC_PREFIXES), spec.primary
+    assert spec.primary not in spec.secondary
+
+
+def test_every_arm_is_in_a_declared_comparison(spec):
+    assert spec.comparisons, "no declared comparison"
+    covered = {d.arm for d in spec.comparisons} | {d.baseline for d in spec.comparisons if d.baseline}
+    assert set(spec.arms) <= covered, sorted(set(spec.arms) - covered)
+
+
+def test_at_least_six_seeds(spec):
+    assert len(spec.seeds) >= 6, spec.seeds
+
+
+def test_placeholders_name_what_exists(spec):
+    # load() already refuses unknown names; this pins the two dependencies the studies rely on
+    refs = {m.group(0) for o in [o for arm in spec.arms.values() for o in arm] for m in PLACEHOLDER.finditer(o)}
+    if spec.root.name == "online_mixing":
+        assert refs == {"{run:natural}"}
+        assert spec.arm_order().index("natural") < spec.arm_order().index("doremi")
+    elif spec.root.name == "noisy_prefs_v2":
+        assert refs == {"{setup:sft}"}
+        assert set(spec.cross) == {"flip"} and set(spec.cross["flip"]) == {"0.0", "0.2", "0.4"}
+    else:
+        assert refs == set()
+
+
+def test_run_directories_are_ignored_by_git():
+    ignore = (REPO / ".gitignore").read_text().splitlines()
+    for pattern in ("experiments/*/runs/", "experiments/*/setup/", "experiments/*/logs/", "experiments/*/superseded/"):
+        assert pattern in ignore, pattern
