@@ -14,10 +14,12 @@ exactly as it was.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -114,6 +116,7 @@ def resume_argv(argv: list[str]) -> list[str]:
         run_dir = Path(value).expanduser()
         if not (run_dir / ".hydra" / "overrides.yaml").is_file():
             raise UserError("resume", value, "not a run directory (no .hydra/overrides.yaml)")
+        refuse_locked(run_dir)
         if (run_dir / "summary.json").is_file():
             raise UserError("resume", value, "this run already completed (it has summary.json); start a new run instead")
         saved = OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "overrides.yaml"))
@@ -123,6 +126,11 @@ def resume_argv(argv: list[str]) -> list[str]:
         check_resumable(argv, run_dir, "resume", value)
         print(f"[assay] resuming {run_dir} with: {shlex.join(saved + extra) or '(the defaults)'}", flush=True)
         return argv
+    given_dir = [_value(a) for a in argv if _key(a) == "hydra.run.dir"]
+    if given_dir and not multirun and launching_process():
+        # before Hydra writes .hydra/ into it: a directory holding a run is refused untouched
+        refuse_held(Path(given_dir[-1]).expanduser(), "hydra.run.dir", given_dir[-1], resuming=any(_key(a) == "ckpt_path" for a in argv))
+        refuse_locked(Path(given_dir[-1]).expanduser())
     if any(_key(a) == "ckpt_path" and _value(a) == "last" for a in argv):
         dir_key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
         given = [_value(a) for a in argv if _key(a) == dir_key]
@@ -172,3 +180,181 @@ def check_resumable(argv: list[str], run_dir: Path, field: str, value: Any) -> N
 
 def no_checkpoint_notice(run_dir: Path) -> None:
     print(f"[assay] ckpt_path=last: no checkpoints/last.ckpt in {run_dir} yet; starting it from step 0", flush=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Never overwritten, never shared: what a directory holds, the claim of a starting run, its lock
+
+RUN_FILES = ("summary.json", "config.yaml", "provenance.json", "metrics.csv", "checkpoints", "dynamics", "model", "server")
+"""What a run leaves in its directory (Hydra writes ``.hydra/`` and may open ``train.log`` before the run starts: those alone are not a run)."""
+LOCK_FILE = "run.lock"
+FAILURE_FILE = "failure.json"
+"""A run that stops with an error writes why (``status: failed``, the error line, when); ``summary.json``
+stays the mark of a completed run."""
+SUPERSEDED = "superseded"
+
+
+def launching_process() -> bool:
+    """False in the extra ranks of a multi-process run (they share rank 0's directory and claim)."""
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID"):
+        value = os.environ.get(key, "0")
+        if value.isdigit() and int(value) != 0:
+            return False
+    return True
+
+
+def held_run(run_dir: Path) -> str | None:
+    """``"completed"``, ``"unfinished"`` (files of a run, no completed summary), or None (free)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return None
+    try:
+        if json.loads((run_dir / "summary.json").read_text()).get("status") == "completed":
+            return "completed"
+    except (OSError, ValueError):
+        pass
+    if any((run_dir / name).exists() for name in RUN_FILES):
+        return "unfinished"
+    # a multi-stage run keeps each stage in a folder of its own
+    stages = [p for p in run_dir.iterdir() if p.is_dir() and p.name not in (".hydra", SUPERSEDED) and p.name not in RUN_FILES]
+    return "unfinished" if any(held_run(p) for p in stages) else None
+
+
+def refuse_held(run_dir: Path, field: str, value: Any, resuming: bool) -> None:
+    """A new run never writes into a directory that holds a run; a resume never continues a completed one."""
+    held = held_run(run_dir)
+    if held == "completed":
+        raise UserError(field, value, f"{run_dir} holds a completed run, and a run directory is never overwritten: choose a new directory")
+    if held == "unfinished" and not resuming:
+        raise UserError(field, value, f"{run_dir} holds a run that did not finish, and a run directory is never overwritten: "
+                        f"continue it with `assay-train resume={run_dir}` (in a sweep: ckpt_path=last), or choose a new directory")
+
+
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of a process (field 22 of /proc/<pid>/stat): a pid reused by another
+    process after a crash has another start time."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _lock_record() -> dict[str, Any]:
+    import socket
+
+    return {"pid": os.getpid(), "host": socket.gethostname(), "process_start": _process_start(os.getpid())}
+
+
+def _lock_is_live(record: dict[str, Any]) -> bool:
+    import socket
+
+    if record.get("host") != socket.gethostname():
+        return True  # another machine's process: this one cannot tell, so it never takes the directory
+    pid = record.get("pid")
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return record.get("process_start") in (None, _process_start(pid))
+
+
+def refuse_locked(run_dir: Path) -> None:
+    """One line when a live run holds ``run_dir`` (checked before Hydra writes anything into it)."""
+    lock = Path(run_dir) / LOCK_FILE
+    try:
+        held = json.loads(lock.read_text())
+    except (OSError, ValueError):
+        return
+    if held and _lock_is_live(held):
+        raise UserError("run directory", str(run_dir), f"is in use by a live run (pid {held.get('pid')} on {held.get('host')}); "
+                        f"wait for it to end or stop it (if it is dead on that machine, remove {lock})")
+
+
+def acquire_lock(run_dir: Path) -> Path:
+    """Take ``run.lock`` (pid, host, process start time). A lock of a live process is refused in one
+    line; a lock left by a process that died (a kill -9, a lost node on this host) is taken over."""
+    lock = Path(run_dir) / LOCK_FILE
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    mine = _lock_record()
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            refuse_locked(run_dir)
+            lock.unlink(missing_ok=True)  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(mine, f)
+        return lock
+    raise UserError("run directory", str(run_dir), f"could not take {lock} (another process keeps replacing it)")
+
+
+def release_lock(lock: Path) -> None:
+    try:
+        if json.loads(lock.read_text()).get("pid") == os.getpid():
+            lock.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def set_aside_unfinished(run_dir: Path) -> Path | None:
+    """A resume that finds no checkpoint starts from step 0: an earlier attempt's files (metrics, the
+    per-sample store) move to ``superseded/<time>/`` first, so two attempts are never mixed."""
+    from datetime import datetime, timezone
+
+    run_dir = Path(run_dir)
+    present = [p for p in run_dir.iterdir() if p.name not in (".hydra", LOCK_FILE, SUPERSEDED)] if run_dir.is_dir() else []
+    if not any(p.name in RUN_FILES for p in present):
+        return None
+    target = run_dir / SUPERSEDED / datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    target.mkdir(parents=True)
+    for p in present:
+        p.rename(target / p.name)
+    return target
+
+
+@contextmanager
+def claimed(run_dir: Path, field: str, value: Any, resuming: bool, fresh_start: bool) -> Iterator[None]:
+    """Hold ``run_dir`` for one run: refuse it when it holds another run (``refuse_held``), lock it
+    for the run's life, set an earlier attempt aside when a resume starts from step 0
+    (``fresh_start``), and on an error leave ``failure.json`` saying why. Only the launching process
+    does this; the other ranks of a multi-process run share its claim."""
+    if not launching_process():
+        yield
+        return
+    refuse_held(run_dir, field, value, resuming)
+    lock = acquire_lock(run_dir)
+    try:
+        (Path(run_dir) / FAILURE_FILE).unlink(missing_ok=True)
+        if fresh_start:
+            moved = set_aside_unfinished(run_dir)
+            if moved is not None:
+                print(f"[assay] {run_dir}: no checkpoint to resume; the earlier attempt's files moved to {moved}", flush=True)
+        yield
+    except BaseException as e:
+        if not isinstance(e, SystemExit):
+            _record_failure(Path(run_dir), e)
+        raise
+    finally:
+        release_lock(lock)
+
+
+def _record_failure(run_dir: Path, exc: BaseException) -> None:
+    from datetime import datetime, timezone
+
+    from assay.errors import environment_problem
+
+    if isinstance(exc, UserError):
+        line = f"error: {exc}"
+    elif isinstance(exc, KeyboardInterrupt):
+        line = "interrupted"
+    else:
+        line = f"error: {environment_problem(exc)}" if environment_problem(exc) else f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+    try:
+        write_json(run_dir / FAILURE_FILE, {"status": "failed", "error": line, "at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+    except OSError:
+        pass  # a full disk: the console line still says why

@@ -26,18 +26,27 @@ from assay.config import validate
 from assay.errors import UserError, environment_problem, explain
 from assay.paths import CONF_DIR
 from assay.results import HEADLINE, flatten
-from assay.rundir import job_choices, job_config, no_checkpoint_notice, resume_argv, write_json
+from assay.rundir import claimed, job_choices, job_config, no_checkpoint_notice, resume_argv, write_json
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Run one composed config (all its stages) and return its summary."""
-    if cfg.get("collab"):  # several private clients on Flower (assay.collab)
-        from assay.collab.run import run_collab
+    """Run one composed config (all its stages) in the run directory it claims, and return its summary."""
+    from assay.preemption import requeued
 
-        return run_collab(cfg)
-    if cfg.stages:
-        return run_stages(cfg)
-    return run_stage(cfg, Path(cfg.paths.output_dir))
+    run_dir = Path(cfg.paths.output_dir)
+    ckpt = cfg.get("ckpt_path")
+    resuming = ckpt not in (None, "") or requeued()
+    # ckpt_path=last where no checkpoint (or collaborative round state) was written yet: a start from step 0
+    resumable = (run_dir / "server" / "state.json") if cfg.get("collab") else (run_dir / "checkpoints" / "last.ckpt")
+    fresh_start = resuming and ckpt in (None, "", "last") and not cfg.stages and not resumable.exists()
+    with claimed(run_dir, "hydra.run.dir", str(run_dir), resuming, fresh_start):
+        if cfg.get("collab"):  # several private clients on Flower (assay.collab)
+            from assay.collab.run import run_collab
+
+            return run_collab(cfg)
+        if cfg.stages:
+            return run_stages(cfg)
+        return run_stage(cfg, run_dir)
 
 
 def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:

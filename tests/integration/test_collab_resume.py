@@ -50,3 +50,6 @@ def test_client_with_no_data_after_selection_is_one_line(tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "Traceback" not in proc.stderr.split(errors[0])[-1]
     assert "collab.clients[0]='copy': client 0 kept no examples after selection (selection/selector=threshold)" in errors[0]
+    # the run directory says why it has no summary (assay-compare and assay-study read it)
+    failure = json.loads((tmp_path / "run" / "failure.json").read_text())
+    assert failure["status"] == "failed" and failure["error"] == errors[0] and not (tmp_path / "run" / "run.lock").exists()

@@ -110,3 +110,61 @@ def test_refused_resume_leaves_the_run_directory_untouched(tmp_path):
     assert json.loads((run / "summary.json").read_text())["resumed_from"] == str(run / "checkpoints" / "last.ckpt")
     assert [p.name for p in tmp_path.iterdir() if p.name != "cache"] == ["run"]  # no other run directory
     _one_line_error(train(f"resume={run}"), "already completed")
+
+
+def test_a_run_directory_is_never_overwritten_shared_or_mixed(tmp_path):
+    """A new run into a directory holding a run (completed or killed) is refused before anything is
+    written; a live run's directory is locked; a dead run's stale lock is taken over; a resume that
+    finds no checkpoint sets the earlier attempt aside instead of mixing it in."""
+    env = _env(tmp_path)
+
+    def train(*args):
+        return subprocess.run([TRAIN, *args], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+
+    done = tmp_path / "done"
+    r = train(*QUICK, f"hydra.run.dir={done}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not (done / "run.lock").exists()  # released at the end
+    before = _snapshot(done)
+    _one_line_error(train(*QUICK, "optim.lr=0.01", f"hydra.run.dir={done}"), f"hydra.run.dir='{done}'", "holds a completed run", "never overwritten")
+    _one_line_error(train(*QUICK, f"hydra.run.dir={done}", "ckpt_path=last"), "holds a completed run")
+    _one_line_error(train("-m", *QUICK, f"hydra.sweep.dir={tmp_path}", "hydra.sweep.subdir=done"), "holds a completed run")
+    after = _snapshot(done)
+    # the sweep's job reached its directory (Hydra writes .hydra/ there first); nothing of the run changed
+    assert {k: v for k, v in after.items() if not k.startswith(".hydra/")} == {k: v for k, v in before.items() if not k.startswith(".hydra/")}
+
+    killed = tmp_path / "killed"
+    r = train(*QUICK, "checkpoint_every_n_steps=1", f"hydra.run.dir={killed}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    (killed / "summary.json").unlink()  # as if killed after its last checkpoint
+    before = _snapshot(killed)
+    _one_line_error(train(*QUICK, "checkpoint_every_n_steps=1", f"hydra.run.dir={killed}"), "did not finish", f"resume={killed}")
+    assert _snapshot(killed) == before
+
+    # a live run holds a lock: here this test process stands in for it
+    import socket
+
+    (killed / "run.lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "process_start": None}))
+    before = _snapshot(killed)
+    _one_line_error(train(f"resume={killed}"), "is in use by a live run", f"pid {os.getpid()}")
+    assert _snapshot(killed) == before
+    # the same lock left by a process that is gone is stale: the resume takes it over and completes
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    (killed / "run.lock").write_text(json.dumps({"pid": int(dead), "host": socket.gethostname(), "process_start": "0"}))
+    r = train(f"resume={killed}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((killed / "summary.json").read_text())["status"] == "completed" and not (killed / "run.lock").exists()
+
+    # killed before its first checkpoint: a resume starts from step 0 with the earlier files set aside
+    early = tmp_path / "early"
+    r = train(*QUICK, f"hydra.run.dir={early}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    (early / "summary.json").unlink()
+    shutil_rows = (early / "metrics.csv").read_text()
+    for ckpt in (early / "checkpoints").glob("*"):
+        ckpt.unlink()
+    r = train(*QUICK, f"hydra.run.dir={early}", "ckpt_path=last")
+    assert r.returncode == 0, r.stderr[-3000:]
+    (aside,) = (early / "superseded").iterdir()
+    assert (aside / "metrics.csv").read_text() == shutil_rows and (aside / "config.yaml").is_file()
+    assert (early / "metrics.csv").read_text() == shutil_rows  # the same run again, from step 0, not appended to the old rows

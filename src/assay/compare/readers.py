@@ -115,7 +115,14 @@ def read_local_run(path: Path) -> Run:
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
             history = None  # a run killed mid-write: the curve is lost, the summary still counts
     if not (path / "summary.json").is_file():
-        return Run(str(path), "local", "failed", config, history=history, reason="no summary.json (failed, killed or still running)")
+        failure = path / "failure.json"  # written by a run that stopped with an error (assay.rundir)
+        reason = "no summary.json (killed or still running)"
+        if failure.is_file():
+            try:
+                reason = str(json.loads(failure.read_text()).get("error") or reason)
+            except ValueError:
+                pass
+        return Run(str(path), "local", "failed", config, history=history, reason=reason)
     summary = _read_json(path / "summary.json")
     if "metrics" not in summary or not isinstance(summary["metrics"], dict):
         raise UserError("run", str(path), "summary.json has no 'metrics' object; rerun or remove that run")

@@ -194,7 +194,8 @@ class Swarm:
         return [
             exe, "-m", f"hydra.searchpath=[file://{conf}]", "+proxy=" + ",".join(ids),
             f"hydra.sweep.dir={(self.root / 'runs').resolve()}", "hydra.sweep.subdir=${hydra:runtime.choices.proxy}",
-            *common,
+            "ckpt_path=last",  # a proxy killed earlier resumes in its directory (a run directory is never overwritten)
+            *[o for o in common if o.split("=", 1)[0] != "ckpt_path"],
         ]
 
     def launch(self, launch_overrides: Sequence[str] = (), dry_run: bool = False, echo=print, shard: tuple[int, int] = (0, 1)) -> int:
