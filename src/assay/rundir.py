@@ -185,7 +185,7 @@ def no_checkpoint_notice(run_dir: Path) -> None:
 # --------------------------------------------------------------------------------------------------
 # Never overwritten, never shared: what a directory holds, the claim of a starting run, its lock
 
-RUN_FILES = ("summary.json", "config.yaml", "provenance.json", "metrics.csv", "checkpoints", "dynamics", "model", "server")
+RUN_FILES = ("summary.json", "config.yaml", "provenance.json", "metrics.csv", "checkpoints", "server")
 """What a run leaves in its directory (Hydra writes ``.hydra/`` and may open ``train.log`` before the run starts: those alone are not a run)."""
 LOCK_FILE = "run.lock"
 FAILURE_FILE = "failure.json"
