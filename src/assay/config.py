@@ -8,6 +8,8 @@ before anything is built.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -225,8 +227,21 @@ class RunSpec:
     raw: DictConfig
 
 
+def refuse_non_finite(cfg: DictConfig) -> None:
+    """``inf`` and ``nan`` pass every "> 0" range check: no number in a run's config may be non-finite."""
+    from assay.results import flatten
+
+    for key, value in flatten({k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k != "hydra"}).items():
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise UserError(key, value, "must be a finite number")
+
+
 def validate(cfg: DictConfig) -> RunSpec:
     """Range checks and cross-group consistency, before anything is built."""
+    refuse_non_finite(cfg)
+    check(isinstance(cfg.task_name, str) and cfg.task_name not in ("", ".", "..") and not re.search(r"[/\\]", cfg.task_name), "task_name",
+          cfg.task_name, "must be a plain name (it names the folder under paths.log_dir): no path separators, not . or ..")
     if HydraConfig.initialized():
         check_choices(HydraConfig.get().runtime.choices)
     parts = {g: to_object(cfg[g]) for g in GROUPS}

@@ -118,3 +118,15 @@ def explain(exc: BaseException) -> str:
 def _first_line(exc: BaseException) -> str:
     text = getattr(exc, "msg", None) or str(exc)
     return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+
+
+def argument_parser(**kwargs: Any):
+    """``argparse.ArgumentParser`` whose usage errors are one ``error:`` line (exit 2), like every other
+    error of the commands, instead of argparse's usage block."""
+    import argparse
+
+    class OneLineParser(argparse.ArgumentParser):
+        def error(self, message: str):  # type: ignore[override]
+            self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+    return OneLineParser(**kwargs)

@@ -23,6 +23,8 @@ from typing import Any
 import pytorch_lightning as pl
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from assay.errors import UserError
+
 
 def requeue_signals() -> list[signal.Signals]:
     """The signals that mean "stop soon, you will be requeued": submitit's (USR2 unless
@@ -143,12 +145,20 @@ class PreemptionCheckpoint(pl.Callback):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write to a temporary file, then rename: a job killed while saving keeps its previous checkpoint."""
+    """Write to a temporary file, then rename: a job killed while saving keeps its previous checkpoint.
+    A save that fails (a full disk) removes its partial file and names the checkpoint, not the
+    temporary path."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any = None) -> None:
         path = Path(path)
         tmp = path.with_name(f".{path.name}.tmp")
-        super().save_checkpoint(checkpoint, tmp, storage_options)
+        try:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+        except BaseException as e:
+            tmp.unlink(missing_ok=True)
+            if isinstance(e, OSError):
+                raise OSError(e.errno, e.strerror or str(e), str(path)) from e
+            raise
         os.replace(tmp, path)
 
 
@@ -193,3 +203,30 @@ def requeued() -> bool:
         return int(os.environ.get("SLURM_RESTART_COUNT", "0")) > 0
     except ValueError:
         return False
+
+
+class Diverged(UserError):
+    """The training loss became NaN or infinite: the run ends ``diverged``, never ``completed``."""
+
+    status = "diverged"
+
+    def __init__(self, step: int, loss: float, lr: Any):
+        super().__init__("train/loss", loss, f"non-finite at step {step}: the run diverged; lower optim.lr (now {lr}) "
+                         "or clip gradients (trainer.gradient_clip_val)")
+
+
+class DivergenceGuard(pl.Callback):
+    """Stop a run whose loss is no longer finite. Checked on the steps the logger writes and on the
+    last step (one host sync each, not one per step): NaN weights stay NaN, so a divergence is
+    caught by the next check at the latest."""
+
+    def __init__(self, every: int, lr: Any):
+        self.every, self.lr = max(1, int(every)), lr
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        step = trainer.global_step
+        if step % self.every and step < (trainer.max_steps or 0):
+            return
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is not None and not bool(loss.detach().isfinite().all()):
+            raise Diverged(step, float(loss.detach().float().mean()), self.lr)

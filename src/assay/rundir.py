@@ -117,6 +117,7 @@ def resume_argv(argv: list[str]) -> list[str]:
         if not (run_dir / ".hydra" / "overrides.yaml").is_file():
             raise UserError("resume", value, "not a run directory (no .hydra/overrides.yaml)")
         refuse_locked(run_dir)
+        check_checkpoint_file(run_dir / "checkpoints" / "last.ckpt", "resume", value)
         if (run_dir / "summary.json").is_file():
             raise UserError("resume", value, "this run already completed (it has summary.json); start a new run instead")
         saved = OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "overrides.yaml"))
@@ -131,6 +132,10 @@ def resume_argv(argv: list[str]) -> list[str]:
         # before Hydra writes .hydra/ into it: a directory holding a run is refused untouched
         refuse_held(Path(given_dir[-1]).expanduser(), "hydra.run.dir", given_dir[-1], resuming=any(_key(a) == "ckpt_path" for a in argv))
         refuse_locked(Path(given_dir[-1]).expanduser())
+    for ckpt in [_value(a) for a in argv if _key(a) == "ckpt_path" and _value(a) not in ("last", "null", "")]:
+        check_checkpoint_file(Path(ckpt).expanduser(), "ckpt_path", ckpt)
+    if given_dir and not multirun and any(_key(a) == "ckpt_path" and _value(a) == "last" for a in argv):
+        check_checkpoint_file(Path(given_dir[-1]).expanduser() / "checkpoints" / "last.ckpt", "ckpt_path", "last")
     if any(_key(a) == "ckpt_path" and _value(a) == "last" for a in argv):
         dir_key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
         given = [_value(a) for a in argv if _key(a) == dir_key]
@@ -143,6 +148,18 @@ def resume_argv(argv: list[str]) -> list[str]:
         if not multirun and (run_dir / ".hydra" / "config.yaml").is_file():
             check_resumable(argv, run_dir, "ckpt_path", "last")
     return argv
+
+
+def check_checkpoint_file(path: Path, field: str, value: Any) -> None:
+    """A checkpoint file that torch cannot read (truncated by a kill or a full disk, or not a
+    checkpoint at all) is refused before anything is written; torch's checkpoints are zip archives,
+    whose directory sits at the end of the file, so a truncated one has none. A folder (a sharded
+    checkpoint) is left to its loader."""
+    import zipfile
+
+    if path.is_file() and not zipfile.is_zipfile(path):
+        raise UserError(field, value, f"{path} is not a readable checkpoint (truncated or not a torch checkpoint); "
+                        "resume from another checkpoint (keep_checkpoints=true keeps every one) or start a new run")
 
 
 def check_resumable(argv: list[str], run_dir: Path, field: str, value: Any) -> None:
@@ -348,6 +365,7 @@ def _record_failure(run_dir: Path, exc: BaseException) -> None:
 
     from assay.errors import environment_problem
 
+    status = getattr(exc, "status", "failed")
     if isinstance(exc, UserError):
         line = f"error: {exc}"
     elif isinstance(exc, KeyboardInterrupt):
@@ -355,6 +373,6 @@ def _record_failure(run_dir: Path, exc: BaseException) -> None:
     else:
         line = f"error: {environment_problem(exc)}" if environment_problem(exc) else f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
     try:
-        write_json(run_dir / FAILURE_FILE, {"status": "failed", "error": line, "at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        write_json(run_dir / FAILURE_FILE, {"status": status, "error": line, "at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     except OSError:
         pass  # a full disk: the console line still says why

@@ -64,7 +64,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from assay.trainers import gathered_weights
     from assay.module import AssayModule
     from assay.objectives.reference import attach_reference_logps
-    from assay.preemption import PreemptionCheckpoint, cluster_plugins
+    from assay.preemption import DivergenceGuard, PreemptionCheckpoint, cluster_plugins
     from assay.preflight import check_trainer
     from assay.selection import SelectionContext
     from assay.selection.rescoring import rescoring_callbacks
@@ -124,7 +124,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     # The preemption callback comes after the sampler and the dynamics recorders, so a checkpoint it
     # writes on a requeue signal already counts the batch that just ended.
     rescoring = rescoring_callbacks(spec.selection, ordering, tokenized, tokenizer, run_dir, Path(cfg.paths.cache_dir))
-    callbacks = [SamplerProgress(), *mixing.callbacks, *spec.dynamics.callbacks(run_dir), *rescoring, PreemptionCheckpoint(run_dir / "checkpoints" / "last.ckpt"), checkpoints,
+    callbacks = [SamplerProgress(), DivergenceGuard(spec.trainer.log_every_n_steps, spec.optim.lr), *mixing.callbacks, *spec.dynamics.callbacks(run_dir), *rescoring, PreemptionCheckpoint(run_dir / "checkpoints" / "last.ckpt"), checkpoints,
                  *runlog.progress_bar(spec.trainer.enable_progress_bar)]
     resume = _resume_path(cfg, run_dir)
     logger = spec.logger.build(run_dir, {**_logger_context(cfg, run_dir, origin), "resume_from": resume})

@@ -98,6 +98,7 @@ class TrainerConfig:
         if self.threads is not None:
             check(self.threads > 0, "trainer.threads", self.threads, "must be a positive integer (or null)")
         check(self.max_steps > 0, "trainer.max_steps", self.max_steps, "must be a positive integer")
+        check(self.max_epochs == -1 or self.max_epochs > 0, "trainer.max_epochs", self.max_epochs, "must be a positive integer, or -1 for no limit (0 would train nothing)")
         check(valid_val_check_interval(self.val_check_interval), "trainer.val_check_interval", self.val_check_interval,
               "must be a positive number of training batches (int) or a fraction of an epoch in (0, 1] (float)")
         check(self.accumulate_grad_batches > 0, "trainer.accumulate_grad_batches", self.accumulate_grad_batches, "must be a positive integer")

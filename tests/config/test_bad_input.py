@@ -46,6 +46,13 @@ CASES = {
         ["objective.aggregator.scope='global'", "runs one", "trainer=ddp trainer.devices=2"],
     ),
     "bad value in one sweep job": (["-m", "optim.lr=1e-3,-1"], ["optim.lr=-1.0", "optim.lr=-1"]),
+    "infinite learning rate": (["optim.lr=inf"], ["optim.lr=inf", "must be a finite number"]),
+    "NaN beta": (["objective=dpo", "data.format=preference", "objective.beta=nan"], ["objective.beta=nan", "must be a finite number"]),
+    "infinite beta prime": (["objective=dpo", "data.format=preference", "objective/aggregator=dr_dpo", "objective.aggregator.beta_prime=inf"],
+                            ["objective.aggregator.beta_prime=inf", "finite"]),
+    "zero epochs": (["trainer.max_epochs=0"], ["trainer.max_epochs=0", "would train nothing"]),
+    "LoRA alpha 0": (["model.lora.r=4", "model.lora.alpha=0"], ["model.lora.alpha=0", "trains nothing"]),
+    "task name outside the log folder": (["task_name=../escape"], ["task_name='../escape'", "plain name"]),
 }
 
 
@@ -82,3 +89,12 @@ def test_empty_dataset_after_selection(tmp_path):
     proc = assay_train([*FAST, "selection=random", "selection.selector.count=null", "selection.selector.fraction=0.001"], tmp_path)
     assert_one_line_error(proc, "selection='random'", "kept no examples")
     assert not list(tmp_path.rglob("summary.json"))  # a failed run never leaves a summary
+
+
+def test_a_run_whose_loss_becomes_nan_ends_diverged_not_completed(tmp_path):
+    run = tmp_path / "run"
+    proc = assay_train([*FAST, "optim.lr=1e30", f"hydra.run.dir={run}"], tmp_path)
+    assert_one_line_error(proc, "train/loss=nan", "the run diverged", "optim.lr")
+    assert not (run / "summary.json").exists()
+    failure = json.loads((run / "failure.json").read_text())
+    assert failure["status"] == "diverged" and "non-finite at step" in failure["error"]

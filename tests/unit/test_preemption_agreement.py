@@ -6,6 +6,9 @@ import json
 import signal
 import socket
 from datetime import timedelta
+from pathlib import Path
+
+import pytest
 
 import torch.multiprocessing as mp
 
@@ -44,3 +47,24 @@ def test_every_rank_checkpoints_at_the_first_rank_signal_batch(tmp_path):
 def test_one_process_acts_on_its_own_signal():
     assert agreed_signal(None) is None
     assert agreed_signal(int(signal.SIGTERM)) == int(signal.SIGTERM)
+
+
+def test_a_failed_checkpoint_save_removes_its_partial_file_and_names_the_checkpoint(tmp_path, monkeypatch):
+    import errno
+
+    from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    from assay.errors import environment_problem
+    from assay.preemption import AtomicCheckpointIO
+
+    def half_written(self, checkpoint, path, storage_options=None):
+        Path(path).write_bytes(b"x" * 1000)  # what was written before the disk filled up
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", half_written)
+    target = tmp_path / "checkpoints" / "last.ckpt"
+    target.parent.mkdir()
+    with pytest.raises(OSError) as e:
+        AtomicCheckpointIO().save_checkpoint({}, target)
+    assert list(target.parent.iterdir()) == []  # no .last.ckpt.tmp left filling the disk
+    assert e.value.filename == str(target) and str(target) in environment_problem(e.value)

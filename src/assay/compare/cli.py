@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from assay.compare.paired import against_constant, constant_markdown, paired, paired_markdown
-from assay.compare.plots import plot_curves, plot_metrics
+from assay.compare.plots import expand_curves, plot_curves, plot_metrics
 from assay.compare.readers import CURVES, collect
 from assay.compare.table import aggregate, check_keys, choose_metrics, markdown, mixed_commits, print_table, provenance_footer, provenance_stamp, runs_frame, varying_keys
-from assay.errors import UserError
+from assay.errors import UserError, argument_parser
 
 
 def compare(inputs: list[str], by: list[str] | None = None, metrics: list[str] | None = None, out: Path | None = None,
@@ -52,6 +52,8 @@ def compare(inputs: list[str], by: list[str] | None = None, metrics: list[str] |
     if out is None:
         first = Path(inputs[0])
         out = first / "compare" if len(inputs) == 1 and first.is_dir() else Path("compare")
+    if out.exists() and not out.is_dir():
+        raise UserError("--out", str(out), "is a file; give a directory for compare.csv, runs.csv, compare.md and the plots")
     out.mkdir(parents=True, exist_ok=True)
     files = [out / "compare.csv", out / "runs.csv", out / "compare.md"]
     table.to_csv(files[0], index=False)
@@ -67,6 +69,11 @@ def compare(inputs: list[str], by: list[str] | None = None, metrics: list[str] |
         claims.to_csv(out / "constant.csv", index=False)
         (out / "constant.md").write_text(constant_markdown(claims, by) + footer)
         files += [out / "constant.csv", out / "constant.md"]
+    if curves is not None:  # asked for by name: a curve no run recorded is a typo, not an empty plot
+        recorded = {c for r in runs if r.history is not None for c in r.history.columns}
+        unknown = [c for c in curves if not expand_curves(runs, [c]) or (not any(ch in c for ch in "*?[") and c not in recorded)]
+        if unknown and recorded:
+            raise UserError("--curve", unknown[0], f"no run's metrics.csv has it; the columns are {', '.join(sorted(recorded)[:15])}")
     if plots:
         files += plot_metrics(table, by, metrics, x, out, stamp)
         files += plot_curves(runs, by, list(curves) if curves is not None else list(CURVES), out, stamp)
@@ -83,7 +90,7 @@ def _split(values: list[str] | None) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="assay-compare", description=__doc__.split("\n\n")[0])
+    p = argument_parser(prog="assay-compare", description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="a sweep directory, run directories, wandb run directories, or a wandb project (entity/project or wandb:entity/project)")
     p.add_argument("--by", action="append", help="config keys to group on, comma-separated (default: every key that varies, except seeds)")
     p.add_argument("--metric", action="append", help="summary metrics to report, comma-separated (default: the headline test metrics and any selection/* detection metrics)")

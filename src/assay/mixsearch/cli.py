@@ -14,6 +14,7 @@ Everything after ``--`` goes to ``assay-train`` unchanged (model size, steps, la
 from __future__ import annotations
 
 import argparse
+import math
 import json
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from assay.errors import UserError, check
+from assay.errors import UserError, argument_parser, check
 
 
 def _split_argv(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -49,6 +50,25 @@ def _spec(args) -> "MixtureSpec":
     return MixtureSpec(option=args.option, weights_key=args.weights_key, extra=_parse_set(args.set))
 
 
+def _positive(kind):
+    """An argparse type: a finite number > 0 (0 repetitions, 0 samples mean nothing)."""
+    def parse(text: str):
+        value = kind(text)
+        if not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be a finite number > 0")
+        return value
+    return parse
+
+
+def _non_negative(kind):
+    def parse(text: str):
+        value = kind(text)
+        if not math.isfinite(value) or value < 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be a finite number >= 0")
+        return value
+    return parse
+
+
 def _add_spec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--option", default="weights", help="the mixture option that reads the weights (default: weights)")
     p.add_argument("--weights-key", default="mixture.weights", help="dotted key of the weights dict (default: mixture.weights)")
@@ -57,7 +77,7 @@ def _add_spec_args(p: argparse.ArgumentParser) -> None:
 
 def _add_caps_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", type=float, default=None, help="examples (or tokens) a run at this scale draws: turns pool sizes into repetition caps")
-    p.add_argument("--max-repetition", type=float, default=None, help="epochs allowed per domain at that budget (default 1)")
+    p.add_argument("--max-repetition", type=_positive(float), default=None, help="epochs allowed per domain at that budget (default 1)")
     p.add_argument("--caps", default=None, help="explicit caps per domain, e.g. '{add:0.3}' (others 1)")
 
 
@@ -255,7 +275,7 @@ def cmd_optimal(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="assay-mix", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argument_parser(prog="assay-mix", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     p = sub.add_parser("swarm", help="generate proxy mixtures and launch them as one multirun (re-launch skips completed ones)")
@@ -297,8 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--regressor", default="lightgbm")
     p.add_argument("--proposer", choices=["simulation", "optimize"], default="simulation")
     p.add_argument("--prior", default="natural")
-    p.add_argument("--kl", type=float, default=0.0, help="optimize: weight λ of KL(x || prior)")
-    p.add_argument("--samples", type=int, default=100_000, help="simulation: Dirichlet samples")
+    p.add_argument("--kl", type=_non_negative(float), default=0.0, help="optimize: weight λ of KL(x || prior)")
+    p.add_argument("--samples", type=_positive(int), default=100_000, help="simulation: Dirichlet samples")
     p.add_argument("--top-k", type=int, default=128, help="simulation: average of the best k")
     p.add_argument("--strength", type=float, default=1.0, help="simulation: Dirichlet(strength · prior) (RegMix: 1)")
     p.add_argument("--maximize", action="store_true", help="higher target is better (accuracy)")
@@ -332,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help="steps = examples / batch size (default: data.batch_size of the overrides)")
     p.add_argument("--steps-key", default="trainer.max_steps,trainer.val_check_interval", help="keys set to examples / batch size (comma list)")
     p.add_argument("--examples-key", default="mixture.num_examples")
-    p.add_argument("--max-repetition", type=float, default=1.0)
+    p.add_argument("--max-repetition", type=_positive(float), default=1.0)
     p.add_argument("--domains", default=None)
     p.add_argument("--fit", action="store_true", help="fit the per-domain power laws and solve for the optimum at this budget")
     p.add_argument("--target", default="val/loss")

@@ -39,6 +39,7 @@ class LoraConfig:
 
     def __post_init__(self) -> None:
         check(self.r >= 0, "model.lora.r", self.r, "must be >= 0 (0 disables LoRA)")
+        check(self.r == 0 or self.alpha > 0, "model.lora.alpha", self.alpha, "must be > 0 (the update is alpha / r times B A: 0 trains nothing)")
         check(0.0 <= self.dropout < 1.0, "model.lora.dropout", self.dropout, "must be in [0, 1)")
 
 

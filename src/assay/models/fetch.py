@@ -17,6 +17,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from assay.errors import argument_parser
 from assay.models.build import SMOLLM2_FILE, model_cache_dir
 
 ARTEFACTS = {
@@ -50,7 +51,7 @@ def fetch(name: str, cache: Path | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="assay-fetch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(prog="assay-fetch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="+", choices=sorted(ARTEFACTS))
     args = parser.parse_args(argv)
     for name in args.names:

@@ -15,11 +15,11 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from assay.errors import UserError
+from assay.errors import UserError, argument_parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="assay-study", description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+    p = argument_parser(prog="assay-study", description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="launch every run the study still needs")
