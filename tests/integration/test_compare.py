@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from assay.compare import compare, main
+from tests.conftest import HEAD
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -141,6 +142,8 @@ def test_wandb_offline_runs_compare_like_local_ones(wandb_sweep, tmp_path):
         steps = r.history.dropna(subset=["train/loss"])["step"].tolist()
         assert steps == [0, 1]  # per-step metrics, each step once
     assert result["table"]["n"].tolist() == [2]
+    # the wandb run config carries the provenance record: the commit is read back from wandb, not grouped on
+    assert all(r.provenance["code"]["commit"] == HEAD for r in runs) and not any(k.startswith("provenance.") for r in runs for k in r.config)
     assert (tmp_path / "curve_train_loss.png").is_file()
 
 
