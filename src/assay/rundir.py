@@ -230,11 +230,16 @@ def held_run(run_dir: Path) -> str | None:
             return "completed"
     except (OSError, ValueError):
         pass
-    if any((run_dir / name).exists() for name in RUN_FILES):
+    if any(_written(run_dir / name) for name in RUN_FILES):
         return "unfinished"
     # a multi-stage run keeps each stage in a folder of its own
     stages = [p for p in run_dir.iterdir() if p.is_dir() and p.name not in (".hydra", SUPERSEDED) and p.name not in RUN_FILES]
     return "unfinished" if any(held_run(p) for p in stages) else None
+
+
+def _written(path: Path) -> bool:
+    """A file, or a folder with something in it (an empty ``checkpoints/`` may be a mount point made ready for the run)."""
+    return path.is_file() or (path.is_dir() and any(path.iterdir()))
 
 
 def refuse_held(run_dir: Path, field: str, value: Any, resuming: bool) -> None:

@@ -91,6 +91,7 @@ def test_resume_after_a_reselection_serves_the_reselected_rows(tmp_path):
     args = [*FAST, "selection=el2n", "selection.allow_untrained=true", "selection.rescore_every=1", "checkpoint_every_n_steps=1"]
     first = run_in_hydra([*args, "trainer.max_steps=8"], tmp_path)
     assert [h["epoch"] for h in first["reselections"]] == [0, 1]
+    (tmp_path / "summary.json").unlink()  # stopped there, not completed: a completed run is never continued
     resumed = run_in_hydra([*args, "trainer.max_steps=12", "ckpt_path=last"], tmp_path)
     assert resumed["data"]["data_order_fingerprint"] == first["data"]["data_order_fingerprint"]
     assert [h["epoch"] for h in resumed["reselections"]] == [0, 1, 2]
