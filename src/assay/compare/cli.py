@@ -30,7 +30,7 @@ from assay.errors import UserError, argument_parser
 def compare(inputs: list[str], by: list[str] | None = None, metrics: list[str] | None = None, out: Path | None = None,
             x: str | None = None, curves: list[str] | None = None, plots: bool = True, quiet: bool = False,
             paired_with: str | None = None, allow_mixed_commits: bool = False, primary: str | None = None,
-            vs_constant: str | None = None) -> dict[str, Any]:
+            vs_constant: str | None = None, correction: str = "holm") -> dict[str, Any]:
     """Read, aggregate and write; returns the table, the runs and the written files. Runs of
     different commits are never pooled into one group unless ``allow_mixed_commits``."""
     runs = collect(inputs)
@@ -60,14 +60,14 @@ def compare(inputs: list[str], by: list[str] | None = None, metrics: list[str] |
     runs_frame(runs, by, metrics).to_csv(files[1], index=False)
     files[2].write_text(markdown(table, by, metrics, bad) + footer)
     if paired_with is not None:
-        pairs = paired(runs, by, metrics, paired_with, primary)
+        pairs = paired(runs, by, metrics, paired_with, primary, correction)
         pairs.to_csv(out / "paired.csv", index=False)
-        (out / "paired.md").write_text(paired_markdown(pairs, by, metrics, paired_with, primary) + footer)
+        (out / "paired.md").write_text(paired_markdown(pairs, by, metrics, paired_with, primary, correction) + footer)
         files += [out / "paired.csv", out / "paired.md"]
     if vs_constant is not None:
-        claims = against_constant(runs, by, vs_constant)
+        claims = against_constant(runs, by, vs_constant, correction)
         claims.to_csv(out / "constant.csv", index=False)
-        (out / "constant.md").write_text(constant_markdown(claims, by) + footer)
+        (out / "constant.md").write_text(constant_markdown(claims, by, correction) + footer)
         files += [out / "constant.csv", out / "constant.md"]
     if curves is not None:  # asked for by name: a curve no run recorded is a typo, not an empty plot
         recorded = {c for r in runs if r.history is not None for c in r.history.columns}
@@ -103,12 +103,14 @@ def main(argv: list[str] | None = None) -> None:
                    "the other metrics are reported as exploratory (default: the first --metric)")
     p.add_argument("--vs-constant", metavar="METRIC=VALUE", help="also write constant.md / constant.csv: each group's runs against a fixed value "
                    "(e.g. selection/is_corrupted/auroc=0.5), one-sample t-test over seeds, Holm over the groups")
+    p.add_argument("--correction", choices=["holm", "bh"], default="holm", help="the multiplicity correction of --paired-with (primary metric) and "
+                   "--vs-constant: holm (family-wise error, the default) or bh (Benjamini-Hochberg false discovery rate)")
     p.add_argument("--allow-mixed-commits", action="store_true", help="pool runs of different commits into one group (refused by default; the table then says which groups)")
     p.add_argument("--no-plots", action="store_true")
     args = p.parse_args(argv)
     try:
         compare(args.runs, _split(args.by) or None, _split(args.metric), args.out, args.x, _split(args.curve) or None, not args.no_plots,
-                paired_with=args.paired_with, allow_mixed_commits=args.allow_mixed_commits, primary=args.primary, vs_constant=args.vs_constant)
+                paired_with=args.paired_with, allow_mixed_commits=args.allow_mixed_commits, primary=args.primary, vs_constant=args.vs_constant, correction=args.correction)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)

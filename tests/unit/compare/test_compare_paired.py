@@ -90,3 +90,28 @@ def test_vs_constant_is_the_one_sample_test_per_group_corrected_over_groups():
             against_constant(runs, ["selection.name"], bad)
     with pytest.raises(UserError, match="no completed run has the metric test/x"):
         against_constant(runs, ["selection.name"], "test/x=0.5")
+
+
+def test_bh_is_selectable_instead_of_holm(tmp_path):
+    import json
+
+    import yaml
+    from statsmodels.stats.multitest import multipletests
+
+    from assay.compare import compare
+
+    runs = []
+    for seed, (base, a, b) in enumerate([(0.5, 0.62, 0.50), (0.4, 0.55, 0.43), (0.6, 0.69, 0.58), (0.45, 0.61, 0.49)]):
+        for method, acc in (("dpo", base), ("dr", a), ("ipo", b)):
+            d = tmp_path / f"{method}{seed}"
+            d.mkdir()
+            (d / "config.yaml").write_text(yaml.safe_dump({"seed": seed, "objective": {"method": method}}))
+            (d / "summary.json").write_text(json.dumps({"status": "completed", "metrics": {"test/pref_acc": acc}}))
+            runs.append(str(d))
+    compare(runs, by=["objective.method"], metrics=["test/pref_acc"], out=tmp_path / "out", quiet=True, plots=False,
+            paired_with="objective.method=dpo", correction="bh")
+    import pandas as pd
+
+    table = pd.read_csv(tmp_path / "out" / "paired.csv")
+    assert list(table["test/pref_acc p adjusted"]) == pytest.approx(list(multipletests(list(table["test/pref_acc p"]), method="fdr_bh")[1]))
+    assert "p (BH)" in (tmp_path / "out" / "paired.md").read_text()
