@@ -264,12 +264,17 @@ def _process_start(pid: int) -> str | None:
 def _lock_record() -> dict[str, Any]:
     import socket
 
-    return {"pid": os.getpid(), "host": socket.gethostname(), "process_start": _process_start(os.getpid())}
+    return {"pid": os.getpid(), "host": socket.gethostname(), "process_start": _process_start(os.getpid()),
+            "slurm_job": os.environ.get("SLURM_JOB_ID")}
 
 
 def _lock_is_live(record: dict[str, Any]) -> bool:
     import socket
 
+    if record.get("slurm_job") and record["slurm_job"] == os.environ.get("SLURM_JOB_ID"):
+        # this very SLURM job before it was preempted and requeued (perhaps on another node):
+        # SLURM runs one incarnation of a job at a time, so that one is gone
+        return record.get("pid") == os.getpid() and record.get("host") == socket.gethostname()
     if record.get("host") != socket.gethostname():
         return True  # another machine's process: this one cannot tell, so it never takes the directory
     pid = record.get("pid")

@@ -113,7 +113,7 @@ class StudySpec:
         return self.root / "setup" / name
 
     def overrides(self, cell: Cell, seed: Optional[int] = None) -> list[str]:
-        """The run's overrides: base, then the level's, then the arm's (placeholders filled in); with
+        """The run's overrides: base, then the level's, then the arm's (its {run:...} / {setup:...} references filled in); with
         ``seed`` None, ``{run:x}`` is written with Hydra's ``${seed}`` so one multirun covers every seed."""
         level = [o for k, v in cell.level for o in self.cross[k][v]]
         return [*self.base, *level, *(self._fill(o, cell, seed) for o in self.arms[cell.arm])]
