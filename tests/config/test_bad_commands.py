@@ -25,6 +25,8 @@ def _setup_runs(tmp_path):
     (broken / "checkpoints").mkdir()
     (broken / "checkpoints" / "last.ckpt").write_bytes(os.urandom(4096))
     (tmp_path / "a_file").write_text("not a folder\n")
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "nonnum.csv").write_text("w/a,w/b,loss\n0.5,0.5,x\n0.2,0.8,1.0\n0.1,0.9,1.1\n")
 
 
 CASES = {
@@ -34,6 +36,8 @@ CASES = {
     "mix: zero repetition": (["assay.mixsearch.cli", "propose", "x", "--max-repetition", "0"], "--max-repetition: '0' must be a finite number > 0"),
     "mix: negative KL weight": (["assay.mixsearch.cli", "propose", "x", "--kl", "-1"], "--kl: '-1' must be a finite number >= 0"),
     "mix: zero samples": (["assay.mixsearch.cli", "propose", "x", "--samples", "0"], "--samples: '0' must be a finite number > 0"),
+    "mix fit: an empty table": (["assay.mixsearch.cli", "fit", "empty.csv", "--target", "loss"], "source='empty.csv': is empty"),
+    "mix fit: a target that is not a number": (["assay.mixsearch.cli", "fit", "nonnum.csv", "--target", "loss"], "nonnum.csv column loss='x': is not a number (row 0"),
     "fetch: unknown model": (["assay.models.fetch", "gpt5"], "assay-fetch: argument names: invalid choice: 'gpt5'"),
     "study: no folder": (["assay.study.cli", "run"], "assay-study run: the following arguments are required: study"),
     "train: resume from random bytes": (["assay.train", "resume=broken"], "broken/checkpoints/last.ckpt is not a readable checkpoint"),

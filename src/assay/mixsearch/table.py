@@ -137,10 +137,26 @@ def _metric_names(run_dir: Path) -> list[str]:
     return [n for n in names if n.count("/") <= 1][:10]
 
 
+def _numeric(df, columns: list[str], path: Path) -> np.ndarray:
+    """The columns as floats; a cell that is not a number is one line naming its column and row."""
+    import pandas as pd
+
+    for c in columns:
+        values = pd.to_numeric(df[c], errors="coerce")
+        bad = np.flatnonzero(values.isna() & df[c].notna())
+        if bad.size:
+            raise UserError(f"{path.name} column {c}", df[c].iloc[int(bad[0])], f"is not a number (row {int(bad[0])}, and {bad.size - 1} more)")
+    return df[columns].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+
+
 def _from_file(path: Path, domains: Optional[str], target: str, tw, scale_column: Optional[str]) -> Table:
     import pandas as pd
 
-    df = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
+    try:
+        df = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
+    except pd.errors.EmptyDataError:
+        raise UserError("source", str(path), "is empty: a table needs a header and one row per proxy run") from None
+    check(len(df) > 0, "source", str(path), "has a header but no rows: a table needs one row per proxy run")
     cols = list(df.columns)
     prefixed = [c[2:] for c in cols if str(c).startswith("w/")]
     if domains:
@@ -158,7 +174,7 @@ def _from_file(path: Path, domains: Optional[str], target: str, tw, scale_column
     else:
         check(bool(prefixed), "--domains", None, f"{path.name} has no w/<domain> columns; list the weight columns with --domains")
         names, colnames = prefixed, [f"w/{d}" for d in prefixed]
-    X = df[colnames].to_numpy(dtype=float)
+    X = _numeric(df, colnames, path)
     if not np.isfinite(X).all() or (X < 0).any():
         i = int(np.flatnonzero(~(np.isfinite(X) & (X >= 0)).all(axis=1))[0])
         raise UserError(f"{path.name} row {i}", X[i].tolist(), "weights must be finite and >= 0")
@@ -174,10 +190,10 @@ def _from_file(path: Path, domains: Optional[str], target: str, tw, scale_column
         need = [prefix + d for d in w]
         absent = [c for c in need if c not in cols]
         check(not absent, "--target", target, f"column {absent[0] if absent else ''!r} is not in {path.name}")
-        y = sum(float(w[d]) * df[prefix + d].to_numpy(dtype=float) for d in w) / sum(w.values())
+        y = sum(float(w[d]) * _numeric(df, [prefix + d], path)[:, 0] for d in w) / sum(w.values())
     else:
         check(target in cols, "--target", target, f"not a column of {path.name}; columns are {cols[:20]}")
-        y = df[target].to_numpy(dtype=float)
+        y = _numeric(df, [target], path)[:, 0]
     bad = np.flatnonzero(~np.isfinite(y))
     if bad.size:
         raise UserError("--target", target, f"missing in {bad.size} of {len(y)} rows (first: row {int(bad[0])})")
