@@ -126,6 +126,7 @@ def preflight(argv: list[str]) -> int:
                 HydraConfig.instance().set_config(cfg)
                 spec = validate(cfg)
                 check_data_files(spec)
+                spec.data.check_files()  # the rows of each distinct file, read once (assay.data.tables)
                 machine = machine or launcher_machine(launcher)
                 check_trainer(spec, machine)
                 check_output_dir(*_output_dir(cfg, multirun))

@@ -162,6 +162,41 @@ def check_checkpoint_file(path: Path, field: str, value: Any) -> None:
                         "resume from another checkpoint (keep_checkpoints=true keeps every one) or start a new run")
 
 
+def check_checkpoint_fits(path: Path, module: Any, field: str, value: Any) -> None:
+    """A checkpoint saved from a model of another shape (another width, depth or vocabulary) is
+    refused with one line naming a parameter or two, before Lightning's strict restore fails with
+    one line per parameter. A folder (a sharded checkpoint) is left to its loader."""
+    if not path.is_file():
+        return
+    import pickle
+
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)  # mmap: the tensors stay on disk
+    except (RuntimeError, pickle.UnpicklingError, EOFError) as e:
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise UserError(field, value, f"{path} is not a readable checkpoint ({reason}); resume from another checkpoint or start a new run") from None
+    saved = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+    if not isinstance(saved, dict):
+        raise UserError(field, value, f"{path} holds no model weights (no state_dict): not a checkpoint assay-train wrote")
+    ours = module.state_dict()
+    shape = lambda t: list(getattr(t, "shape", []))  # noqa: E731
+    differing = [k for k in ours if k in saved and shape(ours[k]) != shape(saved[k])]
+    if differing:
+        shown = "; ".join(f"{k} is {shape(saved[k])} there, {shape(ours[k])} here" for k in differing[:2])
+        more = f" (and {len(differing) - 2} more)" if len(differing) > 2 else ""
+        raise UserError(field, value, f"{path} was saved from a model of another shape: {shown}{more}; "
+                        "resume with the model config it was trained with, or start a new run without ckpt_path")
+    if getattr(module, "strict_loading", True):
+        missing, unexpected = [k for k in ours if k not in saved], [k for k in saved if k not in ours]
+        if missing or unexpected:
+            parts = [f"{len(missing)} parameter(s) of this model are not in it (e.g. {missing[0]})" if missing else "",
+                     f"it has {len(unexpected)} this model lacks (e.g. {unexpected[0]})" if unexpected else ""]
+            raise UserError(field, value, f"{path} was saved from another model or objective: {'; '.join(x for x in parts if x)}; "
+                            "resume with the config it was trained with, or start a new run without ckpt_path")
+
+
 def check_resumable(argv: list[str], run_dir: Path, field: str, value: Any) -> None:
     """Refuse (one line) when the config this command composes differs from the run's saved one."""
     saved_file = run_dir / ".hydra" / "config.yaml"

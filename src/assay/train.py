@@ -26,7 +26,7 @@ from assay.config import validate
 from assay.errors import UserError, environment_problem, explain
 from assay.paths import CONF_DIR
 from assay.results import HEADLINE, flatten
-from assay.rundir import claimed, job_choices, job_config, no_checkpoint_notice, resume_argv, write_json
+from assay.rundir import check_checkpoint_fits, claimed, job_choices, job_config, no_checkpoint_notice, resume_argv, write_json
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -127,6 +127,8 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     callbacks = [SamplerProgress(), DivergenceGuard(spec.trainer.log_every_n_steps, spec.optim.lr), *mixing.callbacks, *spec.dynamics.callbacks(run_dir), *rescoring, PreemptionCheckpoint(run_dir / "checkpoints" / "last.ckpt"), checkpoints,
                  *runlog.progress_bar(spec.trainer.enable_progress_bar)]
     resume = _resume_path(cfg, run_dir)
+    if resume:  # before Lightning's strict restore, which lists every parameter of another shape
+        check_checkpoint_fits(Path(resume), module, "ckpt_path", cfg.ckpt_path or "last")
     logger = spec.logger.build(run_dir, {**_logger_context(cfg, run_dir, origin), "resume_from": resume})
     trainer = spec.trainer.build(model, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir), plugins=cluster_plugins())
     if resume:

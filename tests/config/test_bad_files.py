@@ -98,6 +98,63 @@ def test_local_model_directory_that_does_not_exist(tmp_path):
     assert "repo id" not in line.lower() and "repo_id" not in line
 
 
+# ---- damaged models and checkpoints of another shape ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained_runs(tmp_path_factory):
+    """Two finished tiny runs: ``good`` (the default tiny_llama) and ``other`` (hidden_size 48), whose
+    model directories and checkpoints the cases below copy and damage."""
+    root = tmp_path_factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ASSAY_CACHE", str(tmp_path_factory.getbasetemp() / "assay-cache"))
+        for name, extra in (("good", []), ("other", ["model.hidden_size=48"])):
+            proc = assay_train([*FAST, *extra, f"hydra.run.dir={root / name}"], root)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+    return root
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_init_from_a_run_with_damaged_weights(tmp_path, trained_runs, damage):
+    run = tmp_path / "run"
+    for part in ("model", "tokenizer"):
+        shutil.copytree(trained_runs / "good" / part, run / part)
+    weights = run / "model" / "model.safetensors"
+    good = weights.read_bytes()
+    weights.write_bytes(os.urandom(4096) if damage == "garbage" else good[: len(good) // 2])
+    proc = assay_train([*FAST, f"model.init_from={run}", f"hydra.run.dir={tmp_path / 'out'}"], tmp_path)
+    assert_one_line_error(proc, "model.init_from", str(weights), "not a readable safetensors file", "damaged or was cut short")
+    assert_no_summary(tmp_path)
+
+
+@pytest.mark.parametrize("contents", ["tokenizer_only", "empty"])
+def test_local_model_directory_without_a_model(tmp_path, trained_runs, contents):
+    local = tmp_path / "local_model"
+    local.mkdir()
+    if contents == "tokenizer_only":
+        for f in (trained_runs / "good" / "model").glob("tokenizer*"):
+            shutil.copy(f, local)
+    proc = assay_train([*FAST, "model=hf", f"model.name_or_path={local}", f"hydra.run.dir={tmp_path / 'out'}"], tmp_path)
+    expected = "no config.json" if contents == "tokenizer_only" else "is an empty directory"
+    assert_one_line_error(proc, "model.name_or_path", "local_model", expected, "save_pretrained")
+
+
+def test_local_model_directory_with_an_unknown_model_type(tmp_path, trained_runs):
+    local = tmp_path / "local_model"
+    shutil.copytree(trained_runs / "good" / "model", local)
+    config = json.loads((local / "config.json").read_text())
+    (local / "config.json").write_text(json.dumps({**config, "model_type": "nosuchmodel"}))
+    proc = assay_train([*FAST, "model=hf", f"model.name_or_path={local}", f"hydra.run.dir={tmp_path / 'out'}"], tmp_path)
+    assert_one_line_error(proc, "model.name_or_path", "local_model", "model_type 'nosuchmodel'", "does not know")
+
+
+def test_checkpoint_of_a_model_of_another_shape(tmp_path, trained_runs):
+    ckpt = trained_runs / "other" / "checkpoints" / "last.ckpt"
+    proc = assay_train([*FAST, f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'new'}"], tmp_path)
+    assert_one_line_error(proc, "ckpt_path", str(ckpt), "saved from a model of another shape", "embed_tokens.weight", "48] there", "128] here")
+    assert_no_summary(tmp_path)
+
+
 # ---- output directory, trainer, options ----------------------------------------------------------
 
 

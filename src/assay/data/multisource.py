@@ -111,6 +111,13 @@ class SourcesData(DataConfig):
             out[domain] = loader
         return out
 
+    def check_files(self) -> None:
+        for domain, loader in self.loaders().items():
+            try:
+                loader.check_files()
+            except UserError as e:
+                raise _named(e, domain) from None
+
     def load(self) -> datasets.DatasetDict:
         parts: dict[str, list[datasets.Dataset]] = {s: [] for s in SPLITS}
         for domain, loader in self.loaders().items():

@@ -33,16 +33,23 @@ class RowSchema:
     """(columns, format, our text columns) -> the raw columns every row must have."""
     map_row: Callable[[dict, Columns, str, str], dict]
     """(row, columns, format, prompt template) -> our text columns of that row."""
+    text: Callable[[Columns, str, tuple[str, ...]], list[str]] | None = None
+    """(columns, format, our text columns) -> the raw columns that must hold a string in every row
+    (checked where a file is first read); None: every required column."""
+
+    def text_columns(self, col: Columns, fmt: str, text_columns: tuple[str, ...]) -> list[str]:
+        return (self.text or self.required)(col, fmt, text_columns)
 
 
 SCHEMAS: dict[str, RowSchema] = {}
 
 
-def schema(name: str, required: Callable[[Columns, str, tuple[str, ...]], list[str]]) -> Callable:
-    """Register ``map_row`` as row schema ``name`` (what ``data.schema=name`` selects)."""
+def schema(name: str, required: Callable[[Columns, str, tuple[str, ...]], list[str]], text: Callable[[Columns, str, tuple[str, ...]], list[str]] | None = None) -> Callable:
+    """Register ``map_row`` as row schema ``name`` (what ``data.schema=name`` selects); ``text``: the
+    raw columns that must be strings (default: every required one)."""
 
     def wrap(map_row: Callable[[dict, Columns, str, str], dict]) -> Callable:
-        SCHEMAS[name] = RowSchema(required, map_row)
+        SCHEMAS[name] = RowSchema(required, map_row, text)
         return map_row
 
     return wrap
@@ -140,7 +147,7 @@ def _hh(row: dict, col: Columns, fmt: str, template: str) -> dict:
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
 
 
-@schema("ultrafeedback", required=lambda col, fmt, text_columns: [col(c) for c in text_columns])
+@schema("ultrafeedback", required=lambda col, fmt, text_columns: [col(c) for c in text_columns], text=lambda col, fmt, text_columns: [col("prompt")])
 def _ultrafeedback(row: dict, col: Columns, fmt: str, template: str) -> dict:
     out = {"prompt": row[col("prompt")]}
     if fmt == "sft":
@@ -150,7 +157,7 @@ def _ultrafeedback(row: dict, col: Columns, fmt: str, template: str) -> dict:
     return out
 
 
-@schema("messages", required=lambda col, fmt, text_columns: [col("messages")] if fmt == "sft" else [col("chosen"), col("rejected")])
+@schema("messages", required=lambda col, fmt, text_columns: [col("messages")] if fmt == "sft" else [col("chosen"), col("rejected")], text=lambda col, fmt, text_columns: [])
 def _conversation(row: dict, col: Columns, fmt: str, template: str) -> dict:
     """Message lists -> ``prompt_messages`` (the conversation before the reply) and the reply text;
     ``prompt`` is the plain rendering of the conversation."""

@@ -73,6 +73,11 @@ class DataConfig:
     def text_columns(self) -> tuple[str, ...]:
         return FORMATS[self.format]
 
+    def check_files(self) -> None:
+        """Check the contents of the local files this config reads (rows, types), without loading
+        them into a dataset: the preflight calls it for every job before the first one starts.
+        Sources without local files have nothing to check."""
+
     def load(self) -> datasets.DatasetDict:  # pragma: no cover - every entry overrides it
         raise TypeError(f"{type(self).__name__} does not implement load()")
 

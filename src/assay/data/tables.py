@@ -4,6 +4,7 @@ mapped onto our columns by its ``data.schema`` (``assay.data.schemas``)."""
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Optional
@@ -51,6 +52,10 @@ class TableData(DataConfig):
 
     def _required_raw_columns(self) -> list[str]:
         return lookup_schema(self.schema).required(self._column, self.format, self.text_columns)
+
+    def _text_raw_columns(self) -> list[str]:
+        """The raw columns that must hold a string in every row (prompt, completion, ...)."""
+        return lookup_schema(self.schema).text_columns(self._column, self.format, self.text_columns)
 
     def _map_row(self, row: dict) -> dict:
         return lookup_schema(self.schema).map_row(row, self._column, self.format, self.prompt_template)
@@ -102,11 +107,27 @@ class TableData(DataConfig):
                 field_name, where = self._file_field(split)
                 raise UserError(field_name, where, f"column 'difficulty' must hold whole numbers (or null); row {index} of the {split} split has {value!r}")
 
+    def _check_text_types(self, ds: datasets.Dataset, split: str) -> None:
+        """Every text column holds a string in every row (not a number, a list or null); the first
+        row that does not is named (0-based, in the source's order). Local files are checked when
+        they are first read (``check_files``); this covers Hub datasets."""
+        for column in self._text_raw_columns():
+            if column not in ds.column_names:
+                continue  # reported with the other absent columns in _normalise
+            feature = ds.features[column]
+            if isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string") and ds._indices is None and ds.data.column(column).null_count == 0:
+                continue
+            for index, value in enumerate(ds[column]):
+                if not isinstance(value, str):
+                    field_name, where = self._file_field(split)
+                    raise UserError(field_name, where, f"column {column!r} must be text (a string) in every row; row {index} of the {split} split has {_describe(value)}")
+
     def _assemble(self, raw: dict[str, datasets.Dataset], default_source: str) -> datasets.DatasetDict:
         """Map raw splits to ours and carve val/test out of train where they are absent."""
         check("train" in raw, "data", self.name, "a train split is required")
         for split, ds in raw.items():
             self._check_difficulty(ds, split)
+            self._check_text_types(ds, split)
         train = raw["train"]
         for split, frac in (("test", self.test_fraction), ("val", self.val_fraction)):
             if split not in raw:
@@ -128,12 +149,48 @@ def _reason(e: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(e).__name__
 
 
+def _describe(value: object) -> str:
+    """A value found where text belongs, with its type: ``int 7``, ``null``, ``list ['a', 'b']``."""
+    if value is None:
+        return "null"
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+@contextmanager
+def _library_log_to_file():
+    """``datasets`` logs a failed read as an ``[ERROR]`` line of its own before it raises, which would
+    print ahead of our one-line error: while a file is loaded its records go to the run's log only."""
+    import logging
+
+    from assay.runlog import to_file
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    lib = logging.getLogger("datasets")
+    saved = lib.handlers[:], lib.propagate
+    lib.handlers, lib.propagate = [Keep()], False
+    try:
+        yield
+    finally:
+        lib.handlers, lib.propagate = saved
+        for r in records:
+            to_file("%s [%s] %s", r.name, r.levelname, r.getMessage())
+
+
 def _load_or_explain(field_name: str, value: str, **kwargs) -> datasets.DatasetDict:
     try:
-        return datasets.load_dataset(**kwargs)
+        with _library_log_to_file():
+            return datasets.load_dataset(**kwargs)
     except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as e:
         raise UserError(field_name, value, f"could not be loaded ({_reason(e)})") from None
     except Exception as e:  # corrupt files surface as arrow/json decoding errors
+        while e.__cause__ is not None and type(e).__name__ == "DatasetGenerationError":
+            e = e.__cause__  # "An error occurred while generating the dataset": the reader's own error says which
         raise UserError(field_name, value, f"is unreadable ({type(e).__name__}: {_reason(e)})") from None
 
 
@@ -167,6 +224,99 @@ def check_utf8(path: Path, field_name: str, value: str) -> None:
         decoder.decode(b"", final=True)
     except UnicodeDecodeError:
         raise UserError(field_name, value, f"is not UTF-8 text: it ends inside a multi-byte character (offset {offset})") from None
+
+
+_CHECKED: set[tuple] = set()
+"""Files whose contents passed ``check_files`` (path, size, mtime, builder, text columns): the
+preflight checks every job's files, and the run that follows in the same process, or another job
+reading the same file, does not read them a second time."""
+
+
+def check_json_lines(path: Path, field_name: str, value: str, text_columns: list[str]) -> None:
+    """Every non-blank line is a JSON object, and every ``text_columns`` value a string; the first
+    line (and row, counted from 0 over the non-blank lines as the loader counts them) that is not is
+    named. A column no row has is left to the missing-column check, which lists the file's columns."""
+    import json
+
+    bad: dict[str, tuple[int, int, str]] = {}
+    seen: set[str] = set()
+    row = 0
+    with open(path, encoding="utf-8-sig") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(field_name, value, f"line {line_no} is not valid JSON ({e.msg.removesuffix(' at')} at column {e.colno}); a JSON-lines file holds one JSON object per line") from None
+            if not isinstance(obj, dict):
+                raise UserError(field_name, value, f"line {line_no} holds {_describe(obj)}, not a JSON object; a JSON-lines file holds one object per line")
+            for column in text_columns:
+                if column in obj:
+                    seen.add(column)
+                if column not in bad and not isinstance(obj.get(column), str):
+                    bad[column] = (row, line_no, f"no {column!r}" if column not in obj else _describe(obj[column]))
+            row += 1
+    found = sorted((where, column) for column, where in bad.items() if column in seen)
+    if found:
+        (row, line_no, what), column = found[0]
+        raise UserError(field_name, value, f"column {column!r} must be text (a string) in every row; row {row} (line {line_no}) has {what}")
+
+
+def _is_text_type(t) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(t):
+        return _is_text_type(t.value_type)
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or getattr(pa.types, "is_string_view", lambda _: False)(t)
+
+
+def _may_hold_nulls(pf, column: str) -> bool:
+    """From the row groups' statistics: False only when every row group records no null in ``column``."""
+    md = pf.metadata
+    for i in range(md.num_row_groups):
+        rg = md.row_group(i)
+        for j in range(rg.num_columns):
+            chunk = rg.column(j)
+            if chunk.path_in_schema == column:
+                st = chunk.statistics
+                if st is None or not st.has_null_count or st.null_count:
+                    return True
+    return False
+
+
+def check_parquet(path: Path, field_name: str, value: str, text_columns: list[str]) -> None:
+    """A readable Parquet file with rows, whose ``text_columns`` hold a string in every row: read
+    from its footer, and the text columns alone where the statistics leave nulls possible."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+        schema = pf.schema_arrow
+    except Exception as e:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError or others for a bad footer
+        raise UserError(field_name, value, f"is not a readable Parquet file ({_reason(e)})") from None
+    if pf.metadata.num_rows == 0:
+        raise UserError(field_name, value, f"file has no rows (it has the columns {schema.names} but no data)")
+    for column in text_columns:
+        if column not in schema.names:
+            continue  # reported with the other absent columns in _normalise
+        text = _is_text_type(schema.field(column).type)
+        if text and not _may_hold_nulls(pf, column):
+            continue
+        try:
+            values = pf.read(columns=[column]).column(column)
+        except Exception as e:  # noqa: BLE001 - a corrupt page
+            raise UserError(field_name, value, f"is not a readable Parquet file (column {column!r}: {_reason(e)})") from None
+        if text:
+            index = pc.index(pc.is_null(values), True).as_py()
+            if index < 0:
+                continue
+            what = "null"
+        else:
+            index = max(pc.index(pc.is_valid(values), True).as_py(), 0)
+            what = f"{_describe(values[index].as_py())} (the column holds {schema.field(column).type})"
+        raise UserError(field_name, value, f"column {column!r} must be text (a string) in every row; row {index} (counting from 0) has {what}")
 
 
 @dataclass
@@ -233,21 +383,42 @@ class JsonlData(TableData):
     """Whether the files are text (checked for emptiness and UTF-8 before loading)."""
     """The ``load_dataset`` builder that reads these files."""
 
-    def load(self) -> datasets.DatasetDict:
+    def _files(self) -> dict[str, str]:
         files = {"train": self.train_file, "val": self.val_file, "test": self.test_file}
+        return {split: path for split, path in files.items() if path is not None}
+
+    def check_files(self) -> None:
+        for split, path in self._files().items():
+            self._check_file(split, path)
+
+    def _check_file(self, split: str, path: str) -> Path:
+        """The file of ``split`` exists and is readable, and its rows are what the loader needs:
+        JSON-lines: UTF-8, one JSON object per line; Parquet: a readable file with rows; both: the
+        text columns hold strings. Read once per file (``_CHECKED``)."""
+        field_name = f"data.{split}_file"
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise UserError(field_name, path, "file does not exist")
+        if not os.access(p, os.R_OK):
+            raise UserError(field_name, path, "file is not readable")
+        stat = p.stat()
+        key = (str(p.resolve()), stat.st_size, stat.st_mtime_ns, self.builder, tuple(self._text_raw_columns()))
+        if key in _CHECKED:
+            return p
+        if self.text_file:
+            if _blank(p):
+                raise UserError(field_name, path, "file is empty (a JSON-lines file needs one object per line)")
+            check_utf8(p, field_name, path)
+            check_json_lines(p, field_name, path, self._text_raw_columns())
+        else:
+            check_parquet(p, field_name, path, self._text_raw_columns())
+        _CHECKED.add(key)
+        return p
+
+    def load(self) -> datasets.DatasetDict:
         raw = {}
-        for split, path in files.items():
-            if path is None:
-                continue
-            p = Path(path).expanduser()
-            if not p.is_file():
-                raise UserError(f"data.{split}_file", path, "file does not exist")
-            if not os.access(p, os.R_OK):
-                raise UserError(f"data.{split}_file", path, "file is not readable")
-            if self.text_file:
-                if _blank(p):
-                    raise UserError(f"data.{split}_file", path, "file is empty (a JSON-lines file needs one object per line)")
-                check_utf8(p, f"data.{split}_file", path)
+        for split, path in self._files().items():
+            p = self._check_file(split, path)
             ds = _load_or_explain(f"data.{split}_file", path, path=self.builder, data_files=str(p), split="train")
             if len(ds) == 0:
                 raise UserError(f"data.{split}_file", path, "file has no rows")

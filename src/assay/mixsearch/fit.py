@@ -70,7 +70,7 @@ def heldout_predictions(name: str, table: Table, folds: int = 5, seed: int = 0) 
         splits, scheme = list(KFold(k, shuffle=True, random_state=seed).split(idx)), f"{k}-fold"
     pred = np.full(n, np.nan)
     for train, test in splits:
-        check_rows(model, len(train), m)
+        check_rows(model, n, m, held_out=len(test))
         sub = make_regressor(name, seed).fit(table.X[train], table.y[train], None if table.scale is None else table.scale[train])
         pred[test] = sub.predict(table.X[test], None if table.scale is None else table.scale[test])
     mask = ~np.isnan(pred)
@@ -88,7 +88,7 @@ def score(y: np.ndarray, p: np.ndarray) -> tuple[float, float, float]:
 def fit_report(table: Table, names: list[str], out: Optional[Path] = None, folds: int = 5, seed: int = 0, echo: Callable[[str], None] = print) -> FitReport:
     m = len(table.domains)
     for name in names:  # fail before any fit when the swarm is too small for one of them
-        check_rows(make_regressor(name, seed), len(table.y) - 1, m)
+        check_rows(make_regressor(name, seed), len(table.y), m, held_out=1)
     scores = []
     for name in names:
         start = time.perf_counter()

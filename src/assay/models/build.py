@@ -88,9 +88,11 @@ class ModelConfig:
     def build(self, corpus: Optional[datasets.DatasetDict]) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         torch.manual_seed(self.seed)
         if self.init_from is not None:
-            run = Path(self.init_from)
-            tokenizer = transformers.AutoTokenizer.from_pretrained(run / "tokenizer")
-            model = transformers.AutoModelForCausalLM.from_pretrained(run / "model", dtype=getattr(torch, self.dtype))
+            run = Path(self.init_from).expanduser()
+            model, tokenizer = load_pretrained(
+                "model.init_from", self.init_from, run / "model", run / "tokenizer", getattr(torch, self.dtype),
+                again="start from another run directory, or run again the one that wrote it",
+            )
         else:
             model, tokenizer = self.load(corpus)
         if tokenizer.pad_token is None:
@@ -142,6 +144,64 @@ class ModelConfig:
             task_type="CAUSAL_LM",
         )
         return get_peft_model(model, cfg)
+
+
+def load_pretrained(field: str, value: Any, model_path: Any, tokenizer_path: Any, dtype: Any, again: str, **kwargs: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Tokenizer and causal LM as ``from_pretrained`` reads them (a saved model's directory or a Hub
+    id); files transformers cannot read are one :class:`UserError` on ``field``: missing files,
+    damaged or truncated weights, a ``model_type`` this transformers does not know. ``again`` says
+    how to get good files (where they came from)."""
+    from safetensors import SafetensorError
+
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_path, **kwargs)
+    except OSError as e:
+        raise UserError(field, value, f"could not be loaded ({_reason(e)})") from None
+    except ValueError as e:  # no tokenizer files, or ones transformers cannot build a tokenizer from
+        raise UserError(field, value, f"its tokenizer could not be loaded from {tokenizer_path} ({_reason(e)}); "
+                        "a model directory holds its tokenizer files (tokenizer.json, tokenizer_config.json)") from None
+    try:
+        model = transformers.AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, **kwargs)
+    except OSError as e:
+        raise UserError(field, value, f"could not be loaded ({_reason(e)})") from None
+    except SafetensorError as e:
+        raise UserError(field, value, f"{_weights_name(model_path)} is not a readable safetensors file ({_reason(e)}): "
+                        f"it is damaged or was cut short (a full disk, an interrupted copy); {again}") from None
+    except ValueError as e:  # config.json names an architecture transformers cannot build
+        unknown = _unknown_model_type(model_path)
+        if unknown is None:
+            raise UserError(field, value, f"could not be loaded as a causal language model ({_reason(e)})") from None
+        raise UserError(field, value, f"its config.json has model_type {unknown!r}, which transformers {transformers.__version__} does not know; "
+                        "correct model_type (e.g. 'llama'), or upgrade transformers for a newer architecture") from None
+    return model, tokenizer
+
+
+def _reason(e: BaseException) -> str:
+    """The first line of a library's message, short enough for the one error line."""
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
+
+
+def _weights_name(model_path: Any) -> str:
+    """The safetensors file(s) of a local model directory, for the error line ("its weights" for a Hub id)."""
+    local = Path(str(model_path)).expanduser()
+    files = sorted(local.glob("*.safetensors")) if local.is_dir() else []
+    if len(files) == 1:
+        return str(files[0])
+    return f"one of the {len(files)} .safetensors files in {local}" if files else "its weights"
+
+
+def _unknown_model_type(model_path: Any) -> Optional[str]:
+    """The ``model_type`` a local config.json names when transformers has no such architecture, else None."""
+    import json
+
+    try:
+        model_type = json.loads((Path(str(model_path)).expanduser() / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+    from transformers import CONFIG_MAPPING
+
+    return str(model_type) if model_type is not None and model_type not in CONFIG_MAPPING else None
 
 
 def check_run_dir(path: str, field_name: str = "model.init_from") -> Path:
@@ -273,21 +333,28 @@ class HubModel(ModelConfig):
         if self.init_from is None and looks_local(self.name_or_path) and not local.is_dir():
             what = "is a file, not a model directory" if local.exists() else "directory does not exist"
             raise UserError("model.name_or_path", self.name_or_path, f"{what} (a local path; a Hub id looks like org/name)")
+        if self.init_from is None and local.is_dir() and not any((local / f).is_file() for f in MODEL_MARKERS):
+            found = sorted(p.name for p in local.iterdir())
+            what = "is an empty directory" if not found else f"holds no saved model (no config.json; it has {found[:6]}{' ...' if len(found) > 6 else ''})"
+            raise UserError("model.name_or_path", self.name_or_path, f"{what}: point it at a directory save_pretrained wrote (config.json, model.safetensors and the tokenizer files)")
 
     def load(self, corpus):
-        kwargs = dict(revision=self.revision, trust_remote_code=self.trust_remote_code)
-        try:
-            tokenizer = transformers.AutoTokenizer.from_pretrained(self.name_or_path, **kwargs)
-            model = transformers.AutoModelForCausalLM.from_pretrained(self.name_or_path, dtype=getattr(torch, self.dtype), **kwargs)
-        except OSError as e:
-            raise UserError("model.name_or_path", self.name_or_path, f"could not be loaded ({str(e).splitlines()[0]})") from None
-        return model, tokenizer
+        again = "save or copy it again" if looks_local(self.name_or_path) else "download it again (remove it from the Hugging Face cache first)"
+        return load_pretrained(
+            "model.name_or_path", self.name_or_path, self.name_or_path, self.name_or_path, getattr(torch, self.dtype), again,
+            revision=self.revision, trust_remote_code=self.trust_remote_code,
+        )
 
     def base_model_path(self) -> Optional[str]:
         if self.init_from is not None:
             return super().base_model_path()
         local = Path(self.name_or_path).expanduser()
         return str(local.resolve()) if local.is_dir() else self.name_or_path
+
+
+MODEL_MARKERS = ("config.json", "adapter_config.json")
+"""A local model directory has one of these: a model's config, or a peft adapter's (which
+``from_pretrained`` loads on top of the base model it names)."""
 
 
 def looks_local(name_or_path: str) -> bool:

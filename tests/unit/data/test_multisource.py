@@ -77,7 +77,7 @@ def test_unloadable_source_is_named(tmp_path):
         data.load()
     bad = tmp_path / "bad.jsonl"
     bad.write_text("{not json\n")
-    with pytest.raises(UserError, match=r"^data\.sources\.bad\.train_file=.*(unreadable|could not be loaded)"):
+    with pytest.raises(UserError, match=r"^data\.sources\.bad\.train_file=.*(unreadable|could not be loaded|is not valid JSON)"):
         SourcesData(sources={"bad": {"kind": "jsonl", "train_file": str(bad)}}, seed=0).load()
 
 

@@ -94,7 +94,7 @@ def test_table_parquet_and_missing_target(tmp_path):
 def test_too_few_proxies_for_a_regressor(tmp_path):
     _fake_swarm(tmp_path / "s", 6)
     table = load_table(tmp_path / "s", target="val/loss")
-    with pytest.raises(UserError, match=r"--regressor='autoscale': needs at least 11 proxies for 3 domains \(10 parameters\); the table has 5"):
+    with pytest.raises(UserError, match=r"--regressor='autoscale': needs at least 11 proxies for 3 domains \(10 parameters\) to fit with 1 held out, so a table of at least 12 rows; the table has 6"):
         fit_report(table, ["linear", "autoscale"], echo=lambda s: None)
 
 

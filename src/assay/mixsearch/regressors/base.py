@@ -45,10 +45,14 @@ class Regressor(ABC):
         return None
 
 
-def check_rows(model: Regressor, n: int, m: int) -> None:
+def check_rows(model: Regressor, n: int, m: int, held_out: int = 0) -> None:
+    """The fit on ``n`` rows of the table less ``held_out`` (a held-out evaluation) is defined."""
     need = model.min_rows(m)
-    if n < need:
-        raise UserError("--regressor", model.name, f"needs at least {need} proxies for {m} domains ({model.n_params(m)} parameters); the table has {n}")
+    if n - held_out < need:
+        if not held_out:
+            raise UserError("--regressor", model.name, f"needs at least {need} proxies for {m} domains ({model.n_params(m)} parameters); the table has {n}")
+        raise UserError("--regressor", model.name, f"needs at least {need} proxies for {m} domains ({model.n_params(m)} parameters) "
+                        f"to fit with {held_out} held out, so a table of at least {need + held_out} rows; the table has {n}")
 
 
 def scale_ratio(scale: Optional[np.ndarray | float], n: int, ref: Optional[float]) -> np.ndarray:
