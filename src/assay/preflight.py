@@ -103,9 +103,35 @@ def sweep_jobs(overrides: list[str]) -> list[list[str]]:
     return search_space_jobs(base, params)
 
 
+def printed_config_overrides(argv: list[str]) -> list[str] | None:
+    """The overrides of ``--cfg job|hydra|all`` (or ``--resolve``), which prints the composed config
+    instead of running; None for any other command line."""
+    if not any(a in ("--cfg", "-c", "--resolve") for a in argv):
+        return None
+    rest, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--cfg", "-c") or arg in HYDRA_FLAGS_WITH_VALUE:
+            skip = True
+        elif not arg.startswith("-"):
+            rest.append(arg)
+    return rest
+
+
 def preflight(argv: list[str]) -> int:
-    """Validate every job; returns the number of jobs checked."""
+    """Validate every job; returns the number of jobs checked. ``--cfg job`` validates the config it
+    prints (the values, not the data files or the machine)."""
     parsed = job_overrides(argv)
+    printed = printed_config_overrides(argv)
+    if parsed is None and printed is not None and not any(a in ("-m", "--multirun") for a in argv):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name="train", overrides=printed, return_hydra_config=True)
+            HydraConfig.instance().set_config(cfg)
+            validate(cfg)
+        GlobalHydra.instance().clear()
+        return 1
     if parsed is None:
         return 0
     overrides, multirun = parsed

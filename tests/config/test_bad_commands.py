@@ -39,6 +39,7 @@ CASES = {
     "mix fit: an empty table": (["assay.mixsearch.cli", "fit", "empty.csv", "--target", "loss"], "source='empty.csv': is empty"),
     "mix fit: a target that is not a number": (["assay.mixsearch.cli", "fit", "nonnum.csv", "--target", "loss"], "nonnum.csv column loss='x': is not a number (row 0"),
     "fetch: unknown model": (["assay.models.fetch", "gpt5"], "assay-fetch: argument names: invalid choice: 'gpt5'"),
+    "fetch: ASSAY_CACHE is a file": (["assay.models.fetch", "minilm"], "ASSAY_CACHE="),
     "study: no folder": (["assay.study.cli", "run"], "assay-study run: the following arguments are required: study"),
     "train: resume from random bytes": (["assay.train", "resume=broken"], "broken/checkpoints/last.ckpt is not a readable checkpoint"),
 }
@@ -49,7 +50,7 @@ def test_bad_command_is_one_line(name, tmp_path):
     _setup_runs(tmp_path)
     argv, expected = CASES[name]
     before = sorted(p.name for p in (tmp_path / "broken").rglob("*"))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **({"ASSAY_CACHE": str(tmp_path / "a_file")} if "ASSAY_CACHE" in expected else {}), "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH", "")])}
     r = subprocess.run([sys.executable, "-W", "ignore", "-m", *argv], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert r.returncode == 2, r.stderr[-2000:]

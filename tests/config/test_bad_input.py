@@ -52,6 +52,7 @@ CASES = {
                             ["objective.aggregator.beta_prime=inf", "finite"]),
     "zero epochs": (["trainer.max_epochs=0"], ["trainer.max_epochs=0", "would train nothing"]),
     "LoRA alpha 0": (["model.lora.r=4", "model.lora.alpha=0"], ["model.lora.alpha=0", "trains nothing"]),
+    "--cfg job validates what it prints": (["--cfg", "job", "optim.lr=-1"], ["optim.lr=-1.0", "must be > 0"]),
     "task name outside the log folder": (["task_name=../escape"], ["task_name='../escape'", "plain name"]),
 }
 

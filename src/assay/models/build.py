@@ -369,7 +369,10 @@ SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 def model_cache_dir() -> Path:
     """Where fetched weights live: ``$ASSAY_CACHE/models`` (default ``~/.cache/assay/models``)."""
-    return Path(os.environ.get("ASSAY_CACHE", Path.home() / ".cache" / "assay")).expanduser() / "models"
+    root = Path(os.environ.get("ASSAY_CACHE", Path.home() / ".cache" / "assay")).expanduser()
+    if root.exists() and not root.is_dir():
+        raise UserError("ASSAY_CACHE", str(root), "is a file, not a directory: point it at a directory (fetched models go to <it>/models)")
+    return root / "models"
 
 
 @register("model", "smollm2_135m")

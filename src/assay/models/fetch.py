@@ -17,7 +17,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from assay.errors import argument_parser
+from assay.errors import UserError, argument_parser
 from assay.models.build import SMOLLM2_FILE, model_cache_dir
 
 ARTEFACTS = {
@@ -54,8 +54,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argument_parser(prog="assay-fetch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="+", choices=sorted(ARTEFACTS))
     args = parser.parse_args(argv)
-    for name in args.names:
-        print(f"{name}: {fetch(name)}")
+    try:
+        for name in args.names:
+            print(f"{name}: {fetch(name)}")
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
