@@ -13,6 +13,7 @@ import torch
 from assay.config import EvalConfig, OptimConfig
 from assay.data.rewards import skill_reward
 from assay.data.text import normalise_answer
+from assay.errors import UserError
 from assay.objectives.base import ObjectiveConfig
 
 # Evaluation metrics are gathered across ranks before they are logged (``_log_eval``).
@@ -130,6 +131,9 @@ class AssayModule(pl.LightningModule):
             if numerator in sums:
                 total, count = sums.pop(numerator), sums.pop(denominator)
                 metrics[f"{split}/{name}"] = sum(x for _, _, x in total) / max(sum(x for _, _, x in count), 1.0)
+        unknown = [n for n in self.evaluation.per_source_metrics if n != "all" and n not in sums]
+        if unknown:  # a name that matches no metric would silently leave the per-source table empty
+            raise UserError("eval.per_source_metrics", unknown[0], f"is not a metric this run reports per source; it reports {sorted(sums)} (or write all)")
         for key, triples in sums.items():
             metrics[f"{split}/{key}"] = sum(x for _, _, x in triples) / len(triples)
             if key in self.evaluation.per_source_metrics or "all" in self.evaluation.per_source_metrics:

@@ -143,3 +143,10 @@ def test_table_too_small_for_a_held_out_fit_counts_its_rows(tmp_path):
     with pytest.raises(UserError) as e:
         fit_report(table, ["linear"], echo=lambda s: None)
     assert "the table has 2" in str(e.value) and "1 held out" in str(e.value), str(e.value)
+
+
+def test_a_chat_role_no_template_knows_is_one_line(tmp_path):
+    chat = [{"messages": [{"role": "narrator" if i == 3 else "user", "content": f"q {i}"}, {"role": "assistant", "content": f"a {i}"}]} for i in range(12)]
+    bad = jsonl(tmp_path / "chat.jsonl", chat)
+    proc = assay_train([*FAST, "data=jsonl", f"data.train_file={bad}", "data.schema=messages"], tmp_path)
+    _only_our_line(proc, "role 'narrator' is not one of the chat roles")

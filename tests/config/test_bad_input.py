@@ -53,6 +53,7 @@ CASES = {
     "zero epochs": (["trainer.max_epochs=0"], ["trainer.max_epochs=0", "would train nothing"]),
     "LoRA alpha 0": (["model.lora.r=4", "model.lora.alpha=0"], ["model.lora.alpha=0", "trains nothing"]),
     "--cfg job validates what it prints": (["--cfg", "job", "optim.lr=-1"], ["optim.lr=-1.0", "must be > 0"]),
+    "per-source metric that is no metric": (["eval.per_source_metrics=[copy]"], ["eval.per_source_metrics='copy'", "is not a metric", "'exact_match'"]),
     "task name outside the log folder": (["task_name=../escape"], ["task_name='../escape'", "plain name"]),
 }
 

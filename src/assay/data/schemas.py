@@ -91,6 +91,9 @@ def _split_hh(chosen: str, rejected: str) -> tuple[str, str, str]:
 # ShareGPT spelling {from: human|gpt, value} of LLaMA-Factory is read too).
 
 SHAREGPT_ROLES = {"human": "user", "gpt": "assistant", "system": "system", "user": "user", "assistant": "assistant"}
+CHAT_ROLES = ("system", "user", "assistant", "tool")
+"""The roles chat templates render (TRL's conversational format); another role would be rendered
+as a line no template knows, or dropped, without a word."""
 
 
 def as_messages(value: Any, field_name: str) -> list[dict[str, str]]:
@@ -103,6 +106,8 @@ def as_messages(value: Any, field_name: str) -> list[dict[str, str]]:
         content = m.get("content", m.get("value"))
         if role is None or content is None:
             raise UserError(field_name, str(m)[:80], "each message needs a role and a content")
+        if str(role) not in CHAT_ROLES:
+            raise UserError(field_name, str(m)[:80], f"role {role!r} is not one of the chat roles {list(CHAT_ROLES)}")
         out.append({"role": str(role), "content": str(content)})
     return out
 
