@@ -318,8 +318,10 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Lightning's own use of a deprecated torch pytree name, printed at every fit: not the user's concern.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    from assay.hub import offline_when_unreachable
     from assay.preflight import preflight
 
+    offline_when_unreachable()  # before huggingface_hub loads: no minute of retries on a machine without a network
     try:
         sys.argv[1:] = resume_argv(sys.argv[1:])  # resume=<run dir>: that run's overrides, in place
         preflight(sys.argv[1:])
