@@ -244,6 +244,32 @@ FAILURE_FILE = "failure.json"
 """A run that stops with an error writes why (``status: failed``, the error line, when); ``summary.json``
 stays the mark of a completed run."""
 SUPERSEDED = "superseded"
+_PHASE = ["starting"]
+"""What the run in this process is doing (selection scoring, training, testing, saving): named when a
+signal stops it."""
+
+
+class Interrupted(UserError):
+    """SIGTERM outside a training batch (scoring, testing, saving): the run stops there and says so,
+    never ``completed``."""
+
+    status = "interrupted"
+
+    def __init__(self, signum: int, phase: str, run_dir: Path):
+        import signal
+
+        super().__init__("run", str(run_dir), f"stopped by {signal.Signals(signum).name} while {phase}; continue it with "
+                         f"`assay-train resume={run_dir}` (from its last checkpoint, or from step 0 with the earlier files set aside)")
+
+
+def enter_phase(name: str) -> None:
+    """Mark the phase the run is in. ``ASSAY_FAULT_SIGNAL_AT_PHASE=<name>`` sends this process SIGTERM
+    as the phase starts (fault injection for tests: a signal at an exact point)."""
+    import signal
+
+    _PHASE[0] = name
+    if os.environ.get("ASSAY_FAULT_SIGNAL_AT_PHASE") == name:
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def launching_process() -> bool:
@@ -390,6 +416,7 @@ def claimed(run_dir: Path, field: str, value: Any, resuming: bool, fresh_start: 
         return
     refuse_held(run_dir, field, value, resuming)
     lock = acquire_lock(run_dir)
+    stop = _stop_on_sigterm(Path(run_dir))
     try:
         (Path(run_dir) / FAILURE_FILE).unlink(missing_ok=True)
         if fresh_start:
@@ -402,6 +429,7 @@ def claimed(run_dir: Path, field: str, value: Any, resuming: bool, fresh_start: 
             _record_failure(Path(run_dir), e)
         raise
     finally:
+        stop()
         release_lock(lock)
 
 
@@ -421,3 +449,23 @@ def _record_failure(run_dir: Path, exc: BaseException) -> None:
         write_json(run_dir / FAILURE_FILE, {"status": status, "error": line, "at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     except OSError:
         pass  # a full disk: the console line still says why
+
+
+def _stop_on_sigterm(run_dir: Path):
+    """While the run lives, SIGTERM raises :class:`Interrupted` naming the phase, where nothing else
+    handles it (a plain command; under submitit or SLURM their handlers stay in charge). During
+    training, Lightning and the preemption callback take the signal to the next batch boundary and
+    checkpoint first; this handler then ends the run. Returns the function that restores the
+    previous handler."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return lambda: None
+    _PHASE[0] = "starting"
+
+    def handler(signum: int, frame) -> None:
+        raise Interrupted(signum, _PHASE[0], run_dir)
+
+    signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -26,7 +26,7 @@ from assay.config import validate
 from assay.errors import UserError, environment_problem, explain
 from assay.paths import CONF_DIR
 from assay.results import HEADLINE, flatten
-from assay.rundir import check_checkpoint_fits, claimed, job_choices, job_config, no_checkpoint_notice, resume_argv, write_json
+from assay.rundir import check_checkpoint_fits, claimed, enter_phase, job_choices, job_config, no_checkpoint_notice, resume_argv, write_json
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -103,6 +103,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 model, tokenized, tokenizer.pad_token_id, data.eval_batch_size, cache, spec.objective.collation
             ))
 
+        enter_phase("selecting the training data")
         selection = distributed.once(lambda: _select(spec, SelectionContext(
             tokenized["train"], tokenized, spec.selection.scoring_model(model, tokenizer), tokenizer, run_dir, Path(cfg.paths.cache_dir)
         ), run_dir))
@@ -133,11 +134,14 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     trainer = spec.trainer.build(model, callbacks=callbacks, logger=logger, default_root_dir=str(run_dir), plugins=cluster_plugins())
     if resume:
         runlog.info("resuming from %s", resume)
+    enter_phase("training")
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    enter_phase("testing")
     val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     test = trainer.test(module, datamodule=datamodule, verbose=False)[0]
     weights = gathered_weights(trainer, module.model)  # every rank takes part when parameters are sharded
     if main:
+        enter_phase("saving the model")
         save_model(module.model, tokenizer, run_dir, spec.model, state_dict=weights)
 
     summary = {

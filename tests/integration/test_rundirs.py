@@ -168,3 +168,17 @@ def test_a_run_directory_is_never_overwritten_shared_or_mixed(tmp_path):
     (aside,) = (early / "superseded").iterdir()
     assert (aside / "metrics.csv").read_text() == shutil_rows and (aside / "config.yaml").is_file()
     assert (early / "metrics.csv").read_text() == shutil_rows  # the same run again, from step 0, not appended to the old rows
+
+
+@pytest.mark.parametrize("phase", ["selecting the training data", "testing"])
+def test_sigterm_outside_a_training_batch_stops_the_run_interrupted_and_it_resumes(tmp_path, phase):
+    """A signal in any phase ends the run there (fault injection sends SIGTERM as the phase starts):
+    one line naming the phase, status interrupted, no summary; `resume=` then completes it."""
+    env = {**_env(tmp_path), "ASSAY_FAULT_SIGNAL_AT_PHASE": phase}
+    run = tmp_path / "run"
+    r = subprocess.run([TRAIN, *QUICK, "checkpoint_every_n_steps=1", f"hydra.run.dir={run}"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    _one_line_error(r, f"stopped by SIGTERM while {phase}", f"resume={run}")
+    assert json.loads((run / "failure.json").read_text())["status"] == "interrupted" and not (run / "summary.json").exists()
+    r = subprocess.run([TRAIN, f"resume={run}"], env=_env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed" and not (run / "failure.json").exists()
