@@ -438,13 +438,14 @@ def _record_failure(run_dir: Path, exc: BaseException) -> None:
 
     from assay.errors import environment_problem
 
-    status = getattr(exc, "status", "failed")
+    status = "interrupted" if isinstance(exc, KeyboardInterrupt) else getattr(exc, "status", "failed")
+    problem = None if isinstance(exc, (UserError, KeyboardInterrupt)) else environment_problem(exc)
     if isinstance(exc, UserError):
         line = f"error: {exc}"
     elif isinstance(exc, KeyboardInterrupt):
-        line = "interrupted"
+        line = "interrupted (Ctrl-C)"
     else:
-        line = f"error: {environment_problem(exc)}" if environment_problem(exc) else f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+        line = f"error: {problem}" if problem else f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
     try:
         write_json(run_dir / FAILURE_FILE, {"status": status, "error": line, "at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     except OSError:

@@ -51,3 +51,11 @@ def test_an_error_inside_a_claimed_directory_leaves_failure_json_and_no_lock(tmp
             raise ValueError("boom")
     failure = json.loads((run / "failure.json").read_text())
     assert failure["status"] == "failed" and failure["error"] == "ValueError: boom" and not (run / LOCK_FILE).exists()
+
+
+def test_ctrl_c_inside_a_claimed_directory_is_recorded_as_interrupted(tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        with claimed(run, "hydra.run.dir", str(run), resuming=False, fresh_start=False):
+            raise KeyboardInterrupt
+    assert json.loads((run / "failure.json").read_text())["status"] == "interrupted"
