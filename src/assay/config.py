@@ -85,8 +85,13 @@ class PathsConfig:
 # selection.selector.fraction=0.6``, ...); this group says who the clients are and how they collaborate.
 # Nothing here imports Flower: composing and validating a config stays cheap.
 
-COLLAB_MODES = ("fedavg", "merge", "local")
-COLLAB_MERGES = ("linear", "ties")
+COLLAB_MOVED = {
+    "collab.mode": "collab/aggregation=<fedavg|local|merge_linear|ties|ties_factors> (mode=merge: collab/aggregation=ties_factors, CLUES's merge, or ties, TIES on task vectors)",
+    "collab.merge_method": "collab/aggregation=<merge_linear|ties|ties_factors> (merge_method=linear: merge_linear; ties: ties_factors, or ties on task vectors)",
+    "collab.density": "collab.aggregation.density (with collab/aggregation=ties or ties_factors)",
+}
+"""Fields of the former single collab config, and where each now lives (the rule and its own fields)."""
+MOVED_KEYS.update(COLLAB_MOVED)
 
 
 @dataclass
@@ -106,8 +111,8 @@ class CollabConfig:
     in client order, each in [0, 1); empty = clean clients. CLUES's setting: silos of different quality."""
     corruption_kinds: list[str] = field(default_factory=lambda: ["shuffle", "wrong_answer", "truncate"])
     rounds: int = 3
-    """Collaborative training rounds of phase 2 (FedAvg rounds; for ``merge`` and ``local`` the
-    clients train ``rounds x local_steps`` steps on their own)."""
+    """Collaborative training rounds of phase 2 (FedAvg rounds; ``local`` clients train ``rounds``
+    rounds on their own; under a merge rule every client trains ``rounds x local_steps`` steps once)."""
     local_steps: int = 10
     """Optimizer steps each sampled client takes per round (fresh AdamW every round, as in FedAvg)."""
     local_schedule: str = "constant"
@@ -116,17 +121,15 @@ class CollabConfig:
     single-site ``optim.schedule`` / ``warmup_steps`` over ``trainer.max_steps`` do not apply."""
     fraction_train: float = 1.0
     """Share of the clients sampled per round (Flower FedAvg's ``fraction_train``), in (0, 1]."""
-    mode: str = "fedavg"
-    """``fedavg``: federated averaging of the trainable parameters (all weights, or only the LoRA
-    adapters with model.lora.r>0), weighted by each client's example count (McMahan et al. 2017,
-    arXiv 1602.05629). ``merge``: each client trains its own adapter once, the server merges them
-    with PEFT's ``add_weighted_adapter`` (CLUES's model-merging route). ``local``: no collaboration,
-    every client trains alone (the baseline); the reported metrics are means over the clients' models."""
-    merge_method: str = "ties"
-    """``linear`` or ``ties`` (Yadav et al. 2023, arXiv 2306.01708: trim to ``density``, elect signs,
-    disjoint mean), for mode=merge. CLUES merges with TIES at density 0.2 and equal weights."""
-    density: float = 0.2
-    """Share of each adapter's entries TIES keeps, in (0, 1]."""
+    aggregation: Any = field(default_factory=lambda: {"name": "fedavg"})
+    """The collaborative rule of phase 2 and its own fields (``collab/aggregation=<rule>``, options in
+    ``conf/collab/aggregation/``, typed by ``assay.collab.rules.rule_of``): ``fedavg`` (federated
+    averaging of the trainable parameters by example count, McMahan et al. 2017, arXiv 1602.05629),
+    ``local`` (no collaboration, the baseline; metrics are means over the clients' own models), or a
+    one-shot merge of the clients' LoRA adapters: ``merge_linear``, ``ties`` (TIES on the task
+    vectors s·BA, Yadav et al. 2023, arXiv 2306.01708, projected back to rank r) or ``ties_factors``
+    (TIES on the A and B factors separately, PEFT's ``add_weighted_adapter(..., "ties")`` as CLUES's
+    code calls it); ``collab.aggregation.density`` for the two TIES rules."""
     warmup_rounds: int = 1
     """Phase 1 warm-up: FedAvg rounds of ``local_steps`` on all client data before scoring. The global
     model after each warm-up round, with the clients' Adam moments averaged by example count, is one
@@ -144,14 +147,13 @@ class CollabConfig:
     (``flwr run``, SuperLink + SuperNodes) reads; see the README."""
 
     def __post_init__(self) -> None:
-        check(self.mode in COLLAB_MODES, "collab.mode", self.mode, f"must be one of {list(COLLAB_MODES)}")
-        check(self.merge_method in COLLAB_MERGES, "collab.merge_method", self.merge_method, f"must be one of {list(COLLAB_MERGES)}")
+        check(isinstance(self.aggregation, (str, dict)) or hasattr(self.aggregation, "name"), "collab.aggregation", self.aggregation,
+              "must name a rule: collab/aggregation=<fedavg|local|merge_linear|ties|ties_factors>")
         check(self.local_schedule in ("constant", "linear", "cosine"), "collab.local_schedule", self.local_schedule, "must be one of ['constant', 'linear', 'cosine']")
         check(self.rounds >= 1, "collab.rounds", self.rounds, "must be a positive integer (collaborative training rounds)")
         check(self.local_steps >= 1, "collab.local_steps", self.local_steps, "must be a positive integer")
         check(self.warmup_rounds >= 0, "collab.warmup_rounds", self.warmup_rounds, "must be >= 0")
         check(0.0 < self.fraction_train <= 1.0, "collab.fraction_train", self.fraction_train, "must be in (0, 1]")
-        check(0.0 < self.density <= 1.0, "collab.density", self.density, "must be in (0, 1]")
         check(self.cpus >= 1, "collab.cpus", self.cpus, "must be a positive integer")
         if self.num_clients is not None:
             check(self.num_clients >= 1, "collab.num_clients", self.num_clients, "must be a positive integer (or null)")

@@ -37,10 +37,15 @@ class AssayModule(pl.LightningModule):
         self._eval_sums: dict[str, list] = defaultdict(list)
         # Running statistics of a dynamic objective (β-DPO), as buffers: saved in every checkpoint.
         self.controller = objective.build_controller()
+        self.reweighting = None
 
     def training_step(self, batch: dict, batch_idx: int):
         out = self.objective.compute(self.model, batch, training=True, controller=self.controller)
-        loss = self.objective.aggregate(out)
+        if self.reweighting is None:
+            loss = self.objective.aggregate(out)
+        else:  # DoReMi's proxy: per-token loss reweighted by the domain weights (assay.mixing.doremi)
+            step_ends = (batch_idx + 1) % self.trainer.accumulate_grad_batches == 0
+            loss = self.reweighting(out, batch, step_ends, self.global_step)
         n = len(batch["ids"])
         writes = self._logger_writes_this_step()
         if writes or self._shows_progress_bar():

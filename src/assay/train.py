@@ -112,11 +112,12 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         tokenized, selection.kept_rows, ordering.keys(tokenized["train"], selection.scores), ordering, data.format, data.batch_size,
         data.eval_batch_size, tokenizer.pad_token_id, allow_order_change=cfg.allow_order_change, collation=spec.objective.collation,
     )
-    mixing = setup_mixing(spec, examples, tokenized, datamodule, run_dir, Path(cfg.paths.cache_dir))
+    mixing = setup_mixing(spec, examples, tokenized, datamodule, run_dir, Path(cfg.paths.cache_dir), tokenizer)
     # the weights the policy starts from (= the reference of reference-based objectives), for the test's
     # win rate and KL against them (assay.heldout)
     reference = ReferenceWeights(spec.model, model, run_dir, write=main) if spec.objective.needs_reference else None
     module = AssayModule(model, tokenizer, spec.objective, spec.optim, spec.eval, reference=reference)
+    module.reweighting = mixing.reweighting  # DoReMi's proxy: the α-reweighted loss (its α in every checkpoint)
     every = cfg.get("checkpoint_every_n_steps") or max(1, spec.trainer.max_steps // 4)
     checkpoints = ModelCheckpoint(
         dirpath=run_dir / "checkpoints", filename="step={step:06d}", auto_insert_metric_name=False, save_last=True,

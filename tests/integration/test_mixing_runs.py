@@ -1,5 +1,6 @@
 """The mixture axis end to end: a three-source run from local files of different schemas, online
-mixers that run and resume bit-identically, DoReMi against a reference run."""
+mixers that run and resume bit-identically, DoReMi's three stages in one command and the resampling
+variant against a reference run."""
 
 import csv
 import json
@@ -68,9 +69,9 @@ def test_online_mixer_resumes_bit_identically(odm_run):
     assert full["mixture"]["online"] == resumed["mixture"]["online"]
 
 
-def test_doremi_against_a_reference_run(odm_run, tmp_path):
+def test_doremi_resample_against_a_reference_run(odm_run, tmp_path):
     root, _, _ = odm_run
-    summary = run_in_hydra([*FAST, "mixture=doremi", f"mixture.reference={root / 'full'}", "mixture.update_every=2", "trainer.max_steps=6"], tmp_path / "doremi")
+    summary = run_in_hydra([*FAST, "mixture=doremi_resample", f"mixture.reference={root / 'full'}", "mixture.update_every=2", "trainer.max_steps=6"], tmp_path / "doremi")
     online = summary["mixture"]["online"]
     assert online["updates"] == 3
     assert sum(online["average_weights"].values()) == pytest.approx(1.0)
@@ -86,3 +87,32 @@ def test_skill_it_with_a_probed_graph_and_a_schedule(tmp_path):
     sched = run_in_hydra([*FAST, "mixture=schedule", "mixture.upsample=[add]", "mixture.factor=50", "mixture.last_fraction=0.5", "trainer.max_steps=4"], tmp_path / "schedule")
     realised = sched["mixture"]["realised"]["total"]
     assert realised["add"]["examples"] > max(v["examples"] for d, v in realised.items() if d != "add")
+
+
+def test_doremi_three_stages_in_one_command(tmp_path):
+    """reference (natural weights) -> proxy (group DRO: batches drawn by α_ref, α updated every step,
+    loss reweighted) -> main (a fresh model on the proxy's average α), on the skills corpus."""
+    summary = run_in_hydra([*FAST, "experiment=doremi", "trainer.max_steps=6"], tmp_path / "doremi")
+    assert list(summary["stages"]) == ["reference", "proxy", "main"]
+    proxy = json.loads((tmp_path / "doremi" / "proxy" / "mixing.json").read_text())
+    assert proxy["updates"] == 6  # every optimizer step
+    average = proxy["average_weights"]
+    assert sum(average.values()) == pytest.approx(1.0) and len(average) == 5
+    rows = _mixing_rows(tmp_path / "doremi" / "proxy")
+    assert len(rows) == 6
+    first = {d: float(rows[0][f"mixing/weight/{d}"]) for d in average}
+    assert first != {d: float(rows[-1][f"mixing/weight/{d}"]) for d in average}  # α moved
+    mean = {d: sum(float(r[f"mixing/weight/{d}"]) for r in rows) / len(rows) for d in average}
+    assert mean == pytest.approx(average)  # the output is the average of α over the updates
+    # the proxy draws its batches from α_ref (natural shares): α never changes what is sampled
+    proxy_summary = summary["stages"]["proxy"]["mixture"]
+    initial = proxy_summary["initial_weights"]
+    natural = summary["stages"]["reference"]["data"]["source_counts"]
+    total = sum(natural.values())
+    assert initial == pytest.approx({d: n / total for d, n in natural.items()})
+    # the main run is a fresh model trained on the average weights (the pool resampled once by them)
+    main_cfg = (tmp_path / "doremi" / "main" / "config.yaml").read_text()
+    assert "weights_from:" in main_cfg and "init_from: null" in main_cfg
+    counts = summary["stages"]["main"]["data"]["source_counts"]
+    n = sum(counts.values())
+    assert {d: counts.get(d, 0) / n for d in average} == pytest.approx(average, abs=0.08)

@@ -16,7 +16,7 @@ ROOT = Path(assay.__file__).resolve().parent
 
 LAYERS: list[tuple[str, set[str]]] = [
     # foundation: errors, names and places every other unit uses; no research content
-    ("foundation", {"errors", "hub", "lazy", "paths", "provenance", "registry", "results", "runlog"}),
+    ("foundation", {"cards", "errors", "hub", "lazy", "paths", "provenance", "registry", "results", "runlog"}),
     # building blocks: run machinery independent of the examples (Lightning trainers and loggers, processes,
     # preemption, SLURM), sample orders over example indices, which the data module draws with, and the
     # optimal-transport numerics (pure tensors)

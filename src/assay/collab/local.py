@@ -109,10 +109,14 @@ def write_checkpoint(directory: Path, index: int, model, weights: dict[str, np.n
 
 
 def anchor_threshold(anchor_scores: np.ndarray, quantile: float) -> float:
-    """CLUES's global threshold: the ``quantile`` of the trusted anchors' scores (NaN = unscorable,
-    ranked lowest, as the single-site ``anchor_quantile`` rule does)."""
-    scores = np.asarray(anchor_scores, dtype=np.float64)
-    return float(np.quantile(np.where(np.isnan(scores), -np.inf, scores), quantile))
+    """CLUES's global threshold: the ``quantile`` of the trusted anchors' scores, the same definition
+    as the single-site ``anchor_quantile`` rule (:meth:`AnchorQuantile.threshold_of`): NaN =
+    unscorable, ranked lowest (-inf); numpy's linear interpolation between finite neighbours, and
+    -inf (never NaN) where it would interpolate towards an unscorable anchor, so the clients then
+    keep everything rather than nothing."""
+    from assay.selection.selectors import AnchorQuantile
+
+    return AnchorQuantile.threshold_of(np.asarray(anchor_scores, dtype=np.float64), quantile)
 
 
 def merge_weights(k: int, method: str) -> list[float]:

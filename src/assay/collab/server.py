@@ -172,7 +172,8 @@ def _serve(srv: ServerSide, grid) -> None:
             k, kept, pool = (int(r.content["metrics"][x]) for x in ("client", "kept", "pool"))
             st["clients"][str(k)] = {"name": names[k], "pool": pool, "kept": kept}
             if kept == 0:
-                why = f"threshold {st['threshold']:.4g} from the anchor set" if st["threshold"] is not None else f"selection/selector={srv.spec.selection.selector.name}"
+                nan = f", {st['anchor_nan']} of {st['anchor_size']} anchor scores NaN (ranked lowest)" if st.get("anchor_nan") else ""
+                why = f"threshold {st['threshold']:.4g} from the anchor set{nan}" if st["threshold"] is not None else f"selection/selector={srv.spec.selection.selector.name}"
                 raise UserError(f"collab.clients[{k}]", names[k], f"client {k} kept no examples after selection ({why}); lower selection.selector.quantile or keep a larger share")
         st["selected"] = True
         srv.save()
@@ -242,8 +243,10 @@ def _anchor_threshold(srv: ServerSide, scoring: Optional[Path], initial: dict) -
         load_trainable(srv.model, initial)
     else:
         load_trainable(srv.model, srv.arrays("warmup"))
-    scores = srv.scorer(scoring).score(srv.scorer_context(anchor, srv.model))
-    np.save(srv.dir / "anchor_scores.npy", np.asarray(scores, dtype=np.float64))
+    scores = np.asarray(srv.scorer(scoring).score(srv.scorer_context(anchor, srv.model)), dtype=np.float64)
+    np.save(srv.dir / "anchor_scores.npy", scores)
+    # unscorable anchors rank lowest: a -inf threshold (the quantile fell among them) keeps everything
+    srv.state["anchor_nan"], srv.state["anchor_size"] = int(np.isnan(scores).sum()), int(len(scores))
     return anchor_threshold(scores, sel.selector.quantile)
 
 

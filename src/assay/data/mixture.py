@@ -17,8 +17,10 @@ Two ways to realise them:
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Optional
 
 from assay.lazy import datasets
@@ -247,20 +249,48 @@ class WeightsMixture(MixtureConfig):
 
     name: str = "weights"
     weights: dict[str, float] = field(default_factory=dict)
+    weights_from: Optional[str] = None
+    """Read the weights from a file instead: a DoReMi proxy run's directory or its ``mixing.json``
+    (its ``average_weights``, the recipe's output), or a JSON file with a ``weights`` mapping (what
+    ``assay-mix propose`` writes). Read when the run starts, so a recipe's earlier stage may write it."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_weights("mixture.weights", self.weights)
+        if self.weights_from:
+            check(not self.weights, "mixture.weights", dict(self.weights), "give the weights or mixture.weights_from, not both")
+        else:
+            check_weights("mixture.weights", self.weights)
 
     def named_domains(self) -> list[str]:
         return sorted(set(self.weights) | set(self.max_epochs))
 
+    def read_weights(self) -> dict[str, float]:
+        """The weights, from ``weights_from`` when it is set."""
+        if not self.weights_from:
+            return dict(self.weights)
+        path = Path(self.weights_from).expanduser()
+        field_ = "mixture.weights_from"
+        if path.is_dir():
+            path = path / "mixing.json"
+        if not path.is_file():
+            raise UserError(field_, self.weights_from, "has no weights: give a DoReMi proxy run directory (with mixing.json) or a JSON file with a 'weights' mapping")
+        try:
+            data = json.loads(path.read_text())
+        except ValueError as exc:
+            raise UserError(field_, str(path), f"is not JSON ({exc})") from None
+        weights = data.get("average_weights") or data.get("weights") if isinstance(data, dict) else None
+        if not isinstance(weights, dict) or not weights:
+            raise UserError(field_, str(path), "holds neither 'average_weights' (a DoReMi proxy run) nor 'weights'")
+        check_weights(field_, weights)
+        return {str(k): float(v) for k, v in weights.items()}
+
     def proportions(self, sizes: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(set(self.weights) - set(sizes))
+        weights = self.read_weights()
+        unknown = sorted(set(weights) - set(sizes))
         if unknown:
             raise UserError("mixture.weights", unknown[0], f"is not a domain of this data; domains are {sorted(sizes)}")
-        total = sum(self.weights.values())
-        return {s: self.weights.get(s, 0.0) / total for s in sizes}
+        total = sum(weights.values())
+        return {s: weights.get(s, 0.0) / total for s in sizes}
 
 
 @register("mixture", "temperature")

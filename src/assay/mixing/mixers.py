@@ -1,12 +1,12 @@
 """Online mixers (config group ``mixture``): the sampler draws every batch's domains by weights that a
 callback updates during training from per-domain losses.
 
-    assay-train mixture=doremi mixture.reference=<reference run dir>   # DoReMi (Xie et al. 2023)
+    assay-train mixture=doremi_resample mixture.reference=<reference run dir>   # DoReMi-style resampling (not the recipe)
     assay-train mixture=odm                                            # ODM, EXP3 bandit (Albalak et al. 2023)
     assay-train mixture=skill_it                                       # Skill-it (Chen et al. 2023)
 
 Each writes ``mixing.csv`` (weights and signals at every update), ``mixing.json`` (final weights;
-DoReMi also their average, the recipe's output mixture) and logs ``mixing/weight/<domain>``; the
+doremi_resample also their average) and logs ``mixing/weight/<domain>``; the
 mixer state is in every checkpoint, so a resumed run continues bit-identically.
 """
 
@@ -72,12 +72,20 @@ class OnlineMixture(MixtureConfig):
         raise TypeError(f"{type(self).__name__} does not build a mixer()")
 
 
-@register("mixture", "doremi")
+@register("mixture", "doremi_resample")
 @dataclass
-class DoReMiMixture(OnlineMixture):
-    """DoReMi: exponentiated-gradient domain weights from excess loss over a reference run (Xie et al. 2023)."""
+class DoReMiResampleMixture(OnlineMixture):
+    """DoReMi's weight update used to resample batches (not the authors' recipe: see mixture=doremi); excess loss clipped per example.
 
-    name: str = "doremi"
+    Differs from the released recipe (``assay.mixing.doremi``) in three ways, named here so results
+    produced with it are not read as DoReMi's: batches are *drawn* by the current weights instead of
+    reweighting the loss of batches drawn from the reference weights; the excess loss is clipped per
+    example (mean over the example's tokens first) instead of per token; and the reference losses are
+    cached per example. A domain whose weight falls near the smoothing floor is then hardly ever
+    drawn and its excess loss goes stale, which can swing the weights between near one-hot states.
+    """
+
+    name: str = "doremi_resample"
     reference: Optional[str] = None
     """The reference run's directory (trained on the reference weights, e.g. ``mixture=single``);
     its per-example losses on this run's training examples are computed once and cached."""

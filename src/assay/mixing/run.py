@@ -23,19 +23,24 @@ class MixingRun:
     online: Optional[OnlineMixing] = None
     sampler: Optional[DomainSampler] = None
     info: dict[str, Any] = field(default_factory=dict)
+    reweighting: Any = None
+    """A module the training step hands the batch loss to (DoReMi's proxy: the α-reweighted loss)."""
+    weights_recorder: Any = None
 
     @property
     def callbacks(self) -> list:
-        return [self.recorder] + ([self.online] if self.online is not None else [])
+        return [self.recorder] + [c for c in (self.online, self.weights_recorder) if c is not None]
 
     def summary(self) -> dict[str, Any]:
         out = {**self.info, "realised": self.recorder.summary()}
         if self.online is not None:
             out["online"] = self.online.summary()
+        if self.weights_recorder is not None:
+            out["online"] = self.weights_recorder.summary()
         return out
 
 
-def setup_mixing(spec, examples, tokenized: datasets.DatasetDict, datamodule, run_dir: Path, cache_dir: Path) -> MixingRun:
+def setup_mixing(spec, examples, tokenized: datasets.DatasetDict, datamodule, run_dir: Path, cache_dir: Path, tokenizer=None) -> MixingRun:
     mixture, data = spec.mixture, spec.data
     train = tokenized["train"]
     tokens = row_tokens(train, data.format)
@@ -69,14 +74,17 @@ def setup_mixing(spec, examples, tokenized: datasets.DatasetDict, datamodule, ru
     sampler = DomainSampler(ordering=base_sampler.ordering, rows=rows, scores=keys, row_domains=row_domains, domains=domains,
                             base_weights=base, batch_size=data.batch_size, seed=mixture.seed, caps=caps, to_examples=to_examples,
                             rank=getattr(base_sampler, "rank", 0), world=getattr(base_sampler, "world", 1))
-    online = None
-    if not hasattr(mixture, "mixer"):
+    online = reweighting = weights_recorder = None
+    if getattr(mixture, "reweights_loss", False):  # the batches keep α_ref; the weights act on the loss
+        _check_caps(mixture, sampler, domains, n, total_blocks)
+        reweighting, weights_recorder = mixture.reweighting(domains, base(0), spec.objective, tokenizer, run_dir)
+    elif not hasattr(mixture, "mixer"):
         _check_caps(mixture, sampler, domains, n, total_blocks)
     else:
         online = _online(spec, mixture, examples, tokenized, domains, base(0), datamodule.pad_id, run_dir, cache_dir)
     datamodule.sampler = sampler
     info = {"drawn": True, "unit": mixture.unit, "domains": domains, "initial_weights": dict(zip(domains, base(0).tolist()))}
-    return MixingRun(recorder, online, sampler, info)
+    return MixingRun(recorder, online, sampler, info, reweighting, weights_recorder)
 
 
 def _check_caps(mixture, sampler: DomainSampler, domains: list[str], n: np.ndarray, total_blocks: int) -> None:

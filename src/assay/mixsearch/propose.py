@@ -14,10 +14,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import numpy as np
 
+from assay.cards import MethodCard
 from assay.errors import UserError
 from assay.mixsearch.mixture import MixtureSpec, as_dict, check_feasible, entropy_kl, write_json
 from assay.mixsearch.regressors.base import Regressor
@@ -123,15 +124,84 @@ def optimize(model: Regressor, prior: np.ndarray, caps: Optional[np.ndarray], kl
     return v / v.sum()
 
 
-def propose(model: Regressor, domains: list[str], proposer: str, prior: np.ndarray, caps: Optional[np.ndarray] = None, kl: float = 0.0,
-            n_samples: int = 100_000, top_k: int = 128, seed: int = 0, scale: Optional[float] = None, maximize: bool = False, strength: float = 1.0) -> ProposalResult:
+class Simulation:
+    """RegMix's simulation: the mean of the top-k predicted mixtures among Dirichlet(strength·prior) samples."""
+
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Liu et al. 2024, RegMix: Data Mixture as Regression for Language Model Pre-training (ICLR 2025)",
+        arxiv="2407.01492",
+        code="sail-sg/regmix: regression_fitting/regression.ipynb (the simulation step; described from the research note, not re-read)",
+        defaults={
+            "n_samples": "100,000 (RegMix: 100k Dirichlet samples): follows",
+            "top_k": "128 (RegMix: the mean of the best 128): follows",
+            "strength": "1.0 (RegMix: Dirichlet(prior × 1.0)): follows",
+        },
+        deviations=(
+            "Repetition caps: samples over a domain's cap are rejected, and when fewer than top_k survive every sample is "
+            "projected onto the capped simplex instead; RegMix's simulation has no caps (its cap lives in the swarm generator).",
+            "maximize ranks the highest predictions (a target such as accuracy); RegMix minimises a loss.",
+            "One round around the prior; olmix's simulation proposer re-centres the prior on the best found over 10 rounds (not done here).",
+        ),
+        checked="tests/unit/mixsearch/test_mixsearch_propose.py: recovers the known optimum of a synthetic law (hand-built)",
+        notes="Works with every regressor, trees included. The mean of feasible mixtures is feasible (the caps form a convex set).",
+    )
+
+    name = "simulation"
+    n_samples = 100_000
+    """Dirichlet samples scored (``assay-mix propose --samples``)."""
+    top_k = 128
+    """The proposal is the mean of the best k (``--top-k``)."""
+    strength = 1.0
+    """Samples are Dirichlet(strength · prior) (``--strength``)."""
+
+    @staticmethod
+    def run(model: Regressor, prior: np.ndarray, caps: Optional[np.ndarray], *, kl: float, n_samples: int, top_k: int,
+            strength: float, seed: int, scale: Optional[float], maximize: bool) -> np.ndarray:
+        return simulate(model, prior, caps, n_samples, top_k, strength, seed, scale, maximize)
+
+
+class Optimize:
+    """Minimise prediction + λ·KL(x ‖ prior) over the capped simplex: exact (cvxpy) for a convex law, SLSQP otherwise."""
+
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Olmix (AllenAI), its exact proposer: the fitted law + λ·KL(x ‖ prior) minimised under repetition caps "
+              "(paper title and arXiv id not checked)",
+        arxiv=None,
+        code="allenai/olmix: olmix/fit/utils.py (the exact cvxpy proposer; described from the research note, not re-read)",
+        defaults={"kl": "0 (olmix: λ = 0.05): differs: no pull toward the prior unless asked (--kl 0.05 is olmix's setting)"},
+        deviations=(
+            "A law that is not convex in the weights (the GP) is minimised by scipy's SLSQP from the prior and the best simulated "
+            "mixtures: a local optimum, not an exact program; piecewise-constant trees (LightGBM) are refused.",
+            "The law is one of assay's regressors of one aggregate target; olmix sums per-task laws Σ_n w_n·exp(A_n x).",
+            "maximize (a metric to raise) always goes to SLSQP: only minimisation is posed as a cvxpy program.",
+            "Caps come from assay-mix's --budget / --max-repetition (epochs of each domain's pool); olmix caps tokens with a "
+            "repetition factor of 4.",
+        ),
+        checked="tests/unit/mixsearch/test_mixsearch_propose.py: known optimum of a synthetic law, binding caps named, the exact "
+                "convex program for the log-linear law, the KL pull toward the prior, trees refused",
+    )
+
+    name = "optimize"
+    kl = 0.0
+    """λ, the weight of KL(x ‖ prior) (``assay-mix propose --kl``)."""
+
+    @staticmethod
+    def run(model: Regressor, prior: np.ndarray, caps: Optional[np.ndarray], *, kl: float, n_samples: int, top_k: int,
+            strength: float, seed: int, scale: Optional[float], maximize: bool) -> np.ndarray:
+        return optimize(model, prior, caps, kl, seed, scale, maximize)
+
+
+PROPOSERS: dict[str, type] = {"simulation": Simulation, "optimize": Optimize}
+"""The proposers by name (``assay-mix propose --proposer``); each carries its method card."""
+
+
+def propose(model: Regressor, domains: list[str], proposer: str, prior: np.ndarray, caps: Optional[np.ndarray] = None, kl: float = Optimize.kl,
+            n_samples: int = Simulation.n_samples, top_k: int = Simulation.top_k, seed: int = 0, scale: Optional[float] = None, maximize: bool = False,
+            strength: float = Simulation.strength) -> ProposalResult:
     check_feasible(caps, domains)
-    if proposer == "simulation":
-        x = simulate(model, prior, caps, n_samples, top_k, strength, seed, scale, maximize)
-    elif proposer == "optimize":
-        x = optimize(model, prior, caps, kl, seed, scale, maximize)
-    else:
-        raise UserError("--proposer", proposer, "choose simulation or optimize")
+    if proposer not in PROPOSERS:
+        raise UserError("--proposer", proposer, f"choose one of {sorted(PROPOSERS)}")
+    x = PROPOSERS[proposer].run(model, prior, caps, kl=kl, n_samples=n_samples, top_k=top_k, strength=strength, seed=seed, scale=scale, maximize=maximize)
     pred = float(_predict(model, x[None, :], scale)[0])
     return ProposalResult(x, pred, proposer, _active(x, caps, domains), entropy_kl(x, prior))
 

@@ -50,6 +50,10 @@ class ObjectiveOutput:
     """[B] per-sample quantities worth logging and recording (confidence, rewards, margins)."""
     kept: Optional[torch.Tensor] = None
     """[B] 1 for the samples that enter the batch loss (β-DPO's filter); None keeps every sample."""
+    token_logps: Optional[torch.Tensor] = None
+    """[B, T] per-token log-probs of the response (0 where ``token_mask`` is False), where the loss is a
+    token-level likelihood (SFT): what per-token reweighting (DoReMi's proxy) reads."""
+    token_mask: Optional[torch.Tensor] = None
 
     def detached(self) -> "ObjectiveOutput":
         kept = None if self.kept is None else self.kept.detach()

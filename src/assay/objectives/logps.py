@@ -25,6 +25,10 @@ class SequenceLogps:
     """[N] 1.0 when every response token is the top-1 prediction: the response is what greedy
     decoding gives, the per-sample correctness of dataset cartography (Swayamdipta et al. 2020)
     and forgetting events (Toneva et al. 2019) for generated answers."""
+    token_logps: Optional[torch.Tensor] = None
+    """[N, T-1] log p of every target position (0 where masked), for per-token reweighting (DoReMi)."""
+    mask: Optional[torch.Tensor] = None
+    """[N, T-1] True at the response tokens ``token_logps`` counts."""
 
 
 def sequence_logps(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> SequenceLogps:
@@ -45,6 +49,8 @@ def sequence_logps(model: torch.nn.Module, input_ids: torch.Tensor, attention_ma
         mean_prob=(token_logps.exp() * mask).sum(-1) / count,
         token_acc=hits.float() / count,
         correct=(hits == mask.sum(-1)).float(),
+        token_logps=token_logps,
+        mask=mask,
     )
 
 

@@ -133,7 +133,12 @@ class Threshold(Selector):
 @dataclass
 class AnchorQuantile(Selector):
     """CLUES's global threshold (Zhao et al., NeurIPS 2024): keep a score >= the ``quantile`` of the
-    same scorer's scores on the trusted ``split``."""
+    same scorer's scores on the trusted ``split``.
+
+    NaN (unscorable) scores rank lowest, anchors and candidates alike: they count as -inf, so a NaN
+    candidate is kept only when the threshold itself is -inf (the quantile falls on, or interpolates
+    towards, an unscorable anchor), where everything is kept. How many scores were NaN is measured
+    (``anchor_nan``, ``pool_nan``), since a -inf threshold means the anchors could not set one."""
 
     name: str = "anchor_quantile"
     quantile: float = 0.1
@@ -153,10 +158,29 @@ class AnchorQuantile(Selector):
         check(len(anchor) > 0, field_name, self.split, "the anchor set is empty; CLUES's threshold needs trusted examples")
         shared = set(anchor["id"]) & set(ctx.train["id"])
         check(not shared, field_name, self.split, f"shares {len(shared)} ids with train (e.g. {sorted(shared)[:3]}); the anchor set must be disjoint")
-        anchor_scores = finite(np.asarray(context.scorer.score(replace(ctx, train=anchor)), dtype=np.float64))
-        threshold = float(np.quantile(anchor_scores, self.quantile))
-        context.measured.update(anchor_threshold=threshold, anchor_size=len(anchor))
+        anchor_scores = np.asarray(context.scorer.score(replace(ctx, train=anchor)), dtype=np.float64)
+        threshold = self.threshold_of(anchor_scores, self.quantile)
+        context.measured.update(anchor_threshold=threshold, anchor_size=len(anchor),
+                                anchor_nan=int(np.isnan(anchor_scores).sum()), pool_nan=int(np.isnan(np.asarray(scores, dtype=np.float64)).sum()))
         return finite(scores) >= threshold
+
+    @staticmethod
+    def threshold_of(anchor_scores: np.ndarray, quantile: float) -> float:
+        """The ``quantile`` of the anchor scores, NaN ranked lowest (as -inf); q = 0 is the lowest
+        anchor. Between two finite neighbours this is numpy's default linear interpolation at
+        position q (n - 1) of the sorted scores, unchanged. numpy gives NaN wherever a neighbour is
+        infinite (-inf + (x - -inf) t, or inf x 0); here the value is the limit as the NaN scores go
+        to -inf instead: an exact position is that order statistic, and any weight on -inf gives
+        -inf (on +inf, +inf). The threshold is never NaN. Shared with the collaborative server."""
+        s = np.sort(finite(anchor_scores))
+        position = (len(s) - 1) * quantile
+        lo = int(np.floor(position))
+        hi = min(lo + 1, len(s) - 1)
+        if np.isfinite(s[lo]) and np.isfinite(s[hi]):
+            return float(np.quantile(s, quantile))
+        if position == lo:
+            return float(s[lo])
+        return float(-np.inf if s[lo] == -np.inf else np.inf)
 
 
 @register(GROUP, "quota")

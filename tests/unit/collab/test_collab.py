@@ -51,6 +51,42 @@ def test_global_threshold_is_the_anchor_quantile():
     assert anchor_threshold(np.array([0.5, -1.0, 2.0, 3.0, np.nan]), 0.25) == -1.0
 
 
+def test_global_threshold_with_many_unscorable_anchors_is_never_nan():
+    """NaN anchors rank lowest (-inf); interpolation that puts any weight on -inf gives -inf (the
+    limit as the NaN scores go to -inf), where numpy's linear quantile gave NaN and every client kept nothing."""
+    nan = np.nan
+    anchors = np.array([nan, 3.0, nan, 1.0, nan, 2.0])  # sorted [-inf, -inf, -inf, 1, 2, 3]
+    assert anchor_threshold(anchors, 0.5) == -np.inf  # position 2.5, between -inf and 1
+    assert anchor_threshold(anchors, 0.2) == -np.inf  # position 1, -inf exactly
+    assert anchor_threshold(anchors, 0.0) == -np.inf  # q = 0: the lowest anchor, an unscorable one
+    assert anchor_threshold(anchors, 0.7) == pytest.approx(1.5)  # position 3.5, between 1 and 2
+    assert anchor_threshold(anchors, 1.0) == 3.0
+    assert anchor_threshold(np.full(4, nan), 0.3) == -np.inf
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        scores = rng.normal(size=int(rng.integers(1, 9)))
+        scores[rng.random(len(scores)) < 0.5] = nan
+        for q in (0.0, 0.1, 0.25, 0.5, 0.9, 1.0):
+            t = anchor_threshold(scores, q)
+            assert not np.isnan(t)
+            if not np.isnan(scores).any():  # no NaN: numpy's linear quantile, unchanged
+                assert t == np.quantile(scores, q)
+
+
+def test_server_records_how_many_anchor_scores_are_nan(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from assay.collab import server
+
+    monkeypatch.setattr(server, "load_trainable", lambda model, arrays: None)
+    scorer = SimpleNamespace(score=lambda ctx: np.array([np.nan, 2.0, np.nan, 1.0, np.nan]))
+    srv = SimpleNamespace(spec=SimpleNamespace(selection=SimpleNamespace(selector=SimpleNamespace(split="val", quantile=0.5))),
+                          public={"val": None}, model=None, dir=tmp_path, state={}, scorer=lambda scoring: scorer,
+                          scorer_context=lambda anchor, model: None, arrays=lambda name: {})
+    assert server._anchor_threshold(srv, None, {}) == -np.inf
+    assert srv.state["anchor_nan"] == 3 and srv.state["anchor_size"] == 5
+
+
 def test_quality_report_is_clues_table3():
     train = datasets.Dataset.from_dict({"id": list("abcdef"), "is_corrupted": [False, False, False, True, True, False]})
     kept = np.array([True, True, False, True, False, False])

@@ -14,7 +14,7 @@ from assay.objectives.losses.cdpo import ConservativeDPO, cdpo_loss
 from assay.objectives.losses.dpo import DPO, dpo_loss
 from assay.objectives.losses.hinge import Hinge, hinge_loss
 from assay.objectives.losses.ipo import IPO, ipo_loss
-from assay.objectives.losses.orpo import ORPO, orpo_loss
+from assay.objectives.losses.orpo import ORPO, log_odds, orpo_loss
 from assay.objectives.losses.rdpo import RobustDPO, rdpo_loss
 from assay.objectives.losses.simpo import SimPO, simpo_loss
 from assay.objectives.preference import PairScores
@@ -81,6 +81,69 @@ def test_orpo_hand_derived():
     loss = orpo_loss(torch.tensor([math.log(0.5)]), torch.tensor([math.log(0.2)]), 0.1)
     assert math.isclose(loss.item(), 0.7154616, rel_tol=1e-6)
     assert not ORPO().needs_reference
+
+
+def _orpo_reference(c: float, r: float, lam: float) -> tuple[float, float]:
+    """ORPO's loss and its derivative in the rejected mean log-prob r, at 50 digits, from the formula
+    (TRL's odds_ratio_loss): log odds(x) = x - log(1 - e^x), d/dx log odds = 1 / (1 - e^x)."""
+    import mpmath
+
+    with mpmath.workdps(50):
+        c, r = mpmath.mpf(c), mpmath.mpf(r)
+        odds = lambda x: x - mpmath.log(1 - mpmath.exp(x))  # noqa: E731
+        ratio = odds(c) - odds(r)
+        loss = -c + lam * mpmath.log1p(mpmath.exp(-ratio))
+        d_rejected = lam * (1 - 1 / (1 + mpmath.exp(-ratio))) / (1 - mpmath.exp(r))  # λ σ(-ratio) · d log odds(r)/dr
+        return float(loss), float(d_rejected)
+
+
+@pytest.mark.parametrize("c, r", [(-1e-8, -1e-7), (-1e-7, -3e-7), (-3e-7, -1e-8), (-1e-8, -3e-7)])
+def test_orpo_is_exact_near_certainty(c, r):
+    """Both responses above the old clamp (-1e-6): the loss was constant (ratio 0) and the rejected
+    gradient zero; TRL's ORPO has the exact odds, e.g. log odds(-1e-8) = 18.42, log odds(-1e-7) = 16.12."""
+    assert math.isclose(math.log(-math.expm1(-1e-8)), -18.420680748952364, rel_tol=1e-12)  # plain float64 cross-check
+    chosen = torch.tensor([c], dtype=torch.float64, requires_grad=True)
+    rejected = torch.tensor([r], dtype=torch.float64, requires_grad=True)
+    loss = orpo_loss(chosen, rejected, 0.1)
+    loss.sum().backward()
+    want, want_grad = _orpo_reference(c, r, 0.1)
+    assert math.isclose(loss.item(), want, rel_tol=1e-12)
+    assert rejected.grad.item() != 0 and math.isclose(rejected.grad.item(), want_grad, rel_tol=1e-9)
+    # float32, as the policy scores arrive in training: still ordered and finite, not collapsed to a tie
+    lo32 = orpo_loss(torch.tensor([c]), torch.tensor([r]), 0.1)
+    assert math.isclose(lo32.item(), want, rel_tol=1e-4)
+
+
+def test_orpo_agrees_with_the_clamped_form_in_the_ordinary_range():
+    """Away from certainty the exact log1mexp and the former log(-expm1(clamp(lp, max=-1e-6))) agree."""
+    def old_log_odds(lp):
+        lp = lp.clamp(max=-1e-6)
+        return lp - torch.log(-torch.expm1(lp))
+
+    for dtype in (torch.float32, torch.float64):
+        c = torch.tensor([-0.5, -2.0, -0.01, -30.0], dtype=dtype)
+        r = torch.tensor([-2.0, -0.5, -3.0, -0.7], dtype=dtype)
+        old = -c - 0.1 * torch.nn.functional.logsigmoid(old_log_odds(c) - old_log_odds(r))
+        assert torch.allclose(orpo_loss(c, r, 0.1), old, rtol=1e-6, atol=0)
+        for (ci, ri) in zip(c.tolist(), r.tolist()):
+            assert math.isclose(orpo_loss(torch.tensor([ci], dtype=torch.float64), torch.tensor([ri], dtype=torch.float64), 0.1).item(),
+                                _orpo_reference(ci, ri, 0.1)[0], rel_tol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_orpo_finite_up_to_certainty(dtype):
+    """Loss and gradients stay finite for every mean log-prob strictly below 0, down to the smallest
+    normal number; at exactly 0 (P = 1, log odds +inf) and above it the value is that of -tiny, with no gradient through the odds."""
+    tiny = torch.finfo(dtype).tiny
+    lp = torch.tensor([-tiny, -1e-30, -1e-12, 0.0, -tiny / 4], dtype=dtype, requires_grad=True)
+    other = torch.full_like(lp, -1.0, requires_grad=True)
+    loss = orpo_loss(lp, other, 0.1) + orpo_loss(other, lp, 0.1)
+    loss.sum().backward()
+    assert torch.isfinite(loss).all() and torch.isfinite(lp.grad).all() and torch.isfinite(other.grad).all()
+    assert (other.grad != 0).all()
+    ordered = log_odds(lp.detach()[:3])
+    assert (ordered[0] > ordered[1]) and (ordered[1] > ordered[2])  # closer to certainty = larger odds
+    assert log_odds(torch.tensor([0.0], dtype=dtype)).item() == log_odds(torch.tensor([-tiny], dtype=dtype)).item()
 
 
 # ---- aggregators ---------------------------------------------------------------------------------

@@ -67,10 +67,31 @@ def test_threshold():
 def test_anchor_quantile_is_clues_global_threshold():
     # anchors score 10, 12, 14: the median is 12, the 0 quantile 10
     mask, measured = keep(AnchorQuantile(quantile=0.5), list(range(20)), ctx(anchor=[10.0, 12.0, 14.0]))
-    assert mask == [i >= 12 for i in range(20)] and measured == {"anchor_threshold": 12.0, "anchor_size": 3}
+    assert mask == [i >= 12 for i in range(20)] and measured == {"anchor_threshold": 12.0, "anchor_size": 3, "anchor_nan": 0, "pool_nan": 0}
     assert sum(keep(AnchorQuantile(quantile=0.0), list(range(20)), ctx(anchor=[10.0, 12.0]))[0]) == 10
     with pytest.raises(UserError, match="selection.selector.quantile=1.5"):
         AnchorQuantile(quantile=1.5)
+
+
+def test_anchor_quantile_with_unscorable_anchors_ranks_them_lowest():
+    """NaN anchors rank lowest (as -inf); numpy's linear interpolation between -inf and a score (or
+    -inf) is NaN, which kept nothing. The threshold is the limit instead: any weight on -inf gives -inf."""
+    nan = float("nan")
+    scores = [*range(19), nan]  # one unscorable candidate
+    # sorted anchors [-inf, -inf, -inf, 10, 12]; q = 0.6 -> position 2.4, between -inf and 10 -> -inf
+    mask, measured = keep(AnchorQuantile(quantile=0.6), scores, ctx(n=20, anchor=[nan, 10.0, nan, 12.0, nan]))
+    assert measured["anchor_threshold"] == -np.inf and measured["anchor_nan"] == 3 and measured["pool_nan"] == 1
+    assert mask == [True] * 20  # everything >= -inf, the NaN candidate too (it compares as -inf)
+    # q = 0.25 -> position 1 exactly, an unscorable anchor: -inf (numpy: -inf + (-inf - -inf) x 0 = NaN)
+    assert keep(AnchorQuantile(quantile=0.25), scores, ctx(n=20, anchor=[nan, 10.0, nan, 12.0, nan]))[0] == [True] * 20
+    # q = 0.9 -> position 3.6, between 10 and 12 -> 11.2: the NaN candidate (-inf) is not kept
+    mask, measured = keep(AnchorQuantile(quantile=0.9), scores, ctx(n=20, anchor=[nan, 10.0, nan, 12.0, nan]))
+    assert measured["anchor_threshold"] == pytest.approx(11.2) and mask == [i >= 12 for i in range(19)] + [False]
+    # q = 0 is the lowest anchor: -inf when any anchor is NaN, else the lowest score
+    assert keep(AnchorQuantile(quantile=0.0), scores, ctx(n=20, anchor=[10.0, nan]))[1]["anchor_threshold"] == -np.inf
+    assert keep(AnchorQuantile(quantile=0.0), scores, ctx(n=20, anchor=[12.0, 10.0]))[1]["anchor_threshold"] == 10.0
+    sel = ByValue(selector=AnchorQuantile(quantile=0.5)).select(ctx(anchor=[nan, nan, nan, 14.0]))
+    assert sel.kept.all() and sel.metadata["anchor_nan"] == 3 and sel.metadata["pool_nan"] == 0
 
 
 def test_anchor_empty_or_overlapping_is_one_clear_line():

@@ -11,11 +11,37 @@ from assay.objectives.preference import Beta, PairScores, PreferenceObjective
 from assay.registry import register
 
 
+LN2 = 0.6931471805599453
+
+
+def log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """log(1 - e^x) for x < 0, exact in floating point (Mächler 2012, "Accurately computing
+    log(1 - exp(-|a|))"): log(-expm1(x)) for x > -ln 2, where 1 - e^x cancels, and log1p(-e^x) below,
+    where e^x is small. Each branch is evaluated only on its own side of -ln 2 (the other side gets
+    -ln 2), so ``torch.where`` never multiplies an infinite gradient of the unused branch by 0."""
+    near = x > -LN2
+    a = torch.log(-torch.expm1(torch.where(near, x, torch.full_like(x, -LN2))))
+    b = torch.log1p(-torch.exp(torch.where(near, torch.full_like(x, -LN2), x)))
+    return torch.where(near, a, b)
+
+
 def log_odds(mean_logp: torch.Tensor) -> torch.Tensor:
-    """log(P/(1-P)) with P = exp(mean token log-prob). log(1-P) = log(-expm1(lp)); lp is kept
-    below -1e-6 so a fully confident sequence (P → 1) stays finite."""
-    lp = mean_logp.clamp(max=-1e-6)
-    return lp - torch.log(-torch.expm1(lp))
+    """log(P/(1-P)) = lp - log(1 - e^lp) with P = exp(lp), lp the mean token log-prob, as in TRL's
+    ``odds_ratio_loss`` (log1p(-exp(lp))), with an exact, stable log(1 - e^lp) (:func:`log1mexp`).
+
+    Why exact near certainty: ORPO's odds-ratio term compares responses the policy already finds
+    very likely (mean log-probs of -1e-8 and -1e-7 are odds of 18.4 and 16.1 on the log scale).
+    The former clamp at -1e-6 made every such pair a tie (ratio 0, a constant loss, no gradient
+    for the rejected response), so the penalty stopped separating exactly the preferred and the
+    rejected responses that SFT had pushed towards P = 1, and it disagreed with TRL there.
+
+    At lp = 0 exactly (P = 1) the log odds are +inf; that is unavoidable, so lp is clamped to
+    -tiny (the smallest normal number of its dtype): for every lp <= -tiny the value and gradient
+    are exact and finite (the gradient of log(1 - e^lp) is about 1/lp, which would overflow on the
+    subnormals), while subnormal lp, 0 and (impossible) positive lp take the value at -tiny, e.g.
+    87.3 in float32 and 708.4 in float64, with no gradient through the odds."""
+    lp = mean_logp.clamp(max=-torch.finfo(mean_logp.dtype).tiny)
+    return lp - log1mexp(lp)
 
 
 def orpo_loss(chosen_mean_logp: torch.Tensor, rejected_mean_logp: torch.Tensor, lam: float) -> torch.Tensor:
@@ -31,6 +57,7 @@ class ORPO(PreferenceObjective):
 
     ℓ = -lp(y_w)/|y_w| - λ·log σ(log odds(y_w) - log odds(y_l)), odds(y) = P/(1-P), P = exp(lp(y)/|y|)
     (Eq. 6-7, numbers not checked). Symbols → fields: λ → ``lam`` (TRL's ``beta``; the authors' code calls it ``alpha``).
+    The log odds are exact up to P → 1 (:func:`log_odds`), so near-certain pairs keep a gradient.
     """
 
     name: str = "orpo"

@@ -1,0 +1,376 @@
+"""Collaborative rules (``collab/aggregation=<rule>``): what the server makes of the clients' trained
+states in phase 2.
+
+A rule is a small dataclass with its own fields (only those: ``density`` exists under ``ties`` and
+``ties_factors``, nowhere else), the capabilities the server and the apps read instead of testing its
+name, and what the server does each round (:meth:`CollabRule.aggregate`) or once at the end
+(:meth:`CollabRule.combine`):
+
+- ``fedavg``: every round the global model becomes the clients' trainable states averaged by example
+  count (Flower's ``FedAvg.aggregate_train``).
+- ``local``: no aggregation; every client trains and is evaluated on its own model (the baseline).
+- ``merge_linear``, ``ties``, ``ties_factors``: every client trains its LoRA adapter once
+  (``rounds x local_steps`` steps), the server merges the adapters once.
+
+Its options are ``conf/collab/aggregation/<rule>.yaml`` (the rule's name and field defaults; a test
+keeps them equal to the dataclass defaults). The composed node is typed here, by :func:`rule_of`, not
+at compose time: ``assay.config`` (where ``CollabConfig`` lives) sits below the collaborative package
+and may not import it. Nothing here imports Flower or PEFT at module level.
+
+    assay-train collab=skills4 selection=clues model.lora.r=8 collab/aggregation=ties collab.aggregation.density=0.3
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping, Optional, Sequence
+
+import numpy as np
+
+from assay.cards import MethodCard
+from assay.errors import UserError, check
+
+FIELD = "collab.aggregation"
+
+COLLAB_RULES: dict[str, type["CollabRule"]] = {}
+"""Rule name -> its class (``collab/aggregation=<name>``)."""
+
+
+def collab_rule(name: str):
+    """Register a :class:`CollabRule` dataclass as ``collab/aggregation=<name>``."""
+
+    def wrap(cls):
+        default = {f.name: f.default for f in dataclasses.fields(cls)}.get("name")
+        if default != name:
+            raise TypeError(f"{cls.__name__}.name must default to the rule name {name!r}")
+        if name in COLLAB_RULES and COLLAB_RULES[name] is not cls:
+            raise TypeError(f"collab/aggregation={name} is registered twice")
+        COLLAB_RULES[name] = cls
+        return cls
+
+    return wrap
+
+
+@dataclass
+class CollabRule:
+    """What the server does with the clients' trained states in phase 2."""
+
+    name: str = ""
+
+    card: ClassVar[MethodCard]
+    rounds_of_aggregation: ClassVar[bool] = False
+    """Phase 2 runs ``collab.rounds`` rounds, and after each the global model is what
+    :meth:`aggregate` makes of the round's example-weighted mean (validated per round with
+    ``collab.eval_every_round``)."""
+    trains_once: ClassVar[bool] = False
+    """Every client trains once, ``rounds x local_steps`` steps from the initial state, and the server
+    combines the states once (:meth:`combine`)."""
+    clients_keep_models: ClassVar[bool] = False
+    """Every client continues from its own model each round and is evaluated on it (on the public test
+    split); there is no global model, and the reported metrics are means over the clients."""
+    needs_lora: ClassVar[bool] = False
+    """Combines LoRA adapters: the run needs ``model.lora.r > 0``."""
+
+    def aggregate(self, current: dict[str, np.ndarray], averaged: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The global trainable state after a round, from the current one and the clients' states
+        averaged by example count (rules with ``rounds_of_aggregation`` or ``clients_keep_models``)."""
+        raise TypeError(f"collab/aggregation={self.name} does not aggregate per round")
+
+    def combine(self, model, initial: dict[str, np.ndarray], states: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        """The global trainable state from every client's state, once (rules with ``trains_once``).
+        ``model`` is the server's model (PEFT-wrapped with LoRA), ``initial`` the state every client
+        started from."""
+        raise TypeError(f"collab/aggregation={self.name} does not combine once")
+
+
+def rule_of(node: Any) -> CollabRule:
+    """The typed rule of ``collab.aggregation``: a composed node or mapping (``{name: ties, density:
+    0.2}``), a bare name, or a rule already. One line naming the field for an unknown rule or field,
+    a wrong type or a value out of range."""
+    if isinstance(node, CollabRule):
+        return node
+    if isinstance(node, str):
+        node = {"name": node}
+    if not isinstance(node, Mapping):
+        from omegaconf import DictConfig, OmegaConf
+
+        if not isinstance(node, DictConfig):
+            raise UserError(FIELD, node, f"must name a rule: collab/aggregation=<{'|'.join(COLLAB_RULES)}>")
+        node = OmegaConf.to_container(node, resolve=True)
+    values = dict(node)
+    name = values.pop("name", None)
+    check(name in COLLAB_RULES, f"{FIELD}.name" if name is not None else FIELD, name, f"unknown rule; choose one of {sorted(COLLAB_RULES)} (collab/aggregation=<rule>)")
+    cls = COLLAB_RULES[name]
+    own = {f.name: f for f in dataclasses.fields(cls) if f.name != "name"}
+    for key in values:
+        check(key in own, f"{FIELD}.{key}", values[key], f"is not a field of collab/aggregation={name}; its fields are {sorted(own) or 'none'}")
+    for key, value in values.items():
+        wanted = own[key].type
+        if wanted in ("float", float):
+            check(isinstance(value, (int, float)) and not isinstance(value, bool), f"{FIELD}.{key}", value, "must be a number")
+            values[key] = float(value)
+    return cls(**values)
+
+
+# --------------------------------------------------------------------------------------------------
+# Per-round rules
+
+
+@collab_rule("fedavg")
+@dataclass
+class FedAvg(CollabRule):
+    """Federated averaging: each round the global model becomes the clients' states averaged by example count."""
+
+    name: str = "fedavg"
+    rounds_of_aggregation: ClassVar[bool] = True
+
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="McMahan et al. 2017, Communication-Efficient Learning of Deep Networks from Decentralized Data",
+        arxiv="1602.05629",
+        code="adap/flower: flwr/serverapp/strategy/fedavg.py (FedAvg.aggregate_train, weighted by the replies' num-examples), used as is",
+        defaults={},
+        deviations=(
+            "Local work is collab.local_steps optimizer steps with a fresh AdamW each round, not E epochs of SGD: every client does the same "
+            "amount of work per round whatever its pool size, and AdamW is what the single-site runs train with.",
+            "With model.lora.r > 0 only the LoRA factors travel and are averaged, A and B separately, so the global update is mean(B) mean(A), "
+            "not the mean of the clients' B A: the factors are what a LoRA client trains and sends (federated LoRA as usually run).",
+            "Clients are weighted by the examples they kept after selection (phase 1), not by their whole pool: what they trained on.",
+        ),
+        checked="tests/unit/collab/test_collab.py::test_fedavg_weights_by_client_example_count (Flower's aggregate against hand-derived "
+                "means); test_rules_compose_and_run_through_the_collaborative_path (a simulated run)",
+        notes="collab.fraction_train is the paper's C (share of clients sampled per round); warm-up rounds of phase 1 always average this way.",
+    )
+
+    def aggregate(self, current, averaged):
+        return averaged
+
+
+@collab_rule("local")
+@dataclass
+class Local(CollabRule):
+    """No collaboration: every client trains on its own data alone; metrics are means over the clients' own models."""
+
+    name: str = "local"
+    clients_keep_models: ClassVar[bool] = True
+
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="",
+        notes="The baseline every collaborative rule is compared against (CLUES's 'local training'): no parameter leaves a client in "
+              "phase 2 except its held-out metrics on the public test split. The server still averages the replies to report a training loss.",
+        checked="tests/integration/test_collab_run.py::test_multirun_sweep_over_modes_and_compare; "
+                "tests/unit/collab/test_collab.py::test_rules_compose_and_run_through_the_collaborative_path",
+    )
+
+    def aggregate(self, current, averaged):
+        return current
+
+
+# --------------------------------------------------------------------------------------------------
+# Merge once: every client trains its adapter once, the server merges the adapters
+
+
+@dataclass
+class MergeRule(CollabRule):
+    trains_once: ClassVar[bool] = True
+    needs_lora: ClassVar[bool] = True
+
+
+@collab_rule("merge_linear")
+@dataclass
+class MergeLinear(MergeRule):
+    """Merge the clients' LoRA adapters once, factor by factor: the mean of their A and the mean of their B (PEFT's ``linear``)."""
+
+    name: str = "merge_linear"
+
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="",
+        code="huggingface/peft: src/peft/tuners/lora/model.py (add_weighted_adapter, combination_type='linear'), used as is",
+        deviations=(
+            "The merged update is mean(B) mean(A) (times lora_alpha / r), not the mean of the clients' B A: PEFT combines the factors, "
+            "and weights 1 / K^2 (each factor gets sqrt(weight x scaling)) make K identical adapters merge to themselves.",
+        ),
+        checked="tests/unit/collab/test_collab.py::test_merging_identical_adapters_returns_the_adapter and "
+                "test_rules_compose_and_run_through_the_collaborative_path",
+        notes="A baseline of one-shot merging (no paper's method): equal weights, one merge after rounds x local_steps local steps.",
+    )
+
+    def combine(self, model, initial, states):
+        from assay.collab.local import load_trainable, merge_adapters, trainable_state
+
+        load_trainable(model, initial)
+        merge_adapters(model, states, "linear", density=1.0)
+        return trainable_state(model)
+
+
+def _check_density(density: float) -> None:
+    check(0.0 < density <= 1.0, f"{FIELD}.density", density, "must be in (0, 1]: the share of each client's entries TIES keeps")
+
+
+@collab_rule("ties_factors")
+@dataclass
+class TiesFactors(MergeRule):
+    """TIES on the LoRA factors: trim, elect signs and take the disjoint mean of the clients' A and, separately, their B (CLUES's merge)."""
+
+    name: str = "ties_factors"
+    density: float = 0.2
+    """Share of each client's A (and B) entries kept, by magnitude, in (0, 1]."""
+
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Yadav et al. 2023, TIES-Merging: Resolving Interference When Merging Models (as applied by CLUES, Zhao et al., NeurIPS 2024)",
+        arxiv="2306.01708",
+        code="huggingface/peft: src/peft/tuners/lora/model.py (add_weighted_adapter, combination_type='ties': "
+             "_generalized_task_arithmetic_weighted_adapter) and src/peft/utils/merge_utils.py (ties); CLUES's released merging script "
+             "calls exactly this (combination_type='ties', density 0.2, equal weights)",
+        defaults={"density": "0.2 (CLUES's script: 0.2; the TIES paper's top-k 20 %); follows"},
+        deviations=(
+            "TIES is applied to each LoRA factor separately (the clients' A matrices, then their B matrices), not to the task vectors "
+            "(the weight updates s B A) on which the TIES paper defines it: this is what CLUES's released code does through PEFT, kept "
+            "as is to reproduce CLUES. The task-vector form is collab/aggregation=ties; the two give different merges.",
+            "Trimming keeps exactly int(density x entries) of each factor (PEFT's topk); the TIES authors' code keeps one more "
+            "(and every entry tied with the last). Signs are elected per entry by the sum of the trimmed values, a zero sum counting as +.",
+            "Equal weights, as CLUES (weight 1 each, so the disjoint mean of K identical adapters is that adapter); no scaling lambda "
+            "(the paper tunes lambda on validation data, which a collaborative server does not hold).",
+        ),
+        checked="tests/unit/collab/test_collab.py::test_merging_identical_adapters_returns_the_adapter, test_ties_trims_to_density and "
+                "test_ties_on_task_vectors_against_a_hand_derived_toy (differs from ties on the same toy)",
+    )
+
+    def __post_init__(self) -> None:
+        _check_density(self.density)
+
+    def combine(self, model, initial, states):
+        from assay.collab.local import load_trainable, merge_adapters, trainable_state
+
+        load_trainable(model, initial)
+        merge_adapters(model, states, "ties", self.density)
+        return trainable_state(model)
+
+
+@collab_rule("ties")
+@dataclass
+class Ties(MergeRule):
+    """TIES on task vectors: per LoRA layer, trim / elect / disjoint-mean the clients' updates s·B A, then project back to rank r by SVD."""
+
+    name: str = "ties"
+    density: float = 0.2
+    """Share of each client's update entries kept, by magnitude, per layer, in (0, 1]."""
+
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Yadav et al. 2023, TIES-Merging: Resolving Interference When Merging Models",
+        arxiv="2306.01708",
+        code="prateeky2806/ties-merging: src/utils/merge_utils.py (topk_values_mask, resolve_sign, disjoint_merge); "
+             "huggingface/peft: src/peft/utils/merge_utils.py (ties) and add_weighted_adapter(..., 'ties_svd'), which merges the same "
+             "delta weights and projects with SVD",
+        defaults={"density": "0.2 (the paper's top-k 20 %, CLUES's density); follows"},
+        deviations=(
+            "For LoRA clients the task vector of a layer is its update s (B_c A_c - B_0 A_0) (s = lora_alpha / r; B_0 = 0 at PEFT's "
+            "default init), and the merged update is projected back to the adapter's rank r by truncated SVD "
+            "(B = U_r sqrt(S_r / s), A = sqrt(S_r / s) V_r^T, so s B A is the best rank-r approximation): the paper merges full "
+            "weights, but the result must load as a LoRA adapter of the run's rank. Exact where the merged update has rank <= r.",
+            "Trimming is per layer (each client keeps the top density share of each layer's update), not over the whole flattened "
+            "task vector as in the authors' code: a global trim can drop every entry of a layer whose update is small, and a per-layer "
+            "trim is what PEFT does. It keeps exactly int(density x entries), at least one (ties broken by position); the authors' "
+            "kthvalue keeps one more and every entry tied with the last.",
+            "A zero elected sign (the trimmed values cancel exactly) becomes the majority of the layer's elected signs, + on a tie (the "
+            "authors resolve it over the whole model). Trainable parameters outside LoRA pairs merge as plain task vectors theta_c - theta_0.",
+            "Equal weights (CLUES's choice; a weighted disjoint mean divides by the agreeing clients' weights) and no scaling lambda "
+            "(the paper tunes it on validation data, which a collaborative server does not hold).",
+        ),
+        checked="tests/unit/collab/test_collab.py::test_ties_on_task_vectors_against_a_hand_derived_toy (the merged update and its "
+                "rank-r adapter against a numpy derivation; different from ties_factors) and "
+                "test_rules_compose_and_run_through_the_collaborative_path",
+        notes="CLUES's released code uses the factor-wise form (collab/aggregation=ties_factors); this is the TIES paper's definition.",
+    )
+
+    def __post_init__(self) -> None:
+        _check_density(self.density)
+
+    def combine(self, model, initial, states):
+        return merge_task_vectors(lora_layers(model), initial, states, self.density)
+
+
+# --------------------------------------------------------------------------------------------------
+# TIES on task vectors
+
+
+def trim(task_vector: np.ndarray, density: float) -> np.ndarray:
+    """Keep the ``density`` share of the entries with the largest magnitude (int(density x n), at
+    least one; ties broken by position), zero the rest."""
+    flat = np.asarray(task_vector, dtype=np.float64).reshape(-1)
+    if density >= 1.0:
+        return flat.reshape(np.shape(task_vector)).copy()
+    k = max(1, int(density * flat.size))
+    keep = np.argsort(-np.abs(flat), kind="stable")[:k]
+    out = np.zeros_like(flat)
+    out[keep] = flat[keep]
+    return out.reshape(np.shape(task_vector))
+
+
+def elect_signs(trimmed: np.ndarray) -> np.ndarray:
+    """Per entry, the sign of the sum of the clients' trimmed values (stacked on axis 0); a zero sum
+    takes the majority of the elected signs (+ on a tie)."""
+    sign = np.sign(trimmed.sum(axis=0))
+    majority = 1.0 if sign.sum() >= 0 else -1.0
+    return np.where(sign == 0, majority, sign)
+
+
+def ties_merge(task_vectors: Sequence[np.ndarray], density: float, weights: Optional[Sequence[float]] = None) -> np.ndarray:
+    """TIES-Merging (Yadav et al. 2023) of same-shaped task vectors: trim each to ``density``, elect
+    a sign per entry, and average the trimmed values that agree with it (weighted by ``weights``;
+    equal weights = the paper's disjoint mean). An entry no client keeps with the elected sign is 0."""
+    trimmed = np.stack([trim(t, density) for t in task_vectors])
+    sign = elect_signs(trimmed)
+    agree = (np.sign(trimmed) == sign) & (trimmed != 0)
+    w = np.ones(len(trimmed)) if weights is None else np.asarray(weights, dtype=np.float64)
+    w = w.reshape((-1,) + (1,) * (trimmed.ndim - 1))
+    total = (w * agree).sum(axis=0)
+    return np.where(total > 0, (w * trimmed * agree).sum(axis=0) / np.where(total > 0, total, 1.0), 0.0)
+
+
+def project_lora(delta: np.ndarray, rank: int, scaling: float) -> tuple[np.ndarray, np.ndarray]:
+    """B (out x rank), A (rank x in) with ``scaling x B A`` the best rank-``rank`` approximation of
+    ``delta`` (truncated SVD, singular values split evenly between the factors; zero rows / columns
+    beyond delta's own rank)."""
+    u, s, vt = np.linalg.svd(np.asarray(delta, dtype=np.float64), full_matrices=False)
+    k = min(rank, len(s))
+    root = np.sqrt(s[:k] / scaling)
+    b = np.zeros((delta.shape[0], rank))
+    a = np.zeros((rank, delta.shape[1]))
+    b[:, :k] = u[:, :k] * root
+    a[:k] = root[:, None] * vt[:k]
+    return b, a
+
+
+def lora_layers(model) -> list[tuple[str, str, float]]:
+    """(A parameter name, B parameter name, scaling lora_alpha / r) of every LoRA layer of ``model``'s
+    active adapter, with the names ``named_parameters`` gives."""
+    import torch
+
+    active = model.active_adapter
+    out = []
+    for name, module in model.named_modules():
+        lora_a = getattr(module, "lora_A", None)
+        if isinstance(lora_a, torch.nn.ModuleDict) and active in lora_a:
+            out.append((f"{name}.lora_A.{active}.weight", f"{name}.lora_B.{active}.weight", float(module.scaling[active])))
+    return out
+
+
+def merge_task_vectors(layers: Sequence[tuple[str, str, float]], initial: Mapping[str, np.ndarray], states: Sequence[Mapping[str, np.ndarray]],
+                       density: float, weights: Optional[Sequence[float]] = None) -> dict[str, np.ndarray]:
+    """TIES on task vectors over a trainable state: each LoRA layer's clients' updates
+    s (B_c A_c - B_0 A_0) merged and projected back to rank r (the initial update added back first),
+    every other parameter's theta_c - theta_0 merged and added to theta_0."""
+    check(len(layers) > 0, FIELD, "ties", "merges LoRA adapters, and the model has none: set model.lora.r > 0")
+    out: dict[str, np.ndarray] = {}
+    for a_key, b_key, s in layers:
+        a0, b0 = (np.asarray(initial[k], dtype=np.float64) for k in (a_key, b_key))
+        base = s * b0 @ a0
+        deltas = [s * np.asarray(st[b_key], dtype=np.float64) @ np.asarray(st[a_key], dtype=np.float64) - base for st in states]
+        b, a = project_lora(base + ties_merge(deltas, density, weights), a0.shape[0], s)
+        out[a_key], out[b_key] = a.astype(initial[a_key].dtype), b.astype(initial[b_key].dtype)
+    for key, theta0 in initial.items():
+        if key not in out:
+            merged = ties_merge([np.asarray(st[key], dtype=np.float64) - theta0 for st in states], density, weights)
+            out[key] = (theta0 + merged).astype(theta0.dtype)
+    return out
