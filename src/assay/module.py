@@ -40,6 +40,7 @@ class AssayModule(pl.LightningModule):
         self.reweighting = None
 
     def training_step(self, batch: dict, batch_idx: int):
+        self._plan_optimizer_batch(batch, batch_idx)
         out = self.objective.compute(self.model, batch, training=True, controller=self.controller)
         if self.reweighting is None:
             loss = self.objective.aggregate(out)
@@ -53,6 +54,21 @@ class AssayModule(pl.LightningModule):
         if writes:
             self.log_dict({f"train/{k}": v.float().mean() for k, v in out.metrics.items()}, batch_size=n)
         return {"loss": loss, "per_sample": out.detached()}
+
+    def _plan_optimizer_batch(self, batch: dict, batch_idx: int) -> None:
+        """β-DPO under gradient accumulation: at an optimizer step's first micro-batch, its statistics
+        from the margins of all the step's micro-batches (``BetaDPOController.plan``)."""
+        k = self.trainer.accumulate_grad_batches if self._trainer is not None else 1
+        if k == 1 or not hasattr(self.controller, "plan") or batch_idx % k != 0:
+            return
+        from assay.objectives.preference import pair_scores
+
+        with torch.no_grad():
+            margins = []
+            for chunk in self.trainer.datamodule.optimizer_batch(batch["ids"]):
+                chunk = {key: (v.to(self.device) if torch.is_tensor(v) else v) for key, v in chunk.items()}
+                margins.append(pair_scores(self.model, chunk, self.objective.needs_reference).margin)
+        self.controller.plan(margins)
 
     def _logger_writes_this_step(self) -> bool:
         """Step metrics reach the logger every ``log_every_n_steps`` steps only; each ``self.log`` call

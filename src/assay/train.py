@@ -112,6 +112,13 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         tokenized, selection.kept_rows, ordering.keys(tokenized["train"], selection.scores), ordering, data.format, data.batch_size,
         data.eval_batch_size, tokenizer.pad_token_id, allow_order_change=cfg.allow_order_change, collation=spec.objective.collation,
     )
+    if getattr(spec.objective.controller, "per_optimizer_batch", False):
+        if spec.trainer.accumulate_grad_batches > 1:
+            datamodule.step_batches = spec.trainer.accumulate_grad_batches  # β-DPO: statistics over the optimizer batch
+        pairs = data.batch_size * spec.trainer.accumulate_grad_batches * distributed.planned_processes(spec.trainer)
+        if pairs < 64:
+            runlog.info("β-DPO's batch statistics cover the optimizer batch, %d pairs here; the paper's is 64 "
+                           "(raise data.batch_size or trainer.accumulate_grad_batches)", pairs)
     mixing = setup_mixing(spec, examples, tokenized, datamodule, run_dir, Path(cfg.paths.cache_dir), tokenizer)
     # the weights the policy starts from (= the reference of reference-based objectives), for the test's
     # win rate and KL against them (assay.heldout)

@@ -95,3 +95,37 @@ def test_preference_run_records_win_rate_and_kl_against_the_reference(tmp_path, 
         assert metrics["test/win_rate"] == 0.5 and metrics["test/kl_ref"] == pytest.approx(0.0, abs=1e-6)
     else:
         assert metrics["test/kl_ref"] > 0
+
+
+def test_beta_dpo_statistics_cover_the_whole_optimizer_batch_under_gradient_accumulation(tmp_path):
+    """β-DPO's batch is the optimizer batch (the paper's 64 pairs): with 2 micro-batches of 4 per
+    step, one update of M_0 and σ per step from all 8 margins, one β and ⌊0.8·8⌋ kept pairs per step;
+    the first step equals one batch of 8 exactly (same rows, same weights)."""
+    import numpy as np
+
+    from assay.dynamics.store import read_store
+
+    common = [*FAST, "objective=dpo", "data.format=preference", "objective/controller=beta_dpo", "noise=pairwise_flip", "dynamics=losses",
+              "eval.val_generate=false", "trainer.max_steps=3"]
+    run_in_hydra([*common, "data.batch_size=8"], tmp_path / "one")
+    run_in_hydra([*common, "data.batch_size=4", "trainer.accumulate_grad_batches=2"], tmp_path / "two")
+    cols = ["step", "id", "beta_dpo_beta", "beta_dpo_threshold", "beta_dpo_sigma", "kept", "margin"]
+    one = read_store(tmp_path / "one" / "dynamics")[cols].sort_values(["step", "id"]).reset_index(drop=True)
+    two = read_store(tmp_path / "two" / "dynamics")[cols].sort_values(["step", "id"]).reset_index(drop=True)
+    assert len(one) == len(two) == 3 * 8
+    assert one["id"].tolist() == two["id"].tolist()  # the same pairs in every optimizer step
+    first_one, first_two = one[one["step"] == 0], two[two["step"] == 0]
+    for c in ("beta_dpo_beta", "beta_dpo_threshold", "beta_dpo_sigma", "kept", "margin"):
+        assert first_two[c].to_numpy() == pytest.approx(first_one[c].to_numpy(), rel=1e-4, abs=1e-6), c
+    # every step: one β, M_0 and σ for all 8 pairs, M_0 the moving average of the mean of all 8 margins
+    threshold = sigma = 0.0
+    for _, step in two.groupby("step"):
+        assert step[["beta_dpo_beta", "beta_dpo_threshold", "beta_dpo_sigma"]].nunique().max() == 1
+        margins = step["margin"].to_numpy(dtype=np.float64)
+        threshold = 0.9 * threshold + 0.1 * margins.mean()
+        sigma = 0.9 * sigma + 0.1 * margins.std(ddof=1)
+        assert step["beta_dpo_threshold"].iloc[0] == pytest.approx(threshold, abs=1e-5)
+        assert step["beta_dpo_sigma"].iloc[0] == pytest.approx(sigma, abs=1e-5)
+        assert step["kept"].sum() == 6  # ⌊0.8·8⌋ of the optimizer batch, not ⌊0.8·4⌋ twice
+    state = torch.load(tmp_path / "two" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert int(state["controller.updates"]) == 3  # one update per optimizer step

@@ -34,6 +34,34 @@ class Rows(Dataset):
         return [dict(zip(columns, values)) for values in zip(*columns.values())]
 
 
+class StepBatches:
+    """Index batches of ``batch_size`` rows drawn ``per_step`` at a time from ``sampler``: the
+    micro-batches of one optimizer step (gradient accumulation) are known when its first is served,
+    so a statistic of the whole optimizer batch (β-DPO's) can be computed before any of them trains.
+    The same rows in the same order as ``DataLoader(batch_size=...)`` over ``sampler``."""
+
+    def __init__(self, sampler, batch_size: int, per_step: int):
+        self.sampler, self.batch_size, self.per_step = sampler, batch_size, per_step
+        self.steps: dict[tuple[int, ...], list[list[int]]] = {}
+
+    def __iter__(self):
+        import itertools
+
+        rows = iter(self.sampler)
+        while True:
+            block = [int(r) for r in itertools.islice(rows, self.batch_size * self.per_step)]
+            if not block:
+                return
+            chunks = [block[i : i + self.batch_size] for i in range(0, len(block), self.batch_size)]
+            if len(self.steps) > 8:  # the loader runs at most one batch ahead of training
+                self.steps.pop(next(iter(self.steps)))
+            self.steps[tuple(chunks[0])] = chunks
+            yield from chunks
+
+    def __len__(self) -> int:
+        return -(-len(self.sampler) // self.batch_size)
+
+
 class AssayDataModule(pl.LightningDataModule):
     def __init__(
         self,
@@ -54,6 +82,9 @@ class AssayDataModule(pl.LightningDataModule):
         self.batch_size, self.eval_batch_size, self.pad_id = batch_size, eval_batch_size, pad_id
         self.sampler = OrderedSampler(ordering, kept_rows, scores)
         self.allow_order_change = allow_order_change
+        self.step_batches: Optional[int] = None
+        """Set to the micro-batches per optimizer step when the objective needs the whole optimizer batch first."""
+        self._step_loader: Optional[StepBatches] = None
 
     def setup(self, stage: str) -> None:
         """Under DDP each rank serves its shard of the global order (``OrderedSampler``) and of the
@@ -62,12 +93,24 @@ class AssayDataModule(pl.LightningDataModule):
             self.sampler.rank, self.sampler.world = self.trainer.global_rank, self.trainer.world_size
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(
-            Rows(self.splits["train"]),
-            batch_size=self.batch_size,
-            sampler=self.sampler,
-            collate_fn=Collator(self.pad_id, self.format, with_generation=False, **self.collation),
-        )
+        collate = Collator(self.pad_id, self.format, with_generation=False, **self.collation)
+        if self.step_batches:
+            self._step_loader = StepBatches(self.sampler, self.batch_size, self.step_batches)
+            return DataLoader(Rows(self.splits["train"]), batch_sampler=self._step_loader, collate_fn=collate)
+        return DataLoader(Rows(self.splits["train"]), batch_size=self.batch_size, sampler=self.sampler, collate_fn=collate)
+
+    def optimizer_batch(self, ids: list[str]) -> list[dict]:
+        """Every micro-batch (collated) of the optimizer step whose first micro-batch holds ``ids``."""
+        if self._step_loader is None:
+            raise RuntimeError("optimizer_batch() needs step_batches set before the train loader is built")
+        train = self.splits["train"]
+        if not hasattr(self, "_row_of_id"):
+            self._row_of_id = {str(i): r for r, i in enumerate(train["id"])}
+        key = tuple(self._row_of_id[str(i)] for i in ids)
+        chunks = self._step_loader.steps[key]
+        collate = Collator(self.pad_id, self.format, with_generation=False, **self.collation)
+        rows = Rows(train)
+        return [collate(rows.__getitems__(c)) for c in chunks]
 
     def _eval_loader(self, split: str) -> DataLoader:
         return DataLoader(

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Optional
 
 import numpy as np
 
+from assay.cards import MethodCard
 from assay.data.mixture import MixtureConfig, _normalise, check_weights
 from assay.errors import UserError, check
 from assay.data.weights import temperature_weights
@@ -85,6 +86,29 @@ class DoReMiResampleMixture(OnlineMixture):
     drawn and its excess loss goes stale, which can swing the weights between near one-hot states.
     """
 
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Xie et al. 2023, DoReMi: Optimizing Data Mixtures Speeds Up Language Model Pretraining (NeurIPS 2023); "
+              "this option is not the paper's recipe (that is mixture=doremi)",
+        arxiv="2305.10429",
+        code="sangmichaelxie/doremi: doremi/trainer.py (update_domain_weights: the same exponentiated-gradient step and smoothing)",
+        defaults={
+            "eta": "1 (paper: 1): follows",
+            "smoothing": "1e-3 (run scripts' reweight_eps): follows",
+            "update_every": "10 (the recipe updates every step)",
+        },
+        deviations=(
+            "Batches are drawn by the current weights instead of reweighting the loss of batches drawn from the reference "
+            "weights: a domain whose weight nears the smoothing floor is hardly ever drawn and its score goes stale.",
+            "The excess loss is clipped per example (the example's mean over tokens first), not per token.",
+            "The model trained is the run's own model on unweighted loss (no separate proxy); its average weights are in "
+            "mixing.json but no fresh run on them is made.",
+            "The reference losses are computed once per example and cached rather than per token on each batch.",
+        ),
+        checked="tests/unit/mixing/test_mixing_rules.py: the update against hand-derived numbers; "
+                "tests/integration/test_mixing_runs.py: a run against a reference run",
+        notes="Kept so the wave-two online_mixing numbers (produced with it under the name doremi) stay reproducible.",
+    )
+
     name: str = "doremi_resample"
     reference: Optional[str] = None
     """The reference run's directory (trained on the reference weights, e.g. ``mixture=single``);
@@ -111,6 +135,25 @@ class DoReMiResampleMixture(OnlineMixture):
 @dataclass
 class ODMMixture(OnlineMixture):
     """ODM: online data mixing as a multi-armed bandit, EXP3 with the training loss as reward (Albalak et al. 2023)."""
+
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Albalak et al. 2023, Efficient Online Data Mixing For Language Model Pre-Training (ODM)",
+        arxiv="2312.02406",
+        code="alon-albalak/online-data-mixing: megatron/data/data_sampling_utils.py (Exp3WeightUpdater): its update arithmetic "
+             "and reward / 10 read and transcribed in the test",
+        defaults={
+            "reward_scale": "10 (the released code divides the loss by 10): follows",
+            "smoothing": "null, cumulative importance-weighted rewards (the released code): follows the code; α = 0.9 is the "
+                         "moving average of DataFlex's port",
+            "warmup_steps": "0 (DataFlex's port: 2,000 steps; the released runs' value not checked): differs: toy runs are short",
+        },
+        deviations=(
+            "One update per update_every steps over every domain seen since the last one, each reward weighted by the domain's "
+            "share of the batch; the released code updates one dataset per call with its own batch's loss.",
+        ),
+        checked="tests/unit/mixing/test_mixing_rules.py: EXP3 by hand and against a transcription of the released update over "
+                "60 steps; the reward is the scaled loss times the batch share",
+    )
 
     name: str = "odm"
     reward_scale: float = 10.0

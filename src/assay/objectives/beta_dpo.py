@@ -9,7 +9,9 @@ code ``junkangwu/beta-DPO``; the paper's Eq. for M_i may carry β_0, which is un
 
 As in the reference code, the statistics start at 0 without bias correction, are updated before
 the loss (so M_0 already includes the current batch) and are computed over the batch gathered from
-every rank. Deliberate differences: evaluation reads the statistics without updating them (the
+every rank. With gradient accumulation the batch is the whole optimizer batch, as in the paper (64
+pairs): the margins of every micro-batch of the step are computed first (no gradient, the same
+weights the step's micro-batches train with, so the same margins) and one update serves them all. Deliberate differences: evaluation reads the statistics without updating them (the
 reference code lets eval batches move them; TRL PR #5667 made the same choice as here), σ has an
 epsilon and a zero-variance batch (step 0, policy = reference, every h = 0) falls back to uniform
 weights instead of NaN, and the sampling generator is seeded by (seed, update count) so every rank
@@ -76,10 +78,26 @@ class BetaDPOController(torch.nn.Module):
         self.register_buffer("threshold", torch.zeros(()))
         self.register_buffer("sigma", torch.zeros(()))
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+        self._planned: list[BetaStep] = []
+
+    @torch.no_grad()
+    def plan(self, margins: list[torch.Tensor]) -> None:
+        """One update from the margins of every micro-batch of an optimizer step (gradient
+        accumulation; every rank's are gathered in ``step``): the paper's batch statistics are those
+        of the optimizer batch. The micro-batches' training steps then take their share in order."""
+        sizes = [m.shape[0] for m in margins]
+        whole = self.step(torch.cat([m.detach().float() for m in margins]), training=True)
+        kept = torch.split(whole.kept, sizes)
+        self._planned = [BetaStep(whole.beta, k, whole.threshold, whole.sigma) for k in kept]
 
     @torch.no_grad()
     def step(self, margin: torch.Tensor, training: bool) -> BetaStep:
         """β and the kept mask for a batch of margins h (any shape [B]); updates the statistics only when training."""
+        if training and self._planned:
+            planned = self._planned.pop(0)
+            if planned.kept.shape[0] != margin.shape[0]:
+                raise RuntimeError(f"β-DPO planned a micro-batch of {planned.kept.shape[0]} pairs, got {margin.shape[0]}")
+            return planned
         everyone, mine = gather_across_ranks(margin.detach().float(), differentiable=False, fill=float("nan"))
         if training:
             m = self.momentum

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 from omegaconf import II, MISSING
 
+from assay.cards import MethodCard
+from assay.cards import MethodCard
 from assay.errors import check
 from assay.registry import register
 
@@ -42,6 +44,11 @@ class Controller:
 class NoController(Controller):
     """No controller: a fixed β, every sample kept."""
 
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="",
+        notes="A fixed β and every sample kept: the baseline for objective/controller=beta_dpo.",
+    )
+
     name: str = "none"
     plain: ClassVar[bool] = True
 
@@ -56,7 +63,37 @@ class BetaDPO(Controller):
     α → ``alpha``, m → ``momentum``, ρ → ``keep``.
     """
 
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Wu et al. 2024, β-DPO: Direct Preference Optimization with Dynamic β (NeurIPS 2024)",
+        arxiv="2407.08639",
+        code="junkangwu/beta-DPO: trainers.py (the dynamic-β and filtering branch of the DPO loss)",
+        defaults={
+            "alpha": "0.6 (the authors' README command, loss.a=0.6): follows",
+            "momentum": "0.9 (paper: m = 0.9): follows",
+            "keep": "0.8 (paper: ρ = 0.8, the reference code's 1 − mode_weight): follows",
+        },
+        deviations=(
+            "M_i is the unscaled log-ratio margin h_i, as in the authors' code; whether the paper's M_i carries β_0 is not checked.",
+            "Evaluation batches read the statistics without updating them (the reference code lets eval batches move them; "
+            "TRL PR #5667 made the same choice).",
+            "σ has an epsilon, and a zero-variance batch (step 0: policy = reference) falls back to uniform filter weights instead of NaN.",
+            "The kept pairs are drawn with a generator seeded by (seed, update count): every rank draws the same mask and a "
+            "resumed run draws what the uninterrupted run would have.",
+            "The statistics cover the optimizer batch (every rank, and every micro-batch of a gradient-accumulation step, whose "
+            "margins are computed first without gradient); each micro-batch's loss is then the mean over its own kept pairs, "
+            "which equals the optimizer batch's mean when the micro-batches keep equally many pairs.",
+            "The paper's batch is 64 pairs; assay does not change data.batch_size for you and prints a line when the optimizer "
+            "batch is smaller.",
+        ),
+        checked="tests/unit/objectives/test_objectives.py: the β and filter update against hand-derived numbers; "
+                "tests/integration/test_objectives_run.py: statistics over the optimizer batch under gradient accumulation; "
+                "tests/integration/test_ddp.py: two processes equal one process over the global batch",
+    )
+
     name: str = "beta_dpo"
+    per_optimizer_batch: ClassVar[bool] = True
+    """The statistics cover the whole optimizer batch: every micro-batch of a gradient-accumulation
+    step (computed first) and every rank."""
     alpha: float = 0.6
     """α: how strongly β follows the batch's margin relative to M_0 (0 = fixed β). 0.6 is the value
     in the authors' README command (``loss.a=0.6``)."""
