@@ -20,6 +20,7 @@ COMPANIONS = {
     ("mixture", "weights"): ["mixture.weights={copy:1,add:3}"],
     ("mixture", "schedule"): ["mixture.upsample=[add]"],
     ("mixture", "doremi"): ["mixture.reference=/some/reference/run"],
+    ("mixture", "doremi_resample"): ["mixture.reference=/some/reference/run"],
     ("data", "sources"): ["+data.sources.skills={kind:skills}"],
     ("data", "parquet"): ["data.train_file=/some/train.parquet"],
     ("noise", "pairwise_flip"): ["objective=dpo", "data.format=preference"],

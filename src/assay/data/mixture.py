@@ -27,6 +27,7 @@ from assay.lazy import datasets
 import numpy as np
 from omegaconf import II, MISSING
 
+from assay.cards import MethodCard
 from assay.errors import UserError, check
 from assay.data.weights import Stage, stage_at, temperature_weights
 from assay.registry import register
@@ -238,6 +239,12 @@ def check_weights(field_name: str, weights: dict[str, Any]) -> None:
 class SingleMixture(MixtureConfig):
     """Use the training pool as it is (natural proportions; data.sources.<d>.weight rescales them)."""
 
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="",
+        checked="tests/unit/data/test_mixture.py: the pool is kept",
+        notes="The natural proportions of the pool: the baseline for every mixture (DoReMi's and RegMix's reference mixture).",
+    )
+
     name: str = "single"
 
 
@@ -246,6 +253,12 @@ class SingleMixture(MixtureConfig):
 class WeightsMixture(MixtureConfig):
     """Explicit per-domain weights (normalised to sum to one; unlisted domains get zero), given on
     the command line: ``mixture=weights mixture.weights='{copy:1,add:3}'``."""
+
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="",
+        checked="tests/unit/data/test_mixture.py: counts realised by largest-remainder rounding, repetition capped",
+        notes="Explicit per-domain weights, e.g. a mixture proposed by assay-mix; realised by resampling the pool once.",
+    )
 
     name: str = "weights"
     weights: dict[str, float] = field(default_factory=dict)
@@ -298,6 +311,18 @@ class WeightsMixture(MixtureConfig):
 class TemperatureMixture(MixtureConfig):
     """Temperature sampling: p_i ∝ size_i^(1/T); T=1 natural, T→∞ uniform over domains."""
 
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Conneau & Lample 2019, Cross-lingual Language Model Pretraining (XLM, NeurIPS 2019): q_i ∝ p_i^α",
+        arxiv="1901.07291",
+        code=None,
+        defaults={"temperature": "2.0 (XLM: α = 1/T = 0.5, from memory of the paper, not re-checked): follows"},
+        deviations=(
+            "Applied to examples (or tokens, unit=tokens) and realised by resampling the pool once under the repetition cap; "
+            "XLM samples sentences per batch from the multinomial.",
+        ),
+        checked="tests/unit/mixing/test_mixing_rules.py: the weights by hand; tests/unit/data/test_mixture.py: sizes flattened",
+    )
+
     name: str = "temperature"
     temperature: float = 2.0
 
@@ -316,6 +341,22 @@ class ScheduleMixture(MixtureConfig):
     """Weights that change over training: piecewise stages, or upsampling domains for the last fraction:
     ``mixture=schedule mixture.upsample=[add] mixture.last_fraction=0.2 mixture.factor=3``, or
     ``mixture.stages='[{until:0.8,weights:{copy:1}},{until:1.0,weights:{add:1}}]'``."""
+
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Blakeney et al. 2024, Does your data spark joy? (domain upsampling at the end of training): the upsample form",
+        arxiv="2406.03476",
+        code=None,
+        defaults={
+            "last_fraction": "0.2 (the paper: 10-20% the sweet spot): follows",
+            "factor": "3 (the paper's upsampled mix is not known to us): assay's choice",
+        },
+        deviations=(
+            "Upsampling multiplies the natural proportions of the chosen domains by factor for the last fraction of steps; "
+            "the paper's exact end mixture is unverified.",
+        ),
+        checked="tests/unit/data/test_mixture.py: stages and upsampling",
+        notes="With stages it is a general piecewise-constant schedule of weights (no paper).",
+    )
 
     name: str = "schedule"
     stages: list[Any] = field(default_factory=list)

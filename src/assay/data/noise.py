@@ -7,11 +7,13 @@ objectives can be checked against it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from assay.lazy import datasets
 import numpy as np
 from omegaconf import II, MISSING
 
+from assay.cards import MethodCard
 from assay.errors import UserError, check
 from assay.registry import register
 
@@ -42,6 +44,11 @@ class NoiseConfig:
 class NoNoise(NoiseConfig):
     """No label noise."""
 
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="",
+        notes="Clean training data: the noise-free baseline.",
+    )
+
     name: str = "none"
 
 
@@ -49,6 +56,24 @@ class NoNoise(NoiseConfig):
 @dataclass
 class PairwiseFlip(NoiseConfig):
     """Swap chosen and rejected with probability p (the Dr. DPO noise protocol); keeps ``is_flipped``."""
+
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Wu et al. 2025, Dr. DPO, distributionally robust DPO (ICLR 2025): its pairwise noise protocol",
+        arxiv="2407.07880",
+        code="junkangwu/Dr_DPO: preference_datasets.py (get_hh_pairwise_noise), as the research note reads it; not re-read",
+        defaults={"p": "0.2 (the repo's command line noise_rate=0.2; the paper sweeps 10-40%; the repo config default is 0): follows "
+                        "the command line"},
+        deviations=(
+            "Drawn with numpy's default_rng(seed), not Python's random under the repo's TemporarilySeededRandom: another flipped "
+            "set for the same seed.",
+            "Ground-truth rewards (where the data has them) are swapped with the responses; the repo also swaps its SFT target, "
+            "which assay's preference data does not have.",
+            "p must be below 0.5.",
+        ),
+        checked="tests/unit/data/test_noise.py: exactly the flagged pairs swapped at rate p, seeded; "
+                "tests/unit/data/test_preference_noise_task.py: rewards swapped too",
+        notes="Train split only; is_flipped keeps the ground truth for detection metrics.",
+    )
 
     name: str = "pairwise_flip"
     p: float = 0.2
@@ -64,6 +89,18 @@ class PairwiseFlip(NoiseConfig):
 class GapFlip(NoiseConfig):
     """Flip pairs with a probability that grows as their ground-truth reward gap shrinks: annotators err
     more on close pairs (the noise model behind rDPO's and Dr. DPO's analyses). Keeps ``is_flipped``."""
+
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="",
+        defaults={"p": "0.2 (the expected flip rate): assay's choice", "temperature": "0.25 (reward units of the skills data): assay's choice"},
+        deviations=(
+            "The docstring's link to the noise models of rDPO's and Dr. DPO's analyses was not checked against those papers.",
+        ),
+        checked="tests/unit/data/test_preference_noise_task.py: flip probabilities by hand (their mean is p), close pairs flip "
+                "far more often, rewards follow their texts",
+        notes="assay's own noise model, not a published protocol: P(flip) ∝ exp(−gap/τ) over the ground-truth reward gaps, so "
+              "annotators err on close pairs. Needs a reward_gap column (data=skills preference pairs).",
+    )
 
     name: str = "gap_flip"
     p: float = 0.2
@@ -108,6 +145,15 @@ CORRUPTIONS = ("shuffle", "wrong_answer", "truncate")
 @dataclass
 class Corrupt(NoiseConfig):
     """Replace a fraction p of completions (chosen, for pairs) with low-quality text; keeps ``is_corrupted``."""
+
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="",
+        defaults={"p": "0.2: assay's choice", "kinds": "shuffle, wrong_answer, truncate: assay's choice"},
+        checked="tests/unit/data/test_noise.py: exactly the flagged completions change, each kind; "
+                "tests/unit/data/test_preference_noise_task.py: the corrupted chosen response is re-scored",
+        notes="Synthetic low-quality completions in the spirit of CLUES's corrupted outputs (CLUES's own corruption procedure "
+              "was not checked); is_corrupted keeps the ground truth.",
+    )
 
     name: str = "corrupt"
     p: float = 0.2

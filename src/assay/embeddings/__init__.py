@@ -14,12 +14,13 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import numpy as np
 from omegaconf import MISSING
 from tqdm.auto import tqdm
 
+from assay.cards import MethodCard
 from assay.data.text import response_column
 from assay.errors import UserError, check
 from assay.lazy import datasets, torch
@@ -129,6 +130,18 @@ def _batches(n: int, size: int, desc: str):
 class HiddenMean(EmbedderConfig):
     """Mean-pooled last hidden states of the run's own model (RDS+ uses the position-weighted variant)."""
 
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Ivison et al. 2025, Large-Scale Data Selection for Instruction Tuning (RDS+), its pooling",
+        arxiv="2503.01807",
+        code="hamishivi/automated-instruction-selection: minimal_multitask/compute_influence_cosinesim.py (--pooling "
+             "weighted_mean), as the research note reads it; not re-read",
+        defaults={"weighting": "mean (RDS+: position-weighted): differs: the plain mean is the neutral default; "
+                                "weighting=position follows RDS+"},
+        deviations=("Embeds with the run's own model, whatever it is, rather than RDS+'s base model.",),
+        checked="tests/unit/ot/test_ot.py: pools the last hidden state; tests/unit/models/test_passes.py: token weights, "
+                "pooling independent of the batch",
+    )
+
     name: str = "hidden_mean"
     weighting: str = "mean"
     """``mean``: plain average over tokens; ``position``: token t (1-based) weighted by t, as in RDS+
@@ -182,6 +195,22 @@ MINILM_DIR = "all-MiniLM-L6-v2"
 class MiniLM(EmbedderConfig):
     """all-MiniLM-L6-v2 sentence embeddings (384-d, mean pooling, unit norm), offline from ``assay-fetch minilm``."""
 
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Reimers & Gurevych 2019, Sentence-BERT: Sentence Embeddings using Siamese BERT-Networks (the sentence-transformers "
+              "model all-MiniLM-L6-v2)",
+        arxiv="1908.10084",
+        code="sentence-transformers/all-MiniLM-L6-v2 (Hugging Face model repository): mean pooling and normalisation; the "
+             "outputs were not compared with sentence-transformers' own encode()",
+        defaults={
+            "max_length": "256 (the model's max_seq_length): follows",
+            "normalize": "true (the model's Normalize module): follows",
+        },
+        deviations=("Mean pooling over the attention mask and L2 normalisation are re-implemented with transformers.",),
+        checked="tests/unit/ot/test_ot.py: 384-d unit vectors that put paraphrases close (skipped until assay-fetch minilm), a "
+                "missing model directory is one line",
+        notes="A fixed text encoder, independent of the run's model: the default embedder of LAVA and GOT-D.",
+    )
+
     name: str = "minilm"
     path: Optional[str] = None
     """Model directory; default ``$ASSAY_CACHE/models/all-MiniLM-L6-v2`` (put there by ``assay-fetch minilm``)."""
@@ -233,6 +262,12 @@ class MiniLM(EmbedderConfig):
 @dataclass
 class Column(EmbedderConfig):
     """A precomputed embedding column of the data (a list of floats per example)."""
+
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="",
+        checked="tests/unit/ot/test_ot.py: NaN vectors are refused; the OT entries run on it",
+        notes="Precomputed vectors from a column of the data: bring any embedder (e.g. GOT-D's target-tuned distilBERT).",
+    )
 
     name: str = "column"
     column: str = "embedding"

@@ -17,6 +17,7 @@ from typing import ClassVar, Optional
 
 from omegaconf import MISSING
 
+from assay.cards import MethodCard
 from assay.errors import check
 from assay.lazy import torch
 from assay.registry import register
@@ -105,6 +106,12 @@ class Aggregator:
 class Mean(Aggregator):
     """The mean of the per-sample losses over the kept samples."""
 
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="",
+        checked="tests/unit/objectives/test_objectives.py: the mean over kept samples",
+        notes="The plain average of the per-sample losses: the baseline for objective/aggregator=dr_dpo.",
+    )
+
     name: str = "mean"
     plain: ClassVar[bool] = True
 
@@ -119,6 +126,24 @@ class DrDPO(Aggregator):
 
     Symbols → fields: β' → ``beta_prime``. Records each sample's weight softmax(-ℓ/β') as ``dr_weight``.
     """
+
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Wu et al. 2025, Dr. DPO, distributionally robust DPO (ICLR 2025)",
+        arxiv="2407.07880",
+        code="junkangwu/Dr_DPO: trainers.py (get_batch_metrics, mode_loss == 'DrDPO'), as the research note reads it; not re-read",
+        defaults={
+            "beta_prime": "1.0 (repo config loss.mode_weight 1.0; the README's command): follows",
+            "scope": "local (the reference code aggregates each device's micro-batch): follows",
+        },
+        deviations=(
+            "Computed as -β'·(logsumexp(-ℓ/β') - log N) around the detached mean loss in float64, not log(mean(exp)): the same "
+            "value, finite at small β'. Its equation number in the paper was not checked.",
+            "Samples a controller drops (kept = 0) are left out of the expectation; scope=global gathers the losses of every rank.",
+        ),
+        checked="tests/unit/objectives/test_objectives.py: hand-derived value, the gradient as softmax(-ℓ/β')-weighted per-sample "
+                "gradients, the limits (mean as β' grows, min as it shrinks); tests/unit/objectives/test_dr_dpo_distributed.py: "
+                "scope=global across ranks",
+    )
 
     name: str = "dr_dpo"
     beta_prime: float = 1.0

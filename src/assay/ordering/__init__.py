@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from omegaconf import II, MISSING
 
+from assay.cards import MethodCard
 from assay.errors import UserError
 from assay.registry import register
 
@@ -148,6 +150,12 @@ def resolve_keys(train, selection_scores: np.ndarray, source: str, field: str, n
 class RandomOrdering(OrderingConfig):
     """A fresh seeded shuffle every epoch."""
 
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="",
+        checked="tests/unit/ordering/test_orderings.py, tests/unit/selection/test_selection_ordering.py: seeded permutations",
+        notes="A fresh seeded shuffle every epoch: the baseline for every ordering (DELT's shuffle).",
+    )
+
     name: str = "random"
 
     def order(self, rows: np.ndarray, scores: np.ndarray, epoch: int) -> np.ndarray:
@@ -159,6 +167,12 @@ class RandomOrdering(OrderingConfig):
 @dataclass
 class SequentialOrdering(OrderingConfig):
     """Dataset order, every epoch (sources appear as the data lists them)."""
+
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="",
+        checked="tests/unit/ordering/test_orderings.py",
+        notes="The data's own order every epoch (no shuffle): for data that is already ordered, and as a control.",
+    )
 
     name: str = "sequential"
 

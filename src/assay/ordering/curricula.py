@@ -9,10 +9,11 @@ orderings themselves never touch a dataset or a model.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Optional
+from typing import ClassVar, Optional
 
 import numpy as np
 
+from assay.cards import MethodCard
 from assay.errors import UserError, check
 from assay.ordering import OrderingConfig, check_score_file, resolve_keys
 from assay.registry import register
@@ -57,6 +58,19 @@ class ScoreOrdering(OrderingConfig):
 class Curriculum(ScoreOrdering):
     """Easy -> hard: ascending score every epoch (ties shuffled, seeded)."""
 
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Bengio, Louradour, Collobert & Weston 2009, Curriculum Learning (ICML 2009)",
+        arxiv=None,
+        code=None,
+        defaults={"score_from": "difficulty (a column of the data; selection or a score file also work): assay's choice"},
+        deviations=(
+            "No pacing: every example is available from the start, sorted easy to hard each epoch; Bengio et al. grow the "
+            "training distribution, and Skill-it's curriculum baseline grows the pool with a linear or log pacing function.",
+            "Ties (e.g. equal difficulty levels) are broken by a seeded shuffle.",
+        ),
+        checked="tests/unit/ordering/test_orderings.py: sorted ascending, ties shuffled by the seed",
+    )
+
     name: str = "curriculum"
 
     def order(self, rows, scores, epoch):
@@ -69,6 +83,17 @@ class Curriculum(ScoreOrdering):
 class AntiCurriculum(ScoreOrdering):
     """Hard -> easy: descending score every epoch (the anti-curriculum baseline of Skill-It)."""
 
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Chen et al. 2023, Skill-it! A Data-Driven Skills Framework for Understanding and Training Language Models (NeurIPS 2023), its anti-curriculum baseline",
+        arxiv="2307.14430",
+        code="HazyResearch/skill-it: trainer/curriculum_trainer.py, as the research note reads it; not re-read",
+        defaults={"score_from": "difficulty (Skill-it: each example's loss under the initial model): differs: any score source"},
+        deviations=(
+            "No pacing function (Skill-it's baseline grows the admissible pool linearly or logarithmically).",
+        ),
+        checked="tests/unit/ordering/test_orderings.py: sorted descending",
+    )
+
     name: str = "anti_curriculum"
 
     def order(self, rows, scores, epoch):
@@ -80,6 +105,20 @@ class AntiCurriculum(ScoreOrdering):
 @dataclass
 class Folding(ScoreOrdering):
     """DELT folding (Dai et al. 2025, arXiv 2506.21545): sort ascending, emit L strided easy->hard passes."""
+
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Dai et al. 2025, Data Efficacy for Language Model Training (DELT), Folding Ordering",
+        arxiv="2506.21545",
+        code="microsoft/DELT: data_ordering/folding.py, config/folding.yaml, as the research note reads them; not re-read",
+        defaults={
+            "layers": "3 (folding_layer: 3): follows",
+            "score_from": "selection (DELT: the LQS score): follows in kind (any scorer's scores)",
+        },
+        deviations=(
+            "Ties broken by a seeded shuffle, and the fold re-applied every epoch (DELT orders one pass over the data).",
+        ),
+        checked="tests/unit/ordering/test_orderings.py: the fold structure by hand, L ascending passes",
+    )
 
     name: str = "folding"
     score_from: str = "selection"
@@ -133,6 +172,19 @@ def _groups(rows: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> d
 class Blocked(GroupOrdering):
     """Contiguous blocks per group, shuffled inside (the "blocked" strategy of Yang et al. 2024, arXiv 2408.07888)."""
 
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Yang, Bean, McCraith & Mahdi 2024, Fine-tuning LLMs with Human-inspired Learning Strategies in Medical QA "
+              "(FITML @ NeurIPS 2024), the blocked strategy",
+        arxiv="2408.07888",
+        code="Oxford-AI-for-Society/human-learning-strategies: training/data_ordering.py, as the research note reads it (its interleaved helpers shadow each other and would not run as released); not re-read",
+        defaults={
+            "by": "source (Yang et al.: categories from UMAP + HDBSCAN clusters): differs: the data's own groups",
+            "shuffle_blocks": "false (blocks in label order): assay's choice",
+        },
+        deviations=("Groups are a column of the data, not clusters of the questions.",),
+        checked="tests/unit/ordering/test_orderings.py: contiguous blocks",
+    )
+
     name: str = "blocked"
     shuffle_blocks: bool = False
     """Visit the blocks in a seeded random order each epoch (false = sorted by label, so blocking
@@ -153,6 +205,19 @@ class Blocked(GroupOrdering):
 class Interleaved(GroupOrdering):
     """Round-robin across groups: one example of each group in turn (each group shuffled, seeded)."""
 
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Yang, Bean, McCraith & Mahdi 2024, Fine-tuning LLMs with Human-inspired Learning Strategies in Medical QA "
+              "(FITML @ NeurIPS 2024), the interleaved strategy",
+        arxiv="2408.07888",
+        code="Oxford-AI-for-Society/human-learning-strategies: training/data_ordering.py, as the research note reads it (its interleaved helpers shadow each other and would not run as released); not re-read",
+        defaults={"by": "source (Yang et al.: categories from clustering): differs: the data's own groups"},
+        deviations=(
+            "Round-robin of single examples; Yang et al. split each category into three consecutive parts and round-robin the "
+            "parts.",
+        ),
+        checked="tests/unit/ordering/test_orderings.py: round-robin, unequal groups keep every example",
+    )
+
     name: str = "interleaved"
 
     def order(self, rows, scores, epoch):
@@ -168,6 +233,25 @@ class Interleaved(GroupOrdering):
 @dataclass
 class UpsampleEnd(GroupOrdering):
     """Raise chosen groups' share in the last fraction of training (Blakeney et al. 2024, arXiv 2406.03476)."""
+
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Blakeney et al. 2024, Does your data spark joy? (domain upsampling at the end of training; ICML 2024 ES-FoMo workshop)",
+        arxiv="2406.03476",
+        code=None,
+        defaults={
+            "last_fraction": "0.2 (the paper: 10-20% the sweet spot, ablated 5-30%): follows",
+            "factor": "3 (the paper's upsampled mix is not known to us): assay's choice",
+            "sources": "[add] in conf/ordering/upsample_end.yaml (the paper upsamples math, code and other small domain sets): "
+                       "assay's choice for the skills data",
+        },
+        deviations=(
+            "An ordering of the kept rows: chosen rows fill the end phase first and repeat only when it asks for more than "
+            "exist; the paper samples the end mixture with replacement (mixture=schedule with upsample draws it that way).",
+        ),
+        checked="tests/unit/ordering/test_orderings.py: the chosen share rises in the tail, the end phase sits in the run's "
+                "last epochs",
+        notes="No code was found (research note).",
+    )
 
     name: str = "upsample_end"
     sources: list[str] = field(default_factory=list)

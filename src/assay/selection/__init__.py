@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Optional
 import numpy as np
 from omegaconf import II, MISSING
 
+from assay.cards import MethodCard
 from assay.errors import UserError, check
 from assay.lazy import datasets, pd
 from assay.registry import register
@@ -234,6 +235,12 @@ class TargetSet:
 class KeepAll(Scorer):
     """Keep every training example."""
 
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="",
+        checked="tests/unit/selection/test_selection_ordering.py: keeps every example",
+        notes="No selection: the baseline every scorer is compared with (selector=all).",
+    )
+
     name: str = "none"
     scores_examples: ClassVar[bool] = False
 
@@ -242,6 +249,18 @@ class KeepAll(Scorer):
 @dataclass
 class RandomSelection(Scorer):
     """A seeded uniform random score: with selector=top, a uniform random subset of a fraction or a count."""
+
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="",
+        deviations=(
+            "Its own random stream (seed, 1000003), independent of the noise transforms' stream, so the random subset does not "
+            "coincide with the noisy rows.",
+        ),
+        checked="tests/unit/selection/test_selection_ordering.py: fraction and count; tests/unit/selection/test_selectors.py: "
+                "independent of the injected noise",
+        notes="A uniform random subset (half the pool with selector=top unless a fraction or count is given): the baseline a "
+              "scorer must beat at the same size.",
+    )
 
     name: str = "random"
     budget: ClassVar[float] = 0.5

@@ -9,11 +9,12 @@ another with ``selection/selector=<entry>``, e.g.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import numpy as np
 from omegaconf import MISSING
 
+from assay.cards import MethodCard
 from assay.errors import MOVED_KEYS, UserError, check
 from assay.registry import register
 
@@ -79,6 +80,12 @@ def _check_fraction(fraction: Optional[float]) -> None:
 class All(Selector):
     """Keep every example."""
 
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="",
+        checked="tests/unit/selection/test_selectors.py",
+        notes="Keeps every example (the selector of selection=none).",
+    )
+
     name: str = "all"
 
     def keep(self, scores: np.ndarray, context: KeepContext) -> np.ndarray:
@@ -89,6 +96,14 @@ class All(Selector):
 @dataclass
 class Top(Selector):
     """Keep the ``count`` highest scores, else the top ``fraction`` of the pool."""
+
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="",
+        checked="tests/unit/selection/test_selectors.py: fraction, count and the scorer's budget",
+        notes="Top-k / top-r by score (DELT's top-r and top-k selectors; LESS keeps its top 5%). With no fraction or count it "
+              "keeps the scorer's budget, the share its paper keeps: LESS 5%, GOT-D 20%, LAVA and the β-DPO filter 80%, most "
+              "others half. Ties are broken by position.",
+    )
 
     name: str = "top"
     fraction: Optional[float] = None
@@ -117,6 +132,13 @@ class Top(Selector):
 class Threshold(Selector):
     """Keep every score >= ``threshold``."""
 
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="",
+        checked="tests/unit/selection/test_selectors.py",
+        notes="Keeps every score >= a fixed threshold in the scorer's units (e.g. the perplexity filter's max_ppl as minus the "
+              "mean NLL).",
+    )
+
     name: str = "threshold"
     threshold: Optional[float] = None
     """The lowest score kept (in the scorer's units: e.g. minus the mean NLL for perplexity)."""
@@ -140,12 +162,42 @@ class AnchorQuantile(Selector):
     towards, an unscorable anchor), where everything is kept. How many scores were NaN is measured
     (``anchor_nan``, ``pool_nan``), since a -inf threshold means the anchors could not set one."""
 
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Zhao et al., CLUES: Collaborative (Private-domain) High-quality Data Selection for LLMs via Training Dynamics "
+              "(NeurIPS 2024; arXiv version 2025)",
+        arxiv="2507.03004",
+        code="Ryan0v0/CLUES@196a018: Compute_score_anc.py scores the anchors; the repo has no thresholding code (research note)",
+        defaults={
+            "quantile": "0.1 (CLUES: a global threshold from the anchor scores, statistic not given in its code): assay's choice",
+            "split": "val (CLUES: the public anchor set): follows in kind",
+        },
+        deviations=(
+            "The statistic that turns anchor scores into CLUES's global threshold is unverified (min, mean or a percentile); "
+            "assay makes it a quantile q.",
+        ),
+        checked="tests/unit/selection/test_selectors.py: the threshold is the anchors' quantile; empty or overlapping anchor "
+                "sets are one-line errors",
+    )
+
     name: str = "anchor_quantile"
     quantile: float = 0.1
     """q in [0, 1]: 0 = the lowest anchor score, 0.5 = the median. CLUES leaves the statistic open
     (its code has no thresholding); 0.1 keeps what scores like all but the worst tenth of trusted data."""
     split: str = "val"
     """The trusted anchor set (a split disjoint from train)."""
+
+    anchors_threshold: ClassVar[bool] = True
+    """Keeps by one threshold set on a trusted anchor split: a collaborative server computes it once
+    (the :meth:`threshold_quantile` quantile of the anchors of :meth:`anchor_split`) and sends it to
+    every client, instead of each client running :meth:`keep`."""
+
+    def anchor_split(self) -> str:
+        """The split the anchor threshold is set on."""
+        return self.split
+
+    def threshold_quantile(self) -> float:
+        """The quantile of the anchor scores that is the threshold."""
+        return self.quantile
 
     def __post_init__(self) -> None:
         check(0.0 <= self.quantile <= 1.0, "selection.selector.quantile", self.quantile, "must be in [0, 1]")
@@ -187,6 +239,14 @@ class AnchorQuantile(Selector):
 @dataclass
 class Quota(Selector):
     """Within every group of ``by``, keep the top share ``quotas[group]`` (``fraction`` for groups not named)."""
+
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="",
+        checked="tests/unit/selection/test_selectors.py: per-source quotas and quotas by any column",
+        notes="Per-group budgets: the top share of each group (source, a column, or k-means clusters of the model's embeddings). "
+              "With by=cluster and one share for all it spreads the budget over clusters in proportion to their size, as the "
+              "static kMQ (arXiv 2409.11378) does, but takes each cluster's top scores rather than sampling by quality.",
+    )
 
     name: str = "quota"
     quotas: dict[str, float] = field(default_factory=dict)

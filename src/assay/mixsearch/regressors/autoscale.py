@@ -8,11 +8,12 @@ median quantity of the fit (1 when every proxy ran at the same quantity).
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import ClassVar, Optional
 
 import numpy as np
 from scipy.optimize import least_squares, lsq_linear
 
+from assay.cards import MethodCard
 from assay.mixsearch.regressors.base import Regressor, scale_ratio, varies
 
 N0_RANGE = (1e-4, 10.0)
@@ -20,6 +21,23 @@ GAMMA_MAX = 5.0
 
 
 class AutoScaleLaw(Regressor):
+    """AutoScale's per-domain power law of the loss in each domain's data quantity."""
+
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Kang et al. 2024, AutoScale (COLM 2025): per-domain power laws of the loss in data quantity",
+        arxiv="2407.20177",
+        code="allenai/olmix: olmix/fit/utils.py (AutoscaleRegressor), as the research note reads it; not re-read",
+        deviations=(
+            "Each domain's term has an amplitude A_i: L + Σ_i A_i·(N0_i + N·r_i)^(−γ_i); the research note writes olmix's form "
+            "without A_i. olmix calls its form a good-faith reading of a paper that is unclear on such targets.",
+            "AutoScale's own extrapolation N(3) = N(2)·(N(2)/N(1)) and DDO are assay.mixsearch.ddo (assay-mix ddo / optimal), "
+            "not this regressor.",
+            "Bounded least squares (scipy) from two starts; N0_i in [1e-4, 10], γ_i <= 5.",
+        ),
+        checked="tests/unit/mixsearch/test_mixsearch_regressors.py: recovers a synthetic power law; "
+                "tests/unit/mixsearch/test_mixsearch_propose.py: DDO and the AutoScale extrapolation",
+    )
+
     name = "autoscale"
     uses_scale = True
 

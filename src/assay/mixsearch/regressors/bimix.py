@@ -15,11 +15,12 @@ C_i); the paper's own equation text was not available offline to compare symbol 
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import ClassVar, Optional
 
 import numpy as np
 from scipy.optimize import least_squares, lsq_linear
 
+from assay.cards import MethodCard
 from assay.mixsearch.regressors.base import Regressor, scale_ratio, varies
 
 EPS = 1e-3
@@ -27,6 +28,24 @@ ALPHA_MAX, BETA_MAX = 4.0, 4.0
 
 
 class BiMixLaw(Regressor):
+    """BiMix's bivariate law of the loss in each domain's proportion and the training quantity."""
+
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Ge et al. 2024, BiMix: Bivariate Data Mixing Law for LM Pretraining",
+        arxiv="2405.14908",
+        code="allenai/olmix: olmix/fit/utils.py (BimixRegressor, the one-scale collapse Σ_i F_i·x_i^(−α_i)), as the research "
+             "note reads it; the paper released no code (research note)",
+        deviations=(
+            "The paper's equation was not available offline: the form L_i = A_i / r_i^α_i · (B_i / s^β_i + C_i) is from the "
+            "research note (five coefficients per domain) and was not compared symbol by symbol.",
+            "A target over several domains is fitted as a sum of one term per domain, as olmix; the paper fits domain i's loss "
+            "against domain i's weight.",
+            "r_i + 1e-3 keeps a domain that a proxy left out finite; α, β bounded in [0, 4].",
+        ),
+        checked="tests/unit/mixsearch/test_mixsearch_regressors.py: recovers a bivariate law, and its one-scale collapse "
+                "(synthetic)",
+    )
+
     name = "bimix"
     uses_scale = True
 

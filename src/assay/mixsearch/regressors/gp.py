@@ -3,12 +3,29 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
+from assay.cards import MethodCard
 from assay.mixsearch.regressors.base import Regressor, varies
 
 
 class GaussianProcess(Regressor):
+    """Gaussian-process regression: constant × RBF + white noise."""
+
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="",
+        code="allenai/olmix: olmix/fit/utils.py (GPRegressor: constant × RBF + white noise), as the research note reads it; its "
+             "hyper-parameters were not checked",
+        deviations=(
+            "normalize_y, 2 optimizer restarts, and log(quantity) as one more input when proxies ran at several quantities: "
+            "assay's choices.",
+        ),
+        checked="tests/unit/mixsearch/test_mixsearch_regressors.py: recovers a known length scale and noise (synthetic)",
+        notes="A non-parametric baseline among the regressors olmix compares, not a paper's law.",
+    )
+
     name = "gp"
 
     def n_params(self, m: int) -> int:

@@ -9,17 +9,34 @@ the closed-form fit of log(L − c₀) for a guess c₀ of the floor.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import ClassVar, Optional
 
 import numpy as np
 from scipy.optimize import least_squares
 
+from assay.cards import MethodCard
 from assay.mixsearch.regressors.base import Regressor
 
 HUBER_DELTA = 0.02
 
 
 class LogLinearLaw(Regressor):
+    """Data Mixing Laws' log-linear law L = c + k·exp(Σ_j t_j r_j)."""
+
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Ye et al. 2024, Data Mixing Laws: Optimizing Data Mixtures by Predicting Language Modeling Performance (eq. 1)",
+        arxiv="2403.16952",
+        code="allenai/olmix: olmix/fit/utils.py (LogLinearRegressor), as the research note reads it; not re-read (the authors' "
+             "yegcjs/mixinglaws pipeline fits AdaBoost over MLPs instead)",
+        deviations=(
+            "One law for the aggregate target; the paper fits each domain's loss L_i = c_i + k_i·exp(Σ_j t_ij r_j) and chains it "
+            "with step and model-size laws.",
+            "Huber loss δ = 0.02 as olmix, but scipy's trust-region least squares from 6 starts (olmix: L-BFGS from 300).",
+            "k is not identifiable apart from t when Σ r = 1: reported as centred t and k = exp(mean u).",
+        ),
+        checked="tests/unit/mixsearch/test_mixsearch_regressors.py: recovers c, k and t of a synthetic law",
+    )
+
     name = "log_linear"
 
     def n_params(self, m: int) -> int:

@@ -9,9 +9,11 @@ Assumes each pair's label is flipped with probability ε. With z = β·h and the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from assay.lazy import F, torch
 
+from assay.cards import MethodCard
 from assay.objectives.preference import Beta, FlipRateObjective, PairScores
 from assay.registry import register
 
@@ -30,6 +32,26 @@ class ConservativeDPO(FlipRateObjective):
     ℓ = (1-ε)·(-log σ(βh)) + ε·(-log σ(-βh)). Symbols → fields: β → ``beta``, ε → ``epsilon``.
     Biased under flips (its minimiser is a finite margin), but bounded below by 0.
     """
+
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Mitchell 2023, the cDPO note (ericmitchell.ai/cdpo.pdf, Eq. 3; no arXiv version)",
+        arxiv=None,
+        code="junkangwu/Dr_DPO: trainers.py (preference_loss, label smoothing) and TRL <= v0.28 (sigmoid with label_smoothing), "
+             "as the research note reads them; not re-read",
+        defaults={
+            "beta": "0.1 (the DPO default; the note fixes none): follows DPO",
+            "epsilon": "0.1 (the note: ε is the assumed flip rate, no default; TRL's DPOConfig cites 0.1 from the robust-DPO paper): follows TRL",
+        },
+        deviations=(
+            "Reference log-probs are precomputed once before training (TRL's precompute_ref_log_probs) instead of a live "
+            "reference forward pass: the same values for a frozen reference.",
+            "Each pair is one shared-prompt sequence by default (share_prompt=true, prefix sharing, arXiv 2410.20305): the "
+            "same log-probs up to float rounding; share_prompt=false restores two sequences per pair.",
+        ),
+        checked="tests/unit/objectives/test_objectives.py: hand-derived values, and that cDPO is biased under flips where rDPO is not",
+        notes="ε is the assumed probability that a pair's label is flipped; the loss is bounded below by 0 but its minimiser is a "
+              "finite margin.",
+    )
 
     name: str = "cdpo"
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from assay.lazy import F, torch
 
+from assay.cards import MethodCard
 from assay.objectives.preference import Beta, PairScores, ReferenceObjective
 from assay.registry import register
 
@@ -37,6 +39,24 @@ class DPO(ReferenceObjective):
     Rafailov et al., NeurIPS 2023, arXiv 2305.18290, Eq. 7: ℓ = -log σ(β·h).
     Symbols → fields: β → ``beta``; h is computed from the policy and cached reference log-probs.
     """
+
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Rafailov et al. 2023, Direct Preference Optimization: Your Language Model is Secretly a Reward Model (NeurIPS 2023)",
+        arxiv="2305.18290",
+        code="eric-mitchell/direct-preference-optimization: trainers.py (preference_loss), not checked line by line; the formula is "
+             "TRL's loss_type='sigmoid' as the research note (dpo_variants.md §1.2) reads it",
+        defaults={"beta": "0.1 (paper App. B: 0.1; 0.5 for TL;DR summarisation): follows"},
+        deviations=(
+            "Reference log-probs are precomputed once before training (TRL's precompute_ref_log_probs) instead of a live "
+            "reference forward pass: the same values for a frozen reference.",
+            "Each pair is one shared-prompt sequence by default (share_prompt=true, prefix sharing, arXiv 2410.20305): the "
+            "same log-probs up to float rounding; share_prompt=false restores two sequences per pair.",
+        ),
+        checked="tests/unit/objectives/test_losses.py: the loss against hand-derived numbers (log 2 at zero margin, mirrored "
+                "margins, finite at extreme margins)",
+        notes="The paper's optimiser (RMSprop, lr 1e-6, 150 warm-up steps, batch 64) is a run setting (optim.*, data.*), not this "
+              "option's; assay's run defaults (AdamW, lr 1e-3, cosine) suit the tiny models.",
+    )
 
     name: str = "dpo"
 

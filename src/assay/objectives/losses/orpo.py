@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from assay.lazy import F, torch
 
+from assay.cards import MethodCard
 from assay.errors import check
 from assay.objectives.preference import Beta, PairScores, PreferenceObjective
 from assay.registry import register
@@ -59,6 +61,20 @@ class ORPO(PreferenceObjective):
     (Eq. 6-7, numbers not checked). Symbols → fields: λ → ``lam`` (TRL's ``beta``; the authors' code calls it ``alpha``).
     The log odds are exact up to P → 1 (:func:`log_odds`), so near-certain pairs keep a gradient.
     """
+
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Hong, Lee & Thorne 2024, ORPO: Monolithic Preference Optimization without Reference Model (EMNLP 2024)",
+        arxiv="2403.07691",
+        code="huggingface/trl: trl/experimental/orpo/orpo_trainer.py (odds_ratio_loss, average_log_prob=True), as the research "
+             "note reads it; the authors' repository was not checked",
+        defaults={"lam": "0.1 (TRL's beta default 0.1; the paper's own value was not checked): follows TRL"},
+        deviations=(
+            "Equation numbers (Eq. 6-7) not checked against the PDF.",
+        ),
+        checked="tests/unit/objectives/test_objectives.py: hand-derived value",
+        notes="Reference-free. The odds use the per-token mean log-prob (TRL's average_log_prob=True); the NLL term is per "
+          "token too.",
+    )
 
     name: str = "orpo"
     lam: float = 0.1

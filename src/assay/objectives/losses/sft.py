@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import ClassVar, Optional
 
 from assay.lazy import torch
 
+from assay.cards import MethodCard
 from assay.objectives.base import ObjectiveConfig, ObjectiveOutput
 from assay.objectives.logps import sequence_logps
 from assay.registry import register
@@ -21,6 +22,18 @@ def sft_loss(logp_sum: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
 @dataclass
 class SFT(ObjectiveConfig):
     """Supervised fine-tuning: per-sample mean negative log-likelihood of the completion."""
+
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="",
+        deviations=(
+            "The batch loss is the mean over samples of each sample's per-token mean NLL (every example weighs the same, "
+            "whatever its length), not the mean over all tokens of the batch.",
+        ),
+        checked="tests/unit/objectives/test_losses.py: the loss is the mean token NLL; tests/unit/objectives/test_objectives.py: "
+                "its recorded confidence, token accuracy and correctness by hand",
+        notes="Plain supervised fine-tuning on the completion tokens: the baseline the other objectives start from, not a "
+              "published method.",
+    )
 
     name: str = "sft"
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import ClassVar, Optional
 
 from assay.lazy import F, torch
 
+from assay.cards import MethodCard
 from assay.errors import check
 from assay.objectives.preference import Beta, PairScores, PreferenceObjective
 from assay.registry import register
@@ -25,6 +26,24 @@ class SimPO(PreferenceObjective):
     ℓ = -log σ(β·(lp(y_w)/|y_w| - lp(y_l)/|y_l|) - γ) (Eq. 6, number not checked). Symbols → fields: β → ``beta``,
     γ → ``gamma``. Defaults: the authors' Mistral-7B-Base config (β = 2.0, γ = 1.6).
     """
+
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Meng, Xia & Chen 2024, SimPO: Simple Preference Optimization with a Reference-Free Reward (NeurIPS 2024)",
+        arxiv="2405.14734",
+        code="princeton-nlp/SimPO: training_configs/*.yaml (default values only, per the research note); the trainer's loss was not "
+             "checked line by line",
+        defaults={
+            "beta": "2.0 (authors' configs: 2.0 for Mistral-7B-Base, 2.5 for Llama-3-8B-Instruct): follows the Mistral-Base config",
+            "gamma": "1.6 (Mistral-7B-Base config 1.6; Llama-3-8B-Instruct γ/β = 0.55): follows the Mistral-Base config",
+        },
+        deviations=(
+            "Equation number (Eq. 6) not checked against the PDF.",
+            "The configs' learning rate (3e-7 / 1e-6), one epoch, cosine schedule and 10% warm-up are run settings (optim.*), not "
+            "this option's.",
+        ),
+        checked="tests/unit/objectives/test_objectives.py: hand-derived value",
+        notes="Reference-free: no reference log-probs are computed.",
+    )
 
     name: str = "simpo"
     beta: float = 2.0

@@ -11,6 +11,7 @@ from typing import ClassVar, Optional
 
 import numpy as np
 
+from assay.cards import MethodCard
 from assay.errors import UserError, check
 from assay.lazy import pd
 from assay.registry import register
@@ -76,6 +77,25 @@ class DynamicsScorer(Scorer):
 class Forgetting(DynamicsScorer):
     """Forgetting events (Toneva et al. 2019, arXiv 1812.05159): correct -> incorrect transitions between presentations."""
 
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Toneva et al. 2019, An Empirical Study of Example Forgetting during Deep Neural Network Learning (ICLR 2019)",
+        arxiv="1812.05159",
+        code="allenai/cartography: cartography/selection/train_dy_filtering.py (compute_forgetfulness), as the research note "
+             "reads it — not the authors' repository; not re-read",
+        defaults={
+            "correct_by": "confidence (Toneva et al.: the prediction is right): differs: confidence >= correct_at also works for "
+                          "stores without top-1 flags; correct_by=top1 follows the paper",
+            "never_learned": "1000 (the cartography code's stand-in for infinity): follows",
+            "prefer": "stable (the paper prunes unforgettable examples, i.e. keeps forgettable): differs: for noisy pools; "
+                      "prefer=forgettable follows the paper",
+        },
+        deviations=(
+            "Presentations are the per-step records of an earlier stage (dynamics=losses): one response (SFT) or pair (σ(βh)) per "
+            "record, not a classifier's label per epoch.",
+        ),
+        checked="tests/unit/selection/test_scorers.py: events counted by hand, by confidence and by top-1 correctness",
+    )
+
     name: str = "forgetting"
     correct_by: str = "confidence"
     """What makes a presentation correct: ``confidence``, the recorded confidence >= ``correct_at``;
@@ -136,6 +156,20 @@ REGIONS = ("easy", "ambiguous", "hard")
 class Cartography(DynamicsScorer):
     """Dataset cartography (Swayamdipta et al. 2020, arXiv 2009.10795): confidence / variability over epochs."""
 
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Swayamdipta et al. 2020, Dataset Cartography: Mapping and Diagnosing Datasets with Training Dynamics (EMNLP 2020)",
+        arxiv="2009.10795",
+        code="allenai/cartography: cartography/selection/train_dy_filtering.py, as the research note reads it; not re-read",
+        defaults={"region": "ambiguous (high variability, the region the paper finds best out of distribution): follows"},
+        deviations=(
+            "Confidence is the recorded gold-token probability of the response (SFT) or σ(βh) (pairs), averaged within each epoch; "
+            "the paper takes the gold-label probability at each epoch's end.",
+            "Keeps half by default (selector=top); the code writes subsets at 1%-75%.",
+        ),
+        checked="tests/unit/selection/test_scorers.py: the three regions on a constructed store",
+        notes="Variability is the population std (np.std), as the reference code.",
+    )
+
     name: str = "cartography"
     region: str = "ambiguous"
     """Which region to keep: ``easy`` (high mean confidence μ), ``hard`` (low μ), ``ambiguous`` (high
@@ -172,6 +206,23 @@ def cartography(table: pd.DataFrame) -> pd.DataFrame:
 @dataclass
 class BetaFilter(DynamicsScorer):
     """β-DPO's data filter (Wu et al. 2024, arXiv 2407.08639) on stored reward margins: keep pairs near the mean margin."""
+
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Wu et al. 2024, β-DPO: Direct Preference Optimization with Dynamic β (NeurIPS 2024), its data filter",
+        arxiv="2407.08639",
+        code="junkangwu/beta-DPO: trainers.py (the filter in get_batch_metrics), as the research note reads it; not re-read",
+        defaults={"metric": "reward_margin (the implicit-reward margin M_i): follows"},
+        deviations=(
+            "Offline, over an earlier stage's stored margins (each pair's mean over its records) and the whole pool's mean and "
+            "population std; β-DPO filters every batch online against moving averages (momentum 0.9).",
+            "A deterministic top-k of the Gaussian weight exp(−(M − M0)²/2σ²) instead of sampling without replacement.",
+            "M_i is the β-scaled margin; the code uses the unscaled log-ratio gap (the z-score, hence the ranking, is the same at "
+            "a fixed β).",
+        ),
+        checked="tests/unit/selection/test_scorers.py: a margin outlier (a flipped pair) is dropped",
+        notes="Keeps 80% with selector=top (ρ = 0.8, the paper's default). The online filter with the dynamic β is "
+              "objective/controller=beta_dpo.",
+    )
 
     name: str = "beta_filter"
     budget: ClassVar[float] = 0.8

@@ -21,6 +21,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from assay.cards import MethodCard
 from assay.registry import register
 from assay.selection import SelectionContext
 from assay.selection.scorers.ot import OTSelection
@@ -30,6 +31,28 @@ from assay.selection.scorers.ot import OTSelection
 @dataclass
 class GotD(OTSelection):
     """GOT-D (Kang et al. 2024): keep the candidates whose added mass moves the pool toward the target most."""
+
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Kang, Just, Sun, Jahagirdar, Zhang, Du, Sahu & Jia 2024, Get More for Less: Principled Data Selection for Warming "
+              "Up Fine-Tuning in LLMs (ICLR 2024)",
+        arxiv="2405.02774",
+        code="REDSgnaoh/DV4LLM: pre_process+OT_selection/ot-selection.ipynb, as the research note reads it; not re-read",
+        defaults={
+            "solver": "batched (GOT-D: ott-jax PointCloud with batch_size 2000): follows in kind",
+            "batch_size": "2048 (GOT-D: 2000): follows in kind",
+            "reg": "0.01 × the mean cost (GOT-D: ε = 0.1 in ott-jax): differs: relative to the cost scale",
+            "tol": "0.01 (GOT-D: threshold 0.1): differs: tighter",
+            "max_iter": "1000 (GOT-D: up to 2000): differs",
+            "embedder": "minilm (GOT-D: distilBERT fine-tuned on the target task): differs: no target fine-tuning offline",
+        },
+        deviations=(
+            "No domain pre-filter and no normalising of samples to 1,000 characters.",
+            "Values are LAVA's calibrated gradient f_i − Σ_(j≠i) f_j/(N−1), the same ranking as GOT-D's g_i(1 + 1/N) − mean(g).",
+            "Keeps 20% with selector=top; GOT-D takes fixed counts (150k-500k of 5M).",
+            "Pools beyond fit_size are valued out of sample by the c-transform of a subsample fit.",
+        ),
+        checked="tests/unit/ot/test_ot.py: the clean points are kept (whole pool and subsample fit), solver agreement",
+    )
 
     name: str = "gotd"
     solver: str = "batched"

@@ -16,6 +16,7 @@ from typing import ClassVar, Optional
 import numpy as np
 from assay.lazy import F, torch
 
+from assay.cards import MethodCard
 from assay.dynamics.checkpoints import checkpoint_weights, load_checkpoint, stage_checkpoints
 from assay.models.grads import grad_param_names, gradient_features
 from assay.models.projection import PROJECTIONS
@@ -55,6 +56,25 @@ class GradientScorer(ModelScorer):
 @dataclass
 class GraNd(GradientScorer):
     """GraNd (Paul et al. 2021, arXiv 2107.07075): per-sample gradient norm ‖∇ℓ(x)‖₂."""
+
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Paul, Ganguli & Dziugaite 2021, Deep Learning on a Data Diet: Finding Important Examples Early in Training (NeurIPS 2021)",
+        arxiv="2107.07075",
+        code=None,
+        defaults={
+            "prefer": "easy (the paper keeps high scores): differs: large norms flag label noise; prefer=hard follows the paper",
+            "proj_dim": "0 (the exact norm): follows",
+        },
+        deviations=(
+            "The gradient is over a parameter subset (LoRA adapters, else the last decoder layer; ``params``) of the per-example "
+            "mean response NLL, not over all weights.",
+            "One model (the stage's, or dynamics_from's final weights) at whatever point it was trained; the paper averages over several initialisations at an early epoch (details from memory in the research note).",
+            "A reproduction study found GraNd at initialisation does not reproduce; scoring refuses random weights unless "
+            "allow_untrained=true.",
+        ),
+        checked="tests/unit/selection/test_scorers.py: equals the norm of a directly computed per-sample gradient",
+        notes="No repository was read for GraNd.",
+    )
 
     name: str = "grand"
     prefer: str = "easy"
@@ -114,6 +134,29 @@ class TargetGradientScorer(GradientScorer, TargetSet):
 class CLUES(TargetGradientScorer):
     """CLUES (Zhao et al., NeurIPS 2024): Σ_c η_c ⟨Γ(x; θ_c), mean anchor gradient at θ_c⟩ (TracIn-CP)."""
 
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Zhao et al., CLUES: Collaborative (Private-domain) High-quality Data Selection for LLMs via Training Dynamics "
+              "(NeurIPS 2024; arXiv version 2025)",
+        arxiv="2507.03004",
+        code="Ryan0v0/CLUES@196a018: Calculate_grad_tr.py, Compute_score_tr.py, Compute_score_anc.py, as the research note reads "
+             "them; not re-read",
+        defaults={
+            "proj_dim": "0 (CLUES: noproj_adam, no projection): follows",
+            "adam": "true (Adam-preconditioned train gradients, no bias correction): follows",
+            "selector": "anchor_quantile (CLUES: one global threshold from the anchor scores): follows; the statistic is assay's",
+        },
+        deviations=(
+            "Checkpoints are the warm-up stage's saved ones, each weighted by its learning rate at saving / their number (CLUES: "
+            "4 checkpoints 65 steps apart, the mean learning rate of the last logged epoch).",
+            "One target set (target_split); no per-language anchor sets weighted by scoring_weight.",
+            "Gradients over LoRA adapters, else the last decoder layer (CLUES: LoRA r = 16 on q, v), batched per sample instead of "
+            "batch size 1.",
+            "Without dynamics_from the stage's model is the single checkpoint (weight 1, plain gradients).",
+        ),
+        checked="tests/unit/selection/test_scorers.py: the checkpoint sum equals the single-checkpoint score times Σ_c η_c / C "
+            "(identical checkpoints, plain gradients)",
+    )
+
     name: str = "clues"
 
     def score(self, ctx: SelectionContext) -> np.ndarray:
@@ -128,6 +171,29 @@ class CLUES(TargetGradientScorer):
 @dataclass
 class LESS(TargetGradientScorer):
     """LESS (Xia et al. 2024, arXiv 2402.04333): Σ_i η̄_i cos(projected Adam train grad, target grad), mean over targets."""
+
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Xia, Malladi, Gururangan, Arora & Chen 2024, LESS: Selecting Influential Data for Targeted Instruction Tuning (ICML 2024)",
+        arxiv="2402.04333",
+        code="princeton-nlp/LESS: less/data_selection/collect_grad_reps.py, matching.py, as the research note reads them; not re-read",
+        defaults={
+            "proj_dim": "8192 (LESS default): follows",
+            "projection": "sjlt (LESS: dense Rademacher through TRAK): differs: the sparse map has the same inner-product variance "
+                          "at O(D) memory; projection=rademacher follows LESS",
+            "adam": "true (Adam-preconditioned train gradients, plain target gradients, no bias correction): follows",
+        },
+        deviations=(
+            "The mean over all target examples; LESS averages within each subtask and takes the max over subtasks.",
+            "Checkpoint weights are the saved checkpoints' learning rates renormalised (LESS: each epoch's average learning rate, "
+            "renormalised).",
+            "Gradients over LoRA adapters, else the last decoder layer (LESS: LoRA r = 128 on q, k, v, o), batched per sample "
+            "instead of batch size 1.",
+            "Without dynamics_from the stage's model is the single checkpoint (weight 1, plain gradients).",
+        ),
+        checked="tests/unit/selection/test_scorers.py: scores are cosine sums (at most 1), with checkpoints, and both projections "
+            "correlate with the exact-gradient scores",
+        notes="Keeps the top 5% with selector=top (LESS's budget).",
+    )
 
     name: str = "less"
     proj_dim: int = 8192

@@ -12,10 +12,11 @@ with ``label_column=null`` the cost is the feature cost alone.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import ClassVar, Optional
 
 import numpy as np
 
+from assay.cards import MethodCard
 from assay.errors import check
 from assay.ot import Labels
 from assay.registry import register
@@ -27,6 +28,30 @@ from assay.selection.scorers.ot import OTSelection
 @dataclass
 class Lava(OTSelection):
     """LAVA (Just et al. 2023): class-wise OT to the trusted validation set; drop the highest calibrated gradients."""
+
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Just, Kang, Wang, Zeng, Ko, Jin & Jia 2023, LAVA: Data Valuation without Pre-Specified Learning Algorithms (ICLR 2023)",
+        arxiv="2305.00054",
+        code="ruoxi-jia-group/LAVA@84e8bd5: lava.py, otdd/pytorch/distance_fast.py, as the research note reads them; not re-read",
+        defaults={
+            "lambda_x": "1 (LAVA: 1): follows",
+            "lambda_y": "1 (LAVA: 1): follows",
+            "label_column": "source (LAVA: the class label): differs: text data has no class; the skill or domain stands in",
+            "balance_classes": "true (LAVA: uniform target weights): differs: a small trusted set with other class shares would "
+                               "make whole classes look harmful",
+            "reg": "0.01 × the mean cost (LAVA: entreg 0.1 in geomloss): differs: relative to the cost scale, tuned against "
+                   "exact duals",
+        },
+        deviations=(
+            "Embeddings from an embedder (minilm by default), not LAVA's image-classifier features.",
+            "Class-to-class distances from at most label_max_points examples per class.",
+            "Solved with POT or assay's log-domain Sinkhorn, not geomloss; pools beyond fit_size are valued out of sample by the "
+            "c-transform.",
+            "Keeps 80% with selector=top: assay's choice (LAVA ranks points for inspection).",
+        ),
+        checked="tests/unit/ot/test_ot.py: exact duals feasible and tight, closed forms, the batched Sinkhorn against POT, the "
+                "label cost finds flipped labels, the clean points are kept",
+    )
 
     name: str = "lava"
     label_column: Optional[str] = "source"

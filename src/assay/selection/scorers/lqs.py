@@ -48,6 +48,7 @@ from typing import Callable, ClassVar, Optional, Protocol, Sequence
 
 import numpy as np
 
+from assay.cards import MethodCard
 from assay.dynamics.checkpoints import load_checkpoint, stage_checkpoints
 from assay.errors import check
 from assay.lazy import datasets, lazy_function, torch
@@ -184,6 +185,27 @@ class _ModelTerms:
 @dataclass
 class LQS(ModelScorer, TargetSet):
     """LQS (DELT, arXiv 2506.21545): Σ_t η_t ‖λ_{t+1}‖ (‖g_x(θ_t)‖ / G_x) cos(g_x(θ_t), λ_{t+1}); λ the PDS co-state, G_x ‖g_x‖ one checkpoint later."""
+
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Dai et al. 2025, Data Efficacy for Language Model Training (DELT), its Learnability-Quality Score; built on PDS "
+              "(Gu et al., arXiv 2410.07064)",
+        arxiv="2506.21545",
+        code="microsoft/DELT: data_scoring/lqs/annotation/grad_utils.py (jvp_single_grad), trainer_test.py, as the research note "
+             "reads them; not re-read",
+        defaults={"hessian_examples": "64 (DELT: the recorded step's batch, 16 sequences of 1,024 tokens): differs: one seeded "
+                                      "pool sample, the same at every checkpoint"},
+        deviations=(
+            "The formula is reconstructed from DELT's code; the paper's own formula is unverified, and the code keeps a "
+            "commented-out alternative with the norm ratio inverted.",
+            "One co-state step per saved checkpoint of the warm-up stage; DELT records every SGD step of a 100-step proxy run.",
+            "An Adam warm-up is read through the SGD co-state (gradients not preconditioned, as PDS and DELT).",
+            "No distillation into a 125M scorer and no z-normalising or clipping of the scores.",
+            "Gradients and Hessian over a parameter subset (params).",
+        ),
+        checked="tests/unit/selection/test_lqs.py: the co-state sweep by hand, the Hessian-vector product against the explicit "
+                "Hessian, the single-checkpoint limit, end to end over a warm-up trajectory",
+        notes="Keeps half with selector=top; DELT's README example keeps r = 0.9 (selection.selector.fraction=0.9).",
+    )
 
     name: str = "lqs"
     per_sample_gradients: ClassVar[bool] = True

@@ -14,6 +14,7 @@ from typing import ClassVar, Optional
 import numpy as np
 from assay.lazy import F, torch
 
+from assay.cards import MethodCard
 from assay.data.collate import IGNORE
 from assay.data.text import response_column
 from assay.errors import check
@@ -76,6 +77,17 @@ class LossScorer(ModelScorer):
 class Perplexity(LossScorer):
     """Reference-model loss per example (perplexity filter): mean NLL of the response given the prompt."""
 
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="",
+        defaults={"prefer": "easy (keep low-loss examples: filter noise and garbage); hard keeps high-loss ones"},
+        deviations=(
+            "Scored with the run's model (or dynamics_from's), not a KenLM model as data-juicer's perplexity_filter (max_ppl "
+            "1500); keeps half by default with selector=top, or a fixed cut with selector=threshold.",
+        ),
+        checked="tests/unit/selection/test_scorers.py: matches a direct computation of the mean response NLL",
+        notes="The perplexity filter baseline (no single paper): mean NLL of the response given the prompt.",
+    )
+
     name: str = "perplexity"
 
     def score(self, ctx: SelectionContext) -> np.ndarray:
@@ -88,6 +100,21 @@ class Perplexity(LossScorer):
 class EL2N(LossScorer):
     """EL2N (Paul et al. 2021, arXiv 2107.07075): ‖softmax − onehot‖₂ averaged over response tokens."""
 
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Paul, Ganguli & Dziugaite 2021, Deep Learning on a Data Diet: Finding Important Examples Early in Training (NeurIPS 2021)",
+        arxiv="2107.07075",
+        code=None,
+        defaults={"prefer": "easy (the paper prunes the lowest scores, i.e. keeps hard): differs: on noisy pools the highest "
+                            "scores flag noise; prefer=hard follows the paper"},
+        deviations=(
+            "Per token: ‖softmax − onehot‖₂ averaged over the response tokens; the paper scores one class label per image.",
+            "One model (the stage's, or dynamics_from's final weights) at whatever point it was trained; the paper averages over several initialisations at an early epoch (details from memory in the research note).",
+            "Keeps half by default (selector=top); the paper sweeps pruning fractions.",
+        ),
+        checked="tests/unit/selection/test_scorers.py: matches a direct computation",
+        notes="No repository was read for EL2N.",
+    )
+
     name: str = "el2n"
 
     def score(self, ctx: SelectionContext) -> np.ndarray:
@@ -99,6 +126,21 @@ class EL2N(LossScorer):
 @dataclass
 class IFD(ModelScorer):
     """Instruction-following difficulty (Li et al. 2024, arXiv 2308.12032): loss(A|Q) / loss(A)."""
+
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Li et al. 2024, From Quantity to Quality: Boosting LLM Performance with Self-Guided Data Selection for "
+              "Instruction Tuning (Cherry LLM, NAACL 2024)",
+        arxiv="2308.12032",
+        code="tianyi-lab/Cherry_LLM: not checked; the ratio as CLUES's IFD_PPL_score.filter_by_IFD computes it (research note)",
+        defaults={"max_ifd": "1.0 (Cherry drops IFD >= 1): follows"},
+        deviations=(
+            "No 'pre-experienced' model trained on k-means-sampled examples: IFD is scored with the run's model or dynamics_from's "
+            "(Cherry's recipe details are unverified in the research note).",
+            "The answer-alone loss conditions on BOS only, not on a '### Response:' prefix as CLUES's implementation.",
+            "Keeps half by default (selector=top); Cherry keeps a small top share (5-10%, from memory in the research note).",
+        ),
+        checked="tests/unit/selection/test_scorers.py: the loss ratio, and misaligned pairs (IFD >= 1) ranked below aligned ones",
+    )
 
     name: str = "ifd"
     max_ifd: float = 1.0
@@ -123,6 +165,21 @@ def embed(model, ds, pad_id: int, batch_size: int) -> np.ndarray:
 @dataclass
 class EmbedSim(ModelScorer, TargetSet):
     """RDS+ (Ivison et al. 2025, arXiv 2503.01807): cosine of pooled hidden states to a target set."""
+
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Ivison et al. 2025, Large-Scale Data Selection for Instruction Tuning (RDS+)",
+        arxiv="2503.01807",
+        code="hamishivi/automated-instruction-selection: minimal_multitask/compute_influence_cosinesim.py, as the research note "
+             "reads it; not re-read",
+        defaults={"reduce": "max (RDS+ --selection_method max): follows"},
+        deviations=(
+            "Embeds with the run's model (or dynamics_from's) rather than a large base model; the pooling is RDS+'s "
+            "position-weighted mean of the last hidden state, L2-normalised.",
+            "Keeps half by default (selector=top) instead of a fixed top-k per task; the multi-task round-robin is not implemented.",
+        ),
+        checked="tests/unit/selection/test_scorers.py: scores are cosines (at most 1), each target example scores 1 against its own set",
+        notes="Random weights are allowed: similarity of random-feature embeddings still tracks shared content.",
+    )
 
     name: str = "embed_sim"
     reduce: str = "max"
@@ -149,6 +206,21 @@ class EmbedSim(ModelScorer, TargetSet):
 @dataclass
 class KMeansDiverse(ModelScorer):
     """Diversity by k-means on pooled hidden states (the static kMQ of Yu et al. 2024, arXiv 2409.11378)."""
+
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Yu, Chen, Ahmadian & Fadaee 2024, Diversify and Conquer: Diversity-Centric Data Selection with Iterative "
+              "Refinement (the static kMQ)",
+        arxiv="2409.11378",
+        code="for-ai/iterative-data-selection: selection/methods/kmeansiter.py (the iterative variant) — not checked",
+        defaults={"clusters": "8 (the paper: K = 64 on large pools): differs: a small pool needs fewer"},
+        deviations=(
+            "Static only: no iterative rounds with reward-model feedback.",
+            "Within a cluster, nearest-to-centroid first instead of sampling by a quality score; any budget is spread by "
+            "round-robin, i.e. evenly over clusters (kMQ: in proportion to cluster size; selector=quota by=cluster does that).",
+            "Embeddings are the run's model's pooled hidden states; scikit-learn KMeans (n_init 4) instead of the repo's faiss.",
+        ),
+        checked="tests/unit/selection/test_scorers.py: a budget split evenly across clusters, by hand on constructed points",
+    )
 
     name: str = "kmeans_diverse"
     clusters: int = 8
