@@ -10,15 +10,15 @@ COMMON=(logger=none collab=skills4 "data.domains=[copy,reverse,sort,add]" data.t
         model.lora.r=16 "model.lora.target_modules=[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]" optim.lr=5e-3
         collab.rounds=3 collab.local_steps=8 collab.eval_every_round=false trainer.enable_progress_bar=false seed=$SEED)
 declare -A COND=(
-  [a_local]="collab.mode=local selection=none"
+  [a_local]="collab/aggregation=local selection=none"
   [b_fedavg_all]="selection=none"
   [c_clues_global]="selection=clues"
   [d_clues_client_top70]="selection=clues selection/selector=top selection.selector.fraction=0.7"
   [e_el2n_global]="selection=el2n selection/selector=anchor_quantile"
   [e_ppl_global]="selection=perplexity selection/selector=anchor_quantile"
   [f_oracle]="selection=none collab.oracle=true collab.warmup_rounds=0"
-  [m_merge_all]="collab.mode=merge selection=none"
-  [m_merge_clues]="collab.mode=merge selection=clues"
+  [m_merge_all]="collab/aggregation=ties_factors selection=none"
+  [m_merge_clues]="collab/aggregation=ties_factors selection=clues"
 )
 ORDER=("$@"); [ ${#ORDER[@]} -eq 0 ] && ORDER=(c_clues_global b_fedavg_all d_clues_client_top70 f_oracle e_el2n_global e_ppl_global a_local m_merge_clues m_merge_all)
 for c in "${ORDER[@]}"; do

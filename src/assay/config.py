@@ -85,6 +85,8 @@ class PathsConfig:
 # selection.selector.fraction=0.6``, ...); this group says who the clients are and how they collaborate.
 # Nothing here imports Flower: composing and validating a config stays cheap.
 
+from assay.errors import MOVED_KEYS  # noqa: E402  (old collab spellings -> the new ones)
+
 COLLAB_MOVED = {
     "collab.mode": "collab/aggregation=<fedavg|local|merge_linear|ties|ties_factors> (mode=merge: collab/aggregation=ties_factors, CLUES's merge, or ties, TIES on task vectors)",
     "collab.merge_method": "collab/aggregation=<merge_linear|ties|ties_factors> (merge_method=linear: merge_linear; ties: ties_factors, or ties on task vectors)",

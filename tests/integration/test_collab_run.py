@@ -187,15 +187,18 @@ def test_deployment_on_a_loopback_superlink_equals_the_simulation(simulated, tmp
     assert (run / "model" / "config.json").is_file() and (run / "metrics.csv").is_file()
 
 
-def test_multirun_sweep_over_modes_and_compare(tmp_path):
-    """A Hydra multirun runs one simulation per job in the same process; assay-compare groups them."""
+def test_multirun_sweep_over_rules_and_compare(tmp_path):
+    """A Hydra multirun runs one simulation per job in the same process; assay-compare groups them.
+    The jobs sweep the collaborative rule: per-round (fedavg), none (local), merge once (ties)."""
     sweep = tmp_path / "sweep"
-    proc = assay_train(["-m", *TINY, "selection=none", "collab.rounds=1", "collab.eval_every_round=false", "collab.mode=fedavg,local", f"hydra.sweep.dir={sweep}"], tmp_path)
+    proc = assay_train(["-m", *TINY, "selection=none", "collab.rounds=1", "collab.eval_every_round=false", "collab/aggregation=fedavg,local,ties", f"hydra.sweep.dir={sweep}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     from assay.compare import read_local_run
 
-    runs = [read_local_run(sweep / str(i)) for i in range(2)]
-    assert [r.status for r in runs] == ["completed", "completed"]
-    assert sorted(r.config["collab.mode"] for r in runs) == ["fedavg", "local"]
-    compared = subprocess.run([sys.executable, "-m", "assay.compare", str(sweep), "--by", "collab.mode", "--metric", "test/loss"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
-    assert compared.returncode == 0 and "fedavg" in compared.stdout and "local" in compared.stdout, compared.stderr[-2000:]
+    runs = [read_local_run(sweep / str(i)) for i in range(3)]
+    assert [r.status for r in runs] == ["completed"] * 3
+    assert sorted(r.config["collab.aggregation.name"] for r in runs) == ["fedavg", "local", "ties"]
+    ties = next(sweep / str(i) for i, r in enumerate(runs) if r.config["collab.aggregation.name"] == "ties")
+    assert [h["phase"] for h in json.loads((ties / "summary.json").read_text())["collab"]["rounds"]] == ["merge"]
+    compared = subprocess.run([sys.executable, "-m", "assay.compare", str(sweep), "--by", "collab.aggregation.name", "--metric", "test/loss"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert compared.returncode == 0 and all(r in compared.stdout for r in ("fedavg", "local", "ties")), compared.stderr[-2000:]

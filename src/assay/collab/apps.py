@@ -11,8 +11,9 @@ tokenizer under ``global/``. In a deployment the run directory is the app's run 
 What travels (asserted in tests/collab): server -> client: the trainable parameters, the scoring
 checkpoints (parameters + averaged Adam moments), the learning rates, the global threshold.
 Client -> server: trainable parameters (+ Adam moments in warm-up rounds), example counts, mean
-training loss and learning rate, and for a client's own model in mode=local, held-out metrics on
-the public test split. Never an example, an id or a per-sample score.
+training loss and learning rate, and for a client's own model under a rule whose clients keep their
+models (``collab/aggregation=local``), held-out metrics on the public test split. Never an example,
+an id or a per-sample score.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Optional
 import numpy as np
 
 from assay.collab.local import evaluate, load_trainable, local_train, split_moments, trainable_state, write_checkpoint
+from assay.collab.rules import rule_of
 
 SERVER_DIR = "server"
 CLIENTS_DIR = "clients"
@@ -63,6 +65,7 @@ class Party:
 
         self.run_dir = Path(run_dir)
         self.spec, self.collab, self.seed = load_spec(self.run_dir)
+        self.rule = rule_of(self.collab.aggregation)
         self.tokenizer = AutoTokenizer.from_pretrained(self.run_dir / "global" / "tokenizer")
         self.examples = build_examples(self.spec.data, self.spec.mixture, self.spec.noise)
         d = self.spec.data
@@ -100,7 +103,9 @@ def selects(spec, collab) -> bool:
 
 
 def uses_anchor(spec, collab) -> bool:
-    return not collab.oracle and spec.selection.selector.name == "anchor_quantile"
+    """Whether the server sets one threshold on the public anchor set for every client: the selector
+    says so (``anchors_threshold``, e.g. ``anchor_quantile``), and the oracle keeps by flags instead."""
+    return not collab.oracle and bool(getattr(spec.selection.selector, "anchors_threshold", False))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -143,7 +148,7 @@ class ClientSide(Party):
         config = content["config"]
         phase, steps, rnd = str(config["phase"]), int(config["steps"]), int(config["server-round"])
         local_state = self.dir / "local_model.npz"
-        if self.collab.mode == "local" and phase == "train" and local_state.is_file():
+        if self.rule.clients_keep_models and phase == "train" and local_state.is_file():
             load_trainable(self.model, dict(np.load(local_state)))
         else:
             load_trainable(self.model, from_record(content["arrays"]))
@@ -154,7 +159,7 @@ class ClientSide(Party):
         arrays = trainable_state(self.model)
         if phase == "warmup":
             arrays.update(out["moments"])
-        if self.collab.mode == "local" and phase == "train":
+        if self.rule.clients_keep_models and phase == "train":
             np.savez(local_state, **arrays)
         return {"arrays": arrays, "metrics": {"num-examples": int(len(rows)), "train_loss": out["loss"], "lr": out["lr"]}}
 

@@ -88,16 +88,16 @@ def rule_of(node: Any) -> CollabRule:
     """The typed rule of ``collab.aggregation``: a composed node or mapping (``{name: ties, density:
     0.2}``), a bare name, or a rule already. One line naming the field for an unknown rule or field,
     a wrong type or a value out of range."""
+    from omegaconf import DictConfig, OmegaConf
+
     if isinstance(node, CollabRule):
         return node
     if isinstance(node, str):
         node = {"name": node}
-    if not isinstance(node, Mapping):
-        from omegaconf import DictConfig, OmegaConf
-
-        if not isinstance(node, DictConfig):
-            raise UserError(FIELD, node, f"must name a rule: collab/aggregation=<{'|'.join(COLLAB_RULES)}>")
+    if isinstance(node, DictConfig):
         node = OmegaConf.to_container(node, resolve=True)
+    if not isinstance(node, Mapping):
+        raise UserError(FIELD, node, f"must name a rule: collab/aggregation=<{'|'.join(sorted(COLLAB_RULES))}>")
     values = dict(node)
     name = values.pop("name", None)
     check(name in COLLAB_RULES, f"{FIELD}.name" if name is not None else FIELD, name, f"unknown rule; choose one of {sorted(COLLAB_RULES)} (collab/aggregation=<rule>)")
@@ -128,7 +128,7 @@ class FedAvg(CollabRule):
     card: ClassVar[MethodCard] = MethodCard(
         paper="McMahan et al. 2017, Communication-Efficient Learning of Deep Networks from Decentralized Data",
         arxiv="1602.05629",
-        code="adap/flower: flwr/serverapp/strategy/fedavg.py (FedAvg.aggregate_train, weighted by the replies' num-examples), used as is",
+        code="adap/flower: flwr.serverapp.strategy.FedAvg.aggregate_train (flwr 1.25; weighted by the replies' num-examples), used as is",
         defaults={},
         deviations=(
             "Local work is collab.local_steps optimizer steps with a fresh AdamW each round, not E epochs of SGD: every client does the same "
@@ -138,7 +138,8 @@ class FedAvg(CollabRule):
             "Clients are weighted by the examples they kept after selection (phase 1), not by their whole pool: what they trained on.",
         ),
         checked="tests/unit/collab/test_collab.py::test_fedavg_weights_by_client_example_count (Flower's aggregate against hand-derived "
-                "means); test_rules_compose_and_run_through_the_collaborative_path (a simulated run)",
+                "means); tests/integration/test_collab_rules_run.py (the global state of a run is the example-weighted mean of the last "
+                "round's replies)",
         notes="collab.fraction_train is the paper's C (share of clients sampled per round); warm-up rounds of phase 1 always average this way.",
     )
 
@@ -158,8 +159,8 @@ class Local(CollabRule):
         paper="",
         notes="The baseline every collaborative rule is compared against (CLUES's 'local training'): no parameter leaves a client in "
               "phase 2 except its held-out metrics on the public test split. The server still averages the replies to report a training loss.",
-        checked="tests/integration/test_collab_run.py::test_multirun_sweep_over_modes_and_compare; "
-                "tests/unit/collab/test_collab.py::test_rules_compose_and_run_through_the_collaborative_path",
+        checked="tests/integration/test_collab_rules_run.py (the global state stays the initial one, each client keeps and is "
+                "evaluated on its own model); tests/integration/test_collab_run.py::test_multirun_sweep_over_rules_and_compare",
     )
 
     def aggregate(self, current, averaged):
@@ -190,8 +191,8 @@ class MergeLinear(MergeRule):
             "The merged update is mean(B) mean(A) (times lora_alpha / r), not the mean of the clients' B A: PEFT combines the factors, "
             "and weights 1 / K^2 (each factor gets sqrt(weight x scaling)) make K identical adapters merge to themselves.",
         ),
-        checked="tests/unit/collab/test_collab.py::test_merging_identical_adapters_returns_the_adapter and "
-                "test_rules_compose_and_run_through_the_collaborative_path",
+        checked="tests/unit/collab/test_collab.py::test_merging_identical_adapters_returns_the_adapter; "
+                "tests/integration/test_collab_rules_run.py (a run merges once)",
         notes="A baseline of one-shot merging (no paper's method): equal weights, one merge after rounds x local_steps local steps.",
     )
 
@@ -232,8 +233,9 @@ class TiesFactors(MergeRule):
             "Equal weights, as CLUES (weight 1 each, so the disjoint mean of K identical adapters is that adapter); no scaling lambda "
             "(the paper tunes lambda on validation data, which a collaborative server does not hold).",
         ),
-        checked="tests/unit/collab/test_collab.py::test_merging_identical_adapters_returns_the_adapter, test_ties_trims_to_density and "
-                "test_ties_on_task_vectors_against_a_hand_derived_toy (differs from ties on the same toy)",
+        checked="tests/unit/collab/test_collab_rules.py::test_ties_rule_on_a_peft_model_matches_the_toy_and_peft_ties_svd_and_differs_"
+                "from_ties_factors (the factor-wise TIES derived by hand on a toy, different from ties there); "
+                "tests/unit/collab/test_collab.py::test_merging_identical_adapters_returns_the_adapter and test_ties_trims_to_density",
     )
 
     def __post_init__(self) -> None:
@@ -277,9 +279,10 @@ class Ties(MergeRule):
             "Equal weights (CLUES's choice; a weighted disjoint mean divides by the agreeing clients' weights) and no scaling lambda "
             "(the paper tunes it on validation data, which a collaborative server does not hold).",
         ),
-        checked="tests/unit/collab/test_collab.py::test_ties_on_task_vectors_against_a_hand_derived_toy (the merged update and its "
-                "rank-r adapter against a numpy derivation; different from ties_factors) and "
-                "test_rules_compose_and_run_through_the_collaborative_path",
+        checked="tests/unit/collab/test_collab_rules.py::test_ties_on_task_vectors_against_a_hand_derived_toy (trim, elect, disjoint "
+                "mean and the rank-r adapter against hand-derived numbers) and test_ties_rule_on_a_peft_model_matches_the_toy_and_peft_"
+                "ties_svd_and_differs_from_ties_factors (the same update as PEFT's ties_svd; not the factor-wise one); "
+                "tests/integration/test_collab_rules_run.py (a run's global adapter is this merge of the clients' replies)",
         notes="CLUES's released code uses the factor-wise form (collab/aggregation=ties_factors); this is the TIES paper's definition.",
     )
 

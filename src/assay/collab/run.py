@@ -4,7 +4,8 @@ simulation, gather the parties' artefacts into one ``summary.json`` (the format 
 
     assay-train collab=clues3                                       # 3 clients, CLUES + FedAvg
     assay-train collab=skills4 selection=el2n selection/selector=anchor_quantile
-    assay-train -m collab=skills4 collab.mode=fedavg,merge seed=0,1,2
+    assay-train -m collab=skills4 collab/aggregation=fedavg,ties,ties_factors,local seed=0,1,2
+    assay-train collab=skills4 model.lora.r=8 collab/aggregation=ties collab.aggregation.density=0.3
     assay-train collab=skills4 hydra.run.dir=<dir> ckpt_path=last   # resume at the last finished round
 """
 
@@ -29,6 +30,7 @@ def run_collab(cfg: DictConfig) -> dict[str, Any]:
     from assay.collab.apps import CLIENTS_DIR, SERVER_DIR, uses_anchor
     from assay.collab.data import check_anchor, plan_clients
     from assay.collab.outcome import write_run_info
+    from assay.collab.rules import rule_of
     from assay.config import validate
     from assay.data import build_examples
     from assay.models.build import save_model
@@ -40,15 +42,16 @@ def run_collab(cfg: DictConfig) -> dict[str, Any]:
     collab = to_object(cfg.collab)
     run_dir = Path(cfg.paths.output_dir)
     check(spec.noise.name == "none", "noise", spec.noise.name, "a collaborative run corrupts each client's data itself: keep noise=none and set collab.corruption=[rate per client]")
-    if collab.mode == "merge":
-        check(spec.model.lora.r > 0, "collab.mode", "merge", "merges LoRA adapters, and this run has none: set model.lora.r > 0 (e.g. model.lora.r=8)")
+    rule = rule_of(collab.aggregation)  # the rule's own fields, typed and range-checked
+    if rule.needs_lora:
+        check(spec.model.lora.r > 0, "collab/aggregation", rule.name, "merges LoRA adapters, and this run has none: set model.lora.r > 0 (e.g. model.lora.r=8)")
     check(not collab.oracle or collab.corruption, "collab.oracle", True, "keeps the clean examples by their ground-truth flags; set collab.corruption so there are flags")
 
     examples = build_examples(spec.data, spec.mixture, spec.noise)
     train = examples.splits["train"]
     clients = plan_clients(train, collab)
     if uses_anchor(spec, collab):
-        split = spec.selection.selector.split
+        split = spec.selection.selector.anchor_split()
         check(split in examples.splits, "selection.selector.split", split, f"must name a split of the data; have {sorted(examples.splits)}")
         check_anchor(examples.splits[split], train, split)
     for split in ("val", "test"):
@@ -71,7 +74,7 @@ def run_collab(cfg: DictConfig) -> dict[str, Any]:
         base = replace(spec.model, lora=replace(spec.model.lora, r=0))
         model, tokenizer = base.build(public)
         save_model(model, tokenizer, run_dir / "global")
-    write_run_info(run_dir, cfg.stage, {**job_choices(cfg), "collab": collab.name, "mode": collab.mode})
+    write_run_info(run_dir, cfg.stage, {**job_choices(cfg), "collab": collab.name, "aggregation": rule.name})
     if collab.prepare_only:
         print(f"[assay] prepared {run_dir}: flwr run <app> --run-config 'run-dir=\"{run_dir.resolve()}\"' (see README, Collaborative training)", flush=True)
         return {"status": "prepared", "run_dir": str(run_dir), "metrics": {}}

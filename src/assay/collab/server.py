@@ -3,8 +3,9 @@ what both parties share and the ``ClientApp``).
 
 Rounds: optional warm-up rounds of federated training (scoring checkpoints with averaged Adam
 moments), CLUES phase 1 (every client scores its own examples; the server only sets the global
-threshold from the public anchor set), then phase 2 (federated averaging, or merging the clients'
-adapters, or each client alone). The server sees parameters, counts and aggregate metrics, never
+threshold from the public anchor set), then phase 2 as the run's collaborative rule says
+(``assay.collab.rules``: federated averaging, merging the clients' adapters once, or each client
+alone). The server sees parameters, counts and aggregate metrics, never
 an example, an id or a per-sample score.
 """
 
@@ -22,7 +23,7 @@ from typing import Optional
 import numpy as np
 
 from assay.collab.apps import SERVER_DIR, Party, from_record, selects, to_record, uses_anchor
-from assay.collab.local import MOMENT_PREFIX, anchor_threshold, evaluate, load_trainable, merge_adapters, split_moments, trainable_names, trainable_state, write_checkpoint
+from assay.collab.local import MOMENT_PREFIX, anchor_threshold, evaluate, load_trainable, split_moments, trainable_names, trainable_state, write_checkpoint
 from assay.errors import UserError
 
 
@@ -178,15 +179,14 @@ def _serve(srv: ServerSide, grid) -> None:
         st["selected"] = True
         srv.save()
 
-    # ---- phase 2: collaborative training on what was kept ----------------------------------------
+    # ---- phase 2: collaborative training on what was kept, by the run's rule ---------------------
+    rule = srv.rule
     arrays = srv.arrays("global") or initial
-    if c.mode == "merge":
+    if rule.trains_once:
         if st["rounds_done"] < c.rounds:
             replies = _train_round(srv, grid, strategy, initial, "train", 1, c.rounds * c.local_steps, nodes=nodes)
-            states = [from_record(r.content["arrays"]) for r in replies]
-            load_trainable(srv.model, initial)
-            merge_adapters(srv.model, states, c.merge_method, c.density)
-            arrays = trainable_state(srv.model)
+            states = [from_record(r.content["arrays"]) for r in sorted(replies, key=lambda r: int(r.metadata.src_node_id))]
+            arrays = rule.combine(srv.model, initial, states)
             st["rounds_done"] = c.rounds
             st["history"].append({"phase": "merge", "round": c.rounds, "train/loss": float(np.mean([r.content["metrics"]["train_loss"] for r in replies])),
                                   **({f"val/{k[4:]}": v for k, v in srv_eval(srv, arrays, "val").items()} if c.eval_every_round else {})})
@@ -195,10 +195,9 @@ def _serve(srv: ServerSide, grid) -> None:
         for rnd in range(st["rounds_done"] + 1, c.rounds + 1):
             replies = _train_round(srv, grid, strategy, arrays, "train", rnd, c.local_steps)
             merged, metrics = _aggregate(strategy, rnd, replies)
-            if c.mode == "fedavg":
-                arrays = merged
+            arrays = rule.aggregate(arrays, merged)
             entry = {"phase": "train", "round": rnd, "train/loss": metrics.get("train_loss"), "clients": len(replies)}
-            if c.eval_every_round and c.mode == "fedavg":
+            if c.eval_every_round and rule.rounds_of_aggregation:
                 entry.update(srv_eval(srv, arrays, "val"))
             st["history"].append(entry)
             st["rounds_done"] = rnd
@@ -207,7 +206,7 @@ def _serve(srv: ServerSide, grid) -> None:
 
     # ---- final evaluation on the public held-out splits -----------------------------------------
     if not st["done"]:
-        if c.mode == "local":
+        if rule.clients_keep_models:
             content = RecordDict({"config": ConfigRecord({"split": "test"}), "arrays": to_record(initial)})
             replies = list(grid.send_and_receive([Message(content=content, message_type=MessageType.EVALUATE, dst_node_id=n) for n in nodes]))
             srv.record("evaluate", replies)
@@ -238,7 +237,7 @@ def _anchor_threshold(srv: ServerSide, scoring: Optional[Path], initial: dict) -
     """The server scores the public anchor set exactly as the clients score their data (same
     scorer, same checkpoints) and takes the configured quantile."""
     sel = srv.spec.selection
-    anchor = srv.public[sel.selector.split]
+    anchor = srv.public[sel.selector.anchor_split()]
     if scoring is None:
         load_trainable(srv.model, initial)
     else:
@@ -247,7 +246,7 @@ def _anchor_threshold(srv: ServerSide, scoring: Optional[Path], initial: dict) -
     np.save(srv.dir / "anchor_scores.npy", scores)
     # unscorable anchors rank lowest: a -inf threshold (the quantile fell among them) keeps everything
     srv.state["anchor_nan"], srv.state["anchor_size"] = int(np.isnan(scores).sum()), int(len(scores))
-    return anchor_threshold(scores, sel.selector.quantile)
+    return anchor_threshold(scores, sel.selector.threshold_quantile())
 
 
 def make_server_app(run_dir: Optional[Path] = None):

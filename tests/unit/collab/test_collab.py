@@ -80,7 +80,7 @@ def test_server_records_how_many_anchor_scores_are_nan(tmp_path, monkeypatch):
 
     monkeypatch.setattr(server, "load_trainable", lambda model, arrays: None)
     scorer = SimpleNamespace(score=lambda ctx: np.array([np.nan, 2.0, np.nan, 1.0, np.nan]))
-    srv = SimpleNamespace(spec=SimpleNamespace(selection=SimpleNamespace(selector=SimpleNamespace(split="val", quantile=0.5))),
+    srv = SimpleNamespace(spec=SimpleNamespace(selection=SimpleNamespace(selector=SimpleNamespace(anchor_split=lambda: "val", threshold_quantile=lambda: 0.5))),
                           public={"val": None}, model=None, dir=tmp_path, state={}, scorer=lambda scoring: scorer,
                           scorer_context=lambda anchor, model: None, arrays=lambda name: {})
     assert server._anchor_threshold(srv, None, {}) == -np.inf
@@ -211,9 +211,8 @@ def test_anchor_overlapping_client_data_is_refused():
 
 @pytest.mark.parametrize("field,value,fragment", [
     ("rounds", 0, "collab.rounds=0: must be a positive integer"),
-    ("mode", "gossip", "collab.mode='gossip'"),
+    ("aggregation", 7, "collab.aggregation=7: must name a rule"),
     ("fraction_train", 0.0, "collab.fraction_train=0.0"),
-    ("density", 0.0, "collab.density=0.0"),
 ])
 def test_collab_config_ranges(field, value, fragment):
     with pytest.raises(UserError, match=fragment.replace("(", r"\(").replace("[", r"\[")):
