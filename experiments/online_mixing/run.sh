@@ -32,5 +32,5 @@ for seed in $SEEDS; do
   run doremi_avg mixture=weights "mixture.weights=$avg" mixture.max_repetition=16
   fi
   run odm mixture=odm mixture.update_every=1
-  run skill_it mixture=skill_it mixture.update_every=20
+  run skill_it mixture=skill_it mixture.graph_estimate=gradient_probe mixture.update_every=20
 done

@@ -16,7 +16,9 @@ COMPOSES = [
     ["mixture=schedule", "mixture.stages=[{until:0.8,weights:{copy:1}},{until:1.0}]"],
     ["mixture=doremi", "mixture.reference=/r", "mixture.eta=0.5", "mixture.smoothing=1e-4", "mixture.init=natural", "mixture.update_every=5"],
     ["mixture=odm", "mixture.smoothing=0.9", "mixture.reward_scale=15", "mixture.warmup_steps=100", "mixture.init=temperature", "mixture.init_temperature=3"],
-    ["mixture=skill_it", "mixture.graph=[[1,0.5,0,0,0],[0,1,0,0,0],[0,0,1,0,0],[0,0,0,1,0],[0,0,0,0,1]]", "mixture.window=2", "mixture.probe=false"],
+    ["mixture=skill_it", "mixture.graph=[[1,0.5,0,0,0],[0,1,0,0,0],[0,0,1,0,0],[0,0,0,1,0],[0,0,0,0,1]]", "mixture.window=2", "mixture.graph_estimate=identity"],
+    ["mixture=skill_it", "mixture.graph_estimate=gradient_probe"],
+    ["mixture=skill_it", "mixture.graph_steps=5"],
     ["mixture=odm", "mixture.init=weights", "mixture.init_weights={copy:1,add:2}"],
     ["experiment=online_mixing"],
     ["experiment=online_mixing", "mixture=skill_it"],
@@ -42,6 +44,8 @@ CASES = {
     "source of another format": (["data=sources", "+data.sources.sk={kind:skills,format:preference}"], ["data.sources.sk.format='preference'", "data.format=sft"]),
     "duplicate domain names": (["data=sources", "+data.sources.sk={kind:skills}", "+data.sources.sk={kind:skills}"], ["data.sources.sk"]),
     "unloadable source": (["data=sources", "+data.sources.sk={kind:skills}", "+data.sources.web={kind:jsonl,train_file:/nope.jsonl}"], ["data.sources.web.train_file='/nope.jsonl'", "does not exist"]),
+    "Skill-it's probe flag, now graph_estimate": (["mixture=skill_it", "mixture.probe=false"], ["mixture.probe", "moved to mixture.graph_estimate"]),
+    "Skill-it graph estimate unknown": (["mixture=skill_it", "mixture.graph_estimate=brute"], ["mixture.graph_estimate='brute'", "training", "gradient_probe"]),
     "DoReMi reference that is no run": (["mixture=doremi", "mixture.reference=/tmp"], ["mixture.reference='/tmp'", "finished assay run directory"]),
     "drawn mixture over its cap": (["mixture=schedule", "mixture.upsample=[add]", "mixture.factor=20", "mixture.max_repetition=1", "trainer.max_steps=40"], ["mixture.max_repetition=1.0", "domain 'add' would be drawn", "epochs", "x its cap"]),
     "token mixture needing more repetition than the cap": (["mixture=weights", "mixture.weights={copy:1,add:1}", "mixture.unit=tokens", "mixture.num_tokens=100000"], ["mixture.num_tokens=100000", "domain", "epochs", "x its cap"]),
@@ -52,3 +56,22 @@ CASES = {
 def test_mixture_errors(name, tmp_path):
     args, fragments = CASES[name]
     assert_one_line_error(assay_train([*FAST, *args], tmp_path), *fragments)
+
+
+def test_weights_from_a_file_refuses_what_holds_no_weights(tmp_path):
+    import json
+
+    from assay.data.mixture import WeightsMixture
+    from assay.errors import UserError
+
+    with pytest.raises(UserError, match="give the weights or mixture.weights_from"):
+        WeightsMixture(weights={"copy": 1.0}, weights_from=str(tmp_path))
+    with pytest.raises(UserError, match="has no weights"):
+        WeightsMixture(weights_from=str(tmp_path)).read_weights()
+    (tmp_path / "mixing.json").write_text(json.dumps({"updates": 3}))
+    with pytest.raises(UserError, match="neither 'average_weights'"):
+        WeightsMixture(weights_from=str(tmp_path)).read_weights()
+    (tmp_path / "mixing.json").write_text(json.dumps({"average_weights": {"copy": 0.25, "add": 0.75}}))
+    assert WeightsMixture(weights_from=str(tmp_path)).proportions({"copy": 10, "add": 5, "sort": 1}) == {"copy": 0.25, "add": 0.75, "sort": 0.0}
+    (tmp_path / "p.json").write_text(json.dumps({"name": "best", "weights": {"copy": 1, "add": 3}}))
+    assert WeightsMixture(weights_from=str(tmp_path / "p.json")).read_weights() == {"copy": 1.0, "add": 3.0}

@@ -80,10 +80,30 @@ def test_doremi_resample_against_a_reference_run(odm_run, tmp_path):
     assert list((Path(__import__("os").environ["ASSAY_CACHE"]) / "reference_losses").glob("*.parquet"))
 
 
-def test_skill_it_with_a_probed_graph_and_a_schedule(tmp_path):
+def test_skill_it_learns_its_graph_by_training_and_caches_it(tmp_path):
+    """The default estimate (the authors'): a short run per skill from the starting model, A_ij = the
+    relative decrease of skill j's validation loss, in mixing.json with the losses it came from and
+    cached per starting model under $ASSAY_CACHE/skill_graphs/."""
     summary = run_in_hydra([*FAST, "mixture=skill_it", "mixture.update_every=2", "trainer.max_steps=4"], tmp_path / "skill_it")
+    written = json.loads((tmp_path / "skill_it" / "mixing.json").read_text())
+    assert written == summary["mixture"]["online"]
+    graph, estimate = written["graph"], written["graph_estimate"]
+    assert len(graph) == 5 and all(len(row) == 5 and min(row.values()) >= 0 for row in graph.values())
+    assert all(0 < graph[d][d] < 1 for d in graph)  # measured, not set to 1
+    assert estimate["estimate"] == "training" and estimate["graph_steps"] == 20
+    before, after = estimate["loss_before"], estimate["loss_after"]
+    for i in graph:
+        for j in graph:
+            assert graph[i][j] == pytest.approx(max(0.0, (before[j] - after[i][j]) / before[j]))
+    cached = Path(__import__("os").environ["ASSAY_CACHE"]) / "skill_graphs" / f"{estimate['key']}.json"
+    assert json.loads(cached.read_text())["graph"] == [[graph[i][j] for j in sorted(graph)] for i in sorted(graph)]
+
+
+def test_skill_it_with_the_gradient_probe_and_a_schedule(tmp_path):
+    summary = run_in_hydra([*FAST, "mixture=skill_it", "mixture.graph_estimate=gradient_probe", "mixture.update_every=2", "trainer.max_steps=4"], tmp_path / "skill_it")
     graph = summary["mixture"]["online"]["graph"]
     assert all(graph[d][d] == 1.0 for d in graph) and len(graph) == 5
+    assert summary["mixture"]["online"]["graph_estimate"] == {"estimate": "gradient_probe"}
     sched = run_in_hydra([*FAST, "mixture=schedule", "mixture.upsample=[add]", "mixture.factor=50", "mixture.last_fraction=0.5", "trainer.max_steps=4"], tmp_path / "schedule")
     realised = sched["mixture"]["realised"]["total"]
     assert realised["add"]["examples"] > max(v["examples"] for d, v in realised.items() if d != "add")

@@ -107,10 +107,14 @@ class SkillItMixer(Mixer):
     needs_validation = True
     signal = "val_loss"
 
-    def __init__(self, domains, initial, graph: Optional[np.ndarray], eta: float, window: int, normalise_loss: bool):
+    def __init__(self, domains, initial, graph: Optional[np.ndarray], eta: float, window: int, normalise_loss: bool, estimate: str = "given"):
         super().__init__(domains, initial)
         self.prior = self.weights.copy()
         self.graph = None if graph is None else np.asarray(graph, dtype=np.float64)
+        self.estimate = estimate
+        """Where the graph came from: ``given``, ``training``, ``gradient_probe`` or ``identity``."""
+        self.graph_info: dict = {}
+        """What the estimate reports with the graph (the training estimate: its losses and cache key)."""
         self.eta, self.window, self.normalise_loss = eta, window, normalise_loss
         self.losses: list[np.ndarray] = []
         self.first: Optional[np.ndarray] = None
@@ -127,7 +131,8 @@ class SkillItMixer(Mixer):
 
     def state_dict(self) -> dict:
         return {"weights": self.weights.tolist(), "losses": [x.tolist() for x in self.losses],
-                "first": None if self.first is None else self.first.tolist(), "graph": None if self.graph is None else self.graph.tolist()}
+                "first": None if self.first is None else self.first.tolist(), "graph": None if self.graph is None else self.graph.tolist(),
+                "estimate": self.estimate, "graph_info": self.graph_info}
 
     def load_state_dict(self, state: dict) -> None:
         self.weights = np.asarray(state["weights"], dtype=np.float64)
@@ -135,9 +140,12 @@ class SkillItMixer(Mixer):
         self.first = None if state["first"] is None else np.asarray(state["first"])
         if state.get("graph") is not None:
             self.graph = np.asarray(state["graph"])
+        self.estimate = state.get("estimate", self.estimate)
+        self.graph_info = dict(state.get("graph_info") or {})
 
     def outputs(self) -> dict[str, dict[str, float]]:
         out = super().outputs()
         if self.graph is not None:
             out["graph"] = {d: dict(zip(self.domains, row)) for d, row in zip(self.domains, self.graph.tolist())}
+        out["graph_estimate"] = {"estimate": self.estimate, **self.graph_info}
         return out

@@ -128,8 +128,12 @@ def _online(spec, mixture, examples, tokenized, domains, initial, pad_id: int, r
     if mixer.needs_validation:
         val = _batches(tokenized["val"], domains, mixture.probe_examples, pad_id, spec.data, spec.objective.collation, False)
         validation = lambda module: domain_losses(module, val, domains)  # noqa: E731
-        if getattr(mixture, "probe", False) and getattr(mixer, "graph", None) is None:
+        estimate = getattr(mixture, "graph_estimate", None)
+        if estimate == "gradient_probe" and getattr(mixer, "graph", None) is None:  # first-order, not the paper's estimate
             train_b = _batches(tokenized["train"], domains, mixture.probe_examples, pad_id, spec.data, spec.objective.collation, False)
             probe = lambda module: graph_from_gradients(domain_gradients(module, train_b, domains), domain_gradients(module, val, domains))  # noqa: E731
-    return OnlineMixing(mixer, mixture.update_every, mixture.warmup_steps, run_dir, reference, validation, probe)
+        elif estimate == "training" and getattr(mixer, "graph", None) is None:  # Skill-it's: a short run per skill, cached
+            from assay.mixing.skill_graph import training_probe
 
+            probe = training_probe(spec, mixture, mixer, tokenized["train"], domains, val, pad_id, cache_dir)
+    return OnlineMixing(mixer, mixture.update_every, mixture.warmup_steps, run_dir, reference, validation, probe)
