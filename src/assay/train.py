@@ -61,6 +61,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from assay.heldout import ReferenceWeights
     from assay.mixing.run import setup_mixing
     from assay.models.build import save_model
+    from assay.loggers import wandb_location
     from assay.trainers import gathered_weights
     from assay.module import AssayModule
     from assay.objectives.reference import attach_reference_logps
@@ -180,6 +181,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         logger.finalize("success")
         if hasattr(logger, "experiment") and hasattr(logger.experiment, "summary"):
             logger.experiment.summary.update({**summary["metrics"], "status": "completed"})
+        summary.update(wandb_location(logger))
     if main:
         write_json(run_dir / "summary.json", summary)
         runlog.to_file("finished: %s", json.dumps(summary["metrics"], sort_keys=True))
@@ -296,6 +298,11 @@ def print_summary(summary: dict[str, Any]) -> None:
     console = Console(stderr=False)
     console.print(table)
     console.print(f"run directory: [bold]{summary['run_dir']}[/bold]", soft_wrap=True)  # one line, however long the path
+    for stage in [summary, *summary.get("stages", {}).values()]:
+        if "wandb" in stage:
+            w = stage["wandb"]
+            how = f"offline; upload it with [bold]wandb sync {w['dir']}[/bold]" if w["offline"] else "synced"
+            console.print(f"wandb run: {w['dir']} ({how})", soft_wrap=True)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -97,6 +97,8 @@ def test_wandb_offline_run(tmp_path, monkeypatch):
     assert (tmp_path / "config.yaml").is_file() and (tmp_path / "summary.json").is_file()
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))
+    # where the wandb run is, and that it is offline: what the console's last lines name with `wandb sync`
+    assert summary["wandb"]["dir"] == str(runs[0]) and summary["wandb"]["offline"] is True
     # the logger records; it does not change training: the default run's golden test loss
     golden = json.loads((Path(__file__).parents[1] / "golden" / "values.json").read_text())["training"]["sft"]
     assert summary["metrics"]["test/loss"] == pytest.approx(golden["test_loss"], rel=1e-5)
