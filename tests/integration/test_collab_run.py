@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TINY = ["logger=none", "collab=clues3", "selection=clues", "model.lora.r=4", "collab.local_steps=2", "data.train_per_domain=24", "data.val_per_domain=6",
         "data.test_per_domain=6", "data.batch_size=4", "data.eval_batch_size=32", "eval.max_new_tokens=3", "model.hidden_size=32", "model.intermediate_size=64",
         "model.num_layers=2", "model.num_heads=2", "model.num_kv_heads=2"]
-ALLOWED_METRICS = {"num-examples", "train_loss", "lr", "client", "pool", "kept"}
+ALLOWED_METRICS = {"num-examples", "train_loss", "lr", "client", "pool", "kept", "nan_scores"}
 
 
 def assay_train(args: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
@@ -84,7 +84,7 @@ def test_three_clients_clues_then_fedavg_in_one_command(simulated):
             assert all(isinstance(v, (int, float)) for v in record.values())
         if r["phase"] == "select":
             assert r["arrays"] == {}  # no scores, ids or examples: counts only
-            assert set(r["metrics"]["metrics"]) == {"client", "pool", "kept"}
+            assert set(r["metrics"]["metrics"]) == {"client", "pool", "kept", "nan_scores"}
 
     # assay-compare reads the run like any other
     from assay.compare import read_local_run
