@@ -233,7 +233,7 @@ class RunSpec:
 
 def refuse_non_finite(cfg: DictConfig) -> None:
     """``inf`` and ``nan`` pass every "> 0" range check: no number in a run's config may be non-finite."""
-    from assay.results import flatten
+    from assay.run.results import flatten
 
     for key, value in flatten({k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k != "hydra"}).items():
         values = value if isinstance(value, list) else [value]
@@ -268,7 +268,7 @@ def validate(cfg: DictConfig) -> RunSpec:
     if not cfg.get("collab"):  # a collaborative run scores with the global model after its warm-up rounds
         spec.selection.check_scoring_model(spec.model)
     check_trainer_needs(spec)  # what the trainer's strategy and the model's compute settings need from the rest
-    from assay.distributed import check as check_processes
+    from assay.run.distributed import check as check_processes
 
     check_processes(spec)
     return spec

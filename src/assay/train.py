@@ -21,17 +21,18 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from assay import distributed, provenance, runlog
+from assay import provenance
+from assay.run import distributed, log as runlog
 from assay.config import validate
 from assay.errors import UserError, environment_problem, explain
 from assay.paths import CONF_DIR
-from assay.results import HEADLINE, flatten
-from assay.rundir import check_checkpoint_fits, claimed, enter_phase, job_choices, job_config, no_checkpoint_notice, resume_argv, write_json
+from assay.run.results import HEADLINE, flatten
+from assay.run.dirs import check_checkpoint_fits, claimed, enter_phase, job_choices, job_config, no_checkpoint_notice, resume_argv, write_json
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one composed config (all its stages) in the run directory it claims, and return its summary."""
-    from assay.preemption import requeued
+    from assay.run.preemption import requeued
 
     run_dir = Path(cfg.paths.output_dir)
     ckpt = cfg.get("ckpt_path")
@@ -64,8 +65,8 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from assay.trainers import gathered_weights
     from assay.module import AssayModule
     from assay.objectives.reference import attach_reference_logps
-    from assay.preemption import DivergenceGuard, PreemptionCheckpoint, cluster_plugins
-    from assay.preflight import check_trainer
+    from assay.run.preemption import DivergenceGuard, PreemptionCheckpoint, cluster_plugins
+    from assay.run.preflight import check_trainer
     from assay.selection import SelectionContext
     from assay.selection.rescoring import rescoring_callbacks
 
@@ -246,7 +247,7 @@ def _stage_entries(cfg: DictConfig) -> list[dict[str, Any]]:
 
 
 def _resume_path(cfg: DictConfig, run_dir: Path) -> str | None:
-    from assay.preemption import requeued
+    from assay.run.preemption import requeued
 
     ckpt = cfg.ckpt_path
     if ckpt in (None, "") and requeued():
@@ -331,7 +332,7 @@ def main() -> None:
     # Lightning's own use of a deprecated torch pytree name, printed at every fit: not the user's concern.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     from assay.hub import offline_when_unreachable
-    from assay.preflight import preflight
+    from assay.run.preflight import preflight
 
     offline_when_unreachable()  # before huggingface_hub loads: no minute of retries on a machine without a network
     try:

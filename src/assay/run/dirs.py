@@ -85,7 +85,7 @@ def _quote(path: str) -> str:
 
 def _split_flags(argv: list[str]) -> tuple[list[str], list[str]]:
     """(Hydra's flags with their values, the overrides)."""
-    from assay.preflight import HYDRA_FLAGS_WITH_VALUE
+    from assay.run.preflight import HYDRA_FLAGS_WITH_VALUE
 
     flags, overrides, takes_value = [], [], False
     for arg in argv:
@@ -206,8 +206,8 @@ def check_resumable(argv: list[str], run_dir: Path, field: str, value: Any) -> N
     from hydra.core.global_hydra import GlobalHydra
 
     from assay.paths import CONF_DIR
-    from assay.preflight import job_overrides
-    from assay.results import flatten
+    from assay.run.preflight import job_overrides
+    from assay.run.results import flatten
 
     parsed = job_overrides(argv)
     if parsed is None:
