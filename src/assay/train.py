@@ -22,12 +22,13 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from assay import provenance
-from assay.run import distributed, log as runlog
 from assay.config import validate
 from assay.errors import UserError, environment_problem, explain
 from assay.paths import CONF_DIR
+from assay.run import distributed, log as runlog
+from assay.run.dirs import claimed, enter_phase, job_choices, job_config, write_json
+from assay.run.resume import check_checkpoint_fits, no_checkpoint_notice, resume_argv
 from assay.run.results import HEADLINE, flatten
-from assay.run.dirs import check_checkpoint_fits, claimed, enter_phase, job_choices, job_config, no_checkpoint_notice, resume_argv, write_json
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -66,7 +67,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from assay.module import AssayModule
     from assay.objectives.reference import attach_reference_logps
     from assay.run.preemption import DivergenceGuard, PreemptionCheckpoint, cluster_plugins
-    from assay.run.preflight import check_trainer
+    from assay.run.machine import check_trainer
     from assay.selection import SelectionContext
     from assay.selection.rescoring import rescoring_callbacks
 

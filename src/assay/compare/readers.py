@@ -317,7 +317,7 @@ def _expected_jobs(sweep: Path) -> dict[int, list[str]]:
         hydra_cfg = _read_yaml(file).get("hydra", {})
         if "BasicSweeper" not in str(hydra_cfg.get("sweeper", {}).get("_target_", "")):
             return {}
-        from assay.run.preflight import expand, sweeper_params_overrides
+        from assay.run.sweeps import expand, sweeper_params_overrides
 
         task = list(hydra_cfg.get("overrides", {}).get("task", []))
         params = hydra_cfg.get("sweeper", {}).get("params") or {}
