@@ -11,9 +11,21 @@ SCHEMA_SUFFIX = "_schema"
 options extend); they are not options a user picks."""
 
 
-MOVED_KEYS: dict[str, str] = {}
-"""Config keys that moved (old path -> where it lives now), registered by the module that owns the new
-place, so an old spelling gets a one-line pointer instead of a bare "unknown key"."""
+MOVED_KEYS_ATTRIBUTE = "moved_keys"
+"""A config class names its former fields and where each lives now in a class attribute of this name,
+
+    moved_keys: ClassVar[dict[str, str]] = {"fraction": "selection.selector.fraction"}
+
+so an old spelling gets a one-line pointer instead of a bare "unknown key". It is read from the class
+of the node that refused the key (the class that had the field), so nothing has to be imported, or
+registered anywhere, for the pointer to appear."""
+
+
+def moved_to(key: str, owner: Any) -> str | None:
+    """Where the config key ``key`` (a full path such as ``selection.fraction``) lives now, when
+    ``owner``, the class of the node that refused it, declares that field moved; None otherwise."""
+    moved = getattr(owner, MOVED_KEYS_ATTRIBUTE, None) if isinstance(owner, type) else None
+    return moved.get(key.rsplit(".", 1)[-1]) if isinstance(moved, dict) else None
 
 
 def public_options(names) -> list[str]:
@@ -101,8 +113,9 @@ def explain(exc: BaseException) -> str:
     if isinstance(exc, (ConfigKeyError, ConfigAttributeError)):
         key = getattr(exc, "full_key", None) or "?"
         owner = getattr(exc, "object_type", None)
-        if key in MOVED_KEYS:
-            return f"{key}: unknown key; it moved to {MOVED_KEYS[key]}"
+        moved = moved_to(key, owner)
+        if moved is not None:
+            return f"{key}: unknown key; it moved to {moved}"
         if dataclasses.is_dataclass(owner):
             valid = sorted(f.name for f in dataclasses.fields(owner) if not f.name.startswith("_"))
             return f"{key}: unknown key; {owner.__name__} has {valid}"
