@@ -27,7 +27,7 @@ from assay.errors import UserError, environment_problem, explain
 from assay.paths import CONF_DIR
 from assay.run import distributed, log as runlog
 from assay.run.dirs import claimed, enter_phase, job_choices, job_config, write_json
-from assay.run.resume import check_checkpoint_fits, no_checkpoint_notice, resume_argv
+from assay.run.resume import check_checkpoint_fits, checkpoint_to_resume, resume_argv
 from assay.run.results import HEADLINE, flatten
 
 
@@ -137,7 +137,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     rescoring = rescoring_callbacks(spec.selection, ordering, tokenized, tokenizer, run_dir, Path(cfg.paths.cache_dir))
     callbacks = [SamplerProgress(), DivergenceGuard(spec.trainer.log_every_n_steps, spec.optim.lr), *mixing.callbacks, *spec.dynamics.callbacks(run_dir), *rescoring, PreemptionCheckpoint(run_dir / "checkpoints" / "last.ckpt"), checkpoints,
                  *runlog.progress_bar(spec.trainer.enable_progress_bar)]
-    resume = _resume_path(cfg, run_dir)
+    resume = checkpoint_to_resume(cfg.ckpt_path, run_dir)
     if resume:  # before Lightning's strict restore, which lists every parameter of another shape
         check_checkpoint_fits(Path(resume), module, "ckpt_path", cfg.ckpt_path or "last")
     logger = spec.logger.build(run_dir, {**_logger_context(cfg, run_dir, origin), "resume_from": resume})
@@ -245,24 +245,6 @@ def _stage_entries(cfg: DictConfig) -> list[dict[str, Any]]:
             raise UserError(f"stages[{i}].init_from_previous", init, "must be true or false")
         entries.append({"name": str(stage["name"]), "overrides": [str(o) for o in stage.get("overrides") or []], "init_from_previous": init})
     return entries
-
-
-def _resume_path(cfg: DictConfig, run_dir: Path) -> str | None:
-    from assay.run.preemption import requeued
-
-    ckpt = cfg.ckpt_path
-    if ckpt in (None, "") and requeued():
-        ckpt = "last"  # a requeued SLURM job continues where it stopped, in the same run directory
-    if ckpt in (None, ""):
-        return None
-    path = run_dir / "checkpoints" / "last.ckpt" if ckpt == "last" else Path(ckpt)
-    # A checkpoint is a file, or a folder of shards under DeepSpeed (and sharded FSDP state dicts).
-    if ckpt == "last" and not path.exists():
-        no_checkpoint_notice(run_dir)  # nothing to resume yet: start fresh, in this directory
-        return None
-    if not path.exists():
-        raise UserError("ckpt_path", ckpt, "checkpoint does not exist (neither a file nor a sharded checkpoint folder)")
-    return str(path)
 
 
 def _logger_context(cfg: DictConfig, run_dir: Path, origin: dict[str, Any]) -> dict[str, Any]:

@@ -187,5 +187,21 @@ def check_resumable(argv: list[str], run_dir: Path, field: str, value: Any) -> N
         )
 
 
-def no_checkpoint_notice(run_dir: Path) -> None:
-    print(f"[assay] ckpt_path=last: no checkpoints/last.ckpt in {run_dir} yet; starting it from step 0", flush=True)
+def checkpoint_to_resume(ckpt: str | None, run_dir: Path) -> str | None:
+    """The checkpoint the run continues from (``ckpt_path``; ``last`` = the run directory's
+    ``checkpoints/last.ckpt``, also for a requeued SLURM job), or None for a start from step 0."""
+    from assay.run.preemption import requeued
+
+    if ckpt in (None, "") and requeued():
+        ckpt = "last"  # a requeued SLURM job continues where it stopped, in the same run directory
+    if ckpt in (None, ""):
+        return None
+    path = run_dir / "checkpoints" / "last.ckpt" if ckpt == "last" else Path(ckpt)
+    # A checkpoint is a file, or a folder of shards under DeepSpeed (and sharded FSDP state dicts).
+    if ckpt == "last" and not path.exists():
+        # nothing to resume yet: start fresh, in this directory
+        print(f"[assay] ckpt_path=last: no checkpoints/last.ckpt in {run_dir} yet; starting it from step 0", flush=True)
+        return None
+    if not path.exists():
+        raise UserError("ckpt_path", ckpt, "checkpoint does not exist (neither a file nor a sharded checkpoint folder)")
+    return str(path)
