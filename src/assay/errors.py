@@ -16,16 +16,42 @@ MOVED_KEYS_ATTRIBUTE = "moved_keys"
 
     moved_keys: ClassVar[dict[str, str]] = {"fraction": "selection.selector.fraction"}
 
-so an old spelling gets a one-line pointer instead of a bare "unknown key". It is read from the class
-of the node that refused the key (the class that had the field), so nothing has to be imported, or
-registered anywhere, for the pointer to appear."""
+so an old spelling gets a one-line pointer instead of a bare "unknown key". Nothing fills in a table
+at import time: the declarations are read, when a key is refused, from the classes themselves."""
 
 
 def moved_to(key: str, owner: Any) -> str | None:
-    """Where the config key ``key`` (a full path such as ``selection.fraction``) lives now, when
-    ``owner``, the class of the node that refused it, declares that field moved; None otherwise."""
-    moved = getattr(owner, MOVED_KEYS_ATTRIBUTE, None) if isinstance(owner, type) else None
-    return moved.get(key.rsplit(".", 1)[-1]) if isinstance(moved, dict) else None
+    """Where the config key ``key`` (a full path such as ``selection.fraction``) lives now, as the
+    class of the node that refused it (``owner``) declares, or else any schema of the config group the
+    key's parent names (``mixture.probe`` under another mixture than the one that had the field,
+    ``collab.mode`` with no ``collab`` chosen); None for a key that never moved."""
+    field = key.rsplit(".", 1)[-1]
+    for cls in [owner, *_group_schemas(key.rsplit(".", 1)[0] if "." in key else "")]:
+        moved = getattr(cls, MOVED_KEYS_ATTRIBUTE, None) if isinstance(cls, type) else None
+        if isinstance(moved, dict) and field in moved:
+            return moved[field]
+    return None
+
+
+def _group_schemas(parent: str) -> list[type]:
+    """The classes behind the schemas (``<key>_schema``) that Hydra's ConfigStore holds for the config
+    group at ``parent`` (``selection.selector`` -> group ``selection/selector``); none for a path that
+    is no group. Read from the ConfigStore, which every registered schema is stored in."""
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    store, group = ConfigStore.instance(), parent.replace(".", "/")
+    try:
+        names = store.list(group) if group else []
+    except OSError:
+        return []
+    classes = []
+    for name in names:
+        if name.removesuffix(".yaml").endswith(SCHEMA_SUFFIX):
+            cls = OmegaConf.get_type(store.load(f"{group}/{name}").node)
+            if isinstance(cls, type) and cls not in classes:
+                classes.append(cls)
+    return classes
 
 
 def public_options(names) -> list[str]:

@@ -58,7 +58,7 @@ def _module_name(file: Path) -> str:
 
 def unit_of(module: str) -> str:
     """The unit of a module of assay (``assay.data.tables`` -> ``data``, ``assay.run.log`` -> ``run.log``)."""
-    parts = module.split(".")[1:]
+    parts = module.split(".")[1:] or ["__init__"]
     return ".".join(parts[:2]) if parts[0] in SPLIT and len(parts) > 1 else parts[0]
 
 

@@ -1,5 +1,6 @@
 """A config field that moved is declared by the class that had it (``moved_keys``), never filled into a
-shared table when some module happens to be imported; the pointer is read from the refusing node's class."""
+shared table when some module happens to be imported; the pointer is read from the refusing node's class,
+or from the schemas of the config group the key's parent names."""
 
 import dataclasses
 
@@ -38,4 +39,13 @@ def test_the_pointer_comes_from_the_refusing_class():
         node.mode = "merge"
     assert explain(e.value) == f"mode: unknown key; it moved to {CollabConfig.moved_keys['mode']}"
     assert moved_to("collab.density", CollabConfig) == CollabConfig.moved_keys["density"]
-    assert moved_to("collab.rounds", CollabConfig) is None and moved_to("collab.mode", None) is None
+    assert moved_to("collab.rounds", CollabConfig) is None
+
+
+def test_the_group_answers_when_the_refusing_node_is_another_class_or_none():
+    from assay.mixing.mixers import SkillItMixture
+
+    assert moved_to("mixture.probe", None) == SkillItMixture.moved_keys["probe"]  # e.g. mixture=doremi_resample mixture.probe=true
+    assert moved_to("collab.mode", None) == CollabConfig.moved_keys["mode"]  # no collab chosen: the node is None
+    assert moved_to("collab.aggregation.density", None) is None  # a rule's field, not the former collab field
+    assert moved_to("trainer.fraction", None) is None and moved_to("fraction", None) is None
