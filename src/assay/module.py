@@ -104,7 +104,7 @@ class AssayModule(pl.LightningModule):
         object.__setattr__(self, "_reference", None)
         rows = self._generations
         if self._trainer is not None and self.trainer.world_size > 1:
-            from assay.distributed import gather_objects
+            from assay.run.distributed import gather_objects
 
             rows = [r for part in gather_objects(rows) for r in part]
         if self._trainer is None or self.trainer.is_global_zero:
@@ -139,7 +139,7 @@ class AssayModule(pl.LightningModule):
         sums = dict(self._eval_sums)
         self._eval_sums.clear()
         if self._trainer is not None and self.trainer.world_size > 1:
-            from assay.distributed import gather_objects
+            from assay.run.distributed import gather_objects
 
             merged: dict[str, list] = defaultdict(list)
             for part in gather_objects(sums):

@@ -6,7 +6,7 @@ strategy does to the model decides what else a run may ask for: one that shards 
 per-sample gradient features, which are computed over whole parameters outside the training step,
 are refused before anything is built (:func:`check_run`). Whether the machine can run the profile
 at all (accelerator, devices, strategy installed, precision) is checked by
-``assay.preflight.check_trainer`` before any job starts.
+``assay.run.machine.check_trainer`` before any job starts.
 """
 
 from __future__ import annotations

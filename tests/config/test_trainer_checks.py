@@ -11,7 +11,7 @@ from test_bad_input import FAST, assay_train, assert_one_line_error
 from assay.catalog import group_options
 from assay.config import validate
 from assay.errors import UserError
-from assay.preflight import Machine, check_trainer, launcher_machine, this_machine
+from assay.run.machine import Machine, check_trainer, launcher_machine, this_machine
 
 HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None
 HAS_CUDA = torch.cuda.is_available()

@@ -42,7 +42,7 @@ def eval_metrics(rank: int, world: int) -> dict:
 def worker(rank: int, port: int, out_dir: str) -> None:
     import torch.distributed as dist
 
-    from assay import distributed
+    from assay.run import distributed
     from assay.errors import UserError
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD, timeout=timedelta(seconds=60))

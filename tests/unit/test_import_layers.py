@@ -1,5 +1,13 @@
-"""The top-level units of ``assay`` (a package or a top-level module) form layers: a unit imports only
-from its own layer or a lower one, and no two units import each other, directly or around a loop.
+"""The units of ``assay`` form layers: a unit imports only from its own layer or a lower one, and no two
+units import each other, directly or around a loop.
+
+A unit is a top-level module or package of ``assay``, except for the packages in ``SPLIT``, whose
+modules are units of their own. ``assay.run`` is one: its modules are run machinery at different
+heights (``run.log`` and ``run.results`` are read by the data and the methods; ``run.preflight``
+composes the config the methods register into), so as one unit it would have to sit at run assembly,
+and ``assay.data`` logging through ``run.log`` would then count as an import running back up. Each
+``run.<module>`` has its own layer instead; a split package's ``__init__`` imports nothing (it only
+documents its modules), so importing one of its modules never loads the others.
 
 Every ``import assay.X...`` / ``from assay.X... import`` is read from the source (module level and
 inside functions alike: a lazy import is still a dependency), so this runs without importing assay.
@@ -14,13 +22,19 @@ import assay
 
 ROOT = Path(assay.__file__).resolve().parent
 
+SPLIT = {"run"}
+"""Packages whose modules are each a unit (``run.log``, ``run.preflight``)."""
+
 LAYERS: list[tuple[str, set[str]]] = [
-    # foundation: errors, names and places every other unit uses; no research content
-    ("foundation", {"cards", "errors", "hub", "lazy", "paths", "provenance", "registry", "results", "runlog"}),
+    # foundation: errors, names and places every other unit uses; no research content (metric names
+    # and what a run prints among them)
+    ("foundation", {"cards", "errors", "hub", "lazy", "paths", "provenance", "registry", "run.results", "run.log"}),
     # building blocks: run machinery independent of the examples (Lightning trainers and loggers, processes,
-    # preemption, SLURM), sample orders over example indices, which the data module draws with, and the
+    # preemption, SLURM, run directories and resuming, sweep expansion, the checks of data files, cluster
+    # and machine), sample orders over example indices, which the data module draws with, and the
     # optimal-transport numerics (pure tensors)
-    ("building blocks", {"trainers", "loggers", "distributed", "preemption", "slurm", "ordering", "ot"}),
+    ("building blocks", {"trainers", "loggers", "run.distributed", "run.preemption", "run.slurm", "run.cluster", "run.machine",
+                         "run.datachecks", "run.sweeps", "run.dirs", "run.resume", "ordering", "ot"}),
     # data: sources, mixtures, noise, tokenization and collation, the Lightning data module
     ("data", {"data"}),
     # models: the network and its tokenizer, text encoders; built for (and from) the data
@@ -29,8 +43,8 @@ LAYERS: list[tuple[str, set[str]]] = [
     # dynamics, selection scorers)
     ("methods", {"objectives", "mixing", "dynamics", "selection"}),
     # run assembly: the composed config, the Lightning module and its held-out comparisons against the
-    # starting model, checks before a run, run directories
-    ("run assembly", {"config", "module", "heldout", "preflight", "rundir"}),
+    # starting model, the checks of every job before a command runs
+    ("run assembly", {"config", "module", "heldout", "run.preflight"}),
     # entry points: the commands (assay-train, assay-list, assay-compare, assay-mix) and the Flower launcher
     ("entry points", {"train", "catalog", "compare", "collab", "mixsearch", "study"}),
 ]
@@ -42,12 +56,18 @@ def _module_name(file: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def unit_of(module: str) -> str:
+    """The unit of a module of assay (``assay.data.tables`` -> ``data``, ``assay.run.log`` -> ``run.log``)."""
+    parts = module.split(".")[1:] or ["__init__"]
+    return ".".join(parts[:2]) if parts[0] in SPLIT and len(parts) > 1 else parts[0]
+
+
 def imports() -> dict[tuple[str, str], list[str]]:
     """(importing unit, imported unit) -> where, for every import of another unit of assay."""
     edges: dict[tuple[str, str], list[str]] = {}
     for file in sorted(ROOT.rglob("*.py")):
         module = _module_name(file)
-        unit = file.relative_to(ROOT).parts[0].removesuffix(".py")
+        unit = unit_of(module)
         package = module if file.name == "__init__.py" else module.rsplit(".", 1)[0]
         for node in ast.walk(ast.parse(file.read_text(), str(file))):
             if isinstance(node, ast.Import):
@@ -57,19 +77,22 @@ def imports() -> dict[tuple[str, str], list[str]]:
                 if node.level:
                     anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                     base = ".".join(anchor + ([base] if base else []))
-                # ``from assay import distributed`` names the unit in the imported names
-                targets = [f"{base}.{a.name}" for a in node.names] if base == "assay" else [base]
+                # ``from assay import provenance`` / ``from assay.run import log`` name the unit in the imported names
+                names_unit = base == "assay" or base.removeprefix("assay.") in SPLIT
+                targets = [f"{base}.{a.name}" for a in node.names] if names_unit else [base]
             else:
                 continue
             for target in targets:
-                parts = target.split(".")
-                if parts[0] == "assay" and len(parts) > 1 and parts[1] != unit:
-                    edges.setdefault((unit, parts[1]), []).append(f"{module}:{node.lineno}")
+                if target.startswith("assay.") and unit_of(target) != unit:
+                    edges.setdefault((unit, unit_of(target)), []).append(f"{module}:{node.lineno}")
     return edges
 
 
 def units() -> set[str]:
-    return {p.name.removesuffix(".py") for p in ROOT.iterdir() if (p.suffix == ".py" and p.name != "__init__.py") or (p / "__init__.py").is_file()}
+    top = {p.name.removesuffix(".py") for p in ROOT.iterdir() if (p.suffix == ".py" and p.name != "__init__.py") or (p / "__init__.py").is_file()}
+    split = {f"{name}.{p.name.removesuffix('.py')}" for name in SPLIT for p in (ROOT / name).iterdir()
+             if (p.suffix == ".py" and p.name != "__init__.py") or (p / "__init__.py").is_file()}
+    return (top - SPLIT) | split
 
 
 def test_every_unit_has_a_layer():
@@ -114,6 +137,15 @@ def test_no_import_cycle_between_units():
 
 
 def test_the_reader_sees_lazy_and_relative_imports():
-    """The edges include imports inside functions (``train`` dispatches to ``collab`` lazily)."""
+    """The edges include imports inside functions (``train`` dispatches to ``collab`` lazily), and the
+    modules of a split package as units (``from assay.run import log`` in ``assay.data``)."""
     edges = imports()
     assert ("train", "collab") in edges and ("registry", "errors") in edges
+    assert ("data", "run.log") in edges and ("run.resume", "run.dirs") in edges and ("run.preflight", "config") in edges
+
+
+def test_a_split_package_only_documents_its_modules():
+    """Its ``__init__`` imports nothing: importing ``run.log`` must not load ``run.preflight`` (and the config with it)."""
+    for name in SPLIT:
+        tree = ast.parse((ROOT / name / "__init__.py").read_text())
+        assert [type(n).__name__ for n in tree.body if not (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant))] == []

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from assay.errors import UserError
-from assay.rundir import LOCK_FILE, acquire_lock, claimed, release_lock
+from assay.run.dirs import LOCK_FILE, acquire_lock, claimed, release_lock
 
 
 def _dead_pid() -> int:

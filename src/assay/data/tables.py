@@ -163,7 +163,7 @@ def _library_log_to_file():
     print ahead of our one-line error: while a file is loaded its records go to the run's log only."""
     import logging
 
-    from assay.runlog import to_file
+    from assay.run.log import to_file
 
     records: list[logging.LogRecord] = []
 

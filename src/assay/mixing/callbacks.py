@@ -83,7 +83,7 @@ class OnlineMixing(pl.Callback):
     def _sum_over_ranks(self, device) -> None:
         """Per-domain sums over every rank's batches since the last update (each rank saw its own
         shard of every global batch), so every rank updates from the same statistics."""
-        from assay import distributed
+        from assay.run import distributed
 
         if distributed.world_size() < 2:
             return
@@ -98,7 +98,7 @@ class OnlineMixing(pl.Callback):
     def _agree(self, weights: np.ndarray, next_block: int, device) -> tuple[np.ndarray, int]:
         """Rank 0's new weights (validation losses may differ in the last float bits between devices),
         applied from the same global batch on every rank: the first batch no rank has drawn yet."""
-        from assay import distributed
+        from assay.run import distributed
 
         if distributed.world_size() < 2:
             return weights, next_block
@@ -111,7 +111,7 @@ class OnlineMixing(pl.Callback):
         return shared.cpu().numpy(), int(first.item())
 
     def _write_csv(self) -> None:
-        from assay import distributed
+        from assay.run import distributed
 
         if not self.history or not distributed.is_main():
             return
@@ -125,7 +125,7 @@ class OnlineMixing(pl.Callback):
         tmp.rename(self.run_dir / "mixing.csv")
 
     def on_train_end(self, trainer, pl_module) -> None:
-        from assay import distributed
+        from assay.run import distributed
 
         self._write_csv()
         if distributed.is_main():
@@ -184,7 +184,7 @@ class MixtureRecorder(pl.Callback):
         return {"per_epoch": per_epoch, "total": dict(sorted(total.items()))}
 
     def write(self) -> None:
-        from assay import distributed
+        from assay.run import distributed
 
         if distributed.world_size() > 1:  # every rank served its own shard: the run's mixture is their sum
             self._all_ranks = {}

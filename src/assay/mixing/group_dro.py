@@ -40,7 +40,7 @@ class GroupDRO(torch.nn.Module):
         """The proxy's batch loss; at the last micro-batch of an optimizer step, α is updated first
         (from every micro-batch and rank of the step) and the loss reads the updated α, as the
         released ``training_step`` does."""
-        from assay import distributed
+        from assay.run import distributed
         from assay.objectives.logps import sequence_logps
 
         if out.token_logps is None:
@@ -110,7 +110,7 @@ class DoReMiRecorder(pl.Callback):
             self._write_csv()
 
     def _write_csv(self) -> None:
-        from assay import distributed
+        from assay.run import distributed
 
         if not self.history or not distributed.is_main():
             return
@@ -123,7 +123,7 @@ class DoReMiRecorder(pl.Callback):
         tmp.rename(self.run_dir / "mixing.csv")
 
     def on_train_end(self, trainer, pl_module) -> None:
-        from assay import distributed
+        from assay.run import distributed
 
         self._write_csv()
         if distributed.is_main():

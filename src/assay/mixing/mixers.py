@@ -21,7 +21,6 @@ import numpy as np
 from assay.cards import MethodCard
 from assay.data.mixture import MixtureConfig, _normalise, check_weights
 from assay.errors import UserError, check
-from assay.errors import MOVED_KEYS
 from assay.data.weights import temperature_weights
 from assay.registry import register
 
@@ -260,6 +259,11 @@ class SkillItMixture(OnlineMixture):
     """Divide each skill's loss by its first evaluation's (``--normalize_loss``)."""
 
     ESTIMATES: ClassVar[tuple[str, ...]] = ("training", "gradient_probe", "identity")
+    moved_keys: ClassVar[dict[str, str]] = {
+        "probe": "mixture.graph_estimate=<training|gradient_probe|identity> (probe=true was gradient_probe, "
+                 "probe=false identity; the default, training, is the authors' estimate)",
+    }
+    """The former probe flag, now one of the graph's estimates."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -290,7 +294,3 @@ class SkillItMixture(OnlineMixture):
         from assay.mixing.online import SkillItMixer
 
         return SkillItMixer(domains, initial, self.graph_for(domains), self.eta, self.window, self.normalise_loss, estimate=self.graph_source())
-
-
-MOVED_KEYS["mixture.probe"] = ("mixture.graph_estimate=<training|gradient_probe|identity> (probe=true was gradient_probe, "
-                               "probe=false identity; the default, training, is the authors' estimate)")

@@ -235,7 +235,7 @@ def _read(path: Path, domains: list[str]) -> Optional[dict]:
     except FileNotFoundError:
         return None
     except Exception as e:  # a truncated or foreign file: estimate again and overwrite it
-        from assay import runlog
+        from assay.run import log as runlog
 
         runlog.info("Skill-it graph cache %s is unreadable (%s: %s); estimating the graph again", path, type(e).__name__, str(e)[:120])
         return None
@@ -253,7 +253,7 @@ def learned_graph(module, domains: list[str], train: dict[str, list[dict]], val:
     """The graph of ``module``'s current model (the run's starting model), read from
     ``<cache_dir>/skill_graphs/<key>.json`` when an estimate with the same key is there, else estimated
     (``estimate_graph``) and written there (by the main process). Returns (A, what to report)."""
-    from assay import distributed, runlog
+    from assay.run import distributed, log as runlog
 
     key = graph_key(module.model, module.objective, domains, run, train, val)
     path = cache_path(cache_dir, key) if cache_dir is not None else None

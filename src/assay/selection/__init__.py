@@ -97,6 +97,18 @@ class Scorer:
     """Columns of the data the scorer reads beyond the tokenized text (kept by the loader)."""
     scores_examples: ClassVar[bool] = True
     """False for a selection that gives every example the same score (keep everything)."""
+    moved_keys: ClassVar[dict[str, str]] = {
+        "keep_rule": "selection/selector=<all|top|threshold|anchor_quantile|quota>",
+        "fraction": "selection.selector.fraction",
+        "count": "selection.selector.count",
+        "threshold": "selection.selector.threshold (with selection/selector=threshold)",
+        "anchor_quantile": "selection.selector.quantile (with selection/selector=anchor_quantile)",
+        "anchor_split": "selection.selector.split (with selection/selector=anchor_quantile)",
+        "quotas": "selection.selector.quotas (with selection/selector=quota)",
+        "quota_by": "selection.selector.by (with selection/selector=quota)",
+        "quota_clusters": "selection.selector.clusters (with selection/selector=quota)",
+    }
+    """Fields of the former single selection config, and where each now lives (the selector's own fields)."""
 
     def __post_init__(self) -> None:
         if self.selector == MISSING:  # built in code rather than composed: the top of the scorer's budget

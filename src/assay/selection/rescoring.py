@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import pytorch_lightning as pl
 
-from assay.distributed import once
+from assay.run.distributed import once
 from assay.selection import Scorer, SelectionContext
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from omegaconf import MISSING
 
 from assay.cards import MethodCard
-from assay.errors import MOVED_KEYS, UserError, check
+from assay.errors import UserError, check
 from assay.registry import register
 
 GROUP = "selection/selector"
@@ -288,18 +288,3 @@ class Quota(Selector):
 
         x = embed(ctx.model, ctx.train, ctx.tokenizer.pad_token_id, getattr(context.scorer, "batch_size", 32))
         return np.asarray([f"c{c}" for c in kmeans(x, self.clusters, context.scorer.seed).labels_])
-
-
-MOVED = {
-    "selection.keep_rule": "selection/selector=<all|top|threshold|anchor_quantile|quota>",
-    "selection.fraction": "selection.selector.fraction",
-    "selection.count": "selection.selector.count",
-    "selection.threshold": "selection.selector.threshold (with selection/selector=threshold)",
-    "selection.anchor_quantile": "selection.selector.quantile (with selection/selector=anchor_quantile)",
-    "selection.anchor_split": "selection.selector.split (with selection/selector=anchor_quantile)",
-    "selection.quotas": "selection.selector.quotas (with selection/selector=quota)",
-    "selection.quota_by": "selection.selector.by (with selection/selector=quota)",
-    "selection.quota_clusters": "selection.selector.clusters (with selection/selector=quota)",
-}
-"""Field paths of the former single selection config, and where each now lives."""
-MOVED_KEYS.update(MOVED)

@@ -290,7 +290,7 @@ def test_make_test_fetches_every_model_the_tests_use():
 
 
 def test_step_bounded_runs_show_no_negative_epoch_count():
-    from assay.runlog import progress_bar
+    from assay.run.log import progress_bar
 
     assert progress_bar(False) == []
     (bar,) = progress_bar(True)
