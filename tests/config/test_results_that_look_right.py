@@ -101,8 +101,8 @@ def test_a_trained_model_from_anywhere_is_accepted(compose_cfg, tmp_path):
 
 
 def test_the_capability_is_declared_by_the_scorer_not_looked_up_by_name():
-    from assay.models.build import HubModel, TinyLlama
-    from assay.selection import KeepAll
+    from assay.models.presets import HubModel, TinyLlama
+    from assay.selection.baselines import KeepAll
     from assay.selection.scorers.model_scores import EL2N, EmbedSim
 
     assert EL2N(seed=0).needs_trained_model and not EmbedSim(seed=0).needs_trained_model and not KeepAll(seed=0).needs_trained_model

@@ -223,6 +223,20 @@ def _per_sample_losses(pl_module, batches: list[dict]):
         model.train(was_training)
 
 
+def domain_batches(split, domains: list[str], per_domain: int, pad_id: int, data, collation: dict, with_generation: bool) -> list[dict]:
+    """Up to ``per_domain`` rows of each domain of ``split``, collated in eval-size batches."""
+    from assay.data.collate import Collator
+    from assay.data.datamodule import Rows
+
+    sources = split["source"]
+    picked: list[int] = []
+    for d in domains:
+        picked.extend([i for i, s in enumerate(sources) if s == d][:per_domain])
+    rows = Rows(split)
+    collate = Collator(pad_id, data.format, with_generation=with_generation, **collation)
+    return [collate(rows.__getitems__(picked[i : i + data.eval_batch_size])) for i in range(0, len(picked), data.eval_batch_size)]
+
+
 @torch.no_grad()
 def domain_losses(pl_module, batches: list[dict], domains: list[str]) -> np.ndarray:
     """Mean per-example loss of each domain over ``batches`` (eval mode, no gradient)."""

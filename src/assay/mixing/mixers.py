@@ -19,7 +19,8 @@ from typing import Any, ClassVar, Optional
 import numpy as np
 
 from assay.cards import MethodCard
-from assay.data.mixture import MixtureConfig, _normalise, check_weights
+from assay.data.mixture import MixtureConfig
+from assay.data.weights import check_weights, normalise_shares
 from assay.errors import UserError, check
 from assay.data.weights import temperature_weights
 from assay.registry import register
@@ -64,10 +65,10 @@ class OnlineMixture(MixtureConfig):
         if self.init == "uniform":
             return {s: 1.0 / len(names) for s in names}
         if self.init == "natural":
-            return _normalise(dict(sizes))
+            return normalise_shares(dict(sizes))
         if self.init == "temperature":
             return dict(zip(names, temperature_weights(np.array([sizes[s] for s in names], dtype=np.float64), self.init_temperature).tolist()))
-        return _normalise({s: float(self.init_weights.get(s, 0.0)) for s in names})
+        return normalise_shares({s: float(self.init_weights.get(s, 0.0)) for s in names})
 
     def mixer(self, domains: list[str], initial: np.ndarray):  # pragma: no cover - every mixer overrides it
         raise TypeError(f"{type(self).__name__} does not build a mixer()")

@@ -104,8 +104,8 @@ class ShortRun:
 def skill_batches(split, domain: str, steps: int, batch_size: int, pad_id: int, fmt: str, collation: dict, seed: int = 0) -> list[dict]:
     """``steps`` full training batches of ``domain`` alone: its rows of ``split`` in a seeded order,
     repeated (epochs) as often as ``steps × batch_size`` needs, collated as the run's training batches
-    (``assay.mixing.run._batches`` with the training batch size, no generation fields)."""
-    from assay.mixing.run import _batches
+    (``assay.mixing.callbacks.domain_batches`` with the training batch size, no generation fields)."""
+    from assay.mixing.callbacks import domain_batches
 
     rows = np.flatnonzero(np.asarray(split["source"]) == domain)
     if len(rows) == 0 or steps <= 0:
@@ -114,7 +114,7 @@ def skill_batches(split, domain: str, steps: int, batch_size: int, pad_id: int, 
     need = steps * batch_size
     picked = np.resize(order, need).tolist()  # cycles through the domain's rows
     data = SimpleNamespace(format=fmt, eval_batch_size=batch_size)
-    return _batches(split.select(picked), [domain], need, pad_id, data, collation, False)
+    return domain_batches(split.select(picked), [domain], need, pad_id, data, collation, False)
 
 
 def _to(batch: dict, device) -> dict:

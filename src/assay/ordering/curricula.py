@@ -15,7 +15,7 @@ import numpy as np
 
 from assay.cards import MethodCard
 from assay.errors import UserError, check
-from assay.ordering import OrderingConfig, check_score_file, resolve_keys
+from assay.ordering.base import OrderingConfig, check_score_file, resolve_keys
 from assay.registry import register
 
 

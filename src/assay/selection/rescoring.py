@@ -16,7 +16,7 @@ from typing import Any, Optional
 import pytorch_lightning as pl
 
 from assay.run.distributed import once
-from assay.selection import Scorer, SelectionContext
+from assay.selection.base import Scorer, SelectionContext
 
 
 class Rescoring(pl.Callback):

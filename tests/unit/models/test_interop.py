@@ -166,7 +166,7 @@ def test_without_a_chat_template_message_data_uses_the_plain_template(tmp_path):
 def test_smollm2_template_from_its_gguf(tmp_path):
     """The real SmolLM2-Instruct tokenizer (from the fetched GGUF) renders message data with its template."""
     from assay.data.tables import JsonlData
-    from assay.models.build import SMOLLM2_FILE
+    from assay.models.presets import SMOLLM2_FILE
 
     gguf = USER_MODEL_CACHE / SMOLLM2_FILE
     if not gguf.is_file():
