@@ -61,13 +61,11 @@ class AssayModule(pl.LightningModule):
         k = self.trainer.accumulate_grad_batches if self._trainer is not None else 1
         if k == 1 or not hasattr(self.controller, "plan") or batch_idx % k != 0:
             return
-        from assay.objectives.preference import pair_scores
-
         with torch.no_grad():
             margins = []
             for chunk in self.trainer.datamodule.optimizer_batch(batch["ids"]):
                 chunk = {key: (v.to(self.device) if torch.is_tensor(v) else v) for key, v in chunk.items()}
-                margins.append(pair_scores(self.model, chunk, self.objective.needs_reference).margin)
+                margins.append(self.objective.scores(self.model, chunk).margin)
         self.controller.plan(margins)
 
     def _logger_writes_this_step(self) -> bool:

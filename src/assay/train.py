@@ -100,7 +100,8 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         if spec.objective.needs_reference:
             cache = Path(cfg.paths.cache_dir) / "reference_logps"
             tokenized, reference_files = distributed.rank_zero_first(lambda: attach_reference_logps(  # the others read rank 0's cache
-                model, tokenized, tokenizer.pad_token_id, data.eval_batch_size, cache, spec.objective.collation
+                model, tokenized, tokenizer.pad_token_id, data.eval_batch_size, cache, spec.objective.collation,
+                heads=getattr(spec.objective, "reference_heads", False),
             ))
 
         enter_phase("selecting the training data")
