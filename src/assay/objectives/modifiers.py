@@ -1,5 +1,6 @@
 """Modifiers of any pairwise loss, set as fields of the objective rather than chosen as options:
-LD-DPO's length desensitisation (``objective.ld_alpha``) and WPO's pair weights (``objective.wpo``).
+LD-DPO's length desensitisation (``objective.ld_alpha``), WPO's pair weights (``objective.wpo``) and
+TR-DPO's live reference (``objective.ref_sync``, reference-based losses).
 Their method cards live here (``assay-list objective/modifier <name>``); each class names the
 objective fields it governs, and the code is in ``assay.objectives.preference`` and ``logps``.
 """
@@ -45,7 +46,7 @@ class WPO:
     """WPO: objective.wpo=true weighs each pair's loss by the policy's length-normalised probability of both responses (Zhou et al. 2024, arXiv 2406.11827)."""
 
     card: ClassVar[MethodCard] = MethodCard(
-        paper="Zhou et al. 2024, WPO: Enhancing RLHF with Weighted Preference Optimization (EMNLP 2024)",
+        paper="Zhou et al. 2024, WPO: Enhancing RLHF with Weighted Preference Optimization",
         arxiv="2406.11827",
         code="huggingface/trl v1.16.0: trl/trainer/dpo_trainer.py (DPOTrainer._compute_loss, use_weighting) and "
              "trl/kernels/chunked_logprob.py (log_sum_sq_probs)",
@@ -66,5 +67,42 @@ class WPO:
     """The objective's ``wpo``."""
 
 
-MODIFIERS = {"ld_dpo": LDDPO, "wpo": WPO}
+@dataclass
+class TRDPO:
+    """TR-DPO: objective.ref_sync=soft|hard keeps a live reference that follows the policy every ref_sync_steps steps (Gorbatovski et al. 2024, arXiv 2404.09656)."""
+
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Gorbatovski et al. 2024, Learn Your Reference Model for Real Good Alignment",
+        arxiv="2404.09656",
+        code="huggingface/trl v1.16.0: trl/trainer/callbacks.py (SyncRefModelCallback.sync_target_model, on_step_end) with "
+             "DPOConfig's sync_ref_model, ref_model_mixup_alpha, ref_model_sync_steps",
+        defaults={
+            "ref_sync": "none: off (TRL's sync_ref_model=False)",
+            "ref_sync_alpha": "0.6 (TRL's ref_model_mixup_alpha default): follows TRL; the paper's best α per task was not re-read",
+            "ref_sync_steps": "512 (TRL's ref_model_sync_steps default): follows TRL; the paper's best τ per task was not re-read",
+        },
+        deviations=(
+            "The soft update happens every ref_sync_steps steps, as TRL's callback does (ref_sync_steps=1 mixes at every step); "
+            "hard is the same update with α = 1.",
+            "Parameters are mixed, buffers are not (the reference keeps its own buffers), as in TRL.",
+            "Refused with parameter- or optimizer-sharding strategies (FSDP, DeepSpeed) and with LoRA (mixing adapter factors is "
+            "not mixing their products; TRL refuses PEFT too).",
+        ),
+        checked="tests/unit/objectives/test_tr_dpo.py: the sync against TRL 1.16's SyncRefModelCallback.sync_target_model, its "
+                "schedule (every τ steps, once per step, not before the first), the live log-probs equal to the cached ones of the "
+                "same weights, and that the reference and its last sync travel in a checkpoint",
+        notes="Needs a second copy of the model in memory and in every checkpoint, and a reference forward per batch (no cache). "
+              "Applies to every reference-based loss: assay-train objective=dpo objective.ref_sync=soft objective.ref_sync_steps=1 ...",
+    )
+
+    name: str = "tr_dpo"
+    ref_sync: str = "none"
+    """The objective's ``ref_sync`` (``none``, ``soft``, ``hard``)."""
+    ref_sync_alpha: float = 0.6
+    """The objective's ``ref_sync_alpha``."""
+    ref_sync_steps: int = 512
+    """The objective's ``ref_sync_steps``."""
+
+
+MODIFIERS = {"ld_dpo": LDDPO, "wpo": WPO, "tr_dpo": TRDPO}
 """Method registry ``objective/modifier`` (listed by ``assay.catalog``)."""

@@ -17,6 +17,7 @@ from assay.objectives.base import ObjectiveConfig, ObjectiveOutput
 from assay.objectives.logps import pair_logps
 
 Beta = Union[float, "torch.Tensor"]
+REF_SYNCS = ("none", "soft", "hard")
 
 
 @dataclass
@@ -223,14 +224,40 @@ class ReferenceObjective(PreferenceObjective):
 
     beta: float = 0.1
     """β: strength of the KL constraint to the reference (DPO paper default 0.1)."""
+    ref_sync: str = "none"
+    """TR-DPO (Gorbatovski et al. 2024, arXiv 2404.09656; TRL's ``sync_ref_model``): ``none`` keeps the
+    reference frozen (its log-probs precomputed and cached); ``soft`` keeps a live copy of the policy
+    as the reference, updated every ``ref_sync_steps`` optimizer steps as θ_ref ← α·θ + (1-α)·θ_ref
+    (α = ``ref_sync_alpha``); ``hard`` copies the policy (α = 1). The copy costs a second model in
+    memory and in every checkpoint, and a reference forward per batch. Method card:
+    ``assay-list objective/modifier tr_dpo``."""
+    ref_sync_alpha: float = 0.6
+    """α of ``ref_sync=soft`` in (0, 1] (TRL's ``ref_model_mixup_alpha`` default 0.6)."""
+    ref_sync_steps: int = 512
+    """τ: optimizer steps between syncs, ≥ 1 (TRL's ``ref_model_sync_steps`` default 512; 1: every step)."""
 
     def __post_init__(self) -> None:
         check(self.beta > 0, "objective.beta", self.beta, "must be > 0")
+        check(self.ref_sync in REF_SYNCS, "objective.ref_sync", self.ref_sync, f"must be one of {list(REF_SYNCS)}")
+        check(0.0 < self.ref_sync_alpha <= 1.0, "objective.ref_sync_alpha", self.ref_sync_alpha, "must be in (0, 1]")
+        check(self.ref_sync_steps >= 1, "objective.ref_sync_steps", self.ref_sync_steps, "must be >= 1")
         super().__post_init__()
 
     @property
     def needs_reference(self) -> bool:
         return True
+
+    @property
+    def live_reference(self) -> bool:
+        """True when the reference is a live copy of the policy (TR-DPO), its log-probs computed per batch."""
+        return self.ref_sync != "none"
+
+    def build_live_reference(self, policy: torch.nn.Module) -> Optional[torch.nn.Module]:
+        if not self.live_reference:
+            return None
+        from assay.objectives.live_reference import LiveReference
+
+        return LiveReference(policy, 1.0 if self.ref_sync == "hard" else self.ref_sync_alpha, self.ref_sync_steps)
 
     @property
     def base_beta(self) -> Optional[float]:
