@@ -131,7 +131,8 @@ class Mean(Aggregator):
     card: ClassVar[MethodCard] = MethodCard(
         paper="",
         checked="tests/unit/objectives/test_objectives.py: the mean over kept samples",
-        notes="The plain average of the per-sample losses: the baseline for objective/aggregator=dr_dpo.",
+        notes="The plain average of the per-sample losses: the baseline for objective/aggregator=dr_dpo. With per-example "
+              "weights (data.weight_column) Σ w·ℓ / Σ w over the batch (each micro-batch and device normalises by its own Σ w).",
     )
 
     name: str = "mean"
@@ -162,6 +163,8 @@ class DrDPO(Aggregator):
             "Computed as -β'·(logsumexp(-ℓ/β') - log N) around the detached mean loss in float64, not log(mean(exp)): the same "
             "value, finite at small β'. Its equation number in the paper was not checked.",
             "Samples a controller drops (kept = 0) are left out of the expectation; scope=global gathers the losses of every rank.",
+            "With per-example weights (data.weight_column, an assay extension the paper does not have) the expectation is over "
+            "the weighted empirical distribution: -β'·log(Σ w·exp(-ℓ/β') / Σ w), an integer weight counting as repeated samples.",
         ),
         checked="tests/unit/objectives/test_objectives.py: hand-derived value, the gradient as softmax(-ℓ/β')-weighted per-sample "
                 "gradients, the limits (mean as β' grows, min as it shrinks); tests/unit/objectives/test_dr_dpo_distributed.py: "
