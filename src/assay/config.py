@@ -250,6 +250,7 @@ def validate(cfg: DictConfig) -> RunSpec:
     # Columns the selection reads from the data (a precomputed embedding) are kept by the loader.
     extra = [c for c in getattr(spec.selection, "data_columns", ()) if c not in spec.data.keep_columns]
     spec.data.keep_columns = [*spec.data.keep_columns, *extra]
+    check_weight_column(spec)
     if spec.data.format != spec.objective.data_format:
         raise UserError(
             "data.format",
@@ -269,6 +270,22 @@ def validate(cfg: DictConfig) -> RunSpec:
 
     check_processes(spec)
     return spec
+
+
+def check_weight_column(spec: RunSpec) -> None:
+    """``data.weight_column``: kept by the loader, and refused where a per-example weight has no meaning."""
+    column = spec.data.weight_column
+    if column is None:
+        return
+    check(bool(str(column).strip()), "data.weight_column", column, "must name a column (or be null)")
+    if column not in spec.data.keep_columns:
+        spec.data.keep_columns = [*spec.data.keep_columns, column]
+    if getattr(spec.objective, "sorts_batch", False):
+        raise UserError("data.weight_column", column, f"objective={spec.objective.name} compares the batch's sorted log-ratios, so a "
+                        "loss belongs to a rank, not to an example; use another objective or data.weight_column=null")
+    if hasattr(spec.mixture, "reweighting"):
+        raise UserError("data.weight_column", column, f"mixture={spec.mixture.name} trains the proxy on its own per-domain reweighted "
+                        "token loss; set data.weight_column=null")
 
 
 def resolved(cfg: DictConfig) -> dict:

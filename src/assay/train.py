@@ -66,6 +66,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from assay.loggers import wandb_location
     from assay.trainers import gathered_weights
     from assay.module import AssayModule
+    from assay.objectives.live_reference import ReferenceSync
     from assay.objectives.reference import attach_reference_logps
     from assay.run.preemption import DivergenceGuard, PreemptionCheckpoint, cluster_plugins
     from assay.run.machine import check_trainer
@@ -100,10 +101,11 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     )
     reference_files: dict[str, str] = {}
     with distributed.on_device(model, distributed.compute_device(spec.trainer)):  # on the GPU when training uses one
-        if spec.objective.needs_reference:
+        if spec.objective.needs_reference and not getattr(spec.objective, "live_reference", False):  # TR-DPO: computed per batch
             cache = Path(cfg.paths.cache_dir) / "reference_logps"
             tokenized, reference_files = distributed.rank_zero_first(lambda: attach_reference_logps(  # the others read rank 0's cache
-                model, tokenized, tokenizer.pad_token_id, data.eval_batch_size, cache, spec.objective.collation
+                model, tokenized, tokenizer.pad_token_id, data.eval_batch_size, cache, spec.objective.collation,
+                heads=getattr(spec.objective, "reference_heads", False),
             ))
 
         enter_phase("selecting the training data")
@@ -136,7 +138,10 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     # The preemption callback comes after the sampler and the dynamics recorders, so a checkpoint it
     # writes on a requeue signal already counts the batch that just ended.
     rescoring = rescoring_callbacks(spec.selection, ordering, tokenized, tokenizer, run_dir, Path(cfg.paths.cache_dir))
-    callbacks = [SamplerProgress(), DivergenceGuard(spec.trainer.log_every_n_steps, spec.optim.lr), *mixing.callbacks, *spec.dynamics.callbacks(run_dir), *rescoring, PreemptionCheckpoint(run_dir / "checkpoints" / "last.ckpt"), checkpoints,
+    # TR-DPO's reference sync comes before every checkpointing callback: a checkpoint at step s holds
+    # the reference synced at s.
+    sync = [ReferenceSync()] if getattr(spec.objective, "live_reference", False) else []
+    callbacks = [*sync, SamplerProgress(), DivergenceGuard(spec.trainer.log_every_n_steps, spec.optim.lr), *mixing.callbacks, *spec.dynamics.callbacks(run_dir), *rescoring, PreemptionCheckpoint(run_dir / "checkpoints" / "last.ckpt"), checkpoints,
                  *runlog.progress_bar(spec.trainer.enable_progress_bar)]
     resume = checkpoint_to_resume(cfg.ckpt_path, run_dir)
     if resume:  # before Lightning's strict restore, which lists every parameter of another shape

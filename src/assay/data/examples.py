@@ -33,7 +33,38 @@ def load_pool(data: DataConfig, mixture: MixtureConfig) -> datasets.DatasetDict:
         if len(set(ids)) != len(ids):
             raise UserError(f"data ({split} split)", data.name, "has duplicate ids; ids must be unique per split")
         _check_texts(ds, data, split)
+    if data.weight_column is not None:
+        splits = datasets.DatasetDict({split: example_weights(ds, data.weight_column, split) for split, ds in splits.items()})
     return splits
+
+
+WEIGHT = "weight"
+"""The column a batch reads per-example weights from (``data.weight_column`` is copied into it)."""
+
+
+def example_weights(ds: datasets.Dataset, column: str, split: str) -> datasets.Dataset:
+    """The split with ``weight`` = ``column`` as floats, each finite and ≥ 0 (the train split must have
+    the column and a positive total; val and test use theirs where they have it, evaluation being unweighted)."""
+    import math
+
+    if column not in ds.column_names:
+        if split != "train":
+            return ds
+        raise UserError("data.weight_column", column, f"the train split has no such column (it has {ds.column_names})")
+    values = []
+    for row_id, value in zip(ds["id"], ds[column]):
+        try:
+            w = float(value)
+        except (TypeError, ValueError):
+            w = float("nan")
+        if isinstance(value, bool) or not math.isfinite(w) or w < 0:
+            raise UserError("data.weight_column", column, f"must hold a finite number >= 0 in every row; id {row_id} ({split} split) has {value!r}")
+        values.append(w)
+    if split == "train" and not sum(values) > 0:
+        raise UserError("data.weight_column", column, "every training weight is 0")
+    if column != WEIGHT and WEIGHT in ds.column_names:
+        raise UserError("data.weight_column", column, f"the data already has a column {WEIGHT!r}, which batches read weights from; use data.weight_column={WEIGHT}")
+    return ds.remove_columns([WEIGHT]).add_column(WEIGHT, values) if WEIGHT in ds.column_names else ds.add_column(WEIGHT, values)
 
 
 def build_examples(data: DataConfig, mixture: MixtureConfig, noise: NoiseConfig, lengths=None, pool=None) -> Examples:

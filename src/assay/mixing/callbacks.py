@@ -217,6 +217,8 @@ def _per_sample_losses(pl_module, batches: list[dict]):
     try:
         for batch in batches:
             batch = {k: (v.to(pl_module.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+            if hasattr(pl_module, "with_reference"):  # TR-DPO's live reference
+                batch = pl_module.with_reference(batch)
             out = pl_module.objective.compute(model, batch, training=False, controller=pl_module.controller)
             yield batch["sources"], out.loss
     finally:
