@@ -52,6 +52,7 @@ CASES = {
 }
 
 
+@pytest.mark.cli
 @pytest.mark.parametrize("name", list(CASES))
 def test_mixture_errors(name, tmp_path):
     args, fragments = CASES[name]

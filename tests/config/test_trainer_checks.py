@@ -135,6 +135,7 @@ def test_what_sharding_allows_still_validates(compose_cfg, overrides):
         (["-m", "trainer.devices=1,64"], ["trainer.devices=64", "use at most", "trainer.devices=64"]),
     ],
 )
+@pytest.mark.cli
 def test_trainer_errors_on_the_command_line(args, fragments, tmp_path):
     if HAS_CUDA or HAS_DEEPSPEED:
         pytest.skip("this machine can run these profiles")

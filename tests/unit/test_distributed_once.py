@@ -7,6 +7,7 @@ import socket
 import time
 from datetime import timedelta
 from pathlib import Path
+import pytest
 
 import torch.multiprocessing as mp
 
@@ -78,6 +79,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.cli
 def test_once_computes_on_rank_zero_and_every_rank_gets_the_result(tmp_path):
     ctx = mp.start_processes(worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=False, start_method="spawn")
     deadline = time.monotonic() + 600

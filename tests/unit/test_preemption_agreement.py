@@ -35,6 +35,7 @@ def worker(rank: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.cli
 def test_every_rank_checkpoints_at_the_first_rank_signal_batch(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -262,6 +262,7 @@ print("EXIT", code, "LOADED", sorted(m for m in HEAVY if m in sys.modules))
         (["assay-train", "-m", "seed=0,1", "data.batch_size=0"], 2),
     ],
 )
+@pytest.mark.cli
 def test_listing_help_and_user_errors_do_not_import_the_training_stack(argv, code):
     """What decides how long these take is import time: they must not load torch, transformers,
     datasets, Lightning or pandas (a run imports them when it starts)."""
@@ -279,6 +280,7 @@ def test_listing_help_and_user_errors_do_not_import_the_training_stack(argv, cod
         assert out.stderr.startswith("error: ") and len(out.stderr.strip().splitlines()) == 1, out.stderr
 
 
+@pytest.mark.cli
 def test_make_test_fetches_every_model_the_tests_use():
     import subprocess
 
