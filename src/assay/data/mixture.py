@@ -9,7 +9,7 @@ Two ways to realise them:
 - **static** (``single``, ``weights``, ``temperature``): the training pool is resampled once, a
   pure, seeded function of the per-domain pool sizes. Repetition is explicit and capped
   (``max_repetition``, per domain ``max_epochs``): a repeated copy gets the id ``<id>~<k>``.
-- **drawn** (``schedule`` and the online mixers of ``assay.mixing.mixers``): the pool stays as it is
+- **drawn** (``schedule`` and the online mixers of ``assay.mixing``): the pool stays as it is
   and the sampler draws every batch position's domain by the weights in effect at that step
   (``assay.mixing.sampler.DomainSampler``); the weights change over training by a schedule or
   by a callback. The caps then bound the epochs over each domain's rows across the whole run.

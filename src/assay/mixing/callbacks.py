@@ -11,7 +11,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from assay.mixing.online import DomainStats, Mixer
+from assay.mixing.base import DomainStats, Mixer
 
 
 class OnlineMixing(pl.Callback):

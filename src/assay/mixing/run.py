@@ -13,7 +13,7 @@ import numpy as np
 from assay.data.collate import row_tokens
 from assay.errors import UserError
 from assay.mixing.callbacks import MixtureRecorder, OnlineMixing, domain_batches, domain_gradients, domain_losses
-from assay.mixing.rules import graph_from_gradients
+from assay.mixing.skill_it import graph_from_gradients
 from assay.mixing.sampler import DomainSampler
 
 
@@ -105,7 +105,7 @@ def _online(spec, mixture, examples, tokenized, domains, initial, pad_id: int, r
     mixer = mixture.mixer(domains, initial)
     reference = validation = probe = None
     if mixer.needs_reference:
-        from assay.mixing.reference import check_reference_run, reference_losses
+        from assay.mixing.doremi_resample import check_reference_run, reference_losses
 
         if spec.objective.needs_reference:
             raise UserError("mixture", mixture.name, f"DoReMi's reference losses do not combine with objective={spec.objective.name}, which reads reference log-probs itself")

@@ -6,8 +6,11 @@ import math
 import numpy as np
 import pytest
 
-from assay.mixing.online import DomainStats, DoReMiMixer, ODMMixer, SkillItMixer
-from assay.mixing.rules import DoReMiState, Exp3State, doremi_step, graph_from_gradients, skill_it_weights, temperature_weights
+from assay.data.weights import temperature_weights
+from assay.mixing.base import DomainStats
+from assay.mixing.doremi_resample import DoReMiMixer, DoReMiState, doremi_step
+from assay.mixing.odm import Exp3State, ODMMixer
+from assay.mixing.skill_it import SkillItMixer, graph_from_gradients, skill_it_weights
 
 
 def test_doremi_step_by_hand():
