@@ -9,7 +9,7 @@ and its update rule, side by side.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Optional
+from typing import ClassVar
 
 import numpy as np
 
@@ -69,16 +69,16 @@ class OnlineMixture(MixtureConfig):
 
 @dataclass
 class DomainStats:
-    """Per-domain statistics of the training batches since the last update (arrays over domains)."""
+    """What a mixer reads at an update: the examples per domain trained on since the last update and
+    the per-domain values of the signals it declares (``stats["excess_loss"]``; ``train_loss`` always)."""
 
-    loss: np.ndarray
-    """Mean per-example training loss (nan where absent)."""
     count: np.ndarray
-    """Examples seen per domain."""
-    excess: Optional[np.ndarray] = None
-    """Mean clipped excess loss max(ℓ − ℓ_ref, 0) (DoReMi; nan where absent)."""
-    val_loss: Optional[np.ndarray] = None
-    """Per-domain validation loss at this update (Skill-it)."""
+    """Examples seen per domain since the last update."""
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+    """Signal name -> per-domain array (nan where a domain was absent); ``assay.mixing.signals``."""
+
+    def __getitem__(self, signal: str) -> np.ndarray:
+        return self.values[signal]
 
     @property
     def present(self) -> np.ndarray:
@@ -86,12 +86,13 @@ class DomainStats:
 
 
 class Mixer:
-    """An online mixer: ``update(stats)`` returns the new domain weights and what to log."""
+    """An online mixer: ``update(stats)`` returns the new domain weights and what to log
+    (``mixing/<name>/<domain>`` for each array it returns)."""
 
-    needs_reference = False
-    needs_validation = False
-    signal = "loss"
-    """What the mixer's ``signals`` are, for the logs: ``mixing/<signal>/<domain>``."""
+    signals: ClassVar[tuple[str, ...]] = ("train_loss",)
+    """The per-domain signals ``update`` reads from ``DomainStats``, gathered by the ``OnlineMixing``
+    callback: ``train_loss``, ``excess_loss``, ``val_loss``, ``graph`` (``assay.mixing.signals`` says how
+    each is gathered and what the config provides for it). ``train_loss`` and the counts are always there."""
 
     def __init__(self, domains: list[str], initial: np.ndarray):
         self.domains, self.weights = list(domains), normalise(initial)

@@ -78,7 +78,6 @@ class DoReMiResampleMixture(OnlineMixture):
     """Step size η of the exponentiated-gradient update (the paper's and the run scripts' 1)."""
     smoothing: float = 1e-3
     """c in α ← (1 − c)·α + c/k (run scripts ``--reweight_eps 1e-3``; the argument default is 1e-4)."""
-    needs_reference_run: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -89,10 +88,16 @@ class DoReMiResampleMixture(OnlineMixture):
     def mixer(self, domains, initial):
         return DoReMiMixer(domains, initial, self.eta, self.smoothing)
 
+    def reference_losses(self, ctx) -> dict[str, float]:
+        """The ``excess_loss`` signal's reference: the reference run's loss on every training example, cached."""
+        if ctx.spec.objective.needs_reference:
+            raise UserError("mixture", self.name, f"DoReMi's reference losses do not combine with objective={ctx.spec.objective.name}, which reads reference log-probs itself")
+        run = check_reference_run(self.reference, ctx.domains)
+        return reference_losses(run, ctx.examples.splits["train"], ctx.spec.objective, ctx.spec.data, ctx.cache_dir)
+
 
 class DoReMiMixer(Mixer):
-    needs_reference = True
-    signal = "excess_loss"
+    signals = ("train_loss", "excess_loss")
 
     def __init__(self, domains, initial, eta: float, smoothing: float):
         super().__init__(domains, initial)
@@ -100,7 +105,7 @@ class DoReMiMixer(Mixer):
         self.state = DoReMiState(self.weights.copy())
 
     def update(self, stats: DomainStats) -> dict[str, np.ndarray]:
-        excess = np.nan_to_num(stats.excess, nan=0.0)
+        excess = np.nan_to_num(stats["excess_loss"], nan=0.0)
         self.weights = self.state.update(excess, stats.present, self.eta, self.smoothing)
         return {"weight": self.weights, "excess_loss": self.state.scores, "average_weight": self.state.average}
 

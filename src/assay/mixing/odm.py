@@ -61,7 +61,7 @@ class ODMMixture(OnlineMixture):
 
 
 class ODMMixer(Mixer):
-    signal = "reward"
+    signals = ("train_loss",)
 
     def __init__(self, domains, initial, reward_scale: float, smoothing: Optional[float]):
         super().__init__(domains, initial)
@@ -70,7 +70,7 @@ class ODMMixer(Mixer):
 
     def update(self, stats: DomainStats) -> dict[str, np.ndarray]:
         share = stats.count / max(stats.count.sum(), 1)
-        rewards = np.nan_to_num(stats.loss, nan=0.0) / self.reward_scale * share
+        rewards = np.nan_to_num(stats["train_loss"], nan=0.0) / self.reward_scale * share
         self.weights = self.state.update(rewards, stats.present, self.smoothing)
         return {"weight": self.weights, "reward": rewards, "estimated_reward": self.state.cumulative}
 

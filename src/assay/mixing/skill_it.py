@@ -137,10 +137,23 @@ class SkillItMixture(OnlineMixture):
     def mixer(self, domains, initial):
         return SkillItMixer(domains, initial, self.graph_for(domains), self.eta, self.window, self.normalise_loss, estimate=self.graph_source())
 
+    def graph_probe(self, ctx):
+        """The ``graph`` signal's probe, called with the starting model when the mixer has no graph:
+        Skill-it's short run per skill (``training``, cached) or the first-order ``gradient_probe``."""
+        if self.graph_estimate == "gradient_probe":  # first-order, not the paper's estimate
+            from assay.mixing.callbacks import domain_gradients
+
+            train_b, val, domains = ctx.batches("train"), ctx.validation_batches(), ctx.domains
+            return lambda module: graph_from_gradients(domain_gradients(module, train_b, domains), domain_gradients(module, val, domains))
+        if self.graph_estimate == "training":  # Skill-it's: a short run per skill, cached
+            from assay.mixing.skill_graph import training_probe
+
+            return training_probe(ctx.spec, self, ctx.mixer, ctx.tokenized["train"], ctx.domains, ctx.validation_batches(), ctx.pad_id, ctx.cache_dir)
+        return None
+
 
 class SkillItMixer(Mixer):
-    needs_validation = True
-    signal = "val_loss"
+    signals = ("train_loss", "val_loss", "graph")
 
     def __init__(self, domains, initial, graph: Optional[np.ndarray], eta: float, window: int, normalise_loss: bool, estimate: str = "given"):
         super().__init__(domains, initial)
@@ -155,7 +168,7 @@ class SkillItMixer(Mixer):
         self.first: Optional[np.ndarray] = None
 
     def update(self, stats: DomainStats) -> dict[str, np.ndarray]:
-        loss = np.asarray(stats.val_loss, dtype=np.float64)
+        loss = np.asarray(stats["val_loss"], dtype=np.float64)
         if self.first is None:
             self.first = loss.copy()
         # normalise_loss: L_t / L_0 per skill (the released code's ``--normalize_loss``)
