@@ -118,6 +118,13 @@ def environment_problem(exc: BaseException) -> str | None:
     return None
 
 
+REMOVED_OPTIONS: dict[str, str] = {
+    "ordering/upsample_end": "mixture=schedule mixture.upsample=[<domains>] mixture.last_fraction=0.2 mixture.factor=3 "
+                             "(the one end-of-training upsampling, Blakeney et al. 2024: drawn with replacement, as the paper samples)",
+}
+"""Options that were removed (``group/option``) -> the spelling that does what they did."""
+
+
 def explain(exc: BaseException) -> str:
     """One line for a composition or validation failure, naming field, value and what is allowed."""
     from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
@@ -127,6 +134,9 @@ def explain(exc: BaseException) -> str:
         return str(exc)
     if isinstance(exc, MissingConfigException):
         missing = exc.missing_cfg_file or ""
+        if missing in REMOVED_OPTIONS:
+            group, value = missing.rsplit("/", 1)
+            return str(UserError(group, value, f"was removed; use {REMOVED_OPTIONS[missing]}"))
         if "/" in missing and exc.options is not None:
             group, value = missing.rsplit("/", 1)
             return str(UserError(group, value, f"unknown option; choose one of {public_options(exc.options)}"))
