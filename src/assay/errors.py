@@ -33,6 +33,20 @@ def moved_to(key: str, owner: Any) -> str | None:
     return None
 
 
+REMOVED_OPTIONS_ATTRIBUTE = "removed_options"
+"""Like ``moved_keys``, for a whole option: a group's config classes name the options removed from the
+group and the spelling that does what each did (``removed_options: ClassVar[dict[str, str]]``)."""
+
+
+def removed_option(group: str, option: str) -> str | None:
+    """The spelling that replaces ``group=option``, as the group's schemas declare; None if it never existed."""
+    for cls in _group_schemas(group):
+        removed = getattr(cls, REMOVED_OPTIONS_ATTRIBUTE, None)
+        if isinstance(removed, dict) and option in removed:
+            return removed[option]
+    return None
+
+
 def _group_schemas(parent: str) -> list[type]:
     """The classes behind the schemas (``<key>_schema``) that Hydra's ConfigStore holds for the config
     group at ``parent`` (``selection.selector`` -> group ``selection/selector``); none for a path that
@@ -127,6 +141,10 @@ def explain(exc: BaseException) -> str:
         return str(exc)
     if isinstance(exc, MissingConfigException):
         missing = exc.missing_cfg_file or ""
+        instead = removed_option(*missing.rsplit("/", 1)) if "/" in missing else None
+        if instead is not None:
+            group, value = missing.rsplit("/", 1)
+            return str(UserError(group, value, f"was removed; use {instead}"))
         if "/" in missing and exc.options is not None:
             group, value = missing.rsplit("/", 1)
             return str(UserError(group, value, f"unknown option; choose one of {public_options(exc.options)}"))

@@ -43,7 +43,7 @@ def test_the_pointer_comes_from_the_refusing_class():
 
 
 def test_the_group_answers_when_the_refusing_node_is_another_class_or_none():
-    from assay.mixing.mixers import SkillItMixture
+    from assay.mixing.skill_it import SkillItMixture
 
     assert moved_to("mixture.probe", None) == SkillItMixture.moved_keys["probe"]  # e.g. mixture=doremi_resample mixture.probe=true
     assert moved_to("collab.mode", None) == CollabConfig.moved_keys["mode"]  # no collab chosen: the node is None

@@ -9,7 +9,7 @@ Two ways to realise them:
 - **static** (``single``, ``weights``, ``temperature``): the training pool is resampled once, a
   pure, seeded function of the per-domain pool sizes. Repetition is explicit and capped
   (``max_repetition``, per domain ``max_epochs``): a repeated copy gets the id ``<id>~<k>``.
-- **drawn** (``schedule`` and the online mixers of ``assay.mixing.mixers``): the pool stays as it is
+- **drawn** (``schedule`` and the online mixers of ``assay.mixing``): the pool stays as it is
   and the sampler draws every batch position's domain by the weights in effect at that step
   (``assay.mixing.sampler.DomainSampler``); the weights change over training by a schedule or
   by a callback. The caps then bound the epochs over each domain's rows across the whole run.
@@ -240,11 +240,12 @@ class ScheduleMixture(MixtureConfig):
     ``mixture.stages='[{until:0.8,weights:{copy:1}},{until:1.0,weights:{add:1}}]'``."""
 
     card: ClassVar[MethodCard] = MethodCard(
-        paper="Blakeney et al. 2024, Does your data spark joy? (domain upsampling at the end of training): the upsample form",
+        paper="Blakeney et al. 2024, Does your data spark joy? (domain upsampling at the end of training; ICML 2024 ES-FoMo "
+              "workshop): the upsample form",
         arxiv="2406.03476",
         code=None,
         defaults={
-            "last_fraction": "0.2 (the paper: 10-20% the sweet spot): follows",
+            "last_fraction": "0.2 (the paper: 10-20% the sweet spot, ablated 5-30%): follows",
             "factor": "3 (the paper's upsampled mix is not known to us): assay's choice",
         },
         deviations=(
@@ -252,7 +253,10 @@ class ScheduleMixture(MixtureConfig):
             "the paper's exact end mixture is unverified.",
         ),
         checked="tests/unit/data/test_mixture.py: stages and upsampling",
-        notes="With stages it is a general piecewise-constant schedule of weights (no paper).",
+        notes="With stages it is a general piecewise-constant schedule of weights (no paper). The upsample form is assay's one "
+              "end-of-training upsampling: the end mixture is drawn with replacement, as the paper samples it; the former "
+              "ordering=upsample_end (a reordering of the kept rows, no paper code) was removed in its favour. No code was found "
+              "(research note).",
     )
 
     name: str = "schedule"

@@ -1,6 +1,6 @@
 """Domain weights every mixture computes with, as pure functions: normalising, temperature sampling,
 the stages of a scheduled mixture, and the check of weights given in a config. The online mixers'
-update rules build on these (``assay.mixing.rules``).
+update rules build on these (``assay.mixing.odm``, ``skill_it``, ``doremi_resample``).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ import numpy as np
 
 from assay.cards import MethodCard
 from assay.errors import UserError, check
-from assay.mixing.mixers import OnlineMixture
+from assay.mixing.base import OnlineMixture
 from assay.registry import register
 
 

@@ -34,7 +34,7 @@ provided", HazyResearch/skill-it README.md):
 The paper's text (Section 2-3 and the graph-learning appendix) could not be read in this session; the
 definition above follows the authors' released code and graphs, not a re-read of the appendix.
 
-The cheaper first-order probe (``assay.mixing.rules.graph_from_gradients``, ``mixture.graph_estimate=
+The cheaper first-order probe (``assay.mixing.skill_it.graph_from_gradients``, ``mixture.graph_estimate=
 gradient_probe``) is not the authors' estimate.
 """
 

@@ -4,7 +4,7 @@ Orderings are pure and seeded; one resumable sampler (``assay.ordering.sampler``
 
 - ``base``: the ordering base class and the keys it sorts by
 - ``baselines``: ``random`` and ``sequential``
-- ``curricula``: score- and group-driven orderings (curricula, folding, blocked, interleaved, upsample_end)
+- ``curricula``: score- and group-driven orderings (curricula, folding, blocked, interleaved)
 - ``sampler``: the resumable sampler
 """
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from omegaconf import II, MISSING
@@ -17,6 +18,11 @@ from assay.errors import UserError
 class OrderingConfig:
     name: str = MISSING
     seed: int = II("seed")
+    removed_options: ClassVar[dict[str, str]] = {
+        "upsample_end": "mixture=schedule mixture.upsample=[<domains>] mixture.last_fraction=0.2 mixture.factor=3 (the one "
+                        "end-of-training upsampling, Blakeney et al. 2024: drawn with replacement, as the paper samples)",
+    }
+    """Orderings that were removed and the spelling that does what each did (``assay.errors.removed_option``)."""
 
     def keys(self, train, selection_scores: np.ndarray) -> np.ndarray:
         """One value per training row that :meth:`order` reads as ``scores`` (default: the selection

@@ -1,178 +1,21 @@
-"""Online mixers (config group ``mixture``): the sampler draws every batch's domains by weights that a
-callback updates during training from per-domain losses.
+"""Skill-it (Chen et al. 2023, arXiv 2307.14430, Algorithm 1; HazyResearch/skill-it,
+trainer/mw_trainer.py): the config (``mixture=skill_it``), the mixer, the multiplicative-weights rule
+and the first-order graph probe. The graph learned from short training runs is ``skill_graph``.
 
-    assay-train mixture=doremi_resample mixture.reference=<reference run dir>   # DoReMi-style resampling (not the recipe)
-    assay-train mixture=odm                                            # ODM, EXP3 bandit (Albalak et al. 2023)
-    assay-train mixture=skill_it                                       # Skill-it (Chen et al. 2023)
-
-Each writes ``mixing.csv`` (weights and signals at every update), ``mixing.json`` (final weights;
-doremi_resample also their average) and logs ``mixing/weight/<domain>``; the
-mixer state is in every checkpoint, so a resumed run continues bit-identically.
+    assay-train mixture=skill_it
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Optional
 
 import numpy as np
 
 from assay.cards import MethodCard
-from assay.data.mixture import MixtureConfig
-from assay.data.weights import check_weights, normalise_shares
 from assay.errors import UserError, check
-from assay.data.weights import temperature_weights
+from assay.mixing.base import DomainStats, Mixer, OnlineMixture, normalise
 from assay.registry import register
-
-INITS = ("uniform", "natural", "temperature", "weights")
-
-
-@dataclass
-class OnlineMixture(MixtureConfig):
-    update_every: int = 10
-    """Optimizer steps between weight updates."""
-    warmup_steps: int = 0
-    """No update before this step (ODM's released runs wait 2,000 steps at scale)."""
-    init: str = "uniform"
-    """Initial weights: ``uniform``, ``natural`` (pool shares), ``temperature`` (``init_temperature``)
-    or ``weights`` (``init_weights``)."""
-    init_temperature: float = 2.0
-    init_weights: dict[str, float] = field(default_factory=dict)
-    drawn: ClassVar[bool] = True
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check(self.update_every > 0, "mixture.update_every", self.update_every, "must be a positive number of steps")
-        check(self.warmup_steps >= 0, "mixture.warmup_steps", self.warmup_steps, "must be >= 0")
-        check(self.init in INITS, "mixture.init", self.init, f"must be one of {list(INITS)}")
-        check(self.init_temperature > 0, "mixture.init_temperature", self.init_temperature, "must be > 0")
-        if self.init == "weights":
-            check(len(self.init_weights) > 0, "mixture.init_weights", {}, "mixture.init=weights needs the weights")
-            check_weights("mixture.init_weights", self.init_weights)
-
-    def named_domains(self) -> list[str]:
-        return sorted(set(self.max_epochs) | set(self.init_weights))
-
-    def check_domains(self, domains: list[str], where: str = "data") -> None:
-        for name in self.named_domains():
-            if name not in domains:
-                field_ = "mixture.max_epochs" if name in self.max_epochs else "mixture.init_weights"
-                raise UserError(field_, name, f"is not a domain of this data; domains are {sorted(domains)}")
-
-    def weights_at(self, progress: float, sizes: dict[str, float]) -> dict[str, float]:
-        names = list(sizes)
-        if self.init == "uniform":
-            return {s: 1.0 / len(names) for s in names}
-        if self.init == "natural":
-            return normalise_shares(dict(sizes))
-        if self.init == "temperature":
-            return dict(zip(names, temperature_weights(np.array([sizes[s] for s in names], dtype=np.float64), self.init_temperature).tolist()))
-        return normalise_shares({s: float(self.init_weights.get(s, 0.0)) for s in names})
-
-    def mixer(self, domains: list[str], initial: np.ndarray):  # pragma: no cover - every mixer overrides it
-        raise TypeError(f"{type(self).__name__} does not build a mixer()")
-
-
-@register("mixture", "doremi_resample")
-@dataclass
-class DoReMiResampleMixture(OnlineMixture):
-    """DoReMi's weight update used to resample batches (not the authors' recipe: see mixture=doremi); excess loss clipped per example.
-
-    Differs from the released recipe (``assay.mixing.doremi``) in three ways, named here so results
-    produced with it are not read as DoReMi's: batches are *drawn* by the current weights instead of
-    reweighting the loss of batches drawn from the reference weights; the excess loss is clipped per
-    example (mean over the example's tokens first) instead of per token; and the reference losses are
-    cached per example. A domain whose weight falls near the smoothing floor is then hardly ever
-    drawn and its excess loss goes stale, which can swing the weights between near one-hot states.
-    """
-
-    card: ClassVar[MethodCard] = MethodCard(
-        paper="Xie et al. 2023, DoReMi: Optimizing Data Mixtures Speeds Up Language Model Pretraining (NeurIPS 2023); "
-              "this option is not the paper's recipe (that is mixture=doremi)",
-        arxiv="2305.10429",
-        code="sangmichaelxie/doremi: doremi/trainer.py (update_domain_weights: the same exponentiated-gradient step and smoothing)",
-        defaults={
-            "eta": "1 (paper: 1): follows",
-            "smoothing": "1e-3 (run scripts' reweight_eps): follows",
-            "update_every": "10 (the recipe updates every step)",
-        },
-        deviations=(
-            "Batches are drawn by the current weights instead of reweighting the loss of batches drawn from the reference "
-            "weights: a domain whose weight nears the smoothing floor is hardly ever drawn and its score goes stale.",
-            "The excess loss is clipped per example (the example's mean over tokens first), not per token.",
-            "The model trained is the run's own model on unweighted loss (no separate proxy); its average weights are in "
-            "mixing.json but no fresh run on them is made.",
-            "The reference losses are computed once per example and cached rather than per token on each batch.",
-        ),
-        checked="tests/unit/mixing/test_mixing_rules.py: the update against hand-derived numbers; "
-                "tests/integration/test_mixing_runs.py: a run against a reference run",
-        notes="Kept so the wave-two online_mixing numbers (produced with it under the name doremi) stay reproducible.",
-    )
-
-    name: str = "doremi_resample"
-    reference: Optional[str] = None
-    """The reference run's directory (trained on the reference weights, e.g. ``mixture=single``);
-    its per-example losses on this run's training examples are computed once and cached."""
-    eta: float = 1.0
-    """Step size η of the exponentiated-gradient update (the paper's and the run scripts' 1)."""
-    smoothing: float = 1e-3
-    """c in α ← (1 − c)·α + c/k (run scripts ``--reweight_eps 1e-3``; the argument default is 1e-4)."""
-    needs_reference_run: ClassVar[bool] = True
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check(self.reference is not None and str(self.reference) != "", "mixture.reference", self.reference, "DoReMi needs a reference run directory (train one first, e.g. with mixture=single)")
-        check(self.eta > 0 and math.isfinite(self.eta), "mixture.eta", self.eta, "must be a finite number > 0")
-        check(0.0 <= self.smoothing <= 1.0, "mixture.smoothing", self.smoothing, "must be in [0, 1]")
-
-    def mixer(self, domains, initial):
-        from assay.mixing.online import DoReMiMixer
-
-        return DoReMiMixer(domains, initial, self.eta, self.smoothing)
-
-
-@register("mixture", "odm")
-@dataclass
-class ODMMixture(OnlineMixture):
-    """ODM: online data mixing as a multi-armed bandit, EXP3 with the training loss as reward (Albalak et al. 2023)."""
-
-    card: ClassVar[MethodCard] = MethodCard(
-        paper="Albalak et al. 2023, Efficient Online Data Mixing For Language Model Pre-Training (ODM)",
-        arxiv="2312.02406",
-        code="alon-albalak/online-data-mixing: megatron/data/data_sampling_utils.py (Exp3WeightUpdater): its update arithmetic "
-             "and reward / 10 read and transcribed in the test",
-        defaults={
-            "reward_scale": "10 (the released code divides the loss by 10): follows",
-            "smoothing": "null, cumulative importance-weighted rewards (the released code): follows the code; α = 0.9 is the "
-                         "moving average of DataFlex's port",
-            "warmup_steps": "0 (DataFlex's port: 2,000 steps; the released runs' value not checked): differs: toy runs are short",
-        },
-        deviations=(
-            "One update per update_every steps over every domain seen since the last one, each reward weighted by the domain's "
-            "share of the batch; the released code updates one dataset per call with its own batch's loss.",
-        ),
-        checked="tests/unit/mixing/test_mixing_rules.py: EXP3 by hand and against a transcription of the released update over "
-                "60 steps; the reward is the scaled loss times the batch share",
-    )
-
-    name: str = "odm"
-    reward_scale: float = 10.0
-    """Rewards are losses / this (the released code divides by 10)."""
-    smoothing: Optional[float] = None
-    """null: cumulative importance-weighted rewards (the released code); α in [0, 1): the paper's moving
-    average R̂ ← α·R̂ + (1 − α)·r/π (DataFlex uses 0.9)."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check(self.reward_scale > 0, "mixture.reward_scale", self.reward_scale, "must be > 0")
-        if self.smoothing is not None:
-            check(0.0 <= self.smoothing < 1.0, "mixture.smoothing", self.smoothing, "must be in [0, 1) (or null)")
-
-    def mixer(self, domains, initial):
-        from assay.mixing.online import ODMMixer
-
-        return ODMMixer(domains, initial, self.reward_scale, self.smoothing)
 
 
 @register("mixture", "skill_it")
@@ -292,6 +135,91 @@ class SkillItMixture(OnlineMixture):
         return g
 
     def mixer(self, domains, initial):
-        from assay.mixing.online import SkillItMixer
-
         return SkillItMixer(domains, initial, self.graph_for(domains), self.eta, self.window, self.normalise_loss, estimate=self.graph_source())
+
+    def graph_probe(self, ctx):
+        """The ``graph`` signal's probe, called with the starting model when the mixer has no graph:
+        Skill-it's short run per skill (``training``, cached) or the first-order ``gradient_probe``."""
+        if self.graph_estimate == "gradient_probe":  # first-order, not the paper's estimate
+            from assay.mixing.callbacks import domain_gradients
+
+            train_b, val, domains = ctx.batches("train"), ctx.validation_batches(), ctx.domains
+            return lambda module: graph_from_gradients(domain_gradients(module, train_b, domains), domain_gradients(module, val, domains))
+        if self.graph_estimate == "training":  # Skill-it's: a short run per skill, cached
+            from assay.mixing.skill_graph import training_probe
+
+            return training_probe(ctx.spec, self, ctx.mixer, ctx.tokenized["train"], ctx.domains, ctx.validation_batches(), ctx.pad_id, ctx.cache_dir)
+        return None
+
+
+class SkillItMixer(Mixer):
+    signals = ("train_loss", "val_loss", "graph")
+
+    def __init__(self, domains, initial, graph: Optional[np.ndarray], eta: float, window: int, normalise_loss: bool, estimate: str = "given"):
+        super().__init__(domains, initial)
+        self.prior = self.weights.copy()
+        self.graph = None if graph is None else np.asarray(graph, dtype=np.float64)
+        self.estimate = estimate
+        """Where the graph came from: ``given``, ``training``, ``gradient_probe`` or ``identity``."""
+        self.graph_info: dict = {}
+        """What the estimate reports with the graph (the training estimate: its losses and cache key)."""
+        self.eta, self.window, self.normalise_loss = eta, window, normalise_loss
+        self.losses: list[np.ndarray] = []
+        self.first: Optional[np.ndarray] = None
+
+    def update(self, stats: DomainStats) -> dict[str, np.ndarray]:
+        loss = np.asarray(stats["val_loss"], dtype=np.float64)
+        if self.first is None:
+            self.first = loss.copy()
+        # normalise_loss: L_t / L_0 per skill (the released code's ``--normalize_loss``)
+        self.losses.append(loss / self.first if self.normalise_loss else loss)
+        graph = np.eye(len(self.domains)) if self.graph is None else self.graph
+        self.weights = skill_it_weights(self.prior, graph, self.losses, self.eta, self.window)
+        return {"weight": self.weights, "val_loss": loss}
+
+    def state_dict(self) -> dict:
+        return {"weights": self.weights.tolist(), "losses": [x.tolist() for x in self.losses],
+                "first": None if self.first is None else self.first.tolist(), "graph": None if self.graph is None else self.graph.tolist(),
+                "estimate": self.estimate, "graph_info": self.graph_info}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.weights = np.asarray(state["weights"], dtype=np.float64)
+        self.losses = [np.asarray(x) for x in state["losses"]]
+        self.first = None if state["first"] is None else np.asarray(state["first"])
+        if state.get("graph") is not None:
+            self.graph = np.asarray(state["graph"])
+        self.estimate = state.get("estimate", self.estimate)
+        self.graph_info = dict(state.get("graph_info") or {})
+
+    def outputs(self) -> dict[str, dict[str, float]]:
+        out = super().outputs()
+        if self.graph is not None:
+            out["graph"] = {d: dict(zip(self.domains, row)) for d, row in zip(self.domains, self.graph.tolist())}
+        out["graph_estimate"] = {"estimate": self.estimate, **self.graph_info}
+        return out
+
+
+def skill_it_weights(prior: np.ndarray, graph: np.ndarray, losses: list[np.ndarray], eta: float, window: int) -> np.ndarray:
+    """p_i ∝ p0_i · exp(η · Σ_j A_ij · Σ_{τ in the last ``window`` evaluations} L_τ,j)
+
+    A is the skills graph (rows: training skills, columns: evaluated skills; A_ij > 0 when training
+    on i lowers the loss of j), L_τ the per-skill validation losses of evaluation τ."""
+    recent = np.asarray(losses[-window:], dtype=np.float64).sum(axis=0)
+    logits = np.log(np.asarray(prior, dtype=np.float64)) + eta * (np.asarray(graph, dtype=np.float64) @ recent)
+    logits -= logits.max()
+    return normalise(np.exp(logits))
+
+
+def graph_from_gradients(train_grads: np.ndarray, eval_grads: np.ndarray) -> np.ndarray:
+    """A first-order probe of the skills graph: a small step on skill i's training gradient g_i
+    lowers skill j's validation loss by ≈ lr·⟨g_i, h_j⟩, and a step on j itself by ≈ lr·⟨g_j, h_j⟩.
+    A_ij = clip(⟨g_i, h_j⟩ / ⟨g_j, h_j⟩, 0, 1), with A_jj = 1 (Skill-it estimates the same ordering
+    relation from loss curves of runs on {j} vs {i, j}; this replaces those runs by one gradient
+    per skill)."""
+    g, h = np.asarray(train_grads, dtype=np.float64), np.asarray(eval_grads, dtype=np.float64)
+    cross = g @ h.T  # [i, j] = <g_i, h_j>
+    own = np.diag(cross).copy()
+    own[own <= 0] = np.inf  # a skill whose own step does not help itself: no edge can be measured
+    graph = np.clip(cross / own[None, :], 0.0, 1.0)
+    np.fill_diagonal(graph, 1.0)
+    return graph
