@@ -9,7 +9,7 @@ TORCH_CPU   ?= 2.13.0
 FLWR        ?= 1.25.0
 PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.assay-installed
-PYTEST_ARGS ?= -n 2 --dist loadscope --no-loadscope-reorder
+PYTEST_ARGS ?= -n 2 --dist loadscope --no-loadscope-reorder --durations=25
 
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false

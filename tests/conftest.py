@@ -87,7 +87,7 @@ def detection_from_artefact(selection_parquet: Path, flag: str) -> dict:
     return {"auroc": float(roc_auc_score(noisy, -sel["score"])), "precision_at_k": float(noisy[lowest].mean()), "k": k}
 
 
-CHEAP_TOOLS = {"git", "hostname", "id", "nproc", "nvidia-smi", "sinfo", "squeue", "scontrol", "uname", "which"}
+CHEAP_TOOLS = {"git", "hostname", "id", "nproc", "nvidia-smi", "sacct", "scancel", "sinfo", "squeue", "scontrol", "uname", "which"}
 """Processes that are not a tier of their own: a tool answering in milliseconds (the run provenance reads git)."""
 
 
