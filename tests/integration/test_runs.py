@@ -90,6 +90,7 @@ def test_lora_trains_only_adapters_and_saves_merged_weights(tmp_path):
     assert config["model_type"] == "llama" and not (tmp_path / "model" / "adapter_config.json").exists()
 
 
+@pytest.mark.cli
 def test_wandb_offline_run(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")

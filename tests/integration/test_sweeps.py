@@ -45,6 +45,7 @@ def test_sweep_grid_comes_from_the_definition_and_the_command_line_wins():
         (["hydra/sweeper=optuna_sqlite", "noise=pairwise_flip", "noise.p=interval(0.1,0.7)"], "noise.p=0.7: must be in [0, 0.5)"),
     ],
 )
+@pytest.mark.cli
 def test_bad_sweep_is_one_line_before_any_job_runs(args, expected, tmp_path):
     r = _run(["-m", *args], tmp_path)
     assert r.returncode == 2, r.stderr[-2000:]
@@ -54,6 +55,7 @@ def test_bad_sweep_is_one_line_before_any_job_runs(args, expected, tmp_path):
 
 
 @pytest.mark.integration
+@pytest.mark.cli
 def test_optuna_study_in_sqlite_resumes_across_invocations(tmp_path):
     args = ["-m", "hydra/sweeper=optuna_sqlite", "optim.lr=tag(log,interval(1e-4,1e-2))", "hydra.sweeper.n_trials=1",
             "debug=fast", "trainer.max_steps=1", "logger=none", f"paths.log_dir={tmp_path / 'logs'}"]
@@ -70,6 +72,7 @@ def test_optuna_study_in_sqlite_resumes_across_invocations(tmp_path):
 
 
 @pytest.mark.integration
+@pytest.mark.cli
 def test_local_parallel_launcher_runs_jobs_side_by_side(tmp_path):
     sweep = tmp_path / "sweep"
     r = _run(["-m", "hydra/launcher=local_parallel", "debug=fast", "trainer.max_steps=1", "logger=csv", "seed=0,1", f"hydra.sweep.dir={sweep}"], tmp_path)
