@@ -110,6 +110,9 @@ def _extra_registries() -> dict[str, dict[str, Any]]:
         COLLAB_RULES = {}
     if COLLAB_RULES:
         out["collab/aggregation"] = dict(COLLAB_RULES)
+    from assay.tracing import TESTS
+
+    out["provenance/test"] = dict(TESTS)
     return out
 
 

@@ -31,8 +31,9 @@ LAYERS: list[tuple[str, set[str]]] = [
     # run assembly: the composed config, the Lightning module and its held-out comparisons against the
     # starting model, checks before a run, run directories
     ("run assembly", {"config", "module", "heldout", "preflight", "rundir"}),
-    # entry points: the commands (assay-train, assay-list, assay-compare, assay-mix) and the Flower launcher
-    ("entry points", {"train", "catalog", "compare", "collab", "mixsearch", "study"}),
+    # entry points: the commands (assay-train, assay-list, assay-compare, assay-mix, assay-study, assay-provenance)
+    # and the Flower launcher
+    ("entry points", {"train", "catalog", "compare", "collab", "mixsearch", "study", "tracing"}),
 ]
 LAYER_OF = {unit: i for i, (_, units) in enumerate(LAYERS) for unit in units}
 
