@@ -9,7 +9,7 @@ TORCH_CPU   ?= 2.13.0
 FLWR        ?= 1.25.0
 PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.assay-installed
-PYTEST_ARGS ?= -n 2 --dist loadscope --no-loadscope-reorder
+PYTEST_ARGS ?= -n 2 --dist loadscope --no-loadscope-reorder --durations=25
 
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
@@ -38,11 +38,15 @@ MODELS      := smollm2 minilm
 models: $(STAMP)
 	$(VENV)/bin/assay-fetch $(MODELS)
 
+# The SLURM tests run a local cluster from Debian packages: `make test` installs them (as root), not a test.
 test: $(STAMP)
-	@$(VENV)/bin/assay-fetch $(MODELS) || echo "assay-fetch $(MODELS) failed: the tests that need those models will be skipped"
-	@# The SLURM tests run a local cluster from Debian packages: install them here, as root, not inside a test.
-	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then bash slurm/local_cluster.sh install || echo "the SLURM packages could not be installed: the SLURM tests will say why"; fi
-	$(PY) -m pytest $(PYTEST_ARGS)
+	@start=$$(date +%s); \
+	$(VENV)/bin/assay-fetch $(MODELS) || echo "assay-fetch $(MODELS) failed: the tests that need those models will be skipped"; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then bash slurm/local_cluster.sh install || echo "the SLURM packages could not be installed: the SLURM tests will say why"; fi; \
+	$(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
+	took=$$(( $$(date +%s) - start )); \
+	echo "make test: $$((took / 60)) min $$((took % 60)) s wall time (set-up, model fetch, SLURM packages and pytest; the budget is 15 min on a 2-core machine)"; \
+	exit $$status
 
 test-fast: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS) tests/unit tests/config -m "not integration and not slow and not cli"

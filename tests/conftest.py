@@ -87,27 +87,83 @@ def detection_from_artefact(selection_parquet: Path, flag: str) -> dict:
     return {"auroc": float(roc_auc_score(noisy, -sel["score"])), "precision_at_k": float(noisy[lowest].mean()), "k": k}
 
 
-COMMAND_CALLS = ("subprocess.", "assay_train(", "_train(", "start_processes(", "mp.spawn(")
-"""What a test calls when it starts new processes: an assay command, or worker ranks of a process group
-(a few seconds of imports each)."""
+CHEAP_TOOLS = {"git", "hostname", "id", "nproc", "nvidia-smi", "sacct", "scancel", "sinfo", "squeue", "scontrol", "uname", "which"}
+"""Processes that are not a tier of their own: a tool answering in milliseconds (the run provenance reads git)."""
 
 
-def _runs_a_command(item) -> bool:
-    import inspect
+def run_assay(args: list[str], cwd: Path, command: str = "assay.train", timeout: float = 600, env: dict | None = None,
+              launcher: list[str] | None = None) -> "subprocess.CompletedProcess":
+    """An assay command as a user starts it (``python -m assay.train ...``; ``launcher`` replaces the
+    ``python -m <command>`` prefix, e.g. to inject a fault), output captured. The one way the tests start
+    a command: through the ``assay_cli`` fixture, which marks the test ``cli``, or directly from a test
+    marked ``cli``."""
+    import subprocess
+    import sys
 
-    try:
-        source = inspect.getsource(item.function)
-    except (OSError, TypeError, AttributeError):
-        return False
-    return any(call in source for call in COMMAND_CALLS)
+    return subprocess.run([*(launcher or [sys.executable, "-m", command]), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+@pytest.fixture
+def assay_cli():
+    """Start an assay command in a new process (``assay_cli(args, cwd, command="assay.train")``); the test is ``cli``."""
+    return run_assay
+
+
+def _starts_a_process(executable) -> bool:
+    name = os.path.basename(str(executable[0] if isinstance(executable, (list, tuple)) else str(executable).split()[0]))
+    return name not in CHEAP_TOOLS
+
+
+@pytest.fixture(autouse=True)
+def _process_tier(request, monkeypatch):
+    """The ``cli`` tier is exact: a test that starts a process (an assay command, worker ranks, a
+    cluster job) must be marked ``cli`` (or use ``assay_cli``), and a ``cli`` test that passes must
+    have started one. ``make test-fast`` leaves the tier out, so a mark that lies costs either speed or
+    coverage there."""
+    import multiprocessing.process
+    import subprocess
+
+    marked = request.node.get_closest_marker("cli") is not None
+    started: list[str] = []
+    execute, start = subprocess.Popen._execute_child, multiprocessing.process.BaseProcess.start
+
+    def execute_child(self, args, *rest, **kw):
+        if _starts_a_process(args):
+            if not marked:
+                raise AssertionError(f"{request.node.nodeid} starts a process ({args if isinstance(args, str) else ' '.join(map(str, args))[:120]}) "
+                                     "but is not marked cli: use the assay_cli fixture or @pytest.mark.cli")
+            started.append(str(args))
+        return execute(self, args, *rest, **kw)
+
+    def process_start(self):
+        if not marked:
+            raise AssertionError(f"{request.node.nodeid} starts worker processes but is not marked cli: mark it @pytest.mark.cli")
+        started.append("multiprocessing")
+        return start(self)
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", execute_child)
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", process_start)
+    yield
+    report = getattr(request.node, "_call_report", None)
+    if marked and not started and report is not None and report.passed:
+        pytest.fail(f"{request.node.nodeid} is marked cli but started no process: drop the mark (or the assay_cli fixture)", pytrace=False)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    if call.when == "call":
+        item._call_report = outcome.get_result()
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests that start new processes (a command, worker ranks) are marked ``cli`` (``make test-fast`` leaves them
-    out), and the longest tests go first (``slow``, then ``integration``), so that with several
-    workers the long ones overlap with everything else instead of running alone at the end."""
+    """Tests that start new processes (a command, worker ranks) are ``cli`` (``make test-fast`` leaves them
+    out): marked where they are written, or by using the ``assay_cli`` fixture (``_process_tier`` checks
+    both ways at run time). The longest tests go first (``slow``, then ``integration``), so that with
+    several workers the long ones overlap with everything else instead of running alone at the end."""
     for item in items:
-        if _runs_a_command(item):
+        if "assay_cli" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.cli)
     rank = {"slow": 0, "integration": 1}
     items.sort(key=lambda item: min((rank[m.name] for m in item.iter_markers() if m.name in rank), default=2))

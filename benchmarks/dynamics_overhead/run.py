@@ -123,7 +123,7 @@ def _install_timers() -> None:
 def gradient_recorder(run_dir: Path, params, proj_dim: int, projection: str) -> pl.Callback:
     """``dynamics=gradients`` recording every step over the whole batch (what LESS / CLUES features
     at every step instead of at checkpoints cost)."""
-    from assay.dynamics import GradientDynamics
+    from assay.dynamics.recording import GradientDynamics
 
     _install_timers()
     config = GradientDynamics(grad_every_n_steps=1, params=list(params), proj_dim=proj_dim, projection=projection, batch_size=1 << 30, flush_every=50)
@@ -133,9 +133,9 @@ def gradient_recorder(run_dir: Path, params, proj_dim: int, projection: str) -> 
 def fit_steps(arm: str, spec, model_state, model, tokenizer, tokenized, steps: int, names, proj_dim: int, hooks: dict) -> list[float]:
     """Step times of one fit; ``arm`` is off, losses or grads-<projection kind>."""
     from assay.data.datamodule import AssayDataModule, SamplerProgress
-    from assay.dynamics import DynamicsOff, LossDynamics
+    from assay.dynamics.recording import DynamicsOff, LossDynamics
     from assay.module import AssayModule
-    from assay.ordering import RandomOrdering
+    from assay.ordering.baselines import RandomOrdering
 
     model.load_state_dict(model_state)  # every fit starts from the same weights
     rows = np.arange(len(tokenized["train"]))

@@ -102,15 +102,17 @@ def _extra_registries() -> dict[str, dict[str, Any]]:
     """Method registries outside the config groups; each module lists its own options."""
     from assay.mixsearch.propose import PROPOSERS
     from assay.mixsearch.regressors import REGRESSORS
+    from assay.objectives.modifiers import MODIFIERS
 
-    out: dict[str, dict[str, Any]] = {"mixsearch/regressor": dict(REGRESSORS), "mixsearch/proposer": dict(PROPOSERS)}
+    out: dict[str, dict[str, Any]] = {"objective/modifier": dict(MODIFIERS), "mixsearch/regressor": dict(REGRESSORS),
+                                      "mixsearch/proposer": dict(PROPOSERS)}
     try:
         from assay.collab.rules import COLLAB_RULES  # type: ignore[import-not-found]
     except ImportError:  # pragma: no cover - before the collaborative registry exists
         COLLAB_RULES = {}
     if COLLAB_RULES:
         out["collab/aggregation"] = dict(COLLAB_RULES)
-    from assay.tracing import TESTS
+    from assay.tracing.methods import TESTS
 
     out["provenance/test"] = dict(TESTS)
     return out

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
@@ -85,16 +85,6 @@ class PathsConfig:
 # selection.selector.fraction=0.6``, ...); this group says who the clients are and how they collaborate.
 # Nothing here imports Flower: composing and validating a config stays cheap.
 
-from assay.errors import MOVED_KEYS  # noqa: E402  (old collab spellings -> the new ones)
-
-COLLAB_MOVED = {
-    "collab.mode": "collab/aggregation=<fedavg|local|merge_linear|ties|ties_factors> (mode=merge: collab/aggregation=ties_factors, CLUES's merge, or ties, TIES on task vectors)",
-    "collab.merge_method": "collab/aggregation=<merge_linear|ties|ties_factors> (merge_method=linear: merge_linear; ties: ties_factors, or ties on task vectors)",
-    "collab.density": "collab.aggregation.density (with collab/aggregation=ties or ties_factors)",
-}
-"""Fields of the former single collab config, and where each now lives (the rule and its own fields)."""
-MOVED_KEYS.update(COLLAB_MOVED)
-
 
 @dataclass
 class CollabConfig:
@@ -147,6 +137,13 @@ class CollabConfig:
     prepare_only: bool = False
     """Write the run directory (config, base model, tokenizer) and stop: what a Flower deployment
     (``flwr run``, SuperLink + SuperNodes) reads; see the README."""
+
+    moved_keys: ClassVar[dict[str, str]] = {
+        "mode": "collab/aggregation=<fedavg|local|merge_linear|ties|ties_factors> (mode=merge: collab/aggregation=ties_factors, CLUES's merge, or ties, TIES on task vectors)",
+        "merge_method": "collab/aggregation=<merge_linear|ties|ties_factors> (merge_method=linear: merge_linear; ties: ties_factors, or ties on task vectors)",
+        "density": "collab.aggregation.density (with collab/aggregation=ties or ties_factors)",
+    }
+    """Fields of the former single collab config, and where each now lives (the rule and its own fields)."""
 
     def __post_init__(self) -> None:
         check(isinstance(self.aggregation, (str, dict)) or hasattr(self.aggregation, "name"), "collab.aggregation", self.aggregation,
@@ -233,7 +230,7 @@ class RunSpec:
 
 def refuse_non_finite(cfg: DictConfig) -> None:
     """``inf`` and ``nan`` pass every "> 0" range check: no number in a run's config may be non-finite."""
-    from assay.results import flatten
+    from assay.run.results import flatten
 
     for key, value in flatten({k: v for k, v in OmegaConf.to_container(cfg, resolve=False).items() if k != "hydra"}).items():
         values = value if isinstance(value, list) else [value]
@@ -253,6 +250,7 @@ def validate(cfg: DictConfig) -> RunSpec:
     # Columns the selection reads from the data (a precomputed embedding) are kept by the loader.
     extra = [c for c in getattr(spec.selection, "data_columns", ()) if c not in spec.data.keep_columns]
     spec.data.keep_columns = [*spec.data.keep_columns, *extra]
+    check_weight_column(spec)
     if spec.data.format != spec.objective.data_format:
         raise UserError(
             "data.format",
@@ -268,10 +266,26 @@ def validate(cfg: DictConfig) -> RunSpec:
     if not cfg.get("collab"):  # a collaborative run scores with the global model after its warm-up rounds
         spec.selection.check_scoring_model(spec.model)
     check_trainer_needs(spec)  # what the trainer's strategy and the model's compute settings need from the rest
-    from assay.distributed import check as check_processes
+    from assay.run.distributed import check as check_processes
 
     check_processes(spec)
     return spec
+
+
+def check_weight_column(spec: RunSpec) -> None:
+    """``data.weight_column``: kept by the loader, and refused where a per-example weight has no meaning."""
+    column = spec.data.weight_column
+    if column is None:
+        return
+    check(bool(str(column).strip()), "data.weight_column", column, "must name a column (or be null)")
+    if column not in spec.data.keep_columns:
+        spec.data.keep_columns = [*spec.data.keep_columns, column]
+    if getattr(spec.objective, "sorts_batch", False):
+        raise UserError("data.weight_column", column, f"objective={spec.objective.name} compares the batch's sorted log-ratios, so a "
+                        "loss belongs to a rank, not to an example; use another objective or data.weight_column=null")
+    if hasattr(spec.mixture, "reweighting"):
+        raise UserError("data.weight_column", column, f"mixture={spec.mixture.name} trains the proxy on its own per-domain reweighted "
+                        "token loss; set data.weight_column=null")
 
 
 def resolved(cfg: DictConfig) -> dict:

@@ -11,9 +11,61 @@ SCHEMA_SUFFIX = "_schema"
 options extend); they are not options a user picks."""
 
 
-MOVED_KEYS: dict[str, str] = {}
-"""Config keys that moved (old path -> where it lives now), registered by the module that owns the new
-place, so an old spelling gets a one-line pointer instead of a bare "unknown key"."""
+MOVED_KEYS_ATTRIBUTE = "moved_keys"
+"""A config class names its former fields and where each lives now in a class attribute of this name,
+
+    moved_keys: ClassVar[dict[str, str]] = {"fraction": "selection.selector.fraction"}
+
+so an old spelling gets a one-line pointer instead of a bare "unknown key". Nothing fills in a table
+at import time: the declarations are read, when a key is refused, from the classes themselves."""
+
+
+def moved_to(key: str, owner: Any) -> str | None:
+    """Where the config key ``key`` (a full path such as ``selection.fraction``) lives now, as the
+    class of the node that refused it (``owner``) declares, or else any schema of the config group the
+    key's parent names (``mixture.probe`` under another mixture than the one that had the field,
+    ``collab.mode`` with no ``collab`` chosen); None for a key that never moved."""
+    field = key.rsplit(".", 1)[-1]
+    for cls in [owner, *_group_schemas(key.rsplit(".", 1)[0] if "." in key else "")]:
+        moved = getattr(cls, MOVED_KEYS_ATTRIBUTE, None) if isinstance(cls, type) else None
+        if isinstance(moved, dict) and field in moved:
+            return moved[field]
+    return None
+
+
+REMOVED_OPTIONS_ATTRIBUTE = "removed_options"
+"""Like ``moved_keys``, for a whole option: a group's config classes name the options removed from the
+group and the spelling that does what each did (``removed_options: ClassVar[dict[str, str]]``)."""
+
+
+def removed_option(group: str, option: str) -> str | None:
+    """The spelling that replaces ``group=option``, as the group's schemas declare; None if it never existed."""
+    for cls in _group_schemas(group):
+        removed = getattr(cls, REMOVED_OPTIONS_ATTRIBUTE, None)
+        if isinstance(removed, dict) and option in removed:
+            return removed[option]
+    return None
+
+
+def _group_schemas(parent: str) -> list[type]:
+    """The classes behind the schemas (``<key>_schema``) that Hydra's ConfigStore holds for the config
+    group at ``parent`` (``selection.selector`` -> group ``selection/selector``); none for a path that
+    is no group. Read from the ConfigStore, which every registered schema is stored in."""
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    store, group = ConfigStore.instance(), parent.replace(".", "/")
+    try:
+        names = store.list(group) if group else []
+    except OSError:
+        return []
+    classes = []
+    for name in names:
+        if name.removesuffix(".yaml").endswith(SCHEMA_SUFFIX):
+            cls = OmegaConf.get_type(store.load(f"{group}/{name}").node)
+            if isinstance(cls, type) and cls not in classes:
+                classes.append(cls)
+    return classes
 
 
 def public_options(names) -> list[str]:
@@ -89,6 +141,10 @@ def explain(exc: BaseException) -> str:
         return str(exc)
     if isinstance(exc, MissingConfigException):
         missing = exc.missing_cfg_file or ""
+        instead = removed_option(*missing.rsplit("/", 1)) if "/" in missing else None
+        if instead is not None:
+            group, value = missing.rsplit("/", 1)
+            return str(UserError(group, value, f"was removed; use {instead}"))
         if "/" in missing and exc.options is not None:
             group, value = missing.rsplit("/", 1)
             return str(UserError(group, value, f"unknown option; choose one of {public_options(exc.options)}"))
@@ -101,8 +157,9 @@ def explain(exc: BaseException) -> str:
     if isinstance(exc, (ConfigKeyError, ConfigAttributeError)):
         key = getattr(exc, "full_key", None) or "?"
         owner = getattr(exc, "object_type", None)
-        if key in MOVED_KEYS:
-            return f"{key}: unknown key; it moved to {MOVED_KEYS[key]}"
+        moved = moved_to(key, owner)
+        if moved is not None:
+            return f"{key}: unknown key; it moved to {moved}"
         if dataclasses.is_dataclass(owner):
             valid = sorted(f.name for f in dataclasses.fields(owner) if not f.name.startswith("_"))
             return f"{key}: unknown key; {owner.__name__} has {valid}"

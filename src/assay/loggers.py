@@ -174,3 +174,16 @@ def has_wandb_credentials() -> bool:
         return "api.wandb.ai" in netrc.read_text()
     except OSError:
         return False
+
+
+def wandb_location(logger: Any) -> dict[str, Any]:
+    """Where a wandb logger wrote its run (the directory ``wandb sync`` uploads), for the summary
+    and the console; empty for any other logger."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    if not isinstance(logger, WandbLogger):
+        return {}
+    run = logger.experiment
+    run_dir = Path(run.dir).parent  # <save_dir>/wandb/<offline-run-...>/files -> the run's directory
+    offline = bool(getattr(logger, "_offline", False)) or os.environ.get("WANDB_MODE") in ("offline", "dryrun")
+    return {"wandb": {"dir": str(run_dir), "offline": offline, "id": run.id}}

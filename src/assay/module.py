@@ -37,10 +37,21 @@ class AssayModule(pl.LightningModule):
         self._eval_sums: dict[str, list] = defaultdict(list)
         # Running statistics of a dynamic objective (β-DPO), as buffers: saved in every checkpoint.
         self.controller = objective.build_controller()
+        # TR-DPO's live reference: a frozen copy of the policy that follows it (objective.ref_sync), outside
+        # the optimizer and in every checkpoint; None for a precomputed (or no) reference.
+        build = getattr(objective, "build_live_reference", None)
+        self.live_reference = build(model) if build is not None else None
         self.reweighting = None
+
+    def with_reference(self, batch: dict) -> dict:
+        """The batch with the live reference's log-probs (TR-DPO); unchanged without one."""
+        if self.live_reference is None:
+            return batch
+        return self.live_reference.attach(batch, heads=getattr(self.objective, "ld_alpha", None) is not None)
 
     def training_step(self, batch: dict, batch_idx: int):
         self._plan_optimizer_batch(batch, batch_idx)
+        batch = self.with_reference(batch)
         out = self.objective.compute(self.model, batch, training=True, controller=self.controller)
         if self.reweighting is None:
             loss = self.objective.aggregate(out)
@@ -61,13 +72,11 @@ class AssayModule(pl.LightningModule):
         k = self.trainer.accumulate_grad_batches if self._trainer is not None else 1
         if k == 1 or not hasattr(self.controller, "plan") or batch_idx % k != 0:
             return
-        from assay.objectives.preference import pair_scores
-
         with torch.no_grad():
             margins = []
             for chunk in self.trainer.datamodule.optimizer_batch(batch["ids"]):
-                chunk = {key: (v.to(self.device) if torch.is_tensor(v) else v) for key, v in chunk.items()}
-                margins.append(pair_scores(self.model, chunk, self.objective.needs_reference).margin)
+                chunk = self.with_reference({key: (v.to(self.device) if torch.is_tensor(v) else v) for key, v in chunk.items()})
+                margins.append(self.objective.scores(self.model, chunk).margin)
         self.controller.plan(margins)
 
     def _logger_writes_this_step(self) -> bool:
@@ -104,7 +113,7 @@ class AssayModule(pl.LightningModule):
         object.__setattr__(self, "_reference", None)
         rows = self._generations
         if self._trainer is not None and self.trainer.world_size > 1:
-            from assay.distributed import gather_objects
+            from assay.run.distributed import gather_objects
 
             rows = [r for part in gather_objects(rows) for r in part]
         if self._trainer is None or self.trainer.is_global_zero:
@@ -115,7 +124,7 @@ class AssayModule(pl.LightningModule):
         self._generations = []
 
     def _eval_step(self, batch: dict, split: str, generate: bool) -> None:
-        out = self.objective.compute(self.model, batch, training=False, controller=self.controller)
+        out = self.objective.compute(self.model, self.with_reference(batch), training=False, controller=self.controller)
         values = {"loss": out.loss, **out.metrics}
         if generate:
             values["exact_match"], values["answer_reward"] = self.greedy_scores(batch)
@@ -139,7 +148,7 @@ class AssayModule(pl.LightningModule):
         sums = dict(self._eval_sums)
         self._eval_sums.clear()
         if self._trainer is not None and self.trainer.world_size > 1:
-            from assay.distributed import gather_objects
+            from assay.run.distributed import gather_objects
 
             merged: dict[str, list] = defaultdict(list)
             for part in gather_objects(sums):

@@ -14,6 +14,10 @@ values differ from the dataclass defaults has a ``conf/<group>/<key>.yaml`` that
 
 The ``name`` field of each entry defaults to its key, so a composed config always says which entry
 built it, and ``OmegaConf.to_object`` returns an instance of the right class without any lookup.
+
+A field that moved elsewhere is named in the class's ``moved_keys`` ClassVar (former field name ->
+where it lives now, see ``assay.errors.MOVED_KEYS_ATTRIBUTE``): the error for the old spelling points
+there. It is part of the class, like its fields, and nothing fills it in at import time.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from typing import Any, Callable, TypeVar
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from assay.errors import SCHEMA_SUFFIX, UserError, public_options
+from assay.errors import MOVED_KEYS_ATTRIBUTE, SCHEMA_SUFFIX, UserError, public_options
 from assay.paths import CONF_DIR
 
 T = TypeVar("T")
@@ -47,6 +51,9 @@ def register(group: str, key: str) -> Callable[[type[T]], type[T]]:
         names = {f.name: f for f in dataclasses.fields(cls)}
         if "name" not in names or names["name"].default != key:
             raise TypeError(f"{cls.__name__}.name must default to the registry key {key!r}")
+        still_there = sorted(set(getattr(cls, MOVED_KEYS_ATTRIBUTE, None) or {}) & set(names))
+        if still_there:
+            raise TypeError(f"{cls.__name__}.{MOVED_KEYS_ATTRIBUTE} names fields it still has: {still_there}")
         entries = _REGISTRY.setdefault(group, {})
         if key in entries and entries[key] is not cls:
             raise TypeError(f"{group}/{key} is registered twice ({entries[key].__name__}, {cls.__name__})")

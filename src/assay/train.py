@@ -21,17 +21,19 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from assay import distributed, provenance, runlog
+from assay import provenance
 from assay.config import validate
 from assay.errors import UserError, environment_problem, explain
 from assay.paths import CONF_DIR
-from assay.results import HEADLINE, flatten
-from assay.rundir import check_checkpoint_fits, claimed, enter_phase, job_choices, job_config, no_checkpoint_notice, resume_argv, write_json
+from assay.run import distributed, log as runlog
+from assay.run.dirs import claimed, enter_phase, job_choices, job_config, write_json
+from assay.run.resume import check_checkpoint_fits, checkpoint_to_resume, resume_argv
+from assay.run.results import HEADLINE, flatten
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Run one composed config (all its stages) in the run directory it claims, and return its summary."""
-    from assay.preemption import requeued
+    from assay.run.preemption import requeued
 
     run_dir = Path(cfg.paths.output_dir)
     ckpt = cfg.get("ckpt_path")
@@ -61,11 +63,13 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from assay.heldout import ReferenceWeights
     from assay.mixing.run import setup_mixing
     from assay.models.build import save_model
+    from assay.loggers import wandb_location
     from assay.trainers import gathered_weights
     from assay.module import AssayModule
+    from assay.objectives.live_reference import ReferenceSync
     from assay.objectives.reference import attach_reference_logps
-    from assay.preemption import DivergenceGuard, PreemptionCheckpoint, cluster_plugins
-    from assay.preflight import check_trainer
+    from assay.run.preemption import DivergenceGuard, PreemptionCheckpoint, cluster_plugins
+    from assay.run.machine import check_trainer
     from assay.selection import SelectionContext
     from assay.selection.rescoring import rescoring_callbacks
 
@@ -97,10 +101,11 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     )
     reference_files: dict[str, str] = {}
     with distributed.on_device(model, distributed.compute_device(spec.trainer)):  # on the GPU when training uses one
-        if spec.objective.needs_reference:
+        if spec.objective.needs_reference and not getattr(spec.objective, "live_reference", False):  # TR-DPO: computed per batch
             cache = Path(cfg.paths.cache_dir) / "reference_logps"
             tokenized, reference_files = distributed.rank_zero_first(lambda: attach_reference_logps(  # the others read rank 0's cache
-                model, tokenized, tokenizer.pad_token_id, data.eval_batch_size, cache, spec.objective.collation
+                model, tokenized, tokenizer.pad_token_id, data.eval_batch_size, cache, spec.objective.collation,
+                heads=getattr(spec.objective, "reference_heads", False),
             ))
 
         enter_phase("selecting the training data")
@@ -133,9 +138,12 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     # The preemption callback comes after the sampler and the dynamics recorders, so a checkpoint it
     # writes on a requeue signal already counts the batch that just ended.
     rescoring = rescoring_callbacks(spec.selection, ordering, tokenized, tokenizer, run_dir, Path(cfg.paths.cache_dir))
-    callbacks = [SamplerProgress(), DivergenceGuard(spec.trainer.log_every_n_steps, spec.optim.lr), *mixing.callbacks, *spec.dynamics.callbacks(run_dir), *rescoring, PreemptionCheckpoint(run_dir / "checkpoints" / "last.ckpt"), checkpoints,
+    # TR-DPO's reference sync comes before every checkpointing callback: a checkpoint at step s holds
+    # the reference synced at s.
+    sync = [ReferenceSync()] if getattr(spec.objective, "live_reference", False) else []
+    callbacks = [*sync, SamplerProgress(), DivergenceGuard(spec.trainer.log_every_n_steps, spec.optim.lr), *mixing.callbacks, *spec.dynamics.callbacks(run_dir), *rescoring, PreemptionCheckpoint(run_dir / "checkpoints" / "last.ckpt"), checkpoints,
                  *runlog.progress_bar(spec.trainer.enable_progress_bar)]
-    resume = _resume_path(cfg, run_dir)
+    resume = checkpoint_to_resume(cfg.ckpt_path, run_dir)
     if resume:  # before Lightning's strict restore, which lists every parameter of another shape
         check_checkpoint_fits(Path(resume), module, "ckpt_path", cfg.ckpt_path or "last")
     logger = spec.logger.build(run_dir, {**_logger_context(cfg, run_dir, origin), "resume_from": resume})
@@ -180,6 +188,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         logger.finalize("success")
         if hasattr(logger, "experiment") and hasattr(logger.experiment, "summary"):
             logger.experiment.summary.update({**summary["metrics"], "status": "completed"})
+        summary.update(wandb_location(logger))
     if main:
         write_json(run_dir / "summary.json", summary)
         runlog.to_file("finished: %s", json.dumps(summary["metrics"], sort_keys=True))
@@ -245,24 +254,6 @@ def _stage_entries(cfg: DictConfig) -> list[dict[str, Any]]:
     return entries
 
 
-def _resume_path(cfg: DictConfig, run_dir: Path) -> str | None:
-    from assay.preemption import requeued
-
-    ckpt = cfg.ckpt_path
-    if ckpt in (None, "") and requeued():
-        ckpt = "last"  # a requeued SLURM job continues where it stopped, in the same run directory
-    if ckpt in (None, ""):
-        return None
-    path = run_dir / "checkpoints" / "last.ckpt" if ckpt == "last" else Path(ckpt)
-    # A checkpoint is a file, or a folder of shards under DeepSpeed (and sharded FSDP state dicts).
-    if ckpt == "last" and not path.exists():
-        no_checkpoint_notice(run_dir)  # nothing to resume yet: start fresh, in this directory
-        return None
-    if not path.exists():
-        raise UserError("ckpt_path", ckpt, "checkpoint does not exist (neither a file nor a sharded checkpoint folder)")
-    return str(path)
-
-
 def _logger_context(cfg: DictConfig, run_dir: Path, origin: dict[str, Any]) -> dict[str, Any]:
     group, run_name = None, run_dir.name
     if HydraConfig.initialized():
@@ -296,6 +287,11 @@ def print_summary(summary: dict[str, Any]) -> None:
     console = Console(stderr=False)
     console.print(table)
     console.print(f"run directory: [bold]{summary['run_dir']}[/bold]", soft_wrap=True)  # one line, however long the path
+    for stage in [summary, *summary.get("stages", {}).values()]:
+        if "wandb" in stage:
+            w = stage["wandb"]
+            how = f"offline; upload it with [bold]wandb sync {w['dir']}[/bold]" if w["offline"] else "synced"
+            console.print(f"wandb run: {w['dir']} ({how})", soft_wrap=True)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -331,7 +327,7 @@ def main() -> None:
     # Lightning's own use of a deprecated torch pytree name, printed at every fit: not the user's concern.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     from assay.hub import offline_when_unreachable
-    from assay.preflight import preflight
+    from assay.run.preflight import preflight
 
     offline_when_unreachable()  # before huggingface_hub loads: no minute of retries on a machine without a network
     try:

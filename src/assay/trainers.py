@@ -6,7 +6,7 @@ strategy does to the model decides what else a run may ask for: one that shards 
 per-sample gradient features, which are computed over whole parameters outside the training step,
 are refused before anything is built (:func:`check_run`). Whether the machine can run the profile
 at all (accelerator, devices, strategy installed, precision) is checked by
-``assay.preflight.check_trainer`` before any job starts.
+``assay.run.machine.check_trainer`` before any job starts.
 """
 
 from __future__ import annotations
@@ -214,6 +214,13 @@ def check_run(spec: Any) -> None:
         )
     if getattr(spec.dynamics, "adam", False) and trainer.shards_optimizer_state:
         raise UserError("dynamics.adam", True, f"reads each parameter's Adam moments, which trainer.strategy={trainer.strategy} keeps in flattened shards; set dynamics.adam=false or use trainer=ddp")
+    if getattr(spec.objective, "live_reference", False):  # TR-DPO: a frozen copy of the policy inside the LightningModule
+        if trainer.shards_parameters or trainer.shards_optimizer_state:
+            raise UserError("objective.ref_sync", spec.objective.ref_sync, f"keeps a copy of the policy as its reference, which "
+                            f"trainer.strategy={trainer.strategy} would shard or wrap with the policy; use trainer=gpu or trainer=ddp")
+        if getattr(getattr(spec.model, "lora", None), "r", 0):
+            raise UserError("objective.ref_sync", spec.objective.ref_sync, "mixes the policy's weights into the reference, and with "
+                            "LoRA adapters those are factors whose mix is not the mix of their products (TRL refuses PEFT too); set model.lora.r=0")
     attention = getattr(spec.model, "attn_implementation", None)
     if attention == "flash_attention_2" and spec.objective.collation.get("share_prompt"):
         raise UserError("model.attn_implementation", attention, "takes no custom attention mask, and the shared-prompt preference layout needs one; set objective.share_prompt=false or use sdpa")

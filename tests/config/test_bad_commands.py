@@ -45,6 +45,7 @@ CASES = {
 }
 
 
+@pytest.mark.cli
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_command_is_one_line(name, tmp_path):
     _setup_runs(tmp_path)

@@ -40,6 +40,7 @@ def _only_our_line(proc, *fragments: str) -> str:
     ],
     ids=["int_completion", "zero_completion", "null_prompt", "list_prompt"],
 )
+@pytest.mark.cli
 def test_jsonl_text_field_of_the_wrong_type(tmp_path, row, fragments):
     f = jsonl(tmp_path / "sft.jsonl", row)
     proc = assay_train([*FAST, "data=jsonl", f"data.train_file={f}"], tmp_path)
@@ -57,6 +58,7 @@ def test_jsonl_text_field_of_the_wrong_type(tmp_path, row, fragments):
     ],
     ids=["int_completion", "null_prompt", "list_prompt"],
 )
+@pytest.mark.cli
 def test_parquet_text_column_of_the_wrong_type(tmp_path, columns, fragments):
     f = _parquet(tmp_path / "sft.parquet", columns)
     proc = assay_train([*FAST, "data=parquet", f"data.train_file={f}"], tmp_path)
@@ -64,6 +66,7 @@ def test_parquet_text_column_of_the_wrong_type(tmp_path, columns, fragments):
     assert "empty" not in line
 
 
+@pytest.mark.cli
 def test_parquet_file_with_the_columns_and_no_rows(tmp_path):
     import pandas as pd
 
@@ -79,12 +82,14 @@ def _broken(path: Path) -> Path:
     return path
 
 
+@pytest.mark.cli
 def test_malformed_jsonl_line_is_named_without_a_library_error_line(tmp_path):
     f = _broken(tmp_path / "broken.jsonl")
     proc = assay_train([*FAST, "data=jsonl", f"data.train_file={f}"], tmp_path)
     _only_our_line(proc, "data.train_file", "broken.jsonl", "is not valid JSON", "line ")
 
 
+@pytest.mark.cli
 def test_malformed_file_read_by_datasets_prints_no_library_error_line(tmp_path):
     """A file that ``datasets`` reads itself (a Hub builder with data_files): its ``[ERROR]`` log line
     stays off the console, and the reader's own reason replaces "An error occurred"."""
@@ -94,6 +99,7 @@ def test_malformed_file_read_by_datasets_prints_no_library_error_line(tmp_path):
     assert "[ERROR]" not in proc.stderr + proc.stdout and "An error occurred" not in line
 
 
+@pytest.mark.cli
 @pytest.mark.parametrize("kind", ["wrong_type", "malformed", "no_rows"])
 def test_bad_rows_in_a_later_sweep_job_stop_the_sweep_before_it_starts(tmp_path, kind):
     import pandas as pd
@@ -111,6 +117,7 @@ def test_bad_rows_in_a_later_sweep_job_stop_the_sweep_before_it_starts(tmp_path,
     assert not (tmp_path / "logs").exists()  # no job started, not even the good one
 
 
+@pytest.mark.cli
 def test_text_rows_of_a_source_in_data_sources_are_checked_before_any_job(tmp_path):
     bad = jsonl(tmp_path / "bad.jsonl", _with(3, prompt=None))
     proc = assay_train([*FAST, "data=sources", f"+data.sources.code={{kind:jsonl,train_file:{bad}}}"], tmp_path)
@@ -118,6 +125,7 @@ def test_text_rows_of_a_source_in_data_sources_are_checked_before_any_job(tmp_pa
     assert not (tmp_path / "logs").exists()
 
 
+@pytest.mark.cli
 def test_valid_files_with_whole_text_still_train(tmp_path):
     """The checks let ordinary files through: JSON-lines with blank lines and extra non-text columns,
     Parquet with string columns, both with an empty prompt (allowed)."""
@@ -145,6 +153,7 @@ def test_table_too_small_for_a_held_out_fit_counts_its_rows(tmp_path):
     assert "the table has 2" in str(e.value) and "1 held out" in str(e.value), str(e.value)
 
 
+@pytest.mark.cli
 def test_a_chat_role_no_template_knows_is_one_line(tmp_path):
     chat = [{"messages": [{"role": "narrator" if i == 3 else "user", "content": f"q {i}"}, {"role": "assistant", "content": f"a {i}"}]} for i in range(12)]
     bad = jsonl(tmp_path / "chat.jsonl", chat)

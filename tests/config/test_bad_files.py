@@ -11,13 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.conftest import run_assay as assay_train
 
 FAST = ["debug=fast", "logger=none", "trainer.enable_progress_bar=false"]
 
 
-def assay_train(args: list[str], cwd: Path, python: list[str] | None = None) -> subprocess.CompletedProcess:
-    cmd = python or [sys.executable, "-m", "assay.train"]
-    return subprocess.run([*cmd, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> str:
@@ -46,6 +45,7 @@ def rows(n: int = 40, **extra) -> list[dict]:
 # ---- data files ----------------------------------------------------------------------------------
 
 
+@pytest.mark.cli
 def test_empty_jsonl_file(tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
@@ -54,6 +54,7 @@ def test_empty_jsonl_file(tmp_path):
     assert_no_summary(tmp_path)
 
 
+@pytest.mark.cli
 def test_non_utf8_jsonl_file(tmp_path):
     latin1 = tmp_path / "latin1.jsonl"
     latin1.write_bytes("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows(40, source_note="café")).encode("latin-1"))
@@ -61,6 +62,7 @@ def test_non_utf8_jsonl_file(tmp_path):
     assert_one_line_error(proc, "data.train_file", "latin1.jsonl", "not UTF-8", "0xe9", "line 1")
 
 
+@pytest.mark.cli
 def test_non_integer_difficulty(tmp_path):
     f = jsonl(tmp_path / "d.jsonl", rows(20, difficulty=1) + rows(20, difficulty="hard"))
     proc = assay_train([*FAST, "data=jsonl", f"data.train_file={f}"], tmp_path)
@@ -78,6 +80,7 @@ def test_whole_number_difficulty_in_any_spelling_is_read():
     assert sorted(set(splits["train"]["difficulty"]) | set(splits["val"]["difficulty"]) | set(splits["test"]["difficulty"])) == [-1, 1, 2, 3]
 
 
+@pytest.mark.cli
 def test_garbage_gguf(tmp_path):
     garbage = tmp_path / "model.gguf"
     garbage.write_bytes(os.urandom(4096))
@@ -85,6 +88,7 @@ def test_garbage_gguf(tmp_path):
     assert_one_line_error(proc, "model.gguf_path", "model.gguf", "not a readable GGUF")
 
 
+@pytest.mark.cli
 def test_garbage_parquet_for_ordering_scores(tmp_path):
     garbage = tmp_path / "scores.parquet"
     garbage.write_text("id,score\nx,1\n")
@@ -92,6 +96,7 @@ def test_garbage_parquet_for_ordering_scores(tmp_path):
     assert_one_line_error(proc, "ordering.score_from", "scores.parquet", "not a readable Parquet file")
 
 
+@pytest.mark.cli
 def test_local_model_directory_that_does_not_exist(tmp_path):
     proc = assay_train([*FAST, "model=hf", f"model.name_or_path={tmp_path}/no/such/model"], tmp_path)
     line = assert_one_line_error(proc, "model.name_or_path", "no/such/model", "directory does not exist")
@@ -114,6 +119,7 @@ def trained_runs(tmp_path_factory):
     return root
 
 
+@pytest.mark.cli
 @pytest.mark.parametrize("damage", ["garbage", "truncated"])
 def test_init_from_a_run_with_damaged_weights(tmp_path, trained_runs, damage):
     run = tmp_path / "run"
@@ -127,6 +133,7 @@ def test_init_from_a_run_with_damaged_weights(tmp_path, trained_runs, damage):
     assert_no_summary(tmp_path)
 
 
+@pytest.mark.cli
 @pytest.mark.parametrize("contents", ["tokenizer_only", "empty"])
 def test_local_model_directory_without_a_model(tmp_path, trained_runs, contents):
     local = tmp_path / "local_model"
@@ -139,6 +146,7 @@ def test_local_model_directory_without_a_model(tmp_path, trained_runs, contents)
     assert_one_line_error(proc, "model.name_or_path", "local_model", expected, "save_pretrained")
 
 
+@pytest.mark.cli
 def test_local_model_directory_with_an_unknown_model_type(tmp_path, trained_runs):
     local = tmp_path / "local_model"
     shutil.copytree(trained_runs / "good" / "model", local)
@@ -148,6 +156,7 @@ def test_local_model_directory_with_an_unknown_model_type(tmp_path, trained_runs
     assert_one_line_error(proc, "model.name_or_path", "local_model", "model_type 'nosuchmodel'", "does not know")
 
 
+@pytest.mark.cli
 def test_checkpoint_of_a_model_of_another_shape(tmp_path, trained_runs):
     ckpt = trained_runs / "other" / "checkpoints" / "last.ckpt"
     proc = assay_train([*FAST, f"ckpt_path={ckpt}", f"hydra.run.dir={tmp_path / 'new'}"], tmp_path)
@@ -158,6 +167,7 @@ def test_checkpoint_of_a_model_of_another_shape(tmp_path, trained_runs):
 # ---- output directory, trainer, options ----------------------------------------------------------
 
 
+@pytest.mark.cli
 @pytest.mark.parametrize("where", ["proc", "under_a_file"])
 def test_output_dir_that_cannot_be_created(tmp_path, where):
     if where == "proc":
@@ -179,6 +189,7 @@ def test_output_dir_check_accepts_a_new_nested_directory(tmp_path):
     assert list(tmp_path.iterdir()) == []  # the probe leaves nothing behind
 
 
+@pytest.mark.cli
 def test_val_check_interval_zero(tmp_path):
     proc = assay_train([*FAST, "trainer.val_check_interval=0"], tmp_path)
     assert_one_line_error(proc, "trainer.val_check_interval=0", "positive number of training batches")
@@ -191,6 +202,7 @@ def test_val_check_interval_values(value, ok):
     assert valid_val_check_interval(value) is ok
 
 
+@pytest.mark.cli
 def test_unknown_objective_lists_no_internal_schemas(tmp_path):
     proc = assay_train([*FAST, "objective=dpoo"], tmp_path)
     line = assert_one_line_error(proc, "objective='dpoo'", "'dpo'", "'sft'")
@@ -220,15 +232,17 @@ ENOSPC_ON_CHECKPOINT = (
 )
 
 
+@pytest.mark.cli
 def test_disk_full_while_checkpointing(tmp_path):
     """The checkpoint writer fails as a full disk does (OSError ENOSPC): one line, exit 2, no summary."""
     run = tmp_path / "run"
-    proc = assay_train([*FAST, f"hydra.run.dir={run}"], tmp_path, python=[sys.executable, "-c", ENOSPC_ON_CHECKPOINT])
+    proc = assay_train([*FAST, f"hydra.run.dir={run}"], tmp_path, launcher=[sys.executable, "-c", ENOSPC_ON_CHECKPOINT])
     assert_one_line_error(proc, "disk full", "last.ckpt", "No space left on device")
     assert (run / "config.yaml").is_file()  # the run did start
     assert_no_summary(tmp_path)
 
 
+@pytest.mark.cli
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("mount") is None, reason="mounting a tmpfs needs root")
 def test_disk_full_on_a_real_tiny_filesystem(tmp_path):
     """The same on a real 1 MiB tmpfs mounted as the run's checkpoint directory (a tiny_llama

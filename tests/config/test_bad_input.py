@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import run_assay as assay_train
+
 FAST = ["debug=fast", "logger=none", "trainer.enable_progress_bar=false"]
 
-
-def assay_train(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "assay.train", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -58,6 +57,7 @@ CASES = {
 }
 
 
+@pytest.mark.cli
 @pytest.mark.parametrize("name", list(CASES))
 def test_config_errors(name, tmp_path):
     args, fragments = CASES[name]
@@ -69,11 +69,13 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+@pytest.mark.cli
 def test_missing_data_file(tmp_path):
     proc = assay_train([*FAST, "data=jsonl", f"data.train_file={tmp_path}/nope.jsonl"], tmp_path)
     assert_one_line_error(proc, "data.train_file", "nope.jsonl", "does not exist")
 
 
+@pytest.mark.cli
 def test_unreadable_data_file(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "a", "completion": \n not json at all {{{\n')
@@ -81,18 +83,21 @@ def test_unreadable_data_file(tmp_path):
     assert_one_line_error(proc, "data.train_file", "bad.jsonl", "unreadable")
 
 
+@pytest.mark.cli
 def test_data_file_lacking_columns(tmp_path):
     f = write_jsonl(tmp_path / "t.jsonl", [{"prompt": f"q{i}", "answer": "a"} for i in range(40)])
     proc = assay_train([*FAST, "data=jsonl", f"data.train_file={f}"], tmp_path)
     assert_one_line_error(proc, "data.columns", "['completion']", "format=sft")
 
 
+@pytest.mark.cli
 def test_empty_dataset_after_selection(tmp_path):
     proc = assay_train([*FAST, "selection=random", "selection.selector.count=null", "selection.selector.fraction=0.001"], tmp_path)
     assert_one_line_error(proc, "selection='random'", "kept no examples")
     assert not list(tmp_path.rglob("summary.json"))  # a failed run never leaves a summary
 
 
+@pytest.mark.cli
 def test_a_run_whose_loss_becomes_nan_ends_diverged_not_completed(tmp_path):
     run = tmp_path / "run"
     proc = assay_train([*FAST, "optim.lr=1e30", f"hydra.run.dir={run}"], tmp_path)

@@ -73,6 +73,7 @@ CASES = {
 }
 
 
+@pytest.mark.cli
 @pytest.mark.parametrize("name", list(CASES))
 def test_collab_bad_input(name, tmp_path):
     args, fragments = CASES[name]

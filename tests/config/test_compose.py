@@ -157,7 +157,6 @@ def test_every_sweep_composes(compose_cfg, sweep):
     "override,field_name",
     [
         ("trainer.threads=0", "trainer.threads"),
-        ("ordering=upsample_end ordering.sources=[add] ordering.horizon_rows=0", "ordering.horizon_rows"),
         ("objective=dpo data.format=preference objective.pack_factor=-1", "objective.pack_factor"),
         ("selection=less selection.projection=gaussian", "selection.projection"),
         ("selection=gotd selection.fit_size=-5", "selection.fit_size"),

@@ -14,7 +14,7 @@ def test_slurm_profiles_use_the_watching_launcher(compose_cfg, profile):
     target = cfg.hydra.launcher._target_
     assert target == "hydra_plugins.assay_slurm_launcher.SlurmLauncher"
     found = {f"{c.__module__}.{c.__name__}": c for c in Plugins.instance().discover(Launcher)}
-    from assay.slurm import SweepWaitMixin
+    from assay.run.slurm import SweepWaitMixin
 
     assert issubclass(found[target], SweepWaitMixin)
     # Not resolved here: resolving the sweep directory claims it.

@@ -45,6 +45,7 @@ CASES = {
     "duplicate domain names": (["data=sources", "+data.sources.sk={kind:skills}", "+data.sources.sk={kind:skills}"], ["data.sources.sk"]),
     "unloadable source": (["data=sources", "+data.sources.sk={kind:skills}", "+data.sources.web={kind:jsonl,train_file:/nope.jsonl}"], ["data.sources.web.train_file='/nope.jsonl'", "does not exist"]),
     "Skill-it's probe flag, now graph_estimate": (["mixture=skill_it", "mixture.probe=false"], ["mixture.probe", "moved to mixture.graph_estimate"]),
+    "end-of-training upsampling as an ordering, now the schedule mixture": (["ordering=upsample_end", "ordering.sources=[add]"], ["ordering='upsample_end'", "was removed", "mixture=schedule mixture.upsample="]),
     "Skill-it graph estimate unknown": (["mixture=skill_it", "mixture.graph_estimate=brute"], ["mixture.graph_estimate='brute'", "training", "gradient_probe"]),
     "DoReMi reference that is no run": (["mixture=doremi", "mixture.reference=/tmp"], ["mixture.reference='/tmp'", "finished assay run directory"]),
     "drawn mixture over its cap": (["mixture=schedule", "mixture.upsample=[add]", "mixture.factor=20", "mixture.max_repetition=1", "trainer.max_steps=40"], ["mixture.max_repetition=1.0", "domain 'add' would be drawn", "epochs", "x its cap"]),
@@ -52,6 +53,7 @@ CASES = {
 }
 
 
+@pytest.mark.cli
 @pytest.mark.parametrize("name", list(CASES))
 def test_mixture_errors(name, tmp_path):
     args, fragments = CASES[name]

@@ -7,11 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import run_assay as _train
+
 FAST = ["debug=fast", "logger=none", "trainer.max_steps=1"]
-
-
-def _train(args, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "assay.train", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture
@@ -29,6 +27,7 @@ def good(tmp_path) -> Path:
         ("a_directory", "data.train_file", "is a directory, not a file"),
     ],
 )
+@pytest.mark.cli
 def test_bad_data_file_in_a_later_job_stops_the_sweep_before_it_starts(tmp_path, good, bad, key, why):
     (tmp_path / "empty.jsonl").write_text("")
     (tmp_path / "a_directory").mkdir()
@@ -39,6 +38,7 @@ def test_bad_data_file_in_a_later_job_stops_the_sweep_before_it_starts(tmp_path,
     assert not (tmp_path / "logs").exists()  # no job started, not even the good one
 
 
+@pytest.mark.cli
 def test_bad_test_file_of_a_single_run(tmp_path, good):
     r = _train([*FAST, "data=jsonl", f"data.train_file={good}", f"data.test_file={tmp_path / 'nope.jsonl'}"], tmp_path)
     err = r.stderr.strip()

@@ -11,12 +11,12 @@ import pytest
 
 from assay.errors import UserError
 from assay.ordering.curricula import AntiCurriculum, Blocked, Curriculum, Folding, Interleaved
+from tests.conftest import run_assay as assay_train
 
 FAST = ["debug=fast", "logger=none", "trainer.enable_progress_bar=false"]
 
 
-def assay_train(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "assay.train", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
 
 
 def one_error_line(proc: subprocess.CompletedProcess) -> str:
@@ -29,6 +29,7 @@ def one_error_line(proc: subprocess.CompletedProcess) -> str:
 # ---- orderings over constant keys ------------------------------------------------------------------
 
 
+@pytest.mark.cli
 def test_curriculum_over_selection_none_is_refused_before_anything_is_built(tmp_path):
     line = one_error_line(assay_train([*FAST, "ordering=curriculum", "ordering.score_from=selection"], tmp_path))
     assert "ordering.score_from='selection'" in line and "selection=none" in line and "plain shuffle" in line
@@ -60,6 +61,7 @@ def test_group_orderings_refuse_a_single_group(ordering):
         ordering.order(np.arange(6), np.array(["copy"] * 6, dtype=object), 0)
 
 
+@pytest.mark.cli
 def test_difficulty_curriculum_over_data_without_difficulty_is_refused(tmp_path):
     f = tmp_path / "t.jsonl"
     f.write_text("".join(json.dumps({"prompt": f"q {i}", "completion": f"a {i}"}) + "\n" for i in range(60)))
@@ -71,6 +73,7 @@ def test_difficulty_curriculum_over_data_without_difficulty_is_refused(tmp_path)
 # ---- scorers that need a trained model ------------------------------------------------------------
 
 
+@pytest.mark.cli
 def test_el2n_on_a_random_init_is_refused_in_one_line(tmp_path):
     line = one_error_line(assay_train([*FAST, "noise=corrupt", "noise.p=0.3", "selection=el2n"], tmp_path))
     for fragment in ("selection='el2n'", "randomly initialised", "selection.dynamics_from", "selection.allow_untrained=true"):
@@ -101,8 +104,8 @@ def test_a_trained_model_from_anywhere_is_accepted(compose_cfg, tmp_path):
 
 
 def test_the_capability_is_declared_by_the_scorer_not_looked_up_by_name():
-    from assay.models.build import HubModel, TinyLlama
-    from assay.selection import KeepAll
+    from assay.models.presets import HubModel, TinyLlama
+    from assay.selection.baselines import KeepAll
     from assay.selection.scorers.model_scores import EL2N, EmbedSim
 
     assert EL2N(seed=0).needs_trained_model and not EmbedSim(seed=0).needs_trained_model and not KeepAll(seed=0).needs_trained_model

@@ -11,7 +11,7 @@ from test_bad_input import FAST, assay_train, assert_one_line_error
 from assay.catalog import group_options
 from assay.config import validate
 from assay.errors import UserError
-from assay.preflight import Machine, check_trainer, launcher_machine, this_machine
+from assay.run.machine import Machine, check_trainer, launcher_machine, this_machine
 
 HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None
 HAS_CUDA = torch.cuda.is_available()
@@ -135,6 +135,7 @@ def test_what_sharding_allows_still_validates(compose_cfg, overrides):
         (["-m", "trainer.devices=1,64"], ["trainer.devices=64", "use at most", "trainer.devices=64"]),
     ],
 )
+@pytest.mark.cli
 def test_trainer_errors_on_the_command_line(args, fragments, tmp_path):
     if HAS_CUDA or HAS_DEEPSPEED:
         pytest.skip("this machine can run these profiles")

@@ -15,6 +15,7 @@ pytest.importorskip("flwr")
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+@pytest.mark.cli
 def test_killed_simulation_resumes_at_the_last_completed_round(tmp_path):
     """The server process is killed (SIGKILL, by fault injection) right after round 1 is saved."""
     run = tmp_path / "run"
@@ -43,6 +44,7 @@ def test_killed_simulation_resumes_at_the_last_completed_round(tmp_path):
     assert {json.loads(line)["phase"] for line in later} == {f"train:{r}" for r in range(done + 1, 4)}
 
 
+@pytest.mark.cli
 def test_client_with_no_data_after_selection_is_one_line(tmp_path):
     """Random scores in [0, 1) against a threshold of 2 keep nothing: the server names the client."""
     proc = assay_train([*TINY, "selection=random", "selection/selector=threshold", "selection.selector.threshold=2.0", "collab.warmup_rounds=0", f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)

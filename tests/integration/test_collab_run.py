@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import HEAD
+from tests.conftest import run_assay, HEAD
 
 pytest.importorskip("flwr")
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -22,12 +22,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TINY = ["logger=none", "collab=clues3", "selection=clues", "model.lora.r=4", "collab.local_steps=2", "data.train_per_domain=24", "data.val_per_domain=6",
         "data.test_per_domain=6", "data.batch_size=4", "data.eval_batch_size=32", "eval.max_new_tokens=3", "model.hidden_size=32", "model.intermediate_size=64",
         "model.num_layers=2", "model.num_heads=2", "model.num_kv_heads=2"]
-ALLOWED_METRICS = {"num-examples", "train_loss", "lr", "client", "pool", "kept"}
+ALLOWED_METRICS = {"num-examples", "train_loss", "lr", "client", "pool", "kept", "nan_scores"}
 
 
-def assay_train(args: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "assay.train", *args], cwd=cwd, capture_output=True, text=True, timeout=900, env=env, **kw)
+def assay_train(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return run_assay(args, cwd, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +83,7 @@ def test_three_clients_clues_then_fedavg_in_one_command(simulated):
             assert all(isinstance(v, (int, float)) for v in record.values())
         if r["phase"] == "select":
             assert r["arrays"] == {}  # no scores, ids or examples: counts only
-            assert set(r["metrics"]["metrics"]) == {"client", "pool", "kept"}
+            assert set(r["metrics"]["metrics"]) == {"client", "pool", "kept", "nan_scores"}
 
     # assay-compare reads the run like any other
     from assay.compare import read_local_run
@@ -118,6 +117,7 @@ def _wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float 
     raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
 
 
+@pytest.mark.cli
 def test_deployment_on_a_loopback_superlink_equals_the_simulation(simulated, tmp_path):
     """The README's deployment, on loopback: ``collab.prepare_only`` writes the run directory, a
     SuperLink and one SuperNode per client run as separate processes, ``flwr run`` ships the Flower
@@ -187,6 +187,7 @@ def test_deployment_on_a_loopback_superlink_equals_the_simulation(simulated, tmp
     assert (run / "model" / "config.json").is_file() and (run / "metrics.csv").is_file()
 
 
+@pytest.mark.cli
 def test_multirun_sweep_over_rules_and_compare(tmp_path):
     """A Hydra multirun runs one simulation per job in the same process; assay-compare groups them.
     The jobs sweep the collaborative rule: per-round (fedavg), none (local), merge once (ties)."""

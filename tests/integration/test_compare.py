@@ -147,6 +147,19 @@ def test_wandb_offline_runs_compare_like_local_ones(wandb_sweep, tmp_path):
     assert (tmp_path / "curve_train_loss.png").is_file()
 
 
+def test_default_output_beside_the_runs_never_in_the_working_directory(wandb_sweep, tmp_path, monkeypatch):
+    from assay.compare.cli import default_out
+
+    monkeypatch.chdir(tmp_path)
+    dirs = [str(wandb_sweep / j / "wandb") for j in ("0", "1")]
+    assert default_out(dirs) == wandb_sweep.resolve() / "compare"  # the runs' common directory, not ./compare
+    one = wandb_sweep / "0" / "wandb"
+    assert default_out([str(one)]) == (wandb_sweep / "0").resolve() / "compare"  # a run's wandb dir: the run's
+    offline = next(one.glob("offline-run-*"))
+    assert default_out([str(offline)]) == (wandb_sweep / "0").resolve() / "compare"
+    assert default_out([str(wandb_sweep)]) == wandb_sweep.resolve() / "compare"
+
+
 def test_wandb_api_key_never_lands_in_the_run_directory(wandb_sweep):
     leaked = []
     for path in wandb_sweep.rglob("*"):

@@ -136,6 +136,7 @@ def test_evaluation_covers_the_held_out_set_as_one_process_would(sft_run):
         assert abs(two[key] - value) <= tolerance, (key, two[key], value)
 
 
+@pytest.mark.cli
 def test_killed_two_process_run_resumes_to_the_uninterrupted_result(sft_run):
     straight, tmp = sft_run
     env = _env(tmp)
@@ -191,6 +192,7 @@ PREF = [
 ]
 
 
+@pytest.mark.cli
 def test_dr_dpo_global_and_beta_dpo_in_two_processes_equal_one_process_over_the_global_batch(tmp_path):
     env = _env(tmp_path)
     two, one = tmp_path / "two", tmp_path / "one"
@@ -216,6 +218,7 @@ def test_dr_dpo_global_and_beta_dpo_in_two_processes_equal_one_process_over_the_
     assert np.allclose(logged, expected, atol=1e-5), (logged, expected)
 
 
+@pytest.mark.cli
 def test_a_failing_rank_fails_the_command(tmp_path):
     run_dir = tmp_path / "run"
     # rank 1 cannot write its first store part (a directory sits where its temporary file goes)
@@ -228,6 +231,7 @@ def test_a_failing_rank_fails_the_command(tmp_path):
     assert time.time() - started < 600  # no rank left waiting in a collective
 
 
+@pytest.mark.cli
 def test_slurm_ddp_profile_runs_one_task_per_rank(cluster, tmp_path):
     """``hydra/launcher=slurm_ddp_local``: one sbatch job of two tasks; srun starts both ranks, and
     Lightning's SLURM environment (not its own launcher) joins them into one run."""
@@ -253,6 +257,7 @@ def test_slurm_ddp_profile_runs_one_task_per_rank(cluster, tmp_path):
     assert "GLOBAL_RANK: 0" in text and "GLOBAL_RANK: 1" in text
 
 
+@pytest.mark.cli
 def test_online_mixer_updates_from_every_rank_batches(tmp_path):
     """ODM under two processes: each update reads the per-domain mean loss over BOTH ranks' batches
     (equal to the per-sample store's mean over both ranks at that step), and the weights move once

@@ -10,6 +10,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.cli
 @pytest.mark.integration
 @pytest.mark.slow
 def test_gpu_benchmark_smoke_mode_writes_its_results(tmp_path):

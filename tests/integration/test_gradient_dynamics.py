@@ -58,6 +58,7 @@ def test_recorded_features_are_the_checkpoints_adam_preconditioned_projected_gra
         assert torch.allclose(got, expected, rtol=1e-3, atol=1e-5 * float(expected.abs().max())), float((got - expected).abs().max())
 
 
+@pytest.mark.cli
 def test_accumulated_micro_batches_are_recorded_under_the_step_they_train(tmp_path):
     """With 3 micro-batches of 8 per optimizer step, each step has 24 loss records and, where
     gradients are due, 24 gradient records, all at the weights after that step."""

@@ -126,6 +126,7 @@ def test_embedder_column_end_to_end(tmp_path):
     assert (tmp_path / "run" / "ot_values.parquet").is_file()
 
 
+@pytest.mark.cli
 def test_a_fast_run_prints_only_what_a_user_reads_and_logs_the_rest(tmp_path):
     """Also on a SLURM login node: a stand-in ``srun`` on PATH (every cluster machine has one) must
     not bring Lightning's "srun is available but not used" hint onto the console."""

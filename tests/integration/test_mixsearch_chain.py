@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import HEAD
 
 
+@pytest.mark.cli
 @pytest.mark.integration
 @pytest.mark.slow
 def test_chain_end_to_end_and_relaunch_skips_completed(tmp_path, compose_cfg):

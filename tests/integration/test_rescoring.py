@@ -7,7 +7,7 @@ import torch
 import yaml
 
 from assay.errors import UserError
-from assay.ordering import RandomOrdering
+from assay.ordering.baselines import RandomOrdering
 from assay.ordering.sampler import OrderedSampler
 from tests.conftest import run_in_hydra
 

@@ -59,6 +59,7 @@ def _killed_at(run_dir: Path, env, min_step: int) -> int:
             proc.wait()
 
 
+@pytest.mark.cli
 def test_killed_run_resumes_to_the_same_result(tmp_path):
     env = _env(tmp_path)
     straight = tmp_path / "straight"
@@ -105,6 +106,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     assert (gb.features() == ga.features()).all() and (gb.index["grad_norm"] == ga.index["grad_norm"]).all()
 
 
+@pytest.mark.cli
 def test_resume_refuses_a_different_data_order(tmp_path):
     env = _env(tmp_path)
     run_dir = tmp_path / "run"

@@ -22,6 +22,7 @@ def _env(tmp_path):
     return env
 
 
+@pytest.mark.cli
 def test_runs_and_sweeps_started_together_get_their_own_directories(tmp_path):
     """Both runs name the same directory (as the default name does within one second): the second
     one gets ``<name>_1``, and each job of a sweep stays inside its own sweep's directory."""
@@ -79,6 +80,7 @@ def _one_line_error(r, *fragments):
         assert f in err, err
 
 
+@pytest.mark.cli
 def test_refused_resume_leaves_the_run_directory_untouched(tmp_path):
     env = _env(tmp_path)
     run = tmp_path / "run"
@@ -112,6 +114,7 @@ def test_refused_resume_leaves_the_run_directory_untouched(tmp_path):
     _one_line_error(train(f"resume={run}"), "already completed")
 
 
+@pytest.mark.cli
 def test_a_run_directory_is_never_overwritten_shared_or_mixed(tmp_path):
     """A new run into a directory holding a run (completed or killed) is refused before anything is
     written; a live run's directory is locked; a dead run's stale lock is taken over; a resume that
@@ -170,6 +173,7 @@ def test_a_run_directory_is_never_overwritten_shared_or_mixed(tmp_path):
     assert (early / "metrics.csv").read_text() == shutil_rows  # the same run again, from step 0, not appended to the old rows
 
 
+@pytest.mark.cli
 @pytest.mark.parametrize("phase", ["selecting the training data", "testing"])
 def test_sigterm_outside_a_training_batch_stops_the_run_interrupted_and_it_resumes(tmp_path, phase):
     """A signal in any phase ends the run there (fault injection sends SIGTERM as the phase starts):

@@ -97,11 +97,14 @@ def test_wandb_offline_run(tmp_path, monkeypatch):
     assert (tmp_path / "config.yaml").is_file() and (tmp_path / "summary.json").is_file()
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))
+    # where the wandb run is, and that it is offline: what the console's last lines name with `wandb sync`
+    assert summary["wandb"]["dir"] == str(runs[0]) and summary["wandb"]["offline"] is True
     # the logger records; it does not change training: the default run's golden test loss
     golden = json.loads((Path(__file__).parents[1] / "golden" / "values.json").read_text())["training"]["sft"]
     assert summary["metrics"]["test/loss"] == pytest.approx(golden["test_loss"], rel=1e-5)
 
 
+@pytest.mark.cli
 def test_cli_help_cfg_and_list(tmp_path):
     env = {**os.environ}
     out = subprocess.run([sys.executable, "-m", "assay.train", "--cfg", "job", "objective=dpo", "data.format=preference"], capture_output=True, text=True, env=env, cwd=tmp_path)
@@ -112,6 +115,7 @@ def test_cli_help_cfg_and_list(tmp_path):
     assert out.returncode == 0 and "pairwise_flip" in out.stdout and "Swap chosen and rejected" in out.stdout
 
 
+@pytest.mark.cli
 def test_multirun_runs_every_job(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "assay.train", "-m", *FAST, "logger=none", "trainer.max_steps=2", "seed=0,1", f"hydra.sweep.dir={tmp_path}/sweep"],

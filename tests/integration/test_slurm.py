@@ -72,6 +72,7 @@ def _env(tmp_path, **extra):
     return env
 
 
+@pytest.mark.cli
 def test_the_daemons_do_not_hold_the_up_lock_so_a_second_up_returns(cluster):
     """`up` serialises its callers with a lock on fd 9; a daemon that inherited that descriptor kept
     it for its whole life, and the next `up` (the next test module) waited on it forever."""
@@ -90,6 +91,7 @@ def test_the_daemons_do_not_hold_the_up_lock_so_a_second_up_returns(cluster):
     assert "UP" in subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=30).stdout
 
 
+@pytest.mark.cli
 def test_sweep_of_four_jobs_on_slurm_then_compare(cluster, tmp_path):
     sweep = tmp_path / "sweep"
     r = subprocess.run(
@@ -126,6 +128,7 @@ def test_sweep_of_four_jobs_on_slurm_then_compare(cluster, tmp_path):
         ("hydra.launcher.partition=a100", "hydra.launcher.partition='a100': no such partition"),
     ],
 )
+@pytest.mark.cli
 def test_profile_larger_than_the_partition_is_one_line(cluster, tmp_path, override, expected):
     r = subprocess.run([TRAIN, "-m", "sweep=smoke", "hydra/launcher=slurm_local", override], env=_env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=300)
     err = r.stderr.strip()
@@ -147,6 +150,7 @@ def _fake_bin(tmp_path, with_slurm: bool) -> str:
     "with_slurm, expected",
     [(False, "sbatch/sinfo not found on PATH"), (True, "SLURM controller unreachable (sinfo: slurm_load_partitions: Unable to contact slurm controller")],
 )
+@pytest.mark.cli
 def test_missing_or_unreachable_slurm_is_one_line(tmp_path, with_slurm, expected):
     env = _env(tmp_path, PATH=_fake_bin(tmp_path, with_slurm))
     r = subprocess.run([sys.executable, TRAIN, "-m", "sweep=smoke", "hydra/launcher=slurm_local"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
@@ -154,6 +158,7 @@ def test_missing_or_unreachable_slurm_is_one_line(tmp_path, with_slurm, expected
     assert r.returncode == 2 and err.startswith("error: ") and expected in err and len(err.splitlines()) == 1, err
 
 
+@pytest.mark.cli
 def test_preempted_job_checkpoints_requeues_and_resumes_in_place(cluster, tmp_path):
     """USR2 (what SLURM sends on preemption or ahead of the time limit, via submitit) mid-run: the job
     saves last.ckpt, submitit requeues the same job pickle, and the second start resumes in the same
@@ -221,6 +226,7 @@ def _array_task_state(job: str) -> str:
     return dict(line.split("|", 1) for line in out.split() if "|" in line).get(job, "")
 
 
+@pytest.mark.cli
 def test_cancelled_job_ends_the_wait_and_compare_tells_it_from_running(cluster, tmp_path):
     """No accounting on the local cluster (sacct fails): scancel of one array task must end the
     submitting command with that job reported failed, the other job collected; assay-compare shows

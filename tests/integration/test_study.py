@@ -25,6 +25,7 @@ def _env():
     return {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
 
 
+@pytest.mark.cli
 def test_study_run_kill_rerun_report(tmp_path):
     root = tmp_path / "study"
     root.mkdir()

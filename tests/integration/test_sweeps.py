@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from assay.paths import CONF_DIR
-from assay.preflight import preflight
+from assay.run.preflight import preflight
 from tests.conftest import HEAD
 
 REPO = Path(__file__).resolve().parents[2]

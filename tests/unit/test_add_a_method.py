@@ -1,5 +1,6 @@
-"""The README's "Add a method" holds: a new scorer, selector or aggregator is one registered class,
-and the composed run picks it by name with its own fields and nothing else."""
+"""The README's "Add a method" holds: a new scorer, selector, aggregator or online mixer is one
+registered class (a mixer: its config, runtime and rule in one module), and the composed run picks it
+by name with its own fields and nothing else."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from hydra.core.config_store import ConfigStore
 
 from assay import registry
 from assay.config import validate
+from assay.mixing.base import DomainStats, Mixer, OnlineMixture
 from assay.objectives.aggregators import Aggregator
 from assay.registry import register
 from assay.selection import Scorer
@@ -34,7 +36,7 @@ def scratch_registry():
     registry._REGISTRY.clear()
     registry._REGISTRY.update(saved)
     for path in _paths(ConfigStore.instance().repo) - before:
-        if path[0] not in ("selection", "objective"):
+        if path[0] not in ("selection", "objective", "mixture"):
             continue  # Hydra registers its own plugins' configs on first use
         node = ConfigStore.instance().repo
         for key in path[:-1]:
@@ -87,3 +89,40 @@ def test_a_new_aggregator_composes_by_name(scratch_registry, compose_cfg):
     assert isinstance(spec.objective.aggregator, Median) and spec.objective.method == "dpo+median"
     value, _ = spec.objective.aggregator.reduce(torch.tensor([3.0, 1.0, 2.0, 10.0]), torch.tensor([1, 1, 1, 0]))
     assert value.item() == 2.0
+
+
+def test_a_new_online_mixer_is_one_module(scratch_registry, compose_cfg, tmp_path):
+    """Config, runtime and rule side by side; the signals it reads are declared, and the run's wiring
+    (``assay.mixing.run._online``) builds its callback without knowing its name."""
+    from assay.mixing.run import _online
+
+    class Greedy(Mixer):
+        signals = ("train_loss",)
+
+        def __init__(self, domains, initial, eta: float):
+            super().__init__(domains, initial)
+            self.eta = eta
+
+        def update(self, stats: DomainStats) -> dict[str, np.ndarray]:
+            loss = np.nan_to_num(stats["train_loss"], nan=0.0)
+            w = self.weights * np.exp(self.eta * loss)  # the rule: more weight where the loss is high
+            self.weights = w / w.sum()
+            return {"weight": self.weights}
+
+    @register("mixture", "greedy")
+    @dataclass
+    class GreedyMixture(OnlineMixture):
+        """Exponentiated training loss (for illustration)."""
+
+        name: str = "greedy"
+        eta: float = 0.5
+
+        def mixer(self, domains, initial):
+            return Greedy(domains, initial, self.eta)
+
+    spec = validate(compose_cfg(["mixture=greedy", "mixture.eta=2", "mixture.update_every=5"]))
+    assert isinstance(spec.mixture, GreedyMixture) and spec.mixture.eta == 2 and spec.mixture.drawn
+    callback = _online(spec, spec.mixture, None, None, ["a", "b"], np.array([0.5, 0.5]), 0, tmp_path, tmp_path)
+    assert callback.update_every == 5 and [s.name for s in callback.signals] == ["train_loss"]
+    out = callback.mixer.update(DomainStats(np.array([1, 1]), {"train_loss": np.array([np.log(3) / 2, 0.0])}))
+    assert out["weight"].tolist() == pytest.approx([0.75, 0.25])  # exp(2 · ln3/2) = 3 : 1

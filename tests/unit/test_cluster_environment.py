@@ -8,7 +8,7 @@ import warnings
 import pytest
 from lightning_fabric.plugins.environments import LightningEnvironment, SLURMEnvironment, TorchElasticEnvironment
 
-from assay.preemption import cluster_environment, cluster_plugins, in_slurm_allocation
+from assay.run.preemption import cluster_environment, cluster_plugins, in_slurm_allocation
 
 
 @pytest.fixture

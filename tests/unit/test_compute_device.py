@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from assay.distributed import compute_device, on_device
+from assay.run.distributed import compute_device, on_device
 
 
 def test_a_cpu_trainer_scores_on_the_cpu():

@@ -7,6 +7,7 @@ import socket
 import time
 from datetime import timedelta
 from pathlib import Path
+import pytest
 
 import torch.multiprocessing as mp
 
@@ -42,7 +43,7 @@ def eval_metrics(rank: int, world: int) -> dict:
 def worker(rank: int, port: int, out_dir: str) -> None:
     import torch.distributed as dist
 
-    from assay import distributed
+    from assay.run import distributed
     from assay.errors import UserError
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD, timeout=timedelta(seconds=60))
@@ -78,6 +79,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.cli
 def test_once_computes_on_rank_zero_and_every_rank_gets_the_result(tmp_path):
     ctx = mp.start_processes(worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=False, start_method="spawn")
     deadline = time.monotonic() + 600

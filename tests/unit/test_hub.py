@@ -52,6 +52,7 @@ def test_offline_already_is_not_probed(monkeypatch):
     assert offline_when_unreachable() is False
 
 
+@pytest.mark.cli
 def test_a_hub_model_without_a_network_is_one_line_at_once(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in OFFLINE_VARS}
     env.update(HF_ENDPOINT=f"http://127.0.0.1:{_closed_port()}", HF_HOME=str(tmp_path / "hf"),

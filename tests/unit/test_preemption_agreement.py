@@ -12,7 +12,7 @@ import pytest
 
 import torch.multiprocessing as mp
 
-from assay.preemption import agreed_signal
+from assay.run.preemption import agreed_signal
 
 WORLD = 2
 SIGNAL_AT = {0: 3, 1: 5}  # the batch at which each rank's handler ran
@@ -35,6 +35,7 @@ def worker(rank: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.cli
 def test_every_rank_checkpoints_at_the_first_rank_signal_batch(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -55,7 +56,7 @@ def test_a_failed_checkpoint_save_removes_its_partial_file_and_names_the_checkpo
     from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
     from assay.errors import environment_problem
-    from assay.preemption import AtomicCheckpointIO
+    from assay.run.preemption import AtomicCheckpointIO
 
     def half_written(self, checkpoint, path, storage_options=None):
         Path(path).write_bytes(b"x" * 1000)  # what was written before the disk filled up

@@ -3,30 +3,29 @@
 from __future__ import annotations
 
 import pytest
-from omegaconf import OmegaConf
 
 from assay.errors import UserError
-from assay.train import _resume_path
+from assay.run.resume import checkpoint_to_resume
 
 
 def test_last_finds_a_sharded_checkpoint_folder(tmp_path):
     shards = tmp_path / "checkpoints" / "last.ckpt" / "checkpoint"
     shards.mkdir(parents=True)
     (shards / "mp_rank_00_model_states.pt").write_bytes(b"")
-    assert _resume_path(OmegaConf.create({"ckpt_path": "last"}), tmp_path) == str(tmp_path / "checkpoints" / "last.ckpt")
+    assert checkpoint_to_resume("last", tmp_path) == str(tmp_path / "checkpoints" / "last.ckpt")
 
 
 def test_last_finds_a_single_file(tmp_path):
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
-    assert _resume_path(OmegaConf.create({"ckpt_path": "last"}), tmp_path) == str(tmp_path / "checkpoints" / "last.ckpt")
+    assert checkpoint_to_resume("last", tmp_path) == str(tmp_path / "checkpoints" / "last.ckpt")
 
 
 def test_last_without_a_checkpoint_starts_fresh(tmp_path, capsys):
-    assert _resume_path(OmegaConf.create({"ckpt_path": "last"}), tmp_path) is None
+    assert checkpoint_to_resume("last", tmp_path) is None
     assert "starting it from step 0" in capsys.readouterr().out
 
 
 def test_a_named_checkpoint_that_does_not_exist_is_refused(tmp_path):
     with pytest.raises(UserError, match="neither a file nor a sharded checkpoint folder"):
-        _resume_path(OmegaConf.create({"ckpt_path": str(tmp_path / "nope.ckpt")}), tmp_path)
+        checkpoint_to_resume(str(tmp_path / "nope.ckpt"), tmp_path)

@@ -10,13 +10,14 @@ import sys
 import pytest
 
 from assay.errors import UserError
-from assay.rundir import LOCK_FILE, acquire_lock, claimed, release_lock
+from assay.run.dirs import LOCK_FILE, acquire_lock, claimed, release_lock
 
 
 def _dead_pid() -> int:
     return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout)
 
 
+@pytest.mark.cli
 def test_a_live_lock_refuses_and_a_dead_one_is_taken_over(tmp_path):
     (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname(), "process_start": None}))
     with pytest.raises(UserError, match=f"in use by a live run \\(pid {os.getppid()}"):

@@ -58,6 +58,7 @@ def _claim(base: str, barrier, out) -> None:
     out.put(claim_unique_dir(base))
 
 
+@pytest.mark.cli
 def test_concurrent_claims_are_all_distinct(tmp_path):
     ctx = mp.get_context("fork")
     barrier, out = ctx.Barrier(6), ctx.Queue()

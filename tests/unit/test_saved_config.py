@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 from assay.config import validate
 from assay.registry import GROUPS, from_saved
-from assay.rundir import job_config
+from assay.run.dirs import job_config
 
 
 def test_saved_config_rebuilds_every_entry(compose_cfg, tmp_path):

@@ -6,7 +6,7 @@ import pytest
 
 from assay.dynamics.store import GradientStore, PerSampleStore, read_gradients, read_store
 from assay.ordering.curricula import Curriculum, Folding
-from assay.ordering import RandomOrdering as RandomOrder
+from assay.ordering.baselines import RandomOrdering as RandomOrder
 from assay.ordering.sampler import OrderedSampler
 
 ROWS = np.arange(3, 3 + 23)  # 23 kept rows: divides by neither 2 nor 4

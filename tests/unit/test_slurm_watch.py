@@ -9,7 +9,7 @@ import pytest
 from submitit.core import utils as submitit_utils
 from submitit.helpers import DelayedSubmission
 
-from assay import slurm
+from assay.run import slurm
 
 
 def _tools(tmp_path: Path, squeue_lines: str) -> None:
@@ -35,7 +35,7 @@ def test_without_accounting_states_come_from_squeue_and_lost_jobs_end(path_with_
     watcher = slurm.QueueWatcher(delay_s=1)
     for job in ("100_0", "100_1", "100_2"):
         watcher.register_job(job)
-    with caplog.at_level(logging.WARNING, logger="assay.slurm"):
+    with caplog.at_level(logging.WARNING, logger="assay.run.slurm"):
         watcher.update()
         watcher.update()
     assert watcher.use_squeue

@@ -188,6 +188,7 @@ class ClientSide(Party):
             scores = np.asarray(scorer.score(ctx), dtype=np.float64)
             if "threshold" in config:
                 threshold = float(config["threshold"])
+                # an unscorable example (NaN) ranks lowest, as the anchors' NaN scores do in the threshold
                 kept, measured = np.where(np.isnan(scores), -np.inf, scores) >= threshold, {"rule": "global anchor threshold", "threshold": threshold}
             else:
                 kept, measured = scorer.keep(ctx, scores)
@@ -196,7 +197,8 @@ class ClientSide(Party):
         report = quality_report(self.train, scores, kept)
         metadata = {"client": self.index, "name": self.name, "scorer": "oracle" if self.collab.oracle else scorer.name, **measured, **report}
         Selection(list(self.train["id"]), scores, kept, metadata).save(self.dir / "selection.parquet")
-        return {"metrics": {"client": self.index, "pool": int(len(kept)), "kept": int(kept.sum())}}
+        nan = int(np.isnan(np.asarray(scores, dtype=np.float64)).sum())
+        return {"metrics": {"client": self.index, "pool": int(len(kept)), "kept": int(kept.sum()), "nan_scores": nan}}
 
     def handle_evaluate(self, content) -> dict:
         local_state = self.dir / "local_model.npz"

@@ -31,7 +31,7 @@ def write_outcome(srv, resumed_from: Optional[int], started: float) -> dict[str,
     from assay.collab.local import load_trainable
     from assay.models.build import save_model
     from assay import provenance
-    from assay.rundir import write_json
+    from assay.run.dirs import write_json
 
     run_dir, state, collab = srv.run_dir, srv.state, srv.collab
     info = json.loads((run_dir / "global" / RUN_INFO).read_text())

@@ -34,9 +34,9 @@ def run_collab(cfg: DictConfig) -> dict[str, Any]:
     from assay.config import validate
     from assay.data import build_examples
     from assay.models.build import save_model
-    from assay.preemption import requeued
+    from assay.run.preemption import requeued
     from assay.registry import to_object
-    from assay.rundir import job_choices, job_config
+    from assay.run.dirs import job_choices, job_config
 
     spec = validate(cfg)
     collab = to_object(cfg.collab)

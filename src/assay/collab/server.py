@@ -171,7 +171,7 @@ def _serve(srv: ServerSide, grid) -> None:
         names = plan_clients(srv.examples.splits["train"], c).names
         for r in sorted(replies, key=lambda r: int(r.content["metrics"]["client"])):
             k, kept, pool = (int(r.content["metrics"][x]) for x in ("client", "kept", "pool"))
-            st["clients"][str(k)] = {"name": names[k], "pool": pool, "kept": kept}
+            st["clients"][str(k)] = {"name": names[k], "pool": pool, "kept": kept, "nan_scores": int(r.content["metrics"].get("nan_scores", 0))}
             if kept == 0:
                 nan = f", {st['anchor_nan']} of {st['anchor_size']} anchor scores NaN (ranked lowest)" if st.get("anchor_nan") else ""
                 why = f"threshold {st['threshold']:.4g} from the anchor set{nan}" if st["threshold"] is not None else f"selection/selector={srv.spec.selection.selector.name}"

@@ -27,6 +27,29 @@ from assay.compare.table import aggregate, check_keys, choose_metrics, markdown,
 from assay.errors import UserError, argument_parser
 
 
+def _run_root(path: Path) -> Path:
+    """The assay run (or sweep) directory an input belongs to: a wandb directory (``<run>/wandb``,
+    ``<run>/wandb/offline-run-*``) is its run's, so results never land inside wandb's files."""
+    path = path.resolve()
+    if path.name.startswith(("offline-run-", "run-")) and path.parent.name == "wandb":
+        return path.parent.parent
+    return path.parent if path.name == "wandb" else path
+
+
+def default_out(inputs: list[str]) -> Path:
+    """``<dir>/compare`` for the deepest directory holding every input (a sweep, or the runs' common
+    parent); ``./compare`` only for inputs with nothing in common below the filesystem root."""
+    import os
+
+    roots = [_run_root(Path(i)) for i in inputs if Path(i).exists()]
+    if not roots:
+        return Path("compare")
+    if len(roots) == 1:
+        return roots[0] / "compare"
+    common = Path(os.path.commonpath([str(r) for r in roots]))
+    return common / "compare" if common != Path(common.anchor) else Path("compare")
+
+
 def compare(inputs: list[str], by: list[str] | None = None, metrics: list[str] | None = None, out: Path | None = None,
             x: str | None = None, curves: list[str] | None = None, plots: bool = True, quiet: bool = False,
             paired_with: str | None = None, allow_mixed_commits: bool = False, primary: str | None = None,
@@ -50,8 +73,7 @@ def compare(inputs: list[str], by: list[str] | None = None, metrics: list[str] |
         footer += "\n**Pooled across commits** (--allow-mixed-commits): " + "; ".join(mixed) + "\n"
     stamp = provenance_stamp(runs)
     if out is None:
-        first = Path(inputs[0])
-        out = first / "compare" if len(inputs) == 1 and first.is_dir() else Path("compare")
+        out = default_out(inputs)
     if out.exists() and not out.is_dir():
         raise UserError("--out", str(out), "is a file; give a directory for compare.csv, runs.csv, compare.md and the plots")
     out.mkdir(parents=True, exist_ok=True)

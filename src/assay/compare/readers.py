@@ -20,7 +20,7 @@ import pandas as pd
 from assay.errors import UserError
 from assay.provenance import commit_label
 from assay.registry import GROUPS
-from assay.results import flatten
+from assay.run.results import flatten
 
 CURVES = ("train/loss", "val/loss")
 """The learning curves drawn by default (and fetched from the wandb server)."""
@@ -115,7 +115,7 @@ def read_local_run(path: Path) -> Run:
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
             history = None  # a run killed mid-write: the curve is lost, the summary still counts
     if not (path / "summary.json").is_file():
-        failure = path / "failure.json"  # written by a run that stopped with an error (assay.rundir)
+        failure = path / "failure.json"  # written by a run that stopped with an error (assay.run.dirs)
         reason = "no summary.json (killed or still running)"
         if failure.is_file():
             try:
@@ -285,7 +285,7 @@ def read_sweep(path: Path) -> list[Run]:
 def _with_job_states(sweep: Path, runs: list[Run]) -> list[Run]:
     """A job without a result, as its scheduler saw it: ``running`` (queued or running), ``cancelled``
     or ``failed``, with the reason (SLURM sweeps, from the sweep's .submitit records and squeue)."""
-    from assay.slurm import job_states
+    from assay.run.slurm import job_states
 
     states = job_states(sweep)
     for r in runs:
@@ -317,7 +317,7 @@ def _expected_jobs(sweep: Path) -> dict[int, list[str]]:
         hydra_cfg = _read_yaml(file).get("hydra", {})
         if "BasicSweeper" not in str(hydra_cfg.get("sweeper", {}).get("_target_", "")):
             return {}
-        from assay.preflight import expand, sweeper_params_overrides
+        from assay.run.sweeps import expand, sweeper_params_overrides
 
         task = list(hydra_cfg.get("overrides", {}).get("task", []))
         params = hydra_cfg.get("sweeper", {}).get("params") or {}

@@ -12,7 +12,7 @@ import pandas as pd
 
 from assay.compare.readers import Run
 from assay.errors import UserError
-from assay.results import HEADLINE
+from assay.run.results import HEADLINE
 
 # Keys that differ between runs of one group by construction: seeds (aggregated over) and where
 # the run wrote its files.

@@ -1,69 +1,14 @@
-"""Examples: sources -> mixture -> noise, one ``datasets.DatasetDict`` with stable ids."""
+"""Examples: sources -> mixture -> noise, one ``datasets.DatasetDict`` with stable ids.
 
-from __future__ import annotations
+- ``examples``: the run's examples built from its data, mixture and noise options
+- ``sources``, ``tables``, ``skills``, ``multisource``: the data options; ``schemas``: row mappings;
+  ``file_checks``: what local files are checked for before loading
+- ``mixture``: the static mixture options; ``allocation``: how shares become counts; ``weights``:
+  weight numerics every mixture shares
+- ``noise``: injected noise; ``text``, ``collate``, ``datamodule``, ``rewards``: tokenization,
+  batches and the Lightning data module
+"""
 
-from dataclasses import dataclass
+from assay.data.examples import Examples, build_examples, build_examples_and_model, load_pool
 
-from assay.lazy import datasets
-
-from assay.data.mixture import MixtureConfig
-from assay.data.noise import NoiseConfig
-from assay.data.sources import DataConfig
-from assay.errors import UserError
-
-
-@dataclass
-class Examples:
-    splits: datasets.DatasetDict
-    source_counts: dict[str, int]
-    """Realised training examples per source after mixing."""
-
-
-def load_pool(data: DataConfig, mixture: MixtureConfig) -> datasets.DatasetDict:
-    """Every source loaded and checked, before any mixing."""
-    domains = data.domain_names()
-    if domains is not None:
-        mixture.check_domains(domains)  # a weight naming an unknown domain fails before loading
-    splits = data.capped(data.load())
-    for split, ds in splits.items():
-        if len(ds) == 0:
-            raise UserError(f"data ({split} split)", data.name, "has no examples")
-        ids = ds["id"]
-        if len(set(ids)) != len(ids):
-            raise UserError(f"data ({split} split)", data.name, "has duplicate ids; ids must be unique per split")
-        _check_texts(ds, data, split)
-    return splits
-
-
-def build_examples(data: DataConfig, mixture: MixtureConfig, noise: NoiseConfig, lengths=None, pool=None) -> Examples:
-    """Sources -> mixture -> noise. ``lengths``: tokens per training row of ``pool`` (token mixtures)."""
-    splits = pool if pool is not None else load_pool(data, mixture)
-    train, counts = mixture.apply(splits["train"], data.domain_weights(), lengths)
-    splits = datasets.DatasetDict({**splits, "train": noise.apply(train, data.format)})
-    return Examples(splits, counts)
-
-
-def build_examples_and_model(spec) -> tuple[Examples, object, object]:
-    """Examples, model and tokenizer. A static token mixture needs each example's token count, so
-    its tokenizer (trained on the unmixed pool for models without a vocabulary) comes first."""
-    if not spec.mixture.needs_lengths:
-        examples = build_examples(spec.data, spec.mixture, spec.noise)
-        return (examples, *spec.model.build(examples.splits))
-    from assay.data.collate import row_tokens, tokenize_split
-
-    pool = load_pool(spec.data, spec.mixture)
-    model, tokenizer = spec.model.build(pool)
-    data = spec.data
-    lengths = row_tokens(tokenize_split(pool["train"], tokenizer, data.format, data.separator, data.max_length), data.format)
-    return build_examples(data, spec.mixture, spec.noise, lengths, pool), model, tokenizer
-
-
-def _check_texts(ds: datasets.Dataset, data: DataConfig, split: str) -> None:
-    for column in data.text_columns[1:]:
-        empty = [i for i, t in zip(ds["id"], ds[column]) if not t or not str(t).strip()]
-        if empty:
-            raise UserError(f"data.{column}", f"'' (id {empty[0]}, {split} split)", f"{len(empty)} example(s) have an empty {column}")
-    if data.format == "preference":
-        same = [i for i, c, r in zip(ds["id"], ds["chosen"], ds["rejected"]) if c == r]
-        if same:
-            raise UserError("data.rejected", f"id {same[0]} ({split} split)", f"{len(same)} pair(s) have identical chosen and rejected")
+__all__ = ["Examples", "build_examples", "build_examples_and_model", "load_pool"]

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 IGNORE = -100
 
+REFERENCE_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps", "ref_chosen_head_logps", "ref_rejected_head_logps")
+"""Per-pair reference log-probs (``assay.objectives.reference``) a batch carries where the rows have them."""
+
 # Token roles in the shared-prompt layout (``part``): which tokens a token may attend to.
 PAD, PROMPT, CHOSEN, REJECTED = -1, 0, 1, 2
 
@@ -114,7 +117,7 @@ class Collator:
                     seqs.append(r["prompt_ids"] + r[f"{col}_ids"])
                     labels.append([IGNORE] * len(r["prompt_ids"]) + r[f"{col}_ids"])
             batch.update(_pad_right(seqs, labels, self.pad_id))
-        for flag in (*FLAGS, "ref_chosen_logps", "ref_rejected_logps"):
+        for flag in (*FLAGS, *REFERENCE_COLUMNS, "weight"):
             if flag in rows[0]:
                 batch[flag] = torch.tensor([r[flag] for r in rows])
         if self.with_generation:

@@ -9,7 +9,7 @@ Two ways to realise them:
 - **static** (``single``, ``weights``, ``temperature``): the training pool is resampled once, a
   pure, seeded function of the per-domain pool sizes. Repetition is explicit and capped
   (``max_repetition``, per domain ``max_epochs``): a repeated copy gets the id ``<id>~<k>``.
-- **drawn** (``schedule`` and the online mixers of ``assay.mixing.mixers``): the pool stays as it is
+- **drawn** (``schedule`` and the online mixers of ``assay.mixing``): the pool stays as it is
   and the sampler draws every batch position's domain by the weights in effect at that step
   (``assay.mixing.sampler.DomainSampler``); the weights change over training by a schedule or
   by a callback. The caps then bound the epochs over each domain's rows across the whole run.
@@ -28,8 +28,9 @@ import numpy as np
 from omegaconf import II, MISSING
 
 from assay.cards import MethodCard
+from assay.data.allocation import allocate, allocate_tokens, apply_domain_weights, resample, tokens_per_domain
+from assay.data.weights import Stage, check_weights, normalise_shares, stage_at, temperature_weights
 from assay.errors import UserError, check
-from assay.data.weights import Stage, stage_at, temperature_weights
 from assay.registry import register
 
 UNITS = ("examples", "tokens")
@@ -106,13 +107,13 @@ class MixtureConfig:
         self.check_domains(list(sizes))
         if self.drawn:
             return train, sizes
-        tokens = _tokens_per_domain(sources, lengths) if self.unit == "tokens" else None
+        tokens = tokens_per_domain(sources, lengths) if self.unit == "tokens" else None
         props = self.proportions(tokens if tokens is not None else sizes)
         reweighted = domain_weights and any(w != 1.0 for w in domain_weights.values())
         if props is None and not reweighted and not self.max_epochs and (self.max_repetition or 1) >= 1:
             return train, sizes
         if props is None:
-            props = _normalise(dict(tokens if tokens is not None else sizes))
+            props = normalise_shares(dict(tokens if tokens is not None else sizes))
         props = apply_domain_weights(props, domain_weights)
         if tokens is not None:
             counts = allocate_tokens(props, sizes, tokens, self.num_tokens, self.cap, self.num_examples)
@@ -123,115 +124,11 @@ class MixtureConfig:
     # ---- drawn mixtures (the sampler asks these) ----------------------------------------------------
     def weights_at(self, progress: float, sizes: dict[str, float]) -> dict[str, float]:
         """The domain weights at ``progress`` ∈ [0, 1) of training (drawn mixtures)."""
-        return self.proportions(sizes) or _normalise(dict(sizes))
+        return self.proportions(sizes) or normalise_shares(dict(sizes))
 
     def callbacks(self, context) -> list:
         """Online mixers: the callback that updates the sampler's weights during training."""
         return []
-
-
-def _normalise(w: dict[str, float]) -> dict[str, float]:
-    z = sum(w.values())
-    return {s: v / z for s, v in w.items()}
-
-
-def _tokens_per_domain(sources: list[str], lengths: Optional[np.ndarray]) -> dict[str, float]:
-    if lengths is None:
-        raise TypeError("a token mixture needs the token count of every training example")
-    out: dict[str, float] = {}
-    for s, n in zip(sources, np.asarray(lengths).tolist()):
-        out[s] = out.get(s, 0.0) + float(n)
-    return out
-
-
-def apply_domain_weights(props: dict[str, float], weights: Optional[dict[str, float]]) -> dict[str, float]:
-    """The data's per-domain weights (``data.sources.<d>.weight``) multiply the mixture's shares."""
-    if not weights:
-        return props
-    out = {s: p * float(weights.get(s, 1.0)) for s, p in props.items()}
-    if sum(out.values()) <= 0:
-        raise UserError("data.sources.<domain>.weight", dict(weights), "every domain the mixture uses has weight 0; give at least one a weight > 0")
-    return _normalise(out)
-
-
-def allocate(props: dict[str, float], sizes: dict[str, int], total: Optional[int], max_rep) -> dict[str, int]:
-    """Integer counts per domain proportional to ``props`` (largest-remainder rounding).
-
-    ``max_rep``: the cap in epochs, a number or a function of the domain. Without a ``total``, the
-    largest total is used for which no domain needs more than its cap of passes over its pool.
-    """
-    cap = max_rep if callable(max_rep) else (lambda s: float(max_rep))
-    active = {s: p for s, p in props.items() if p > 0}
-    if total is None:
-        total = int(min(cap(s) * sizes[s] / p for s, p in active.items()))
-    raw = {s: total * p for s, p in active.items()}
-    counts = {s: int(math.floor(v)) for s, v in raw.items()}
-    for s in sorted(raw, key=lambda s: raw[s] - counts[s], reverse=True)[: total - sum(counts.values())]:
-        counts[s] += 1
-    for s, c in counts.items():
-        if c > cap(s) * sizes[s]:
-            raise UserError(
-                "mixture.num_examples",
-                total,
-                f"needs {c} examples from domain {s!r} which has {sizes[s]} ({c / sizes[s]:.2f} epochs, cap {cap(s):g}); "
-                "lower it or raise mixture.max_repetition / mixture.max_epochs",
-            )
-    return counts
-
-
-def allocate_tokens(props: dict[str, float], sizes: dict[str, int], tokens: dict[str, float], total_tokens: Optional[int],
-                    cap, total_examples: Optional[int] = None) -> dict[str, int]:
-    """Examples per domain so that the domains' *token* shares are ``props``: domain d gets
-    T·p_d tokens, i.e. T·p_d / (tokens_d / n_d) examples (its mean example length). Without a
-    total, the largest T for which no domain exceeds its cap of epochs over its tokens."""
-    active = {s: p for s, p in props.items() if p > 0}
-    if total_tokens is None and total_examples is not None:
-        per_example = sum(p * sizes[s] / tokens[s] for s, p in active.items())  # examples per token of mixture
-        total_tokens = int(total_examples / per_example)
-    if total_tokens is None:
-        total_tokens = int(min(cap(s) * tokens[s] / p for s, p in active.items()))
-    counts = {}
-    for s, p in active.items():
-        want = total_tokens * p
-        epochs = want / tokens[s]
-        if epochs > cap(s) * (1 + 1e-9):
-            raise UserError(
-                "mixture.num_tokens",
-                total_tokens,
-                f"domain {s!r} would need {want:.0f} tokens = {epochs:.2f} epochs of its {tokens[s]:.0f}, "
-                f"{epochs / cap(s):.2f}x its cap of {cap(s):g} epochs; lower the total or its weight, or raise mixture.max_epochs.{s}",
-            )
-        counts[s] = min(int(round(want * sizes[s] / tokens[s])), int(math.floor(cap(s) * sizes[s])))
-    return counts
-
-
-def resample(train: datasets.Dataset, sources: list[str], sizes: dict[str, int], counts: dict[str, int], seed: int) -> datasets.Dataset:
-    """``counts[d]`` rows of domain d: whole passes over its pool, then a seeded subset (copies after
-    the first get ids ``<id>~<k>``)."""
-    rng = np.random.default_rng(seed)
-    by_source: dict[str, list[int]] = {s: [] for s in sizes}
-    for i, s in enumerate(sources):
-        by_source[s].append(i)
-    rows, copies = [], []
-    for s in sorted(by_source):
-        pool, k = np.array(by_source[s]), counts.get(s, 0)
-        full, rest = divmod(k, len(pool))
-        picked = [pool] * full + [np.sort(rng.choice(pool, size=rest, replace=False))]
-        for rep, idx in enumerate(picked):
-            rows.extend(idx.tolist())
-            copies.extend([rep] * len(idx))
-    mixed = train.select(rows)
-    if max(copies, default=0) > 0:
-        ids = [i if c == 0 else f"{i}~{c}" for i, c in zip(mixed["id"], copies)]
-        mixed = mixed.remove_columns("id").add_column("id", ids)
-    return mixed
-
-
-def check_weights(field_name: str, weights: dict[str, Any]) -> None:
-    for s, w in weights.items():
-        ok = isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0
-        check(ok, f"{field_name}.{s}", w, "weights must be finite and >= 0")
-    check(sum(weights.values()) > 0, field_name, dict(weights), "at least one weight must be > 0 (all zero or negative weights select nothing)")
 
 
 @register("mixture", "single")
@@ -343,11 +240,12 @@ class ScheduleMixture(MixtureConfig):
     ``mixture.stages='[{until:0.8,weights:{copy:1}},{until:1.0,weights:{add:1}}]'``."""
 
     card: ClassVar[MethodCard] = MethodCard(
-        paper="Blakeney et al. 2024, Does your data spark joy? (domain upsampling at the end of training): the upsample form",
+        paper="Blakeney et al. 2024, Does your data spark joy? (domain upsampling at the end of training; ICML 2024 ES-FoMo "
+              "workshop): the upsample form",
         arxiv="2406.03476",
         code=None,
         defaults={
-            "last_fraction": "0.2 (the paper: 10-20% the sweet spot): follows",
+            "last_fraction": "0.2 (the paper: 10-20% the sweet spot, ablated 5-30%): follows",
             "factor": "3 (the paper's upsampled mix is not known to us): assay's choice",
         },
         deviations=(
@@ -355,7 +253,10 @@ class ScheduleMixture(MixtureConfig):
             "the paper's exact end mixture is unverified.",
         ),
         checked="tests/unit/data/test_mixture.py: stages and upsampling",
-        notes="With stages it is a general piecewise-constant schedule of weights (no paper).",
+        notes="With stages it is a general piecewise-constant schedule of weights (no paper). The upsample form is assay's one "
+              "end-of-training upsampling: the end mixture is drawn with replacement, as the paper samples it; the former "
+              "ordering=upsample_end (a reordering of the kept rows, no paper code) was removed in its favour. No code was found "
+              "(research note).",
     )
 
     name: str = "schedule"
@@ -416,12 +317,12 @@ class ScheduleMixture(MixtureConfig):
 
     def weights_at(self, progress: float, sizes: dict[str, float]) -> dict[str, float]:
         stage = self.parsed[stage_at(self.parsed, progress)]
-        natural = _normalise(dict(sizes))
+        natural = normalise_shares(dict(sizes))
         if "__upsample__" in stage.weights:
-            return _normalise({s: p * (self.factor if s in self.upsample else 1.0) for s, p in natural.items()})
+            return normalise_shares({s: p * (self.factor if s in self.upsample else 1.0) for s, p in natural.items()})
         if not stage.weights:
             return natural
-        return _normalise({s: float(stage.weights.get(s, 0.0)) for s in sizes})
+        return normalise_shares({s: float(stage.weights.get(s, 0.0)) for s in sizes})
 
 
 def check_run(spec) -> None:

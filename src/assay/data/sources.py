@@ -52,6 +52,11 @@ class DataConfig:
     """Columns of the data kept on every example beyond the text ones, e.g. a precomputed
     ``embedding`` (list of floats) for ``selection.embedder=column``. A component that reads a
     column (that embedder) adds it here itself."""
+    weight_column: Optional[str] = None
+    """A numeric column holding each training example's weight (finite, ≥ 0): the batch loss becomes
+    the weighted mean Σ w·ℓ / Σ w (Dr. DPO: the weighted expectation, see ``objective/aggregator``),
+    with any objective, SFT included. Evaluation metrics stay unweighted means. null: every example
+    weighs 1."""
     chat_template: str = "messages"
     """When to render prompts with the tokenizer's chat template (TRL's and LLaMA-Factory's
     conversation format; the loss stays on the reply): ``messages`` (conversation data only, as TRL

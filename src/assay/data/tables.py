@@ -1,5 +1,6 @@
 """Tabular sources (config group ``data``): Hub datasets and local JSONL / Parquet files, each row
-mapped onto our columns by its ``data.schema`` (``assay.data.schemas``)."""
+mapped onto our columns by its ``data.schema`` (``assay.data.schemas``); local files are checked
+before loading (``assay.data.file_checks``)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import ClassVar, Optional
 
 from omegaconf import MISSING
 
+from assay.data.file_checks import check_json_lines, check_parquet, check_utf8, describe_value, error_reason, is_blank
 from assay.data.schemas import SCHEMAS, lookup_schema
 from assay.data.sources import SPLITS, DataConfig
 from assay.errors import UserError, check
@@ -120,7 +122,7 @@ class TableData(DataConfig):
             for index, value in enumerate(ds[column]):
                 if not isinstance(value, str):
                     field_name, where = self._file_field(split)
-                    raise UserError(field_name, where, f"column {column!r} must be text (a string) in every row; row {index} of the {split} split has {_describe(value)}")
+                    raise UserError(field_name, where, f"column {column!r} must be text (a string) in every row; row {index} of the {split} split has {describe_value(value)}")
 
     def _assemble(self, raw: dict[str, datasets.Dataset], default_source: str) -> datasets.DatasetDict:
         """Map raw splits to ours and carve val/test out of train where they are absent."""
@@ -143,27 +145,13 @@ class TableData(DataConfig):
         return datasets.DatasetDict({s: self._normalise(raw[s], s, default_source) for s in SPLITS})
 
 
-def _reason(e: BaseException) -> str:
-    """The first line of an exception's message (at most 200 characters), or its type when it has none."""
-    text = str(e).strip()
-    return text.splitlines()[0][:200] if text else type(e).__name__
-
-
-def _describe(value: object) -> str:
-    """A value found where text belongs, with its type: ``int 7``, ``null``, ``list ['a', 'b']``."""
-    if value is None:
-        return "null"
-    text = repr(value)
-    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
-
-
 @contextmanager
 def _library_log_to_file():
     """``datasets`` logs a failed read as an ``[ERROR]`` line of its own before it raises, which would
     print ahead of our one-line error: while a file is loaded its records go to the run's log only."""
     import logging
 
-    from assay.runlog import to_file
+    from assay.run.log import to_file
 
     records: list[logging.LogRecord] = []
 
@@ -187,136 +175,17 @@ def _load_or_explain(field_name: str, value: str, **kwargs) -> datasets.DatasetD
         with _library_log_to_file():
             return datasets.load_dataset(**kwargs)
     except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as e:
-        raise UserError(field_name, value, f"could not be loaded ({_reason(e)})") from None
+        raise UserError(field_name, value, f"could not be loaded ({error_reason(e)})") from None
     except Exception as e:  # corrupt files surface as arrow/json decoding errors
         while e.__cause__ is not None and type(e).__name__ == "DatasetGenerationError":
             e = e.__cause__  # "An error occurred while generating the dataset": the reader's own error says which
-        raise UserError(field_name, value, f"is unreadable ({type(e).__name__}: {_reason(e)})") from None
-
-
-def _blank(path: Path) -> bool:
-    """True when the file holds nothing but whitespace (read until the first other byte)."""
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 16):
-            if chunk.strip():
-                return False
-    return True
-
-
-def check_utf8(path: Path, field_name: str, value: str) -> None:
-    """Text files must be UTF-8 (JSON requires it). Arrow's JSON reader accepts other bytes and only
-    fails when a row is read back, deep inside training setup; here the file is decoded once, in
-    chunks, and the first bad byte is reported with its line."""
-    import codecs
-
-    decoder, line, offset = codecs.getincrementaldecoder("utf-8")(), 1, 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            try:
-                decoder.decode(chunk)
-            except UnicodeDecodeError as e:
-                bad = offset + e.start
-                line += chunk[: e.start].count(b"\n")
-                raise UserError(field_name, value, f"is not UTF-8 text: byte 0x{chunk[e.start]:02x} at offset {bad} (line {line}); re-encode it as UTF-8") from None
-            line += chunk.count(b"\n")
-            offset += len(chunk)
-    try:
-        decoder.decode(b"", final=True)
-    except UnicodeDecodeError:
-        raise UserError(field_name, value, f"is not UTF-8 text: it ends inside a multi-byte character (offset {offset})") from None
+        raise UserError(field_name, value, f"is unreadable ({type(e).__name__}: {error_reason(e)})") from None
 
 
 _CHECKED: set[tuple] = set()
 """Files whose contents passed ``check_files`` (path, size, mtime, builder, text columns): the
 preflight checks every job's files, and the run that follows in the same process, or another job
 reading the same file, does not read them a second time."""
-
-
-def check_json_lines(path: Path, field_name: str, value: str, text_columns: list[str]) -> None:
-    """Every non-blank line is a JSON object, and every ``text_columns`` value a string; the first
-    line (and row, counted from 0 over the non-blank lines as the loader counts them) that is not is
-    named. A column no row has is left to the missing-column check, which lists the file's columns."""
-    import json
-
-    bad: dict[str, tuple[int, int, str]] = {}
-    seen: set[str] = set()
-    row = 0
-    with open(path, encoding="utf-8-sig") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(field_name, value, f"line {line_no} is not valid JSON ({e.msg.removesuffix(' at')} at column {e.colno}); a JSON-lines file holds one JSON object per line") from None
-            if not isinstance(obj, dict):
-                raise UserError(field_name, value, f"line {line_no} holds {_describe(obj)}, not a JSON object; a JSON-lines file holds one object per line")
-            for column in text_columns:
-                if column in obj:
-                    seen.add(column)
-                if column not in bad and not isinstance(obj.get(column), str):
-                    bad[column] = (row, line_no, f"no {column!r}" if column not in obj else _describe(obj[column]))
-            row += 1
-    found = sorted((where, column) for column, where in bad.items() if column in seen)
-    if found:
-        (row, line_no, what), column = found[0]
-        raise UserError(field_name, value, f"column {column!r} must be text (a string) in every row; row {row} (line {line_no}) has {what}")
-
-
-def _is_text_type(t) -> bool:
-    import pyarrow as pa
-
-    if pa.types.is_dictionary(t):
-        return _is_text_type(t.value_type)
-    return pa.types.is_string(t) or pa.types.is_large_string(t) or getattr(pa.types, "is_string_view", lambda _: False)(t)
-
-
-def _may_hold_nulls(pf, column: str) -> bool:
-    """From the row groups' statistics: False only when every row group records no null in ``column``."""
-    md = pf.metadata
-    for i in range(md.num_row_groups):
-        rg = md.row_group(i)
-        for j in range(rg.num_columns):
-            chunk = rg.column(j)
-            if chunk.path_in_schema == column:
-                st = chunk.statistics
-                if st is None or not st.has_null_count or st.null_count:
-                    return True
-    return False
-
-
-def check_parquet(path: Path, field_name: str, value: str, text_columns: list[str]) -> None:
-    """A readable Parquet file with rows, whose ``text_columns`` hold a string in every row: read
-    from its footer, and the text columns alone where the statistics leave nulls possible."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    try:
-        pf = pq.ParquetFile(path)
-        schema = pf.schema_arrow
-    except Exception as e:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError or others for a bad footer
-        raise UserError(field_name, value, f"is not a readable Parquet file ({_reason(e)})") from None
-    if pf.metadata.num_rows == 0:
-        raise UserError(field_name, value, f"file has no rows (it has the columns {schema.names} but no data)")
-    for column in text_columns:
-        if column not in schema.names:
-            continue  # reported with the other absent columns in _normalise
-        text = _is_text_type(schema.field(column).type)
-        if text and not _may_hold_nulls(pf, column):
-            continue
-        try:
-            values = pf.read(columns=[column]).column(column)
-        except Exception as e:  # noqa: BLE001 - a corrupt page
-            raise UserError(field_name, value, f"is not a readable Parquet file (column {column!r}: {_reason(e)})") from None
-        if text:
-            index = pc.index(pc.is_null(values), True).as_py()
-            if index < 0:
-                continue
-            what = "null"
-        else:
-            index = max(pc.index(pc.is_valid(values), True).as_py(), 0)
-            what = f"{_describe(values[index].as_py())} (the column holds {schema.field(column).type})"
-        raise UserError(field_name, value, f"column {column!r} must be text (a string) in every row; row {index} (counting from 0) has {what}")
 
 
 @dataclass
@@ -406,7 +275,7 @@ class JsonlData(TableData):
         if key in _CHECKED:
             return p
         if self.text_file:
-            if _blank(p):
+            if is_blank(p):
                 raise UserError(field_name, path, "file is empty (a JSON-lines file needs one object per line)")
             check_utf8(p, field_name, path)
             check_json_lines(p, field_name, path, self._text_raw_columns())

@@ -5,54 +5,43 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from assay.mixing.online import DomainStats, Mixer
+from assay.mixing.base import DomainStats, Mixer
 
 
 class OnlineMixing(pl.Callback):
-    """Every ``update_every`` optimizer steps: per-domain statistics of the batches trained on since
-    the last update (training losses from the training step itself, excess over the reference's
-    cached per-example losses, or fresh validation losses) -> the mixer's update -> the sampler's
-    weights from the next batch it draws. Weights and signals go to ``mixing.csv`` and the logger
-    (``mixing/weight/<domain>``, ``mixing/<signal>/<domain>``) at every update; the mixer state and
-    its history travel in the checkpoint."""
+    """Every ``update_every`` optimizer steps: the per-domain signals the mixer declares, gathered over
+    the batches trained on since the last update (``assay.mixing.signals``: training losses from the
+    training step itself, excess over a reference's per-example losses, fresh validation losses) -> the
+    mixer's update -> the sampler's weights from the next batch it draws. Weights and signals go to
+    ``mixing.csv`` and the logger (``mixing/weight/<domain>``, ``mixing/<signal>/<domain>``) at every
+    update; the mixer state, the gatherers' sums and the history travel in the checkpoint."""
 
-    def __init__(self, mixer: Mixer, update_every: int, warmup_steps: int, run_dir: Path,
-                 reference: Optional[dict[str, float]] = None,
-                 validation: Optional[Callable[[pl.LightningModule], np.ndarray]] = None,
-                 probe: Optional[Callable[[pl.LightningModule], np.ndarray]] = None):
+    def __init__(self, mixer: Mixer, update_every: int, warmup_steps: int, run_dir: Path, signals: list):
         self.mixer, self.update_every, self.warmup_steps = mixer, update_every, warmup_steps
-        self.run_dir, self.reference, self.validation, self.probe = Path(run_dir), reference, validation, probe
+        self.run_dir, self.signals = Path(run_dir), list(signals)
+        assert self.signals and self.signals[0].name == "train_loss", "train_loss is gathered first (its counts are DomainStats.count)"
         self.index = {d: i for i, d in enumerate(mixer.domains)}
         self.history: list[dict] = []
-        self._reset()
         self._last_step = 0
-
-    def _reset(self) -> None:
-        k = len(self.index)
-        self._sum, self._count, self._excess = np.zeros(k), np.zeros(k, dtype=np.int64), np.zeros(k)
 
     @property
     def state_key(self) -> str:
         return "OnlineMixing"
 
     def on_train_start(self, trainer, pl_module) -> None:
-        if self.probe is not None and getattr(self.mixer, "graph", 1) is None:
-            self.mixer.graph = self.probe(pl_module)
+        for signal in self.signals:
+            signal.on_train_start(pl_module, self.mixer)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         losses = outputs["per_sample"].loss.detach().float().cpu().numpy()
         domains = np.array([self.index[s] for s in batch["sources"]])
-        np.add.at(self._sum, domains, losses)
-        np.add.at(self._count, domains, 1)
-        if self.reference is not None:
-            ref = np.array([self.reference[i] for i in batch["ids"]])
-            np.add.at(self._excess, domains, np.maximum(losses - ref, 0.0))
+        for signal in self.signals:
+            signal.on_batch(losses, domains, batch)
         step = trainer.global_step
         if step != self._last_step and step % self.update_every == 0 and step > self.warmup_steps:
             self._update(trainer, pl_module, step)
@@ -60,45 +49,48 @@ class OnlineMixing(pl.Callback):
 
     def _update(self, trainer, pl_module, step: int) -> None:
         self._sum_over_ranks(pl_module.device)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(self._count > 0, self._sum / np.maximum(self._count, 1), np.nan)
-            excess = np.where(self._count > 0, self._excess / np.maximum(self._count, 1), np.nan) if self.reference is not None else None
-        val = self.validation(pl_module) if self.validation is not None else None
-        stats = DomainStats(mean, self._count.copy(), excess, val)
-        logged = self.mixer.update(stats)
+        count = self.signals[0].count.copy()
+        values = {s.name: v for s in self.signals if (v := s.value(pl_module, count)) is not None}
+        logged = self.mixer.update(DomainStats(count, values))
         sampler = trainer.datamodule.sampler
         weights, first = self._agree(self.mixer.weights, sampler._next_block, pl_module.device)
         first = sampler.set_weights(weights, first=first)
         record = {"step": step, "from_batch": first}
-        for name, values in {"train_loss": mean, **logged}.items():
-            for d, v in zip(self.mixer.domains, np.asarray(values, dtype=np.float64).tolist()):
+        for name, series in {"train_loss": values["train_loss"], **logged}.items():
+            for d, v in zip(self.mixer.domains, np.asarray(series, dtype=np.float64).tolist()):
                 record[f"mixing/{name}/{d}"] = v
         self.history.append(record)
         self._write_csv()
         if trainer.logger is not None:
             trainer.logger.log_metrics({k: v for k, v in record.items() if k.startswith("mixing/") and np.isfinite(v)}, step=step)
-        self._reset()
+        for signal in self.signals:
+            signal.reset()
 
     # ---- several processes: one mixture for the whole run ---------------------------------------
     def _sum_over_ranks(self, device) -> None:
         """Per-domain sums over every rank's batches since the last update (each rank saw its own
         shard of every global batch), so every rank updates from the same statistics."""
-        from assay import distributed
+        from assay.run import distributed
 
         if distributed.world_size() < 2:
             return
         import torch.distributed as dist
 
+        sums = [(signal, name) for signal in self.signals for name in signal.sums]
+        if not sums:
+            return
         k = len(self.index)
-        packed = torch.tensor(np.concatenate([self._sum, self._count, self._excess]), dtype=torch.float64, device=device)
+        packed = torch.tensor(np.concatenate([getattr(g, name) for g, name in sums]), dtype=torch.float64, device=device)
         dist.all_reduce(packed)
         values = packed.cpu().numpy()
-        self._sum, self._count, self._excess = values[:k], np.rint(values[k : 2 * k]).astype(np.int64), values[2 * k :]
+        for i, (g, name) in enumerate(sums):
+            part = values[i * k : (i + 1) * k]
+            setattr(g, name, np.rint(part).astype(np.int64) if name == "count" else part)
 
     def _agree(self, weights: np.ndarray, next_block: int, device) -> tuple[np.ndarray, int]:
         """Rank 0's new weights (validation losses may differ in the last float bits between devices),
         applied from the same global batch on every rank: the first batch no rank has drawn yet."""
-        from assay import distributed
+        from assay.run import distributed
 
         if distributed.world_size() < 2:
             return weights, next_block
@@ -111,7 +103,7 @@ class OnlineMixing(pl.Callback):
         return shared.cpu().numpy(), int(first.item())
 
     def _write_csv(self) -> None:
-        from assay import distributed
+        from assay.run import distributed
 
         if not self.history or not distributed.is_main():
             return
@@ -125,7 +117,7 @@ class OnlineMixing(pl.Callback):
         tmp.rename(self.run_dir / "mixing.csv")
 
     def on_train_end(self, trainer, pl_module) -> None:
-        from assay import distributed
+        from assay.run import distributed
 
         self._write_csv()
         if distributed.is_main():
@@ -135,14 +127,17 @@ class OnlineMixing(pl.Callback):
         return {"updates": len(self.history), **self.mixer.outputs()}
 
     def state_dict(self) -> dict:
-        return {"mixer": self.mixer.state_dict(), "history": self.history, "last_step": self._last_step,
-                "sum": self._sum.tolist(), "count": self._count.tolist(), "excess": self._excess.tolist()}
+        state = {"mixer": self.mixer.state_dict(), "history": self.history, "last_step": self._last_step}
+        for signal in self.signals:
+            state.update(signal.state_dict())
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.mixer.load_state_dict(state["mixer"])
         self.history = list(state["history"])
         self._last_step = int(state["last_step"])
-        self._sum, self._count, self._excess = np.asarray(state["sum"]), np.asarray(state["count"], dtype=np.int64), np.asarray(state["excess"])
+        for signal in self.signals:
+            signal.load_state_dict(state)
         self._write_csv()
 
 
@@ -184,7 +179,7 @@ class MixtureRecorder(pl.Callback):
         return {"per_epoch": per_epoch, "total": dict(sorted(total.items()))}
 
     def write(self) -> None:
-        from assay import distributed
+        from assay.run import distributed
 
         if distributed.world_size() > 1:  # every rank served its own shard: the run's mixture is their sum
             self._all_ranks = {}
@@ -217,10 +212,26 @@ def _per_sample_losses(pl_module, batches: list[dict]):
     try:
         for batch in batches:
             batch = {k: (v.to(pl_module.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+            if hasattr(pl_module, "with_reference"):  # TR-DPO's live reference
+                batch = pl_module.with_reference(batch)
             out = pl_module.objective.compute(model, batch, training=False, controller=pl_module.controller)
             yield batch["sources"], out.loss
     finally:
         model.train(was_training)
+
+
+def domain_batches(split, domains: list[str], per_domain: int, pad_id: int, data, collation: dict, with_generation: bool) -> list[dict]:
+    """Up to ``per_domain`` rows of each domain of ``split``, collated in eval-size batches."""
+    from assay.data.collate import Collator
+    from assay.data.datamodule import Rows
+
+    sources = split["source"]
+    picked: list[int] = []
+    for d in domains:
+        picked.extend([i for i, s in enumerate(sources) if s == d][:per_domain])
+    rows = Rows(split)
+    collate = Collator(pad_id, data.format, with_generation=with_generation, **collation)
+    return [collate(rows.__getitems__(picked[i : i + data.eval_batch_size])) for i in range(0, len(picked), data.eval_batch_size)]
 
 
 @torch.no_grad()

@@ -30,8 +30,7 @@ import numpy as np
 
 from assay.cards import MethodCard
 from assay.errors import UserError, check
-from assay.lazy import torch
-from assay.mixing.mixers import OnlineMixture
+from assay.mixing.base import OnlineMixture
 from assay.registry import register
 
 
@@ -117,36 +116,3 @@ def load_reference(path: str, tokenizer, domains: list[str]):
     model = AutoModelForCausalLM.from_pretrained(run / "model")
     model.eval().requires_grad_(False)
     return model
-
-
-def clipped_excess(token_logps, ref_token_logps, mask, domain_ids, k: int):
-    """Per domain: the sum over its response tokens of max(ℓ_θ − ℓ_ref, 0) (ℓ = −log p; clipped per
-    token, as ``update_domain_weights`` does) and the number of those tokens."""
-    excess = torch.clamp(ref_token_logps - token_logps.detach(), min=0.0) * mask
-    per_example = excess.sum(-1).double()
-    tokens = mask.sum(-1).double()
-    sums = torch.zeros(k, dtype=torch.float64, device=excess.device).index_add(0, domain_ids, per_example)
-    counts = torch.zeros(k, dtype=torch.float64, device=excess.device).index_add(0, domain_ids, tokens)
-    return sums, counts
-
-
-def reweighted_loss(token_logps, mask, domain_ids, weights, world: int = 1):
-    """Σ_t α_d(t)·ℓ(t) / Σ_t α_d(t) over the batch's response tokens (every rank's tokens in the
-    normaliser; multiplied back by the world size because data parallelism averages gradients)."""
-    w = weights.to(token_logps.dtype)[domain_ids][:, None] * mask
-    normaliser = w.sum()
-    if world > 1:
-        import torch.distributed as dist
-
-        normaliser = normaliser.detach().clone()
-        dist.all_reduce(normaliser)
-        normaliser = normaliser / world
-    return -(token_logps * w.detach()).sum() / torch.clamp(normaliser.detach(), min=1e-10)
-
-
-def doremi_update(weights, scores, eta: float, smoothing: float):
-    """α' = softmax(log α + η·λ); α ← (1 − c)·α' + c/k (Algorithm 1, step 2)."""
-    new = torch.softmax(torch.log(weights) + eta * scores, dim=0)
-    return (1.0 - smoothing) * new + smoothing / len(new)
-
-

@@ -1,6 +1,7 @@
 """DoReMi's proxy at run time: the α-reweighted loss (``GroupDRO``, owned by the LightningModule so
 α travels in every checkpoint) and the recorder of α over training (``mixing.csv``, ``mixing.json``).
-The recipe and its equations are in ``assay.mixing.doremi``."""
+The recipe and its equations are in ``assay.mixing.doremi``; their tensor numerics (the clipped
+per-token excess, the reweighted loss, the update of α) are here, at the end."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import pytorch_lightning as pl
 import torch
 
 from assay.errors import UserError
-from assay.mixing.doremi import clipped_excess, doremi_update, reweighted_loss
 
 
 class GroupDRO(torch.nn.Module):
@@ -40,7 +40,7 @@ class GroupDRO(torch.nn.Module):
         """The proxy's batch loss; at the last micro-batch of an optimizer step, α is updated first
         (from every micro-batch and rank of the step) and the loss reads the updated α, as the
         released ``training_step`` does."""
-        from assay import distributed
+        from assay.run import distributed
         from assay.objectives.logps import sequence_logps
 
         if out.token_logps is None:
@@ -110,7 +110,7 @@ class DoReMiRecorder(pl.Callback):
             self._write_csv()
 
     def _write_csv(self) -> None:
-        from assay import distributed
+        from assay.run import distributed
 
         if not self.history or not distributed.is_main():
             return
@@ -123,7 +123,7 @@ class DoReMiRecorder(pl.Callback):
         tmp.rename(self.run_dir / "mixing.csv")
 
     def on_train_end(self, trainer, pl_module) -> None:
-        from assay import distributed
+        from assay.run import distributed
 
         self._write_csv()
         if distributed.is_main():
@@ -137,3 +137,34 @@ class DoReMiRecorder(pl.Callback):
 
     def load_state_dict(self, state: dict) -> None:
         self.history, self._seen = list(state["history"]), int(state["seen"])
+
+
+def clipped_excess(token_logps, ref_token_logps, mask, domain_ids, k: int):
+    """Per domain: the sum over its response tokens of max(ℓ_θ − ℓ_ref, 0) (ℓ = −log p; clipped per
+    token, as ``update_domain_weights`` does) and the number of those tokens."""
+    excess = torch.clamp(ref_token_logps - token_logps.detach(), min=0.0) * mask
+    per_example = excess.sum(-1).double()
+    tokens = mask.sum(-1).double()
+    sums = torch.zeros(k, dtype=torch.float64, device=excess.device).index_add(0, domain_ids, per_example)
+    counts = torch.zeros(k, dtype=torch.float64, device=excess.device).index_add(0, domain_ids, tokens)
+    return sums, counts
+
+
+def reweighted_loss(token_logps, mask, domain_ids, weights, world: int = 1):
+    """Σ_t α_d(t)·ℓ(t) / Σ_t α_d(t) over the batch's response tokens (every rank's tokens in the
+    normaliser; multiplied back by the world size because data parallelism averages gradients)."""
+    w = weights.to(token_logps.dtype)[domain_ids][:, None] * mask
+    normaliser = w.sum()
+    if world > 1:
+        import torch.distributed as dist
+
+        normaliser = normaliser.detach().clone()
+        dist.all_reduce(normaliser)
+        normaliser = normaliser / world
+    return -(token_logps * w.detach()).sum() / torch.clamp(normaliser.detach(), min=1e-10)
+
+
+def doremi_update(weights, scores, eta: float, smoothing: float):
+    """α' = softmax(log α + η·λ); α ← (1 − c)·α' + c/k (Algorithm 1, step 2)."""
+    new = torch.softmax(torch.log(weights) + eta * scores, dim=0)
+    return (1.0 - smoothing) * new + smoothing / len(new)

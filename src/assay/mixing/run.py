@@ -12,9 +12,9 @@ import numpy as np
 
 from assay.data.collate import row_tokens
 from assay.errors import UserError
-from assay.mixing.callbacks import MixtureRecorder, OnlineMixing, domain_gradients, domain_losses
-from assay.mixing.rules import graph_from_gradients
+from assay.mixing.callbacks import MixtureRecorder, OnlineMixing
 from assay.mixing.sampler import DomainSampler
+from assay.mixing.signals import SignalContext, gatherers
 
 
 @dataclass
@@ -24,7 +24,7 @@ class MixingRun:
     sampler: Optional[DomainSampler] = None
     info: dict[str, Any] = field(default_factory=dict)
     reweighting: Any = None
-    """A module the training step hands the batch loss to (DoReMi's proxy: the α-reweighted loss)."""
+    """A module the training step hands the batch loss to (a mixture that ``reweights_loss``: the α-reweighted loss)."""
     weights_recorder: Any = None
 
     @property
@@ -101,39 +101,8 @@ def _check_caps(mixture, sampler: DomainSampler, domains: list[str], n: np.ndarr
                             f"{int(n[i])} examples, {epochs / mixture.cap(d):.2f}x its cap; lower its weight or the steps, or raise the cap")
 
 
-def _batches(split: datasets.Dataset, domains: list[str], per_domain: int, pad_id: int, data, collation: dict, with_generation: bool) -> list[dict]:
-    """Up to ``per_domain`` rows of each domain of ``split``, collated in eval-size batches."""
-    from assay.data.collate import Collator
-    from assay.data.datamodule import Rows
-
-    sources = split["source"]
-    picked: list[int] = []
-    for d in domains:
-        picked.extend([i for i, s in enumerate(sources) if s == d][:per_domain])
-    rows = Rows(split)
-    collate = Collator(pad_id, data.format, with_generation=with_generation, **collation)
-    return [collate(rows.__getitems__(picked[i : i + data.eval_batch_size])) for i in range(0, len(picked), data.eval_batch_size)]
-
-
 def _online(spec, mixture, examples, tokenized, domains, initial, pad_id: int, run_dir: Path, cache_dir: Path) -> OnlineMixing:
+    """The mixer the config builds and the gatherers of the signals it declares (``assay.mixing.signals``)."""
     mixer = mixture.mixer(domains, initial)
-    reference = validation = probe = None
-    if mixer.needs_reference:
-        from assay.mixing.reference import check_reference_run, reference_losses
-
-        if spec.objective.needs_reference:
-            raise UserError("mixture", mixture.name, f"DoReMi's reference losses do not combine with objective={spec.objective.name}, which reads reference log-probs itself")
-        run = check_reference_run(mixture.reference, domains)
-        reference = reference_losses(run, examples.splits["train"], spec.objective, spec.data, cache_dir)
-    if mixer.needs_validation:
-        val = _batches(tokenized["val"], domains, mixture.probe_examples, pad_id, spec.data, spec.objective.collation, False)
-        validation = lambda module: domain_losses(module, val, domains)  # noqa: E731
-        estimate = getattr(mixture, "graph_estimate", None)
-        if estimate == "gradient_probe" and getattr(mixer, "graph", None) is None:  # first-order, not the paper's estimate
-            train_b = _batches(tokenized["train"], domains, mixture.probe_examples, pad_id, spec.data, spec.objective.collation, False)
-            probe = lambda module: graph_from_gradients(domain_gradients(module, train_b, domains), domain_gradients(module, val, domains))  # noqa: E731
-        elif estimate == "training" and getattr(mixer, "graph", None) is None:  # Skill-it's: a short run per skill, cached
-            from assay.mixing.skill_graph import training_probe
-
-            probe = training_probe(spec, mixture, mixer, tokenized["train"], domains, val, pad_id, cache_dir)
-    return OnlineMixing(mixer, mixture.update_every, mixture.warmup_steps, run_dir, reference, validation, probe)
+    ctx = SignalContext(spec, mixture, mixer, examples, tokenized, domains, pad_id, cache_dir)
+    return OnlineMixing(mixer, mixture.update_every, mixture.warmup_steps, run_dir, gatherers(ctx))

@@ -34,7 +34,7 @@ provided", HazyResearch/skill-it README.md):
 The paper's text (Section 2-3 and the graph-learning appendix) could not be read in this session; the
 definition above follows the authors' released code and graphs, not a re-read of the appendix.
 
-The cheaper first-order probe (``assay.mixing.rules.graph_from_gradients``, ``mixture.graph_estimate=
+The cheaper first-order probe (``assay.mixing.skill_it.graph_from_gradients``, ``mixture.graph_estimate=
 gradient_probe``) is not the authors' estimate.
 """
 
@@ -104,8 +104,8 @@ class ShortRun:
 def skill_batches(split, domain: str, steps: int, batch_size: int, pad_id: int, fmt: str, collation: dict, seed: int = 0) -> list[dict]:
     """``steps`` full training batches of ``domain`` alone: its rows of ``split`` in a seeded order,
     repeated (epochs) as often as ``steps × batch_size`` needs, collated as the run's training batches
-    (``assay.mixing.run._batches`` with the training batch size, no generation fields)."""
-    from assay.mixing.run import _batches
+    (``assay.mixing.callbacks.domain_batches`` with the training batch size, no generation fields)."""
+    from assay.mixing.callbacks import domain_batches
 
     rows = np.flatnonzero(np.asarray(split["source"]) == domain)
     if len(rows) == 0 or steps <= 0:
@@ -114,7 +114,7 @@ def skill_batches(split, domain: str, steps: int, batch_size: int, pad_id: int, 
     need = steps * batch_size
     picked = np.resize(order, need).tolist()  # cycles through the domain's rows
     data = SimpleNamespace(format=fmt, eval_batch_size=batch_size)
-    return _batches(split.select(picked), [domain], need, pad_id, data, collation, False)
+    return domain_batches(split.select(picked), [domain], need, pad_id, data, collation, False)
 
 
 def _to(batch: dict, device) -> dict:
@@ -235,7 +235,7 @@ def _read(path: Path, domains: list[str]) -> Optional[dict]:
     except FileNotFoundError:
         return None
     except Exception as e:  # a truncated or foreign file: estimate again and overwrite it
-        from assay import runlog
+        from assay.run import log as runlog
 
         runlog.info("Skill-it graph cache %s is unreadable (%s: %s); estimating the graph again", path, type(e).__name__, str(e)[:120])
         return None
@@ -253,7 +253,7 @@ def learned_graph(module, domains: list[str], train: dict[str, list[dict]], val:
     """The graph of ``module``'s current model (the run's starting model), read from
     ``<cache_dir>/skill_graphs/<key>.json`` when an estimate with the same key is there, else estimated
     (``estimate_graph``) and written there (by the main process). Returns (A, what to report)."""
-    from assay import distributed, runlog
+    from assay.run import distributed, log as runlog
 
     key = graph_key(module.model, module.objective, domains, run, train, val)
     path = cache_path(cache_dir, key) if cache_dir is not None else None

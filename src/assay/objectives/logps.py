@@ -29,9 +29,23 @@ class SequenceLogps:
     """[N, T-1] log p of every target position (0 where masked), for per-token reweighting (DoReMi)."""
     mask: Optional[torch.Tensor] = None
     """[N, T-1] True at the response tokens ``token_logps`` counts."""
+    head: Optional[torch.Tensor] = None
+    """[2B] of a preference batch, asked for with ``heads``: the summed log p of each response's first
+    min(|y_w|, |y_l|) tokens (LD-DPO's shared part; the shorter response's head is all of it)."""
+    wpo_mean: Optional[torch.Tensor] = None
+    """[N], asked for with ``wpo``: mean over the response tokens of log p(y_t) - log Σ_v p(v)², no
+    gradient (WPO's log-weight of a response, Zhou et al. 2024, arXiv 2406.11827, Eq. 2)."""
 
 
-def sequence_logps(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> SequenceLogps:
+def log_sum_sq_probs(logits: torch.Tensor) -> torch.Tensor:
+    """log Σ_v p(v)² of each position's distribution p = softmax(logits), over the last dimension:
+    logsumexp(2·z) - 2·logsumexp(z), exact at any logit scale."""
+    z = logits.float()
+    return torch.logsumexp(2.0 * z, dim=-1) - 2.0 * torch.logsumexp(z, dim=-1)
+
+
+def sequence_logps(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
+                   wpo: bool = False) -> SequenceLogps:
     logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1]
     targets = labels[:, 1:]
     mask = targets != IGNORE
@@ -43,6 +57,7 @@ def sequence_logps(model: torch.nn.Module, input_ids: torch.Tensor, attention_ma
     count = mask.sum(-1).clamp(min=1)
     with torch.no_grad():
         hits = ((logits.argmax(-1) == targets) & mask).sum(-1)
+        wpo_mean = (((token_logps - log_sum_sq_probs(logits)) * mask).sum(-1) / count) if wpo else None
     return SequenceLogps(
         sum=token_logps.sum(-1),
         count=count,
@@ -51,6 +66,7 @@ def sequence_logps(model: torch.nn.Module, input_ids: torch.Tensor, attention_ma
         correct=(hits == mask.sum(-1)).float(),
         token_logps=token_logps,
         mask=mask,
+        wpo_mean=wpo_mean,
     )
 
 
@@ -89,7 +105,7 @@ def model_attention_mask(model: torch.nn.Module, allowed: torch.Tensor) -> torch
     )
 
 
-def shared_prompt_logps(model: torch.nn.Module, batch: dict) -> SequenceLogps:
+def shared_prompt_logps(model: torch.nn.Module, batch: dict, heads: bool = False, wpo: bool = False) -> SequenceLogps:
     """[2B] log-probs of a shared-prompt batch (``collate.shared_prompt_layout``): chosen responses
     first, then rejected ones, as ``sequence_logps`` returns them for the two-sequence layout."""
     mask = model_attention_mask(model, shared_prompt_mask(batch["segment"], batch["part"]))
@@ -99,13 +115,43 @@ def shared_prompt_logps(model: torch.nn.Module, batch: dict) -> SequenceLogps:
     seq = batch["target_seq"]
     n = 2 * len(batch["ids"])
     total = token_logps.new_zeros(n).index_add(0, seq, token_logps)
-    count = torch.bincount(seq, minlength=n).clamp(min=1)
+    tokens = torch.bincount(seq, minlength=n)
+    count = tokens.clamp(min=1)
     mean_prob = token_logps.new_zeros(n).index_add(0, seq, token_logps.exp()) / count
-    return SequenceLogps(sum=total, count=count, mean_prob=mean_prob)
+    out = SequenceLogps(sum=total, count=count, mean_prob=mean_prob)
+    if heads:
+        # A response's scored tokens are contiguous and in order (collate.shared_prompt_layout): the
+        # position of token i in its response is i minus the index of the response's first token, plus 1.
+        index = torch.arange(seq.numel(), device=seq.device)
+        first = torch.full((n,), seq.numel(), dtype=torch.long, device=seq.device).scatter_reduce(0, seq, index, "amin")
+        out.head = head_sums(token_logps, seq, index - first[seq] + 1, tokens)
+    if wpo:
+        with torch.no_grad():
+            aligned = token_logps - log_sum_sq_probs(picked)
+            out.wpo_mean = aligned.new_zeros(n).index_add(0, seq, aligned) / count
+    return out
 
 
-def pair_logps(model: torch.nn.Module, batch: dict) -> SequenceLogps:
-    """[2B] log-probs (chosen responses, then rejected) of a preference batch in either layout."""
+def head_sums(token_logps: torch.Tensor, seq: torch.Tensor, position: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """[2B] Σ of the log-probs of each response's first k tokens, k = min(|y_w|, |y_l|) of its pair
+    (LD-DPO's shared part, as TRL's ``ld_alpha`` computes it: the tokens at positions 1..k).
+
+    ``token_logps``, ``seq``, ``position`` [N]: each scored token's log-prob, its response (chosen k,
+    rejected B + k) and its 1-based position in the response; ``tokens`` [2B]: tokens per response."""
+    chosen, rejected = tokens.chunk(2)
+    shared = torch.minimum(chosen, rejected).repeat(2)
+    inside = position <= shared[seq]
+    return token_logps.new_zeros(tokens.numel()).index_add(0, seq, token_logps * inside)
+
+
+def pair_logps(model: torch.nn.Module, batch: dict, heads: bool = False, wpo: bool = False) -> SequenceLogps:
+    """[2B] log-probs (chosen responses, then rejected) of a preference batch in either layout;
+    ``heads``: with each response's head sum (LD-DPO), ``wpo``: with WPO's mean aligned log-prob."""
     if "target_index" in batch:
-        return shared_prompt_logps(model, batch)
-    return sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        return shared_prompt_logps(model, batch, heads, wpo)
+    lp = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"], wpo=wpo)
+    if heads:
+        rows, _ = lp.mask.nonzero(as_tuple=True)
+        position = lp.mask.long().cumsum(-1)[lp.mask]
+        lp.head = head_sums(lp.token_logps[lp.mask], rows, position, lp.mask.sum(-1))
+    return lp

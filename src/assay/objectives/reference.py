@@ -39,6 +39,10 @@ from assay.data.datamodule import Rows
 from assay.objectives.logps import pair_logps
 
 COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
+HEAD_COLUMNS = ("ref_chosen_head_logps", "ref_rejected_head_logps")
+"""LD-DPO: the reference log-probs of each response's first min(|y_w|, |y_l|) tokens. The sum of a
+response's first k token log-probs is the log-prob of the response cut to k tokens (a causal model),
+so these are cached like any sequence, under the key of the cut response."""
 MAX_SHARDS = 16
 """Merge the shards of a reference into one once there are more than this many."""
 
@@ -74,10 +78,18 @@ def compute_reference_logps(
     return torch.cat(out).numpy()
 
 
+def cut_to_shared_length(row: dict) -> dict:
+    """The pair with both responses cut to the shorter one's length (LD-DPO's shared part)."""
+    k = min(len(row["chosen_ids"]), len(row["rejected_ids"]))
+    return {"chosen_ids": row["chosen_ids"][:k], "rejected_ids": row["rejected_ids"][:k]}
+
+
 def attach_reference_logps(
-    model: torch.nn.Module, splits: datasets.DatasetDict, pad_id: int, batch_size: int, cache_dir: Path, collation: Optional[dict] = None
+    model: torch.nn.Module, splits: datasets.DatasetDict, pad_id: int, batch_size: int, cache_dir: Path, collation: Optional[dict] = None,
+    heads: bool = False,
 ) -> tuple[datasets.DatasetDict, dict[str, str]]:
-    """Add ``ref_chosen_logps`` / ``ref_rejected_logps`` to every split; returns the cache file used per split.
+    """Add ``ref_chosen_logps`` / ``ref_rejected_logps`` to every split (and, with ``heads``, the
+    ``HEAD_COLUMNS`` of LD-DPO); returns the cache file used per split.
 
     The cached value of a sequence does not depend on the batch layout (``collation``) beyond float
     rounding, so runs with and without a shared prompt share one cache."""
@@ -85,19 +97,26 @@ def attach_reference_logps(
     known = cache.load()
     new: dict[str, float] = {}
     for split, ds in splits.items():
-        keys = {
-            col: [sequence_key(p, r) for p, r in zip(ds["prompt_ids"], ds[f"{col}_ids"])] for col in ("chosen", "rejected")
-        }
-        missing = [i for i, (c, r) in enumerate(zip(keys["chosen"], keys["rejected"])) if c not in known or r not in known]
-        if missing:
-            values = compute_reference_logps(model, ds.select(missing), pad_id, batch_size, f"reference log-probs ({split})", collation)
-            for j, i in enumerate(missing):
-                new[keys["chosen"][i]], new[keys["rejected"][i]] = float(values[j, 0]), float(values[j, 1])
-            known.update(new)
-        for col, name in zip(("chosen", "rejected"), COLUMNS):
-            if name in ds.column_names:
-                ds = ds.remove_columns(name)
-            ds = ds.add_column(name, np.asarray([known[k] for k in keys[col]], dtype=np.float32).tolist())
+        parts = [(COLUMNS, ds)]
+        if heads:
+            parts.append((HEAD_COLUMNS, ds.map(cut_to_shared_length, desc=f"shared lengths ({split})", load_from_cache_file=False)))
+        for columns, pairs in parts:
+            keys = {
+                col: [sequence_key(p, r) for p, r in zip(pairs["prompt_ids"], pairs[f"{col}_ids"])] for col in ("chosen", "rejected")
+            }
+            missing = [i for i, (c, r) in enumerate(zip(keys["chosen"], keys["rejected"])) if c not in known or r not in known]
+            if missing:
+                what = "reference log-probs" if columns is COLUMNS else "reference log-probs of the shared lengths"
+                values = compute_reference_logps(model, pairs.select(missing), pad_id, batch_size, f"{what} ({split})", collation)
+                fresh = {}
+                for j, i in enumerate(missing):
+                    fresh[keys["chosen"][i]], fresh[keys["rejected"][i]] = float(values[j, 0]), float(values[j, 1])
+                new.update(fresh)
+                known.update(fresh)
+            for col, name in zip(("chosen", "rejected"), columns):
+                if name in ds.column_names:
+                    ds = ds.remove_columns(name)
+                ds = ds.add_column(name, np.asarray([known[k] for k in keys[col]], dtype=np.float32).tolist())
         splits[split] = ds
     if new:
         cache.add(new)

@@ -2,20 +2,20 @@
 
 Every ordering here is a pure, seeded function of (kept rows, per-row keys, epoch). The keys come
 from :meth:`OrderingConfig.keys` (a numeric score for curricula, a group label for blocked /
-interleaved / upsample_end), resolved once before training from the training split, so the
+interleaved), resolved once before training from the training split, so the
 orderings themselves never touch a dataset or a model.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import ClassVar, Optional
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
 from assay.cards import MethodCard
-from assay.errors import UserError, check
-from assay.ordering import OrderingConfig, check_score_file, resolve_keys
+from assay.errors import check
+from assay.ordering.base import OrderingConfig, check_score_file, resolve_keys
 from assay.registry import register
 
 
@@ -227,84 +227,3 @@ class Interleaved(GroupOrdering):
         for i in range(max((len(g) for g in groups), default=0)):
             out.extend(g[i] for g in groups if i < len(g))  # an exhausted group drops out of the round
         return np.asarray(out, dtype=rows.dtype)
-
-
-@register("ordering", "upsample_end")
-@dataclass
-class UpsampleEnd(GroupOrdering):
-    """Raise chosen groups' share in the last fraction of training (Blakeney et al. 2024, arXiv 2406.03476)."""
-
-    card: ClassVar[MethodCard] = MethodCard(
-        paper="Blakeney et al. 2024, Does your data spark joy? (domain upsampling at the end of training; ICML 2024 ES-FoMo workshop)",
-        arxiv="2406.03476",
-        code=None,
-        defaults={
-            "last_fraction": "0.2 (the paper: 10-20% the sweet spot, ablated 5-30%): follows",
-            "factor": "3 (the paper's upsampled mix is not known to us): assay's choice",
-            "sources": "[add] in conf/ordering/upsample_end.yaml (the paper upsamples math, code and other small domain sets): "
-                       "assay's choice for the skills data",
-        },
-        deviations=(
-            "An ordering of the kept rows: chosen rows fill the end phase first and repeat only when it asks for more than "
-            "exist; the paper samples the end mixture with replacement (mixture=schedule with upsample draws it that way).",
-        ),
-        checked="tests/unit/ordering/test_orderings.py: the chosen share rises in the tail, the end phase sits in the run's "
-                "last epochs",
-        notes="No code was found (research note).",
-    )
-
-    name: str = "upsample_end"
-    sources: list[str] = field(default_factory=list)
-    """Group labels (values of ``by``) to upsample at the end, e.g. ``[add, sort]``."""
-    last_fraction: float = 0.2
-    """Share of training that forms the end phase; the paper finds 10-20% the sweet spot."""
-    factor: float = 3.0
-    """The chosen groups' share in the end phase = factor x their share of the pool (capped at 1).
-    An epoch's end-phase positions take chosen rows not yet served in that epoch first, and repeat
-    them only when the phase asks for more than exist (the paper samples the end mixture with
-    replacement); other rows that no longer fit the epoch wait for the next one."""
-    horizon_rows: Optional[int] = None
-    """Rows served over the whole run, which places the end phase in the run's last epochs. The run
-    sets it from trainer.max_steps x data.batch_size x trainer.accumulate_grad_batches; null (the
-    length is unknown) treats every epoch as a whole run, with its own end phase."""
-
-    def __post_init__(self) -> None:
-        check(len(self.sources) > 0, "ordering.sources", list(self.sources), "name at least one group to upsample at the end")
-        check(0.0 < self.last_fraction < 1.0, "ordering.last_fraction", self.last_fraction, "must be in (0, 1)")
-        check(self.factor >= 1.0, "ordering.factor", self.factor, "must be >= 1")
-        if self.horizon_rows is not None:
-            check(self.horizon_rows > 0, "ordering.horizon_rows", self.horizon_rows, "must be a positive number of rows (or null)")
-
-    def for_run(self, total_rows: int) -> "UpsampleEnd":
-        return self if self.horizon_rows is not None else replace(self, horizon_rows=int(total_rows))
-
-    def end_phase_rows(self, n: int, epoch: int) -> int:
-        """How many of epoch ``epoch``'s ``n`` positions fall in the end phase."""
-        if self.horizon_rows is None:
-            return int(np.ceil(self.last_fraction * n))
-        start = int(np.floor((1.0 - self.last_fraction) * self.horizon_rows))
-        first, last = epoch * n, (epoch + 1) * n
-        return int(np.clip(last - max(start, first), 0, n))
-
-    def order(self, rows, scores, epoch):
-        rows = np.asarray(rows)
-        labels = self.row_keys(rows, scores)
-        rng = _rng(self.seed, epoch)
-        chosen_mask = np.isin(labels.astype(str), [str(s) for s in self.sources])
-        if not chosen_mask.any():
-            raise UserError("ordering.sources", list(self.sources), f"none of these occur in ordering.by={self.by!r}; present: {sorted(set(labels.astype(str)))}")
-        chosen, other = rows[chosen_mask], rows[~chosen_mask]
-        chosen, other = chosen[rng.permutation(len(chosen))], other[rng.permutation(len(other))]
-        n = len(rows)
-        tail = self.end_phase_rows(n, epoch)
-        if tail == 0:
-            return rows[rng.permutation(n)]
-        share = min(1.0, self.factor * len(chosen) / n)
-        n_other_tail = min(len(other), tail - int(round(share * tail)))
-        n_chosen_tail = tail - n_other_tail  # when other groups run short, the chosen fill the tail
-        cycles = -(-n_chosen_tail // len(chosen))  # repeat chosen rows only past the first full pass
-        chosen_tail = np.concatenate([chosen] + [chosen[rng.permutation(len(chosen))] for _ in range(cycles - 1)])[:n_chosen_tail]
-        tail_rows = np.concatenate([chosen_tail, other[:n_other_tail]])
-        head_rows = np.concatenate([chosen[min(n_chosen_tail, len(chosen)):], other[n_other_tail:]])
-        head_rows = head_rows[rng.permutation(len(head_rows))][: n - tail]
-        return np.concatenate([head_rows, tail_rows[rng.permutation(len(tail_rows))]])

@@ -8,7 +8,7 @@ from typing import Iterator
 import numpy as np
 from torch.utils.data import Sampler
 
-from assay.ordering import OrderingConfig
+from assay.ordering.base import OrderingConfig
 
 
 class OrderedSampler(Sampler[int]):

@@ -15,8 +15,8 @@ from typing import Any, Optional
 
 import pytorch_lightning as pl
 
-from assay.distributed import once
-from assay.selection import Scorer, SelectionContext
+from assay.run.distributed import once
+from assay.selection.base import Scorer, SelectionContext
 
 
 class Rescoring(pl.Callback):

@@ -15,7 +15,7 @@ import numpy as np
 from omegaconf import MISSING
 
 from assay.cards import MethodCard
-from assay.errors import MOVED_KEYS, UserError, check
+from assay.errors import UserError, check
 from assay.registry import register
 
 GROUP = "selection/selector"
@@ -27,7 +27,7 @@ class KeepContext:
     the scorer (its budget, seed, and scoring other splits, e.g. the trusted anchors)."""
 
     data: Any
-    """The :class:`~assay.selection.SelectionContext` the scores were computed on."""
+    """The :class:`~assay.selection.base.SelectionContext` the scores were computed on."""
     scorer: Any
     measured: dict = field(default_factory=dict)
     """What the selector measured (anchor threshold, group sizes), saved with the selection."""
@@ -284,22 +284,8 @@ class Quota(Selector):
             return np.asarray([str(v) for v in ctx.train[self.by]])
         if ctx.model is None:
             raise UserError("selection.selector.by", "cluster", "clusters the model's embeddings, and this stage provides no model")
-        from assay.selection.scorers.model_scores import embed, kmeans
+        from assay.embeddings.clusters import kmeans
+        from assay.models.passes import embed_examples
 
-        x = embed(ctx.model, ctx.train, ctx.tokenizer.pad_token_id, getattr(context.scorer, "batch_size", 32))
+        x = embed_examples(ctx.model, ctx.train, ctx.tokenizer.pad_token_id, getattr(context.scorer, "batch_size", 32))
         return np.asarray([f"c{c}" for c in kmeans(x, self.clusters, context.scorer.seed).labels_])
-
-
-MOVED = {
-    "selection.keep_rule": "selection/selector=<all|top|threshold|anchor_quantile|quota>",
-    "selection.fraction": "selection.selector.fraction",
-    "selection.count": "selection.selector.count",
-    "selection.threshold": "selection.selector.threshold (with selection/selector=threshold)",
-    "selection.anchor_quantile": "selection.selector.quantile (with selection/selector=anchor_quantile)",
-    "selection.anchor_split": "selection.selector.split (with selection/selector=anchor_quantile)",
-    "selection.quotas": "selection.selector.quotas (with selection/selector=quota)",
-    "selection.quota_by": "selection.selector.by (with selection/selector=quota)",
-    "selection.quota_clusters": "selection.selector.clusters (with selection/selector=quota)",
-}
-"""Field paths of the former single selection config, and where each now lives."""
-MOVED_KEYS.update(MOVED)

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from assay.errors import UserError, argument_parser
-from assay.tracing import ObservePartition, ObserveReshuffle, QueryTest
+from assay.tracing.methods import ObservePartition, ObserveReshuffle, QueryTest
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.cmd == "card":
             from assay.cards import render_text
-            from assay.tracing import TESTS
+            from assay.tracing.methods import TESTS
 
             names = [args.test] if args.test else list(TESTS)
             for name in names:

@@ -6,7 +6,7 @@ import pytest
 
 from assay.compare import Run, aggregate, check_keys, flatten, fmt, varying_keys
 from assay.errors import UserError
-from assay.preflight import _minutes
+from assay.run.cluster import _minutes
 
 
 def _run(name, seed, lr, loss, status="completed"):

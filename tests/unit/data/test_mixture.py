@@ -3,7 +3,8 @@ import pytest
 
 import numpy as np
 
-from assay.data.mixture import ScheduleMixture, SingleMixture, TemperatureMixture, WeightsMixture, allocate, allocate_tokens
+from assay.data.allocation import allocate, allocate_tokens
+from assay.data.mixture import ScheduleMixture, SingleMixture, TemperatureMixture, WeightsMixture
 from assay.errors import UserError
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from assay.mixing.sampler import DomainSampler
-from assay.ordering import RandomOrdering
+from assay.ordering.baselines import RandomOrdering
 
 DOMAINS = ["a", "b", "c"]
 

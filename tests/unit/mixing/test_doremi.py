@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from assay.mixing.doremi import clipped_excess, doremi_update, reweighted_loss
+from assay.mixing.group_dro import clipped_excess, doremi_update, reweighted_loss
 from assay.mixing.group_dro import GroupDRO
 
 # Two examples: one of domain a with two response tokens, one of domain b with one (then padding).

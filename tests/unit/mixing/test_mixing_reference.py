@@ -7,7 +7,7 @@ import pytest
 
 from assay.compare import Run, expand_curves
 from assay.errors import UserError
-from assay.mixing.reference import check_reference_run
+from assay.mixing.doremi_resample import check_reference_run
 
 
 def fake_run(path, metrics, domains):

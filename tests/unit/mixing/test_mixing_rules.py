@@ -6,8 +6,11 @@ import math
 import numpy as np
 import pytest
 
-from assay.mixing.online import DomainStats, DoReMiMixer, ODMMixer, SkillItMixer
-from assay.mixing.rules import DoReMiState, Exp3State, doremi_step, graph_from_gradients, skill_it_weights, temperature_weights
+from assay.data.weights import temperature_weights
+from assay.mixing.base import DomainStats
+from assay.mixing.doremi_resample import DoReMiMixer, DoReMiState, doremi_step
+from assay.mixing.odm import Exp3State, ODMMixer
+from assay.mixing.skill_it import SkillItMixer, graph_from_gradients, skill_it_weights
 
 
 def test_doremi_step_by_hand():
@@ -33,7 +36,7 @@ def test_doremi_absent_domain_keeps_its_score_and_average_is_running_mean():
 
 def test_doremi_mixer_uses_clipped_excess():
     m = DoReMiMixer(["a", "b"], np.array([0.5, 0.5]), eta=2.0, smoothing=0.0)
-    out = m.update(DomainStats(loss=np.array([1.0, 1.0]), count=np.array([3, 2]), excess=np.array([0.5, 0.0])))
+    out = m.update(DomainStats(np.array([3, 2]), {"train_loss": np.array([1.0, 1.0]), "excess_loss": np.array([0.5, 0.0])}))
     e = np.exp([1.0, 0.0])
     assert out["weight"] == pytest.approx(e / e.sum())
     assert m.outputs()["average_weights"]["a"] == pytest.approx(e[0] / e.sum())
@@ -82,7 +85,7 @@ def test_exp3_moving_average_variant():
 
 def test_odm_reward_is_scaled_loss_times_batch_share():
     m = ODMMixer(["a", "b"], np.array([0.5, 0.5]), reward_scale=10.0, smoothing=None)
-    out = m.update(DomainStats(loss=np.array([4.0, 2.0]), count=np.array([3, 1])))
+    out = m.update(DomainStats(np.array([3, 1]), {"train_loss": np.array([4.0, 2.0])}))
     assert out["reward"] == pytest.approx([0.4 * 0.75, 0.2 * 0.25])
     assert m.state.cumulative == pytest.approx([0.3 / 0.5, 0.05 / 0.5])
 
@@ -98,9 +101,9 @@ def test_skill_it_by_hand():
 
 def test_skill_it_mixer_normalises_by_first_loss():
     m = SkillItMixer(["a", "b"], np.array([0.5, 0.5]), graph=np.eye(2), eta=1.0, window=3, normalise_loss=True)
-    m.update(DomainStats(loss=np.zeros(2), count=np.zeros(2), val_loss=np.array([2.0, 4.0])))
+    m.update(DomainStats(np.zeros(2), {"train_loss": np.zeros(2), "val_loss": np.array([2.0, 4.0])}))
     assert m.weights == pytest.approx([0.5, 0.5])  # both at 1 x their first loss
-    m.update(DomainStats(loss=np.zeros(2), count=np.zeros(2), val_loss=np.array([1.0, 4.0])))
+    m.update(DomainStats(np.zeros(2), {"train_loss": np.zeros(2), "val_loss": np.array([1.0, 4.0])}))
     e = np.exp([1.0 + 0.5, 1.0 + 1.0])
     assert m.weights == pytest.approx(e / e.sum())
 

@@ -98,6 +98,7 @@ def test_too_few_proxies_for_a_regressor(tmp_path):
         fit_report(table, ["linear", "autoscale"], echo=lambda s: None)
 
 
+@pytest.mark.cli
 def test_cli_prints_one_line_and_exits_2(tmp_path):
     _fake_swarm(tmp_path / "s", 6)
     proc = subprocess.run([sys.executable, "-m", "assay.mixsearch.cli", "propose", str(tmp_path / "s"), "--regressor", "linear", "--caps", "{copy:0.2,add:0.3,sort:0.4}"],
@@ -109,6 +110,7 @@ def test_cli_prints_one_line_and_exits_2(tmp_path):
     assert "must be a swarm directory" in proc.stderr
 
 
+@pytest.mark.cli
 def test_cli_fit_and_propose_write_their_files(tmp_path):
     root = tmp_path / "s"
     _fake_swarm(root, 24, failed=("p003",))

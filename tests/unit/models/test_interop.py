@@ -166,7 +166,7 @@ def test_without_a_chat_template_message_data_uses_the_plain_template(tmp_path):
 def test_smollm2_template_from_its_gguf(tmp_path):
     """The real SmolLM2-Instruct tokenizer (from the fetched GGUF) renders message data with its template."""
     from assay.data.tables import JsonlData
-    from assay.models.build import SMOLLM2_FILE
+    from assay.models.presets import SMOLLM2_FILE
 
     gguf = USER_MODEL_CACHE / SMOLLM2_FILE
     if not gguf.is_file():
@@ -262,6 +262,7 @@ print("EXIT", code, "LOADED", sorted(m for m in HEAVY if m in sys.modules))
         (["assay-train", "-m", "seed=0,1", "data.batch_size=0"], 2),
     ],
 )
+@pytest.mark.cli
 def test_listing_help_and_user_errors_do_not_import_the_training_stack(argv, code):
     """What decides how long these take is import time: they must not load torch, transformers,
     datasets, Lightning or pandas (a run imports them when it starts)."""
@@ -279,6 +280,7 @@ def test_listing_help_and_user_errors_do_not_import_the_training_stack(argv, cod
         assert out.stderr.startswith("error: ") and len(out.stderr.strip().splitlines()) == 1, out.stderr
 
 
+@pytest.mark.cli
 def test_make_test_fetches_every_model_the_tests_use():
     import subprocess
 
@@ -290,7 +292,7 @@ def test_make_test_fetches_every_model_the_tests_use():
 
 
 def test_step_bounded_runs_show_no_negative_epoch_count():
-    from assay.runlog import progress_bar
+    from assay.run.log import progress_bar
 
     assert progress_bar(False) == []
     (bar,) = progress_bar(True)

@@ -8,7 +8,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
 from assay.errors import UserError
-from assay.models.build import TinyLlama
+from assay.models.presets import TinyLlama
 from assay.trainers import FSDPTrainer, decoder_layer_classes
 
 

@@ -18,6 +18,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from assay.objectives.aggregators import DrDPO, dr_dpo_loss
+import pytest
 
 BETA_PRIME = 0.5
 WORLD = 2
@@ -87,6 +88,7 @@ def run_two_ranks(out_dir: str, timeout_s: float = 180.0) -> list[dict]:
     return [torch.load(f"{out_dir}/rank{r}.pt") for r in range(WORLD)]
 
 
+@pytest.mark.cli
 def test_global_scope_on_two_ranks_equals_one_process_on_the_whole_batch(tmp_path):
     ranks = run_two_ranks(str(tmp_path))
     whole = single_process()

@@ -5,6 +5,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from assay.objectives import reference
+import pytest
 
 
 def tiny_model():
@@ -75,6 +76,7 @@ def _writer(cache_dir, start, barrier):
     reference.attach_reference_logps(tiny_model(), many_pairs(start, 200), 0, 64, cache_dir)
 
 
+@pytest.mark.cli
 def test_two_concurrent_writers_keep_every_entry(tmp_path, monkeypatch):
     import multiprocessing as mp
 

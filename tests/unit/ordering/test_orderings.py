@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from assay.errors import UserError
-from assay.ordering.curricula import AntiCurriculum, Blocked, Curriculum, Folding, Interleaved, UpsampleEnd, fold
+from assay.ordering.curricula import AntiCurriculum, Blocked, Curriculum, Folding, Interleaved, fold
 from assay.ordering.sampler import OrderedSampler
 
 ROWS = np.arange(5, 65)
@@ -12,7 +12,7 @@ SCORES = np.random.default_rng(0).random(100)  # indexed by row, as the run pass
 SOURCES = np.array(["add", "copy", "sort"] * 34)[:100].astype(object)
 
 ALL = [Curriculum(seed=0), AntiCurriculum(seed=0), Folding(seed=0), Folding(seed=0, layers=4)]
-GROUPED = [Blocked(seed=0), Blocked(seed=0, shuffle_blocks=True), Interleaved(seed=0), UpsampleEnd(seed=0, sources=["add"])]
+GROUPED = [Blocked(seed=0), Blocked(seed=0, shuffle_blocks=True), Interleaved(seed=0)]
 
 
 @pytest.mark.parametrize("ordering", ALL + GROUPED, ids=lambda o: f"{o.name}")
@@ -67,18 +67,6 @@ def test_interleaved_with_unequal_groups_keeps_everything():
     assert src[p].tolist()[:3] == ["a", "b", "c"] and sorted(p) == list(rows)
 
 
-def test_upsample_end_raises_share_in_tail():
-    o = UpsampleEnd(seed=0, sources=["add"], last_fraction=0.25, factor=3.0)
-    p = o.order(ROWS, SOURCES, 0)
-    tail, head = p[-15:], p[:-15]
-    base = np.mean(SOURCES[ROWS] == "add")
-    assert np.mean(SOURCES[tail] == "add") > 2 * base > np.mean(SOURCES[head] == "add")
-    with pytest.raises(UserError, match="ordering.sources"):
-        UpsampleEnd(seed=0, sources=["nope"]).order(ROWS, SOURCES, 0)
-    with pytest.raises(UserError, match="ordering.sources"):
-        UpsampleEnd(seed=0)
-
-
 def test_sampler_serves_curricula_and_fingerprints_differ():
     rows = np.arange(40)
     a = OrderedSampler(Curriculum(seed=0), rows, SCORES[:40])
@@ -111,25 +99,3 @@ def test_missing_scores_are_one_clear_line(tmp_path):
         Curriculum(seed=0, score_from="nothing").keys(_train([1, 2, 3]), np.zeros(3))
     with pytest.raises(UserError, match="no value for 1 of 3"):
         Curriculum(seed=0, score_from="selection").keys(_train([1, 2, 3]), np.array([1.0, np.nan, 2.0]))
-
-
-def test_upsample_end_places_the_end_phase_in_the_last_epochs_of_the_run():
-    """With the run's length known (4 epochs of 60 rows, last 25% = the whole last epoch), epochs 0-2
-    are plain permutations and the last epoch carries the raised share, repeating `add` rows once
-    they run out (3x their pool share of 1/3 = every position)."""
-    rows = np.arange(60)
-    labels = np.array(["add", "copy", "sort"] * 20)
-    o = UpsampleEnd(seed=0, sources=["add"], last_fraction=0.25, factor=3.0).for_run(240)
-    for epoch in range(3):
-        assert sorted(o.order(rows, labels, epoch)) == list(rows)
-    last = o.order(rows, labels, 3)
-    assert len(last) == 60 and np.all(labels[last] == "add")
-    # an end phase of 10% starts 6 rows before the end of the last epoch: only those are upsampled
-    o = UpsampleEnd(seed=0, sources=["add"], last_fraction=0.1, factor=2.0).for_run(240)
-    last = o.order(rows, labels, 3)
-    assert sorted(last) == list(rows) and np.sum(labels[last[-24:]] == "add") == 16  # round(2/3 x 24)
-    assert o.end_phase_rows(60, 3) == 24 and o.end_phase_rows(60, 2) == 0
-    # unknown run length: every epoch ends with its own phase (the fallback)
-    assert UpsampleEnd(seed=0, sources=["add"], last_fraction=0.25).end_phase_rows(60, 7) == 15
-    with pytest.raises(UserError, match="ordering.horizon_rows"):
-        UpsampleEnd(seed=0, sources=["add"], horizon_rows=0)

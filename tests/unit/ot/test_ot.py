@@ -7,7 +7,11 @@ import torch
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
-from assay.embeddings import Column, HiddenMean, MiniLM, build_embedder, data_fingerprint, example_texts
+from assay.embeddings import data_fingerprint, example_texts
+from assay.embeddings.build import build_embedder
+from assay.embeddings.column import Column
+from assay.embeddings.hidden_mean import HiddenMean
+from assay.embeddings.minilm import MiniLM
 from assay.errors import UserError
 from assay.selection import SelectionContext
 from assay.selection.selectors import Top

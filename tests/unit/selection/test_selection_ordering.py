@@ -3,9 +3,10 @@ import pytest
 import datasets
 
 from assay.errors import UserError
-from assay.ordering import RandomOrdering, SequentialOrdering
+from assay.ordering.baselines import RandomOrdering, SequentialOrdering
 from assay.ordering.sampler import OrderedSampler
-from assay.selection import KeepAll, RandomSelection, SelectionContext, top_k_mask
+from assay.selection import SelectionContext, top_k_mask
+from assay.selection.baselines import KeepAll, RandomSelection
 from assay.selection.selectors import Top
 
 

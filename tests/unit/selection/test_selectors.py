@@ -209,7 +209,7 @@ def test_random_selection_is_independent_of_the_noise(p):
     """selection=random and noise share the run's seed; the random subset must not know which rows
     the noise touched (detection AUROC ≈ 0.5, kept share of noisy rows ≈ the pool's)."""
     from assay.data.noise import Corrupt
-    from assay.selection import RandomSelection
+    from assay.selection.baselines import RandomSelection
 
     n = 2000
     pool = datasets.Dataset.from_dict({"id": [str(i) for i in range(n)], "prompt": ["q"] * n, "completion": [f"a {i}" for i in range(n)]})

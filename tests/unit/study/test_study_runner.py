@@ -71,6 +71,7 @@ def test_completed_runs_of_another_commit_are_refused_unless_allowed(spec, at_co
     assert "6 runs, 1 already done" in lines[0]
 
 
+@pytest.mark.cli
 def test_a_killed_run_of_another_commit_is_moved_aside_not_overwritten(spec, at_commit, tmp_path, monkeypatch):
     at_commit()
     old = _killed(spec, Cell("b"), 2, OTHER)

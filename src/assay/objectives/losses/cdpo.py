@@ -36,8 +36,9 @@ class ConservativeDPO(FlipRateObjective):
     card: ClassVar[MethodCard] = MethodCard(
         paper="Mitchell 2023, the cDPO note (ericmitchell.ai/cdpo.pdf, Eq. 3; no arXiv version)",
         arxiv=None,
-        code="junkangwu/Dr_DPO: trainers.py (preference_loss, label smoothing) and TRL <= v0.28 (sigmoid with label_smoothing), "
-             "as the research note reads them; not re-read",
+        code="huggingface/trl v1.16.0: trl/experimental/cpo/cpo_trainer.py (CPOTrainer.cpo_loss, loss_type='sigmoid' with "
+             "label_smoothing, applied to the margin h; TRL 1.16's DPO sigmoid no longer smooths); junkangwu/Dr_DPO: trainers.py "
+             "(preference_loss, label smoothing) as the research note reads it",
         defaults={
             "beta": "0.1 (the DPO default; the note fixes none): follows DPO",
             "epsilon": "0.1 (the note: ε is the assumed flip rate, no default; TRL's DPOConfig cites 0.1 from the robust-DPO paper): follows TRL",
@@ -48,7 +49,8 @@ class ConservativeDPO(FlipRateObjective):
             "Each pair is one shared-prompt sequence by default (share_prompt=true, prefix sharing, arXiv 2410.20305): the "
             "same log-probs up to float rounding; share_prompt=false restores two sequences per pair.",
         ),
-        checked="tests/unit/objectives/test_objectives.py: hand-derived values, and that cDPO is biased under flips where rDPO is not",
+        checked="tests/unit/objectives/test_objectives.py: hand-derived values, and that cDPO is biased under flips where rDPO is not; "
+                "tests/unit/objectives/test_trl_parity.py: against TRL 1.16's CPOTrainer.cpo_loss (sigmoid, label_smoothing) to float rounding",
         notes="ε is the assumed probability that a pair's label is flipped; the loss is bounded below by 0 but its minimiser is a "
               "finite margin.",
     )

@@ -44,7 +44,7 @@ class DPO(ReferenceObjective):
         paper="Rafailov et al. 2023, Direct Preference Optimization: Your Language Model is Secretly a Reward Model (NeurIPS 2023)",
         arxiv="2305.18290",
         code="eric-mitchell/direct-preference-optimization: trainers.py (preference_loss), not checked line by line; the formula is "
-             "TRL's loss_type='sigmoid' as the research note (dpo_variants.md §1.2) reads it",
+             "TRL's loss_type='sigmoid', checked against TRL v1.16.0 (trl/trainer/dpo_trainer.py, DPOTrainer._compute_loss)",
         defaults={"beta": "0.1 (paper App. B: 0.1; 0.5 for TL;DR summarisation): follows"},
         deviations=(
             "Reference log-probs are precomputed once before training (TRL's precompute_ref_log_probs) instead of a live "
@@ -53,7 +53,8 @@ class DPO(ReferenceObjective):
             "same log-probs up to float rounding; share_prompt=false restores two sequences per pair.",
         ),
         checked="tests/unit/objectives/test_losses.py: the loss against hand-derived numbers (log 2 at zero margin, mirrored "
-                "margins, finite at extreme margins)",
+                "margins, finite at extreme margins); tests/unit/objectives/test_trl_parity.py: the per-pair loss against TRL 1.16's own "
+                "DPOTrainer._compute_loss (loss_type='sigmoid') on random inputs and edge cases, to float rounding",
         notes="The paper's optimiser (RMSprop, lr 1e-6, 150 warm-up steps, batch 64) is a run setting (optim.*, data.*), not this "
               "option's; assay's run defaults (AdamW, lr 1e-3, cosine) suit the tiny models.",
     )

@@ -8,7 +8,7 @@ from typing import ClassVar
 from assay.lazy import torch
 
 from assay.cards import MethodCard
-from assay.objectives.preference import Beta, PairScores, ReferenceObjective
+from assay.objectives.preference import TRL_PARITY, Beta, PairScores, ReferenceObjective
 from assay.registry import register
 
 
@@ -28,7 +28,7 @@ class Hinge(ReferenceObjective):
     card: ClassVar[MethodCard] = MethodCard(
         paper="Zhao et al. 2023, SLiC-HF: Sequence Likelihood Calibration with Human Feedback",
         arxiv="2305.10425",
-        code="huggingface/trl: trl/trainer/dpo_trainer.py (loss_type='hinge': relu(1 − β·h)), as the research note reads it; "
+        code="huggingface/trl v1.16.0: trl/trainer/dpo_trainer.py (DPOTrainer._compute_loss, loss_type='hinge': relu(1 − β·h)); "
              "SLiC-HF's own code was not checked",
         defaults={"beta": "0.1 (TRL's default; 1/β is SLiC's margin δ, whose paper value was not checked): follows TRL"},
         deviations=(
@@ -38,7 +38,7 @@ class Hinge(ReferenceObjective):
             "Reference log-probs are precomputed once before training (TRL's precompute_ref_log_probs) instead of a live "
             "reference forward pass: the same values for a frozen reference.",
         ),
-        checked="tests/unit/objectives/test_objectives.py: hand-derived value",
+        checked="tests/unit/objectives/test_objectives.py: hand-derived value; " + TRL_PARITY,
     )
 
     name: str = "hinge"

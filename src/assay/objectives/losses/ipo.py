@@ -8,7 +8,7 @@ from typing import ClassVar
 from assay.lazy import torch
 
 from assay.cards import MethodCard
-from assay.objectives.preference import Beta, PairScores, ReferenceObjective
+from assay.objectives.preference import TRL_PARITY, Beta, PairScores, ReferenceObjective
 from assay.registry import register
 
 
@@ -30,8 +30,8 @@ class IPO(ReferenceObjective):
     card: ClassVar[MethodCard] = MethodCard(
         paper="Azar et al. 2024, A General Theoretical Paradigm to Understand Learning from Human Preferences (AISTATS 2024)",
         arxiv="2310.12036",
-        code="huggingface/trl: trl/trainer/dpo_trainer.py (loss_type='ipo', length-averaged since PR #1265), as the research note "
-             "reads it; not re-read",
+        code="huggingface/trl v1.16.0: trl/trainer/dpo_trainer.py (DPOTrainer._compute_loss, loss_type='ipo', length-averaged "
+             "since PR #1265)",
         defaults={"beta": "0.1 as τ (TRL's beta default; the paper gives no value for LLM training): follows TRL"},
         deviations=(
             "Log-ratios are averaged over completion tokens: TRL's choice ('confirmed with the IPO authors', TRL #1677), not "
@@ -40,7 +40,7 @@ class IPO(ReferenceObjective):
             "Reference log-probs are precomputed once before training (TRL's precompute_ref_log_probs) instead of a live "
             "reference forward pass: the same values for a frozen reference.",
         ),
-        checked="tests/unit/objectives/test_objectives.py: hand-derived value with the length-averaged margin",
+        checked="tests/unit/objectives/test_objectives.py: hand-derived value with the length-averaged margin; " + TRL_PARITY,
     )
 
     name: str = "ipo"

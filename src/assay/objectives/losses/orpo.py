@@ -65,13 +65,14 @@ class ORPO(PreferenceObjective):
     card: ClassVar[MethodCard] = MethodCard(
         paper="Hong, Lee & Thorne 2024, ORPO: Monolithic Preference Optimization without Reference Model (EMNLP 2024)",
         arxiv="2403.07691",
-        code="huggingface/trl: trl/experimental/orpo/orpo_trainer.py (odds_ratio_loss, average_log_prob=True), as the research "
-             "note reads it; the authors' repository was not checked",
+        code="huggingface/trl v1.16.0: trl/experimental/orpo/orpo_trainer.py (ORPOTrainer.odds_ratio_loss, average_log_prob=True); "
+             "the authors' repository was not checked",
         defaults={"lam": "0.1 (TRL's beta default 0.1; the paper's own value was not checked): follows TRL"},
         deviations=(
             "Equation numbers (Eq. 6-7) not checked against the PDF.",
         ),
-        checked="tests/unit/objectives/test_objectives.py: hand-derived value",
+        checked="tests/unit/objectives/test_objectives.py: hand-derived value; tests/unit/objectives/test_trl_parity.py: the "
+                "odds-ratio term against TRL 1.16's ORPOTrainer.odds_ratio_loss (float32) on random inputs and edge cases",
         notes="Reference-free. The odds use the per-token mean log-prob (TRL's average_log_prob=True); the NLL term is per "
           "token too.",
     )

@@ -14,7 +14,7 @@ from typing import ClassVar
 from assay.lazy import F, torch
 
 from assay.cards import MethodCard
-from assay.objectives.preference import Beta, FlipRateObjective, PairScores
+from assay.objectives.preference import TRL_PARITY, Beta, FlipRateObjective, PairScores
 from assay.registry import register
 
 
@@ -37,7 +37,7 @@ class RobustDPO(FlipRateObjective):
     card: ClassVar[MethodCard] = MethodCard(
         paper="Chowdhury, Kini & Natarajan 2024, Provably Robust DPO: Aligning Language Models with Noisy Feedback (ICML 2024)",
         arxiv="2403.00409",
-        code="huggingface/trl: trl/trainer/dpo_trainer.py (loss_type='robust'), as the research note reads it; the authors' own "
+        code="huggingface/trl v1.16.0: trl/trainer/dpo_trainer.py (DPOTrainer._compute_loss, loss_type='robust'); the authors' own "
              "code was not checked",
         defaults={
             "beta": "0.1 (the DPO default): follows DPO",
@@ -52,7 +52,7 @@ class RobustDPO(FlipRateObjective):
             "same log-probs up to float rounding; share_prompt=false restores two sequences per pair.",
         ),
         checked="tests/unit/objectives/test_objectives.py: hand-derived values, and unbiasedness: its expectation over flips "
-                "equals the clean DPO loss",
+                "equals the clean DPO loss; " + TRL_PARITY,
         notes="Unbiased under a known flip rate ε, at the price of a loss that can be negative.",
     )
 

@@ -44,4 +44,4 @@ class SFT(ObjectiveConfig):
     def compute(self, model: torch.nn.Module, batch: dict, training: bool = False, controller: Optional[torch.nn.Module] = None) -> ObjectiveOutput:
         lp = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
         return ObjectiveOutput(loss=sft_loss(lp.sum, lp.count), metrics={"confidence": lp.mean_prob, "token_acc": lp.token_acc, "correct": lp.correct},
-                               token_logps=lp.token_logps, token_mask=lp.mask)
+                               token_logps=lp.token_logps, token_mask=lp.mask, weight=batch.get("weight"))

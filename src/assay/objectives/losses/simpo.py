@@ -31,7 +31,8 @@ class SimPO(PreferenceObjective):
         paper="Meng, Xia & Chen 2024, SimPO: Simple Preference Optimization with a Reference-Free Reward (NeurIPS 2024)",
         arxiv="2405.14734",
         code="princeton-nlp/SimPO: training_configs/*.yaml (default values only, per the research note); the trainer's loss was not "
-             "checked line by line",
+             "checked line by line; the loss is checked against huggingface/trl v1.16.0: trl/experimental/cpo/cpo_trainer.py "
+             "(CPOTrainer.cpo_loss, loss_type='simpo')",
         defaults={
             "beta": "2.0 (authors' configs: 2.0 for Mistral-7B-Base, 2.5 for Llama-3-8B-Instruct): follows the Mistral-Base config",
             "gamma": "1.6 (Mistral-7B-Base config 1.6; Llama-3-8B-Instruct γ/β = 0.55): follows the Mistral-Base config",
@@ -41,7 +42,8 @@ class SimPO(PreferenceObjective):
             "The configs' learning rate (3e-7 / 1e-6), one epoch, cosine schedule and 10% warm-up are run settings (optim.*), not "
             "this option's.",
         ),
-        checked="tests/unit/objectives/test_objectives.py: hand-derived value",
+        checked="tests/unit/objectives/test_objectives.py: hand-derived value; tests/unit/objectives/test_trl_parity.py: against TRL "
+                "1.16's CPOTrainer.cpo_loss (loss_type='simpo') to float rounding",
         notes="Reference-free: no reference log-probs are computed.",
     )
 

@@ -15,7 +15,7 @@ from assay.cards import MethodCard
 from assay.errors import UserError, check
 from assay.lazy import pd
 from assay.registry import register
-from assay.selection import Scorer, Selection, SelectionContext
+from assay.selection.base import Scorer, Selection, SelectionContext
 
 UNSEEN = ("error", "lowest")
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from assay.cards import MethodCard
 from assay.registry import register
-from assay.selection import SelectionContext
+from assay.selection.base import SelectionContext
 from assay.selection.scorers.ot import OTSelection
 
 

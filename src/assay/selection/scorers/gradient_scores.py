@@ -22,7 +22,7 @@ from assay.models.grads import grad_param_names, gradient_features
 from assay.models.projection import PROJECTIONS
 from assay.errors import check
 from assay.registry import register
-from assay.selection import SelectionContext, TargetSet
+from assay.selection.base import SelectionContext, TargetSet
 from assay.selection.scorers.model_scores import ModelScorer
 
 

@@ -20,7 +20,7 @@ from assay.cards import MethodCard
 from assay.errors import check
 from assay.ot import Labels
 from assay.registry import register
-from assay.selection import SelectionContext
+from assay.selection.base import SelectionContext
 from assay.selection.scorers.ot import OTSelection
 
 

@@ -53,7 +53,7 @@ from assay.dynamics.checkpoints import load_checkpoint, stage_checkpoints
 from assay.errors import check
 from assay.lazy import datasets, lazy_function, torch
 from assay.registry import register
-from assay.selection import SelectionContext, TargetSet
+from assay.selection.base import SelectionContext, TargetSet
 from assay.models.grads import grad_param_names, gradient_features, row_losses
 from assay.models.passes import padded_batches
 from assay.selection.scorers.model_scores import ModelScorer

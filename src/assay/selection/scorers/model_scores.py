@@ -18,9 +18,10 @@ from assay.cards import MethodCard
 from assay.data.collate import IGNORE
 from assay.data.text import response_column
 from assay.errors import check
-from assay.models.passes import eval_mode, forward, padded_batches, pooled_hidden_states
+from assay.embeddings.clusters import kmeans
+from assay.models.passes import embed_examples, eval_mode, forward, padded_batches
 from assay.registry import register
-from assay.selection import ModelSource, Scorer, SelectionContext, TargetSet
+from assay.selection.base import ModelSource, Scorer, SelectionContext, TargetSet
 
 PREFER = ("easy", "hard")
 
@@ -156,11 +157,6 @@ class IFD(ModelScorer):
         return np.where(ifd < self.max_ifd, ifd, self.max_ifd - ifd)
 
 
-def embed(model, ds, pad_id: int, batch_size: int) -> np.ndarray:
-    """Position-weighted mean of the last hidden state (SGPT pooling, as RDS+ uses), L2-normalised."""
-    return pooled_hidden_states(model, padded_batches(ds, pad_id, batch_size, desc="embedding"), weighting="position", normalize=True)
-
-
 @register("selection", "embed_sim")
 @dataclass
 class EmbedSim(ModelScorer, TargetSet):
@@ -198,7 +194,7 @@ class EmbedSim(ModelScorer, TargetSet):
 
     def score(self, ctx: SelectionContext) -> np.ndarray:
         pad = ctx.tokenizer.pad_token_id
-        sims = embed(ctx.model, ctx.train, pad, self.batch_size) @ embed(ctx.model, self.target(ctx), pad, self.batch_size).T
+        sims = embed_examples(ctx.model, ctx.train, pad, self.batch_size) @ embed_examples(ctx.model, self.target(ctx), pad, self.batch_size).T
         return sims.max(1) if self.reduce == "max" else sims.mean(1)
 
 
@@ -235,15 +231,8 @@ class KMeansDiverse(ModelScorer):
         return False  # clusters of random-feature embeddings still spread a budget over content (see EmbedSim)
 
     def score(self, ctx: SelectionContext) -> np.ndarray:
-        x = embed(ctx.model, ctx.train, ctx.tokenizer.pad_token_id, self.batch_size)
+        x = embed_examples(ctx.model, ctx.train, ctx.tokenizer.pad_token_id, self.batch_size)
         return diversity_scores(x, min(self.clusters, len(x)), self.seed)
-
-
-def kmeans(x: np.ndarray, clusters: int, seed: int):
-    """Seeded k-means (at most one cluster per point), as kmeans_diverse and per-cluster quotas use it."""
-    from sklearn.cluster import KMeans
-
-    return KMeans(n_clusters=min(clusters, len(x)), random_state=seed, n_init=4).fit(x)
 
 
 def diversity_scores(x: np.ndarray, clusters: int, seed: int) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 
 from assay.errors import UserError, check
 from assay.ot import SOLVERS, Labels, OTResult, SolverOptions, ot_values
-from assay.selection import ModelSource, Scorer, SelectionContext, TargetSet
+from assay.selection.base import ModelSource, Scorer, SelectionContext, TargetSet
 
 
 # --------------------------------------------------------------------------------------------------
@@ -125,7 +125,7 @@ class OTSelection(ModelSource, Scorer, TargetSet):
         super().__post_init__()
 
     def embedder_config(self) -> Any:
-        from assay.embeddings import build_embedder
+        from assay.embeddings.build import build_embedder
 
         return build_embedder(self.embedder, self.embedder_options)
 

@@ -122,7 +122,7 @@ def start(trainer: Any) -> None:
 
     import pytorch_lightning as pl
 
-    from assay.preemption import cluster_plugins
+    from assay.run.preemption import cluster_plugins
 
     quiet = logging.getLogger("pytorch_lightning.utilities.rank_zero")
     level = quiet.level
