@@ -13,12 +13,14 @@ ROOT=${ASSAY_DETECTION_ROOT:-logs/selection_detection}
 PARALLEL=(hydra/launcher=local_parallel hydra.launcher.n_jobs=3 trainer.threads=1)
 SCORERS=("$@")
 if [ ${#SCORERS[@]} -eq 0 ]; then
-  SCORERS=(none random perplexity ifd el2n grand cartography forgetting clues less lqs embed_sim kmeans_diverse lava gotd)
+  SCORERS=(none random perplexity ifd el2n grand cartography forgetting clues less lqs embed_sim kmeans_diverse lava gotd forward_inf)
 fi
 # Per-scorer settings for noise detection (everything else is the scorer's default):
 #   cartography: the `easy` region (high mean confidence); mislabeled examples sit in the hard one.
 #   clues: selector=top at the same budget as the others, instead of its anchor-quantile threshold.
 #   less: projection to 1,024 dimensions (LESS: 8,192) to fit the CPU budget.
+#   forward_inf: its defaults (one Adam step of lr 5e-3 on the 200 clean val examples, from the probe's final
+#     weights); added after the table was made and not run yet.
 declare -A EXTRA=(
   [cartography]="selection.region=easy"
   [clues]="selection/selector=top"

@@ -22,6 +22,9 @@ AUROC, PRECISION, EXACT = "selection/is_corrupted/auroc", "selection/is_corrupte
 METRICS = [AUROC, PRECISION, EXACT]
 BY = ["selection.name", "noise.p"]
 BASELINES = {"none": "everything (no selection)", "random": "random subset, same size"}
+SCORERS = ("perplexity", "ifd", "el2n", "grand", "cartography", "forgetting", "clues", "less", "lqs", "embed_sim", "kmeans_diverse",
+           "lava", "gotd", "forward_inf")
+"""Every scorer run.sh runs: one without runs still gets its row (``not run``)."""
 
 
 def cell(row: pd.Series, metric: str) -> str:
@@ -44,7 +47,7 @@ def main() -> None:
     kept_by_skill(args.root).to_csv(args.out / "kept_by_skill.csv")
 
     rates = sorted({str(r) for r in table["noise.p"]})
-    order = list(BASELINES) + sorted(s for s in table["selection.name"].unique() if s not in BASELINES)
+    order = list(BASELINES) + sorted((set(table["selection.name"].unique()) | set(SCORERS)) - set(BASELINES))
     head = ["scorer"] + [f"AUROC p={r}" for r in rates] + [f"P@k p={r}" for r in rates] + [f"exact match p={r}" for r in rates] + ["runs"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for scorer in order:

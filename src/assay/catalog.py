@@ -112,6 +112,9 @@ def _extra_registries() -> dict[str, dict[str, Any]]:
         COLLAB_RULES = {}
     if COLLAB_RULES:
         out["collab/aggregation"] = dict(COLLAB_RULES)
+    from assay.tracing.methods import TESTS
+
+    out["provenance/test"] = dict(TESTS)
     return out
 
 

@@ -94,3 +94,19 @@ def test_scoring_model_from_a_directory_that_is_not_a_run(tmp_path):
 
     with pytest.raises(UserError, match="selection.dynamics_from"):
         run_in_hydra(["debug=fast", "selection=el2n", f"selection.dynamics_from={tmp_path}"], tmp_path / "run")
+
+
+def test_forward_inf_run_reports_its_cost(tmp_path):
+    """selection=forward_inf end to end: one Adam step on the val split, the pool scored by its loss
+    drop, half kept, the cost per pool example in the selection metadata."""
+    import numpy as np
+    import pandas as pd
+
+    summary = run_in_hydra(["debug=fast", "noise=corrupt", "noise.p=0.3", "selection=forward_inf", "selection.allow_untrained=true"], tmp_path)
+    meta = summary["selection"]
+    assert meta["scorer"] == "forward_inf" and summary["data"]["kept_examples"] == summary["data"]["train_examples"] // 2
+    assert meta["cost"]["seconds_per_example"] > 0 and meta["cost"]["forward_passes_per_example"] == 2
+    assert meta["cost"]["target_examples"] == summary["data"]["val_examples"]
+    scores = pd.read_parquet(tmp_path / "selection.parquet")["score"].to_numpy()
+    assert np.isfinite(scores).all() and scores.std() > 0
+    assert "is_corrupted" in meta["detection"]

@@ -62,7 +62,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     # entry points: the commands (assay-train, assay-list, assay-compare, assay-mix) and the Flower launcher;
     # ``hydra_plugins`` (outside the package, loaded by an entry point's Hydra) and ``conf`` (the ``_target_``
     # strings Hydra instantiates for an entry point) count as entry points too
-    ("entry points", {"train", "catalog", "compare", "collab", "mixsearch", "study", "hydra_plugins", "conf"}),
+    ("entry points", {"train", "catalog", "compare", "collab", "mixsearch", "study", "tracing", "hydra_plugins", "conf"}),
 ]
 LAYER_OF = {unit: i for i, (_, units) in enumerate(LAYERS) for unit in units}
 

@@ -7,6 +7,7 @@ selection artefact). The scorers themselves are in :mod:`assay.selection.scorers
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Optional
@@ -147,13 +148,17 @@ class Scorer:
     def select(self, ctx: SelectionContext) -> Selection:
         if self.needs_model and ctx.model is None:
             raise UserError("selection", self.name, "needs the run's model, which this stage does not provide")
+        started = time.perf_counter()
         scores = np.asarray(self.score(ctx), dtype=np.float64)
+        seconds = time.perf_counter() - started
         if len(scores) != len(ctx.train):
             raise ValueError(f"{self.name} gave {len(scores)} scores for {len(ctx.train)} examples")
         kept, measured = self.keep(ctx, scores)
         if not kept.any():
             raise UserError("selection", self.name, f"kept no examples out of {len(ctx.train)}; keep a larger selection.selector.fraction or count")
         metadata = {"scorer": self.name, "selector": self.selector.name, "kept": int(kept.sum()), "pool": len(kept), **measured}
+        # what scoring cost: wall-clock seconds in all and per pool example, plus the scorer's own breakdown
+        metadata["cost"] = {"seconds": seconds, "seconds_per_example": seconds / max(1, len(scores)), **getattr(self, "cost", {})}
         metadata["detection"] = detection_report(ctx.train, scores, kept)
         flags = {f: np.asarray(ctx.train[f], dtype=bool) for f in FLAGS if f in ctx.train.column_names}
         return Selection(list(ctx.train["id"]), scores, kept, metadata, flags)

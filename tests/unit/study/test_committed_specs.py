@@ -12,7 +12,7 @@ import assay.study
 from assay.study.spec import PLACEHOLDER
 
 REPO = Path(__file__).resolve().parents[3]
-STUDIES = ["online_mixing", "noisy_prefs_v2", "collaborative", "mixture_search"]
+STUDIES = ["online_mixing", "noisy_prefs_v2", "collaborative", "mixture_search", "forward_inf"]
 RUN_METRIC_PREFIXES = ("test/", "val/")
 
 
@@ -52,6 +52,9 @@ def test_placeholders_name_what_exists(spec):
     elif spec.root.name == "noisy_prefs_v2":
         assert refs == {"{setup:sft}"}
         assert set(spec.cross) == {"flip"} and set(spec.cross["flip"]) == {"0.0", "0.2", "0.4"}
+    elif spec.root.name == "forward_inf":
+        assert refs == {"{run:probe}"}
+        assert spec.arm_order().index("probe") < min(spec.arm_order().index(a) for a in ("el2n", "forward_inf"))
     else:
         assert refs == set()
 

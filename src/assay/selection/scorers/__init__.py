@@ -6,4 +6,6 @@
 - ``gradient_scores``: per-sample gradients (GraNd, LESS, CLUES).
 - ``lqs``: learnability-quality scores from two checkpoints.
 - ``ot``: the shared optimal-transport scorer base; ``lava`` and ``gotd`` its two methods.
+- ``forward_inf``: Forward-INF, the loss drop of every example after a few steps on the target set
+  (the probe step of ``assay.models.probe``).
 """
