@@ -1,4 +1,4 @@
-"""The README's "Add a method" holds: a new scorer, selector, aggregator or online mixer is one
+"""The README's "Add a method" holds: a new scorer, selector, aggregator, online mixer or collaborative rule is one
 registered class (a mixer: its config, runtime and rule in one module), and the composed run picks it
 by name with its own fields and nothing else."""
 
@@ -126,3 +126,37 @@ def test_a_new_online_mixer_is_one_module(scratch_registry, compose_cfg, tmp_pat
     assert callback.update_every == 5 and [s.name for s in callback.signals] == ["train_loss"]
     out = callback.mixer.update(DomainStats(np.array([1, 1]), {"train_loss": np.array([np.log(3) / 2, 0.0])}))
     assert out["weight"].tolist() == pytest.approx([0.75, 0.25])  # exp(2 · ln3/2) = 3 : 1
+
+
+def test_a_new_collaborative_rule_is_one_module(compose_cfg):
+    """A rule is one registered class with its own fields and capabilities: ``collab.aggregation=<name>``
+    (or a mapping with its fields) picks it, the old spellings' checks apply to it, and the server reads
+    only its capabilities (``rounds_of_aggregation`` here), never its name."""
+    from assay.cards import MethodCard
+    from assay.collab.rules import COLLAB_RULES, CollabRule, collab_rule, rule_of
+    from assay.errors import UserError
+
+    @collab_rule("damped_avg")
+    @dataclass
+    class DampedAverage(CollabRule):
+        """Move the global state a fraction of the way to the clients' average (for illustration)."""
+
+        card = MethodCard(notes="an illustration of adding a rule")
+        name: str = "damped_avg"
+        step: float = 0.5
+        rounds_of_aggregation = True
+
+        def aggregate(self, current, averaged):
+            return {k: current[k] + self.step * (averaged[k] - current[k]) for k in current}
+
+    try:
+        rule = rule_of({"name": "damped_avg", "step": 0.25})
+        assert isinstance(rule, DampedAverage) and rule.step == 0.25 and rule_of("damped_avg").step == 0.5
+        out = rule.aggregate({"w": np.zeros(2)}, {"w": np.array([4.0, -8.0])})
+        assert out["w"].tolist() == [1.0, -2.0]
+        with pytest.raises(UserError, match="is not a field of collab/aggregation=damped_avg"):
+            rule_of({"name": "damped_avg", "density": 0.2})
+        cfg = compose_cfg(["collab=skills4", "collab.aggregation=damped_avg"])
+        assert rule_of(cfg.collab.aggregation).name == "damped_avg"
+    finally:
+        COLLAB_RULES.pop("damped_avg", None)

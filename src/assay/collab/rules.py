@@ -84,6 +84,20 @@ class CollabRule:
         raise TypeError(f"collab/aggregation={self.name} does not combine once")
 
 
+def discover_rules() -> None:
+    """Import every module of ``assay.collab`` that registers a rule (``@collab_rule(``), so a rule
+    written in a module of its own is found by name like the ones here."""
+    import importlib
+    import pkgutil
+    from pathlib import Path
+
+    folder = Path(__file__).parent
+    for info in pkgutil.iter_modules([str(folder)]):
+        path = folder / f"{info.name}.py"
+        if path.is_file() and info.name != "rules" and "@collab_rule(" in path.read_text(encoding="utf-8"):
+            importlib.import_module(f"assay.collab.{info.name}")
+
+
 def rule_of(node: Any) -> CollabRule:
     """The typed rule of ``collab.aggregation``: a composed node or mapping (``{name: ties, density:
     0.2}``), a bare name, or a rule already. One line naming the field for an unknown rule or field,
@@ -100,6 +114,8 @@ def rule_of(node: Any) -> CollabRule:
         raise UserError(FIELD, node, f"must name a rule: collab/aggregation=<{'|'.join(sorted(COLLAB_RULES))}>")
     values = dict(node)
     name = values.pop("name", None)
+    if name not in COLLAB_RULES:
+        discover_rules()
     check(name in COLLAB_RULES, f"{FIELD}.name" if name is not None else FIELD, name, f"unknown rule; choose one of {sorted(COLLAB_RULES)} (collab/aggregation=<rule>)")
     cls = COLLAB_RULES[name]
     own = {f.name: f for f in dataclasses.fields(cls) if f.name != "name"}
