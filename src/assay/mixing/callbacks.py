@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pytorch_lightning as pl
@@ -103,25 +104,10 @@ class OnlineMixing(pl.Callback):
         return shared.cpu().numpy(), int(first.item())
 
     def _write_csv(self) -> None:
-        from assay.run import distributed
-
-        if not self.history or not distributed.is_main():
-            return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        keys = list(self.history[0])
-        tmp = self.run_dir / "mixing.csv.tmp"
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=keys)
-            writer.writeheader()
-            writer.writerows(self.history)
-        tmp.rename(self.run_dir / "mixing.csv")
+        write_history(self.run_dir, self.history)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        from assay.run import distributed
-
-        self._write_csv()
-        if distributed.is_main():
-            (self.run_dir / "mixing.json").write_text(json.dumps(self.summary(), indent=2))
+        write_history(self.run_dir, self.history, self.summary())
 
     def summary(self) -> dict:
         return {"updates": len(self.history), **self.mixer.outputs()}
@@ -260,3 +246,22 @@ def domain_gradients(pl_module, batches: list[dict], domains: list[str]) -> np.n
             grads[d] += torch.cat([x.reshape(-1) for x in g]).float().cpu()
             counts[d] += int(mask.sum())
     return np.stack([(g / max(c, 1)).numpy() for g, c in zip(grads, counts)])
+
+
+def write_history(run_dir: Path, history: list[dict], summary: Optional[dict] = None) -> None:
+    """The mixing weights and signals at every update (``mixing.csv``) and, at the end, the mixer's
+    outputs (``mixing.json``): written by the main process only, the CSV replaced atomically."""
+    from assay.run import distributed
+
+    if not distributed.is_main():
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if history:
+        tmp = run_dir / "mixing.csv.tmp"
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(history[0]))
+            writer.writeheader()
+            writer.writerows(history)
+        tmp.rename(run_dir / "mixing.csv")
+    if summary is not None:
+        (run_dir / "mixing.json").write_text(json.dumps(summary, indent=2))

@@ -5,8 +5,6 @@ per-token excess, the reweighted loss, the update of α) are here, at the end.""
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import pytorch_lightning as pl
 import torch
 
 from assay.errors import UserError
+from assay.mixing.callbacks import write_history
 
 
 class GroupDRO(torch.nn.Module):
@@ -110,24 +109,10 @@ class DoReMiRecorder(pl.Callback):
             self._write_csv()
 
     def _write_csv(self) -> None:
-        from assay.run import distributed
-
-        if not self.history or not distributed.is_main():
-            return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.run_dir / "mixing.csv.tmp"
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(self.history[0]))
-            writer.writeheader()
-            writer.writerows(self.history)
-        tmp.rename(self.run_dir / "mixing.csv")
+        write_history(self.run_dir, self.history)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        from assay.run import distributed
-
-        self._write_csv()
-        if distributed.is_main():
-            (self.run_dir / "mixing.json").write_text(json.dumps(self.summary(), indent=2))
+        write_history(self.run_dir, self.history, self.summary())
 
     def summary(self) -> dict:
         return self.dro.outputs()
