@@ -157,6 +157,14 @@ def pytest_runtest_makereport(item, call):
         item._call_report = outcome.get_result()
 
 
+def _folder_tier_mismatch(item) -> bool:
+    """An ``integration`` test (it trains a model end to end) outside ``tests/integration``, or a test
+    inside it that is not one (``tests/golden`` holds golden values of both kinds)."""
+    folder = Path(str(item.fspath)).relative_to(REPO / "tests").parts[0]
+    trains = item.get_closest_marker("integration") is not None
+    return (folder == "integration") != trains and folder != "golden"
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests that start new processes (a command, worker ranks) are ``cli`` (``make test-fast`` leaves them
     out): marked where they are written, or by using the ``assay_cli`` fixture (``_process_tier`` checks
@@ -165,5 +173,9 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "assay_cli" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.cli)
+    misplaced = [item.nodeid for item in items if _folder_tier_mismatch(item)]
+    if misplaced:  # the tiers match their folders: tests/integration trains, tests/unit and tests/config do not
+        raise pytest.UsageError("tests in the wrong folder for their tier (integration-marked tests live in tests/integration, "
+                                "and only there): " + ", ".join(misplaced))
     rank = {"slow": 0, "integration": 1}
     items.sort(key=lambda item: min((rank[m.name] for m in item.iter_markers() if m.name in rank), default=2))

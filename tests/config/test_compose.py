@@ -6,6 +6,7 @@ import pytest
 
 from assay.catalog import NESTED, group_options, groups
 from assay.config import GROUPS, validate
+from assay.errors import UserError
 from assay.paths import CONF_DIR
 from assay.registry import options, yaml_options
 
@@ -199,3 +200,8 @@ def test_a_field_the_chosen_selector_does_not_read_is_refused(compose_cfg, overr
     with pytest.raises(Exception) as err:
         compose_cfg(["selection=random", override])
     assert explain(err.value) == message
+
+
+def test_rescore_every_must_not_be_negative(compose_cfg):
+    with pytest.raises(UserError, match="selection.rescore_every"):
+        validate(compose_cfg(["selection=el2n", "selection.rescore_every=-1"]))

@@ -121,15 +121,3 @@ def test_end_of_run_table_shows_the_detection_auroc(capsys):
     assert "test/exact_match" in out and "selection/is_corrupted/auroc" in out and "0.8750" in out
 
 
-@pytest.mark.integration
-def test_detect_noise_recipe_scores_with_its_probe(tmp_path):
-    """The README's detection example (experiment=detect_noise), a few steps per stage: the train
-    stage scores with the probe's weights (no allow_untrained needed) and reports detection."""
-    from tests.conftest import detection_from_artefact, run_in_hydra
-
-    summary = run_in_hydra(["experiment=detect_noise", "debug=fast", "trainer.max_steps=4", "trainer.val_check_interval=4"], tmp_path)
-    probe, train = summary["stages"]["probe"], summary["stages"]["train"]
-    assert probe["selection"]["scorer"] == "none" and train["selection"]["scorer"] == "el2n"
-    assert train["data"]["kept_examples"] == int(0.7 * train["data"]["train_examples"])
-    artefact = next(tmp_path.rglob("train*/selection.parquet"), None) or next(p for p in tmp_path.rglob("selection.parquet") if "probe" not in str(p))
-    assert summary["metrics"]["selection/is_corrupted/auroc"] == pytest.approx(detection_from_artefact(artefact, "is_corrupted")["auroc"])

@@ -129,3 +129,14 @@ def test_beta_dpo_statistics_cover_the_whole_optimizer_batch_under_gradient_accu
         assert step["kept"].sum() == 6  # ⌊0.8·8⌋ of the optimizer batch, not ⌊0.8·4⌋ twice
     state = torch.load(tmp_path / "two" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     assert int(state["controller.updates"]) == 3  # one update per optimizer step
+
+
+def test_a_tr_dpo_run_moves_its_reference_and_checkpoints_it(tmp_path):
+    summary = run_in_hydra(["debug=fast", "trainer.enable_progress_bar=false", "logger=none", "objective=dpo", "data.format=preference",
+                            "objective.ref_sync=soft", "objective.ref_sync_alpha=0.5", "objective.ref_sync_steps=2"], tmp_path)
+    assert summary["status"] == "completed" and not summary["reference_logps"]  # nothing precomputed, nothing cached
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")["state_dict"]
+    steps = summary["global_step"]
+    assert int(state["live_reference.synced_at"]) == steps - steps % 2 > 0
+    moved = [k for k in state if k.startswith("model.") and not torch.equal(state[k], state["live_reference." + k])]
+    assert moved  # the reference follows the policy but is not the policy (α = 0.5)

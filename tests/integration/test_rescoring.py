@@ -7,8 +7,6 @@ import torch
 import yaml
 
 from assay.errors import UserError
-from assay.ordering.baselines import RandomOrdering
-from assay.ordering.sampler import OrderedSampler
 from tests.conftest import run_in_hydra
 
 # 40 examples at batch 8: 5 batches an epoch over the whole pool, 3 over a kept half.
@@ -42,26 +40,6 @@ def test_dynamics_scorer_prunes_online_from_its_own_store(tmp_path):
     history = summary["reselections"]
     assert [h["epoch"] for h in history] == [1] and history[0]["kept"] == 20
     assert (tmp_path / "cartography.parquet").is_file()
-
-
-def test_sampler_reselection_is_resumable():
-    rows = np.arange(10)
-    a = OrderedSampler(RandomOrdering(seed=0), rows, np.zeros(10))
-    fingerprint = a.fingerprint()
-    a.reselect(np.array([1, 3, 5]), np.zeros(10), epoch=1)
-    a.set_epoch(2)
-    a.advance(1)
-    b = OrderedSampler(RandomOrdering(seed=0), rows, np.zeros(10))
-    b.load_state_dict(a.state_dict())
-    assert b.fingerprint() == fingerprint == a.fingerprint()  # the run's identity is its initial order
-    assert b.selection_epoch == 1 and list(b) == list(a) and len(list(b)) == 2 and set(a.permutation(2)) == {1, 3, 5}
-
-
-def test_rescore_every_must_not_be_negative(compose_cfg):
-    from assay.config import validate
-
-    with pytest.raises(UserError, match="selection.rescore_every"):
-        validate(compose_cfg(["selection=el2n", "selection.rescore_every=-1"]))
 
 
 @pytest.mark.integration

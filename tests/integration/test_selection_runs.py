@@ -110,3 +110,14 @@ def test_forward_inf_run_reports_its_cost(tmp_path):
     scores = pd.read_parquet(tmp_path / "selection.parquet")["score"].to_numpy()
     assert np.isfinite(scores).all() and scores.std() > 0
     assert "is_corrupted" in meta["detection"]
+
+
+def test_detect_noise_recipe_scores_with_its_probe(tmp_path):
+    """The README's detection example (experiment=detect_noise), a few steps per stage: the train
+    stage scores with the probe's weights (no allow_untrained needed) and reports detection."""
+    summary = run_in_hydra(["experiment=detect_noise", "debug=fast", "trainer.max_steps=4", "trainer.val_check_interval=4"], tmp_path)
+    probe, train = summary["stages"]["probe"], summary["stages"]["train"]
+    assert probe["selection"]["scorer"] == "none" and train["selection"]["scorer"] == "el2n"
+    assert train["data"]["kept_examples"] == int(0.7 * train["data"]["train_examples"])
+    artefact = next(tmp_path.rglob("train*/selection.parquet"), None) or next(p for p in tmp_path.rglob("selection.parquet") if "probe" not in str(p))
+    assert summary["metrics"]["selection/is_corrupted/auroc"] == pytest.approx(detection_from_artefact(artefact, "is_corrupted")["auroc"])

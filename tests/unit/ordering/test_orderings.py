@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from assay.errors import UserError
+from assay.ordering.baselines import RandomOrdering
 from assay.ordering.curricula import AntiCurriculum, Blocked, Curriculum, Folding, Interleaved, fold
 from assay.ordering.sampler import OrderedSampler
 
@@ -99,3 +100,16 @@ def test_missing_scores_are_one_clear_line(tmp_path):
         Curriculum(seed=0, score_from="nothing").keys(_train([1, 2, 3]), np.zeros(3))
     with pytest.raises(UserError, match="no value for 1 of 3"):
         Curriculum(seed=0, score_from="selection").keys(_train([1, 2, 3]), np.array([1.0, np.nan, 2.0]))
+
+
+def test_sampler_reselection_is_resumable():
+    rows = np.arange(10)
+    a = OrderedSampler(RandomOrdering(seed=0), rows, np.zeros(10))
+    fingerprint = a.fingerprint()
+    a.reselect(np.array([1, 3, 5]), np.zeros(10), epoch=1)
+    a.set_epoch(2)
+    a.advance(1)
+    b = OrderedSampler(RandomOrdering(seed=0), rows, np.zeros(10))
+    b.load_state_dict(a.state_dict())
+    assert b.fingerprint() == fingerprint == a.fingerprint()  # the run's identity is its initial order
+    assert b.selection_epoch == 1 and list(b) == list(a) and len(list(b)) == 2 and set(a.permutation(2)) == {1, 3, 5}
