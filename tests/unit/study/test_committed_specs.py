@@ -46,7 +46,7 @@ def test_placeholders_name_what_exists(spec):
     # load() already refuses unknown names; this pins the two dependencies the studies rely on
     refs = {m.group(0) for o in [o for arm in spec.arms.values() for o in arm] for m in PLACEHOLDER.finditer(o)}
     if spec.root.name == "online_mixing":
-        assert refs == {"{run:natural}", "{run:doremi_proxy}"}
+        assert refs == {"{run:natural}", "{run:doremi_proxy}", "{setup:base}"}  # every arm starts from the base model
         order = spec.arm_order()
         assert order.index("natural") < order.index("doremi_proxy") < order.index("doremi")
     elif spec.root.name == "noisy_prefs_v2":
