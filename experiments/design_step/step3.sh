@@ -5,7 +5,8 @@
 # from the commit after it, each with its own spelling of the same overrides; every metric compared.
 #   bash experiments/design_step/step3.sh <checkout before> <checkout after> [output root] [checkout before, DoReMi]
 # The faithful DoReMi (mixture=doremi, group DRO) arrived inside the step, so its cell's "before" is
-# the commit that introduced it (the fourth argument); every other cell's "before" is the first.
+# the first commit with it that imports (the fourth argument; README.md says which); every other cell's
+# "before" is the first.
 set -euo pipefail
 BEFORE=$(realpath "${1:?checkout before the step}")
 AFTER=$(realpath "${2:?checkout after the step}")
