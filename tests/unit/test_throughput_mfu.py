@@ -50,6 +50,9 @@ def test_lora_costs_4n_frozen_plus_6n_lora_per_token():
     assert shape == ModelShape(trainable=112, frozen=N, layers=L, attention_width=HQ)
     # 4·1408 + 6·112 + 12·2·8·10 = 5632 + 672 + 1920
     assert flops_per_token(shape, 10) == 8224
+    # a second, inactive adapter (TRL's frozen "ref" copy) is never multiplied: it does not count
+    model.add_adapter("ref", LoraConfig(r=2, lora_alpha=4, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    assert model_shape(model) == shape
 
 
 def test_mfu_is_achieved_flops_per_second_over_the_peak():

@@ -70,12 +70,15 @@ class ModelShape:
 
 def model_shape(model: Any) -> ModelShape:
     """The matmul weights of ``model`` (``nn.Linear`` and transformers' ``Conv1D``; LoRA's factors are
-    linear layers of their own), split by whether they are trained, and its blocks and attention width
+    linear layers of their own, counted for the active adapters only), split by whether they are trained, and its blocks and attention width
     from its config (Llama, GPT-2 and most Hub configs name them)."""
     import torch
 
     trainable = frozen = 0
+    idle = _inactive_adapters(model)
     for module in model.modules():
+        if id(module) in idle:
+            continue
         if isinstance(module, torch.nn.Linear):
             n, weight = module.in_features * module.out_features, module.weight
         elif type(module).__name__ == "Conv1D" and hasattr(module, "weight"):
@@ -94,6 +97,24 @@ def model_shape(model: Any) -> ModelShape:
     if not head_dim and heads and hidden:
         head_dim = hidden // heads
     return ModelShape(trainable, frozen, layers, heads * head_dim)
+
+
+def _inactive_adapters(model: Any) -> set[int]:
+    """Ids of the layers of LoRA adapters a forward pass does not use: peft keeps every adapter added to
+    a layer (TRL adds a frozen copy named ``ref`` for its reference) and multiplies only the active ones."""
+    import torch
+
+    idle: set[int] = set()
+    for module in model.modules():
+        adapters = getattr(module, "lora_A", None)
+        if not isinstance(adapters, torch.nn.ModuleDict):
+            continue
+        active = set() if getattr(module, "disable_adapters", False) else set(getattr(module, "active_adapters", adapters.keys()))
+        for group in ("lora_A", "lora_B"):
+            for name, layer in getattr(module, group).items():
+                if name not in active:
+                    idle.update(id(m) for m in layer.modules())
+    return idle
 
 
 def _first(config: Any, *names: str) -> int:
