@@ -39,3 +39,9 @@ def test_a_dpo_run_reports_them_against_a_given_peak(tmp_path):
     run_in_hydra([*FAST, "objective=dpo", "data.format=preference", "trainer.peak_flops=5e11"], tmp_path)
     metrics = _check(tmp_path)
     assert metrics["speed/peak_flops"] == 5e11 and metrics["speed/peak_source"] == "trainer.peak_flops"
+
+
+def test_throughput_can_be_turned_off(tmp_path):
+    summary = run_in_hydra([*FAST, "trainer.throughput=false", "trainer.max_steps=2"], tmp_path)
+    assert not [k for k in summary["metrics"] if k.startswith("speed/")]
+    assert not [c for c in pd.read_csv(tmp_path / "metrics.csv").columns if c.startswith("speed/")]

@@ -123,3 +123,12 @@ def test_a_matmul_peak_is_two_flops_per_multiply_add(monkeypatch):
     clock = iter([0.0, 1.0, 10.0, 10.5, 20.0, 20.25])  # warm-up (1 s, not counted), then 0.5 s and 0.25 s
     monkeypatch.setattr(peak.time, "perf_counter", lambda: next(clock))
     assert peak.matmul_flops(4, repeats=2) == 2 * 4**3 / 0.25
+
+
+def test_a_given_peak_must_be_positive(compose_cfg):
+    from assay.config import validate
+    from assay.errors import UserError
+
+    assert validate(compose_cfg(["trainer.peak_flops=1.5e11"])).trainer.peak_flops == 1.5e11
+    with pytest.raises(UserError, match=r"^trainer.peak_flops=0"):
+        validate(compose_cfg(["trainer.peak_flops=0"]))
