@@ -132,3 +132,36 @@ def test_a_given_peak_must_be_positive(compose_cfg):
     assert validate(compose_cfg(["trainer.peak_flops=1.5e11"])).trainer.peak_flops == 1.5e11
     with pytest.raises(UserError, match=r"^trainer.peak_flops=0"):
         validate(compose_cfg(["trainer.peak_flops=0"]))
+
+
+def test_an_accumulated_optimizer_step_is_one_step_of_all_its_micro_batches(monkeypatch):
+    """Two micro-batches per optimizer step: their samples, tokens and FLOPs add up, the step's time
+    runs from the end of the step before, validation time is left out, and rates are logged from the
+    second step on (the first is the warm-up)."""
+    from types import SimpleNamespace
+
+    from assay.run import speed as speed_module
+
+    clock = iter([0.0, 1.0, 3.0, 100.0, 104.0])
+    monkeypatch.setattr(speed_module.time, "perf_counter", lambda: next(clock))
+    logged = []
+    module = SimpleNamespace(device=torch.device("cpu"), log_dict=lambda values, **kw: logged.append(values))
+    trainer = SimpleNamespace(global_step=0, world_size=1, progress_bar_callback=None, log_every_n_steps=1)
+    shape = ModelShape(trainable=10, frozen=0, layers=0, attention_width=0)  # 60 FLOPs a token
+    callback = Throughput(peak_flops=600.0)
+    callback.shape = shape
+    callback.on_fit_start(trainer, module)
+    callback.on_train_start(trainer, module)
+    batch = {"ids": ["a", "b"], "input_ids": torch.zeros(2, 3, dtype=torch.long), "attention_mask": torch.tensor([[1, 1, 0], [1, 1, 1]])}
+    for step in range(3):
+        if step == 2:
+            callback.on_validation_start(trainer, module)  # the clock restarts at the next batch (t = 100)
+        for micro in range(2):
+            callback.on_train_batch_start(trainer, module, batch, 0)
+            trainer.global_step += micro  # Lightning steps the optimizer in the second micro-batch
+            callback.on_train_batch_end(trainer, module, None, batch, 0)
+    # clock: start 0; step 1 ends at 1; step 2 at 3; validation; step 3 starts at 100, ends at 104
+    assert callback.steps == [(4, 10, 600.0, 1.0), (4, 10, 600.0, 2.0), (4, 10, 600.0, 4.0)]
+    assert logged[0] == {"speed/tokens_per_s": 5.0, "speed/samples_per_s": 2.0, "speed/mfu": 0.5}  # step 2 alone
+    assert logged[1]["speed/tokens_per_s"] == pytest.approx(20 / 6)  # steps 2 and 3
+    assert callback.summary()["speed/mfu"] == pytest.approx(1200 / 6 / 600)
