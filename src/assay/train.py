@@ -285,7 +285,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     table.add_column("value", justify="right")
     metrics = summary["metrics"]
     detection = sorted(k for k in metrics if k.startswith("selection/") and k.endswith("/auroc"))  # when the data has noise flags
-    for key in [k for k in HEADLINE if k in metrics] + detection or sorted(metrics)[:8]:
+    speed = [k for k in ("speed/tokens_per_s", "speed/samples_per_s", "speed/mfu") if k in metrics]  # assay.run.speed
+    for key in dict.fromkeys(([k for k in HEADLINE if k in metrics] + detection or sorted(metrics)[:8]) + speed):
         table.add_row(key, f"{metrics[key]:.4f}" if isinstance(metrics[key], (int, float)) else str(metrics[key]))
     console = Console(stderr=False)
     console.print(table)

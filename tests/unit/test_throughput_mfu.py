@@ -165,3 +165,14 @@ def test_an_accumulated_optimizer_step_is_one_step_of_all_its_micro_batches(monk
     assert logged[0] == {"speed/tokens_per_s": 5.0, "speed/samples_per_s": 2.0, "speed/mfu": 0.5}  # step 2 alone
     assert logged[1]["speed/tokens_per_s"] == pytest.approx(20 / 6)  # steps 2 and 3
     assert callback.summary()["speed/mfu"] == pytest.approx(1200 / 6 / 600)
+
+
+def test_the_end_of_run_table_shows_the_speed(capsys):
+    from assay.train import print_summary
+
+    metrics = {"test/loss": 1.2, "speed/tokens_per_s": 2500.0, "speed/samples_per_s": 190.0, "speed/mfu": 0.25, "speed/peak_source": "trainer.peak_flops"}
+    print_summary({"metrics": metrics, "run_dir": "logs/x"})
+    out = capsys.readouterr().out
+    assert "speed/tokens_per_s" in out and "2500.0000" in out and "speed/mfu" in out and "0.2500" in out
+    print_summary({"metrics": {"speed/peak_source": "measured"}, "run_dir": "logs/x"})  # no headline metric: a text value prints as text
+    assert "measured" in capsys.readouterr().out
