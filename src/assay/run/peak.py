@@ -12,6 +12,10 @@ reads the cache (a measurement takes a second or two). The best of the repeats i
 other work on the machine only ever slows a matmul down; a measurement made on a loaded machine is
 still too low, so MFU then reads too high: delete the cache file (or give the peak,
 ``trainer.peak_flops``) after measuring on a busy machine.
+
+Each peak belongs to one number format: a GPU run in float32 (``trainer.precision=32-true``) is
+measured against the card's bf16 peak, as published MFUs are, so it reads low; a CPU run in bf16 on a
+CPU with bf16 matrix units is measured against the float32 peak and can read high.
 """
 
 from __future__ import annotations
