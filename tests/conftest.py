@@ -73,6 +73,14 @@ def run_in_hydra(overrides: list[str], output_dir: Path) -> dict:
             GlobalHydra.instance().clear()
 
 
+def without_speed(metrics):
+    """Metrics (a mapping, or a ``metrics.csv`` frame) without the wall-clock ``speed/...`` ones
+    (assay.run.speed): two runs of the same config agree on everything else, not on their timing."""
+    if hasattr(metrics, "columns"):
+        return metrics.drop(columns=[c for c in metrics.columns if str(c).startswith("speed/")])
+    return {k: v for k, v in metrics.items() if not k.startswith("speed/")}
+
+
 def detection_from_artefact(selection_parquet: Path, flag: str) -> dict:
     """Detection recomputed from a saved selection alone (scores + ground-truth flags), with
     scikit-learn's ROC AUC: a low keep-score flags the noisy example."""

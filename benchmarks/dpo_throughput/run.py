@@ -35,6 +35,29 @@ its own process, one after the other, so the peak resident memory (``ru_maxrss``
 own. Throughput counts the optimizer steps after ``--warmup`` steps: wall time from the end of step
 ``warmup`` to the end of the last step (data loading, forward, backward, optimizer, and each
 framework's per-step bookkeeping included; setup and teardown excluded).
+
+MFU. Before the contenders (and again after them) the same invocation measures the machine's own
+dense-matmul peak with ``assay.run.peak.peak_flops`` (the function every assay run uses; float32,
+``--threads`` threads, best of 3, into a fresh cache so it is measured, not read; on CUDA the card's
+datasheet bf16 peak, with a measured bf16 matmul beside it); the higher of the two measurements is
+the peak. Each contender's MFU = its model FLOPs per second ÷ that peak, with the FLOPs of
+``assay.run.speed`` (PaLM, arXiv 2204.02311, appendix B), counted from the model it trains:
+
+    FLOPs per pair = (6·N_trainable + 4·N_frozen)·tokens + 12·L·H·Q·Σ t²
+
+N_* = weights of the matrix multiplications (every linear layer and the lm head; not the input
+embedding), split by whether they are trained: full fine-tuning is 6·N per token, LoRA 4·N + 6·N_lora
+(no weight gradient for the frozen base). The second term is attention (QKᵀ and AV, forward and
+backward) over each sequence of t tokens. The reference model costs 0 FLOPs a step: every contender
+precomputes its log-probs before timing. ``tokens`` and Σ t² are the means over the training pairs of
+what each contender runs per pair: two sequences (P + C and P + R tokens) for TRL and the bare loop
+and for assay with ``objective.share_prompt=false``, one sequence P + C + R for assay's shared-prompt
+default. Tokens/s is pairs/s times those tokens.
+
+Load. The 1-minute load average is recorded before and after every contender. A result row is
+written only when the load before the contender is at most ``--threads`` (the machine was otherwise
+idle); before each contender the script waits up to ``--settle`` seconds for the load to fall that
+far (the contender before it is part of the 1-minute average). ``--force`` writes every row anyway.
 """
 
 from __future__ import annotations
@@ -257,6 +280,33 @@ def throughput(ends: list[tuple[float, float]], args: argparse.Namespace) -> dic
             "pairs_per_s": round(pairs / seconds, 3), "cpu_seconds": round(cpu_seconds, 3), "pairs_per_cpu_s": round(pairs / cpu_seconds, 3)}
 
 
+def pair_tokens(train, shared: bool) -> tuple[float, float]:
+    """(tokens, Σ t²) per pair, averaged over the training pairs: one sequence prompt + chosen +
+    rejected (assay's shared-prompt layout), or the two sequences prompt + chosen and prompt + rejected."""
+    rows = list(zip(train["prompt_ids"], train["chosen_ids"], train["rejected_ids"]))
+    if shared:
+        lengths = [[len(p) + len(c) + len(r)] for p, c, r in rows]
+    else:
+        lengths = [[len(p) + len(c), len(p) + len(r)] for p, c, r in rows]
+    return sum(map(sum, lengths)) / len(rows), sum(t * t for ts in lengths for t in ts) / len(rows)
+
+
+def speed(result: dict, model, train, shared: bool, args: argparse.Namespace) -> dict:
+    """Tokens/s and MFU of a contender from its pairs/s, the model it trained and its layout."""
+    from assay.run.speed import model_shape, train_flops
+
+    shape = model_shape(model)
+    tokens, square = pair_tokens(train, shared)
+    flops_per_pair = train_flops(shape, tokens, square)
+    out = {"layout": "shared prompt (P+C+R)" if shared else "two sequences (P+C, P+R)", "tokens_per_pair": round(tokens, 1),
+           "n_trainable": shape.trainable, "n_frozen": shape.frozen, "layers": shape.layers, "attention_width": shape.attention_width,
+           "flops_per_pair": flops_per_pair, "flops_per_token": round(flops_per_pair / tokens, 1),
+           "tokens_per_s": round(result["pairs_per_s"] * tokens, 2), "tokens_per_cpu_s": round(result["pairs_per_cpu_s"] * tokens, 2)}
+    if args.peak_flops:
+        out["mfu"] = round(result["pairs_per_s"] * flops_per_pair / args.peak_flops, 5)
+    return out
+
+
 # ---- (a) assay --------------------------------------------------------------------------------------
 def run_assay(args: argparse.Namespace, work: Path) -> dict:
     import pytorch_lightning as pl
@@ -265,6 +315,7 @@ def run_assay(args: argparse.Namespace, work: Path) -> dict:
     from assay.data.datamodule import AssayDataModule, SamplerProgress
     from assay.dynamics.store import read_store
     from assay.module import AssayModule
+    from assay.run.speed import Throughput
     from assay.selection import SelectionContext
 
     run_dir = work / "assay_run"
@@ -292,13 +343,19 @@ def run_assay(args: argparse.Namespace, work: Path) -> dict:
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             ends.append(stamp())
 
-    callbacks = [SamplerProgress(), *spec.dynamics.callbacks(run_dir), StepEnds()]
+    # What every assay run reports (assay.run.speed), against the peak this invocation measured; its
+    # own clock leaves only the first step out, the benchmark's leaves --warmup steps out.
+    reported = Throughput(peak_flops=args.peak_flops or None)
+    callbacks = [SamplerProgress(), *spec.dynamics.callbacks(run_dir), *([reported] if spec.trainer.throughput else []), StepEnds()]
     trainer = spec.trainer.build(model, callbacks=callbacks, logger=False, enable_checkpointing=False, default_root_dir=str(run_dir))
     trainer.fit(module, datamodule=datamodule)
     peak = peak_rss_mib()  # training's peak, before the check below reads the store back
     records = len(read_store(run_dir / "dynamics"))
     assert records == args.steps * args.batch_size, f"dynamics store holds {records} records, expected {args.steps * args.batch_size}"
-    return {**throughput(ends, args), "dynamics_records": records, "peak_rss_mib": peak, **gpu_peak(args)}
+    result = throughput(ends, args)
+    own = {k.replace("speed/", "assay_reported_"): v for k, v in reported.summary().items() if k in ("speed/tokens_per_s", "speed/mfu")}
+    return {**result, **speed(result, module.model, train, bool(spec.objective.collation.get("share_prompt")), args), **own,
+            "dynamics_records": records, "peak_rss_mib": peak, **gpu_peak(args)}
 
 
 # ---- (b) TRL ----------------------------------------------------------------------------------------
@@ -354,7 +411,8 @@ def run_trl(args: argparse.Namespace, work: Path) -> dict:
     same = sum(all(theirs[c][i] == ours[c][i] for c in cols[:3]) for i in range(len(train)))
     ref_gap = max(abs(theirs[c][i] - ours[c][i]) for c in cols[3:] for i in range(len(train)))
     trainer.train()
-    return {**throughput(ends, args), **gpu_peak(args), "trl_version": trl.__version__, "optim": config.optim,
+    result = throughput(ends, args)
+    return {**result, **speed(result, model, train, False, args), **gpu_peak(args), "trl_version": trl.__version__, "optim": config.optim,
             "same_tokens_as_assay": f"{same}/{len(train)}", "max_ref_logp_gap_vs_assay": round(ref_gap, 5)}
 
 
@@ -402,7 +460,23 @@ def run_bare(args: argparse.Namespace, work: Path) -> dict:
         opt.step()
         opt.zero_grad(set_to_none=True)
         ends.append(stamp())
-    return {**throughput(ends, args), **gpu_peak(args)}
+    result = throughput(ends, args)
+    return {**result, **speed(result, model, train, False, args), **gpu_peak(args)}
+
+
+def measure_peak(args: argparse.Namespace, work: Path) -> dict:
+    """The machine's peak FLOP/s as every assay run gets it (``assay.run.peak.peak_flops``), measured
+    now: a fresh cache directory each time, so nothing is read from an earlier measurement."""
+    import torch
+
+    from assay.run.peak import matmul_flops, peak_flops
+
+    cache = Path(tempfile.mkdtemp(prefix="peak_", dir=work))
+    flops, source = peak_flops(args.device, cache_dir=cache, threads=args.threads)
+    out = {"peak_flops": flops, "peak_source": source}
+    if args.device == "cuda":  # the datasheet's number, and what a bf16 matmul reaches on this card
+        out["measured_bf16_matmul_flops"] = matmul_flops(8192, "cuda", torch.bfloat16)
+    return out
 
 
 def gpu_peak(args: argparse.Namespace) -> dict:
@@ -429,6 +503,9 @@ def child(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     work = Path(args.work)
+    if args.one == "peak":
+        print("RESULT " + json.dumps(measure_peak(args, work)), flush=True)
+        return
     out = prepare(args, work) if args.one == "prepare" else RUNNERS[args.one](args, work)
     out.update(contender=args.one, peak_rss_mib=round(out.get("peak_rss_mib", peak_rss_mib()), 1), threads=torch.get_num_threads())
     print("RESULT " + json.dumps(out), flush=True)
@@ -437,19 +514,28 @@ def child(args: argparse.Namespace) -> None:
 def spawn(args: argparse.Namespace, what: str, work: Path, mode: str = "full") -> dict:
     args = argparse.Namespace(**{**vars(args), "mode": mode})
     cmd = [sys.executable, __file__, "--one", what, "--work", str(work)]
-    for key in ("steps", "warmup", "batch_size", "pairs", "threads", "beta", "lr", "seed", "arm", "init", "size", "device", "lora_r", "data_file", "mode"):
+    for key in ("steps", "warmup", "batch_size", "pairs", "threads", "beta", "lr", "seed", "arm", "init", "size", "device", "lora_r", "data_file", "mode", "peak_flops"):
         if getattr(args, key) is not None:
             cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
     cmd += ["--assay-overrides", *args.assay_overrides]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled",
            "OMP_NUM_THREADS": str(args.threads), "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore"}
-    load_before = os.getloadavg()[0]
+    load_before = settled_load(args)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    load_after = os.getloadavg()[0]
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])
         raise SystemExit(f"{what} failed (exit {proc.returncode})")
-    return {**json.loads(lines[-1][len("RESULT "):]), "load1_before": round(load_before, 2)}
+    return {**json.loads(lines[-1][len("RESULT "):]), "load1_before": round(load_before, 2), "load1_after": round(load_after, 2)}
+
+
+def settled_load(args: argparse.Namespace) -> float:
+    """The 1-minute load average, after waiting up to ``--settle`` seconds for it to fall to the thread count."""
+    deadline = time.time() + args.settle
+    while os.getloadavg()[0] > args.threads and time.time() < deadline:
+        time.sleep(5)
+    return os.getloadavg()[0]
 
 
 def main() -> None:
@@ -475,7 +561,10 @@ def main() -> None:
     p.add_argument("--assay-overrides", nargs="*", default=[], metavar="KEY=VALUE",
                    help="extra Hydra overrides for the assay contender and the shared preparation, e.g. objective.share_prompt=false")
     p.add_argument("--results", default=str(HERE / "results.jsonl"), help="append one JSON line per measurement here")
-    p.add_argument("--one", choices=("prepare", *CONTENDERS), help=argparse.SUPPRESS)
+    p.add_argument("--force", action="store_true", help="write result rows even when the 1-minute load average before a contender exceeds --threads")
+    p.add_argument("--settle", type=float, default=60.0, help="seconds to wait before each contender for the load average to fall to --threads")
+    p.add_argument("--peak-flops", type=float, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--one", choices=("prepare", "peak", *CONTENDERS), help=argparse.SUPPRESS)
     p.add_argument("--work", help=argparse.SUPPRESS)
     args = p.parse_args()
     for key, default in ARM_DEFAULTS[args.arm].items():
@@ -495,6 +584,9 @@ def main() -> None:
             # enough rows that the train split keeps `pairs` after val/test (20% each) are carved out
             args.data_file = str(write_ultrafeedback(work / "ultrafeedback_like.jsonl", int(args.pairs / 0.6) + 4, args.seed))
         info = spawn(args, "prepare", work)
+        peaks = [spawn(args, "peak", work)]
+        args.peak_flops = peaks[0]["peak_flops"]
+        print(f"peak: {args.peak_flops / 1e9:.1f} GFLOP/s ({peaks[0]['peak_source']}; load1 {peaks[0]['load1_before']})", flush=True)
         print(f"data: {info['pairs']} pairs, vocab {info['vocab']}, {info['params']:,} parameters, "
               f"tokens per sequence max {info['max_tokens']} mean {info['mean_tokens']}; "
               f"prompt tokens min/mean/max {info['prompt_tokens']}, response tokens {info['response_tokens']}", flush=True)
@@ -503,14 +595,22 @@ def main() -> None:
             for m in args.modes:
                 for c in args.contenders:  # interleaved: load drifts hit every contender alike
                     res = spawn(args, c, work, m)
-                    res.update(round=r, arm=args.arm, mode=m, init=args.init if args.arm == "realistic" else None, lora_r=args.lora_r if m == "lora" else 0,
+                    res.update(peak_flops=args.peak_flops, peak_source=peaks[0]["peak_source"], round=r, arm=args.arm, mode=m, init=args.init if args.arm == "realistic" else None, lora_r=args.lora_r if m == "lora" else 0,
                                assay_overrides=args.assay_overrides, steps=args.steps, warmup=args.warmup, batch_size=args.batch_size, pairs=info["pairs"],
                                data=info, beta=args.beta, lr=args.lr, cpu_count=os.cpu_count(), time=time.strftime("%Y-%m-%dT%H:%M:%S"))
+                    res["idle"] = res["load1_before"] <= args.threads
                     rounds[(m, c)].append(res)
-                    print(f"  round {r} {m:4s} {c:5s}: {res['pairs_per_s']:7.2f} pairs/s ({res['pairs_per_cpu_s']:7.2f} per CPU-s)  "
-                          f"{res['step_ms']:9.1f} ms/step  peak RSS {res['peak_rss_mib']:7.1f} MiB  (load1 before {res['load1_before']})", flush=True)
-                    with open(args.results, "a") as f:
-                        f.write(json.dumps(res) + "\n")
+                    print(f"  round {r} {m:4s} {c:5s}: {res['pairs_per_s']:7.3f} pairs/s ({res['pairs_per_cpu_s']:7.3f} per CPU-s)  "
+                          f"{res['tokens_per_s']:9.1f} tokens/s  MFU {res.get('mfu', float('nan')):6.1%}  "
+                          f"{res['step_ms']:9.1f} ms/step  peak RSS {res['peak_rss_mib']:7.1f} MiB  (load1 {res['load1_before']} -> {res['load1_after']})", flush=True)
+                    if res["idle"] or args.force:
+                        with open(args.results, "a") as f:
+                            f.write(json.dumps({**res, "forced": not res["idle"]}) + "\n")
+                    else:
+                        print(f"    not written to {args.results}: load1 {res['load1_before']} > {args.threads} threads (--force writes it)", flush=True)
+        peaks.append(spawn(args, "peak", work))
+        print(f"peak again after the contenders: {peaks[1]['peak_flops'] / 1e9:.1f} GFLOP/s (load1 {peaks[1]['load1_before']}); "
+              f"MFU above is against the first, {args.peak_flops / 1e9:.1f}", flush=True)
     for m in args.modes:
         print(f"\n== {args.arm} arm, {m} fine-tuning")
         report({c: rounds[(m, c)] for c in args.contenders})
@@ -524,12 +624,18 @@ def median(results: list[dict], key: str) -> float:
 
 def report(rounds: dict[str, list[dict]]) -> None:
     """Medians over rounds, per contender and per column, and the ratios the issue's targets name."""
-    keys = ("pairs_per_s", "pairs_per_cpu_s", "step_ms", "peak_rss_mib")
-    med = {c: {k: median(rs, k) for k in keys} for c, rs in rounds.items()}
+    keys = ("pairs_per_s", "pairs_per_cpu_s", "tokens_per_s", "mfu", "step_ms", "peak_rss_mib")
+    med = {c: {k: median(rs, k) for k in keys if all(k in r for r in rs)} for c, rs in rounds.items()}
     print(f"\nmedian of {len(next(iter(rounds.values())))} round(s)")
-    print(f"{'contender':10s} {'pairs/s':>9s} {'pairs/CPU-s':>12s} {'ms/step':>9s} {'peak RSS MiB':>13s}")
+    print(f"{'contender':10s} {'pairs/s':>9s} {'pairs/CPU-s':>12s} {'tokens/s':>10s} {'MFU':>7s} {'ms/step':>9s} {'peak RSS MiB':>13s}")
     for c, m in med.items():
-        print(f"{c:10s} {m['pairs_per_s']:9.3f} {m['pairs_per_cpu_s']:12.3f} {m['step_ms']:9.1f} {m['peak_rss_mib']:13.1f}")
+        print(f"{c:10s} {m['pairs_per_s']:9.3f} {m['pairs_per_cpu_s']:12.3f} {m['tokens_per_s']:10.1f} {m.get('mfu', float('nan')):7.1%} "
+              f"{m['step_ms']:9.1f} {m['peak_rss_mib']:13.1f}")
+    for c, rs in rounds.items():
+        r = rs[0]
+        print(f"  {c}: {r['layout']}, {r['tokens_per_pair']} tokens a pair; FLOPs/pair = (6·{r['n_trainable']:,} + 4·{r['n_frozen']:,})·tokens "
+              f"+ 12·{r['layers']}·{r['attention_width']}·Σt² = {r['flops_per_pair']:.4g} ({r['flops_per_token']:.4g} a token)"
+              + (f"; assay's own report: {r['assay_reported_tokens_per_s']:.1f} tokens/s, MFU {r['assay_reported_mfu']:.1%}" if "assay_reported_mfu" in r else ""))
     if "assay" in med:
         a = med["assay"]
         for other, target in (("trl", 1.3), ("bare", 0.9)):

@@ -70,6 +70,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from assay.objectives.reference import attach_reference_logps
     from assay.run.preemption import DivergenceGuard, PreemptionCheckpoint, cluster_plugins
     from assay.run.machine import check_trainer
+    from assay.run.speed import Throughput
     from assay.selection import SelectionContext
     from assay.selection.rescoring import rescoring_callbacks
 
@@ -141,8 +142,9 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     # TR-DPO's reference sync comes before every checkpointing callback: a checkpoint at step s holds
     # the reference synced at s.
     sync = [ReferenceSync()] if getattr(spec.objective, "live_reference", False) else []
+    speed = Throughput(spec.trainer.peak_flops, Path(cfg.paths.cache_dir)) if spec.trainer.throughput else None
     callbacks = [*sync, SamplerProgress(), DivergenceGuard(spec.trainer.log_every_n_steps, spec.optim.lr), *mixing.callbacks, *spec.dynamics.callbacks(run_dir), *rescoring, PreemptionCheckpoint(run_dir / "checkpoints" / "last.ckpt"), checkpoints,
-                 *runlog.progress_bar(spec.trainer.enable_progress_bar)]
+                 *([speed] if speed else []), *runlog.progress_bar(spec.trainer.enable_progress_bar)]
     resume = checkpoint_to_resume(cfg.ckpt_path, run_dir)
     if resume:  # before Lightning's strict restore, which lists every parameter of another shape
         check_checkpoint_fits(Path(resume), module, "ckpt_path", cfg.ckpt_path or "last")
@@ -164,7 +166,8 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "status": "completed",
         "run_dir": str(run_dir),
         "stage": cfg.stage,
-        "metrics": {**val, **{k: float(v) for k, v in test.items()}, **selection.detection_metrics(), **(write_mechanism(run_dir) if main else {})},
+        "metrics": {**val, **{k: float(v) for k, v in test.items()}, **selection.detection_metrics(), **(write_mechanism(run_dir) if main else {}),
+                    **(speed.summary() if speed else {})},
         "data": {
             "source_counts": examples.source_counts,
             "train_examples": len(tokenized["train"]),
@@ -282,8 +285,9 @@ def print_summary(summary: dict[str, Any]) -> None:
     table.add_column("value", justify="right")
     metrics = summary["metrics"]
     detection = sorted(k for k in metrics if k.startswith("selection/") and k.endswith("/auroc"))  # when the data has noise flags
-    for key in [k for k in HEADLINE if k in metrics] + detection or sorted(metrics)[:8]:
-        table.add_row(key, f"{metrics[key]:.4f}")
+    speed = [k for k in ("speed/tokens_per_s", "speed/samples_per_s", "speed/mfu") if k in metrics]  # assay.run.speed
+    for key in dict.fromkeys(([k for k in HEADLINE if k in metrics] + detection or sorted(metrics)[:8]) + speed):
+        table.add_row(key, f"{metrics[key]:.4f}" if isinstance(metrics[key], (int, float)) else str(metrics[key]))
     console = Console(stderr=False)
     console.print(table)
     console.print(f"run directory: [bold]{summary['run_dir']}[/bold]", soft_wrap=True)  # one line, however long the path

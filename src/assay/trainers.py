@@ -90,13 +90,21 @@ class TrainerConfig:
     threads: Optional[int] = None
     """Intra-op CPU threads of this process (``torch.set_num_threads``); null = torch's default (all
     cores). With ``hydra/launcher=local_parallel`` jobs side by side, 1 each avoids oversubscription."""
+    throughput: bool = True
+    """Log tokens/s, samples/s and MFU every step (``speed/...``: logger, progress bar, ``summary.json``;
+    ``assay.run.speed``)."""
+    peak_flops: Optional[float] = None
+    """The device's peak FLOP/s that MFU divides by; null = a CUDA GPU's datasheet bf16 peak, or on
+    the CPU a float32 matmul measured once per machine and thread count and cached (``assay.run.peak``)."""
 
-    NOT_TRAINER_ARGS: ClassVar[tuple[str, ...]] = ("name", "threads")
+    NOT_TRAINER_ARGS: ClassVar[tuple[str, ...]] = ("name", "threads", "throughput", "peak_flops")
     """Fields of the profile that are not ``pytorch_lightning.Trainer`` arguments."""
 
     def __post_init__(self) -> None:
         if self.threads is not None:
             check(self.threads > 0, "trainer.threads", self.threads, "must be a positive integer (or null)")
+        if self.peak_flops is not None:
+            check(self.peak_flops > 0, "trainer.peak_flops", self.peak_flops, "must be a positive number of FLOP/s (or null: measured or from the datasheet)")
         check(self.max_steps > 0, "trainer.max_steps", self.max_steps, "must be a positive integer")
         check(self.max_epochs == -1 or self.max_epochs > 0, "trainer.max_epochs", self.max_epochs, "must be a positive integer, or -1 for no limit (0 would train nothing)")
         check(valid_val_check_interval(self.val_check_interval), "trainer.val_check_interval", self.val_check_interval,
@@ -280,7 +288,7 @@ class FSDPTrainer(TrainerConfig):
     cpu_offload: bool = False
     """Keep the parameter shards in CPU memory between uses (slower; for models that do not fit)."""
 
-    NOT_TRAINER_ARGS: ClassVar[tuple[str, ...]] = ("name", "threads", "sharding_strategy", "cpu_offload")
+    NOT_TRAINER_ARGS: ClassVar[tuple[str, ...]] = (*TrainerConfig.NOT_TRAINER_ARGS, "sharding_strategy", "cpu_offload")
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_in_hydra
+from tests.conftest import run_in_hydra, without_speed
 from tests.unit.data.test_multisource import write_sources
 
 pytestmark = pytest.mark.integration
@@ -64,7 +64,7 @@ def test_online_mixer_resumes_bit_identically(odm_run):
     a, b = _mixing_rows(root / "full"), _mixing_rows(root / "resumed")
     assert len(a) == 12 and a == b
     assert len({r["mixing/weight/copy"] for r in a}) > 1  # the weights did move
-    assert full["metrics"] == resumed["metrics"]
+    assert without_speed(full["metrics"]) == without_speed(resumed["metrics"])
     assert full["mixture"]["realised"] == resumed["mixture"]["realised"]
     assert full["mixture"]["online"] == resumed["mixture"]["online"]
 

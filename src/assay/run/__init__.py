@@ -12,6 +12,8 @@
 - ``slurm``        following a submitted sweep on SLURM (submitit, with or without accounting)
 - ``preemption``   SIGUSR/SIGTERM checkpoints, requeue, atomic checkpoint writes, divergence stops
 - ``distributed``  several processes: ranks, once-only work, the final barrier
+- ``peak``         the device's peak FLOP/s: a GPU's datasheet, or a CPU matmul measured once and cached
+- ``speed``        every run's tokens/s, samples/s and MFU (model FLOPs per token, the Lightning callback)
 
 Nothing is imported here: ``from assay.run.log import info`` loads that module alone, so a low layer
 (``assay.data`` logs through ``run.log``) never pulls in the config that ``run.preflight`` composes.
