@@ -95,7 +95,8 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     data = spec.data
     tokenized = DatasetDict(
         {
-            split: tokenize_split(ds, tokenizer, data.format, data.separator, data.max_length, data.chat_template).add_column("_row", list(range(len(ds))))
+            split: tokenize_split(ds, tokenizer, data.format, data.separator, data.max_length, data.chat_template,
+                                  kl_batch_size=data.batch_size).add_column("_row", list(range(len(ds))))
             for split, ds in examples.splits.items()
         }
     )

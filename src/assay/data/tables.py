@@ -13,7 +13,7 @@ from typing import ClassVar, Optional
 from omegaconf import MISSING
 
 from assay.data.file_checks import check_json_lines, check_parquet, check_utf8, describe_value, error_reason, is_blank
-from assay.data.schemas import SCHEMAS, lookup_schema
+from assay.data.schemas import ROW_COLUMNS, SCHEMAS, lookup_schema
 from assay.data.sources import SPLITS, DataConfig
 from assay.errors import UserError, check
 from assay.lazy import datasets
@@ -44,6 +44,8 @@ class TableData(DataConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.schema in SCHEMAS, "data.schema", self.schema, f"must be one of {list(SCHEMAS)}")
+        check(self.format != "unpaired" or self.schema == "plain", "data.schema", self.schema,
+              "unpaired rows (prompt, completion, label) are read with schema=plain (map columns with data.columns)")
         for key in ("val_fraction", "test_fraction"):
             v = getattr(self, key)
             check(0.0 <= v < 0.5, f"data.{key}", v, "must be in [0, 0.5)")
@@ -85,7 +87,7 @@ class TableData(DataConfig):
         absent = [c for c in self.keep_columns if c not in ds.column_names]
         if absent:
             raise UserError("data.keep_columns", list(self.keep_columns), f"{split} split lacks column(s) {absent} (it has {ds.column_names})")
-        keep = set(self.text_columns) | {"id", "source", "difficulty", "answer", "prompt_messages"} | set(self.keep_columns)
+        keep = set(self.text_columns) | set(ROW_COLUMNS.get(self.format, ())) | {"id", "source", "difficulty", "answer", "prompt_messages"} | set(self.keep_columns)
         ds = ds.map(convert, with_indices=True, desc=f"mapping {split} rows")
         return ds.remove_columns([c for c in ds.column_names if c not in keep])
 

@@ -34,7 +34,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from assay.data.collate import Collator
+from assay.data.collate import KL_COMPLETION, Collator
 from assay.data.datamodule import Rows
 from assay.objectives.logps import pair_logps
 
@@ -43,6 +43,10 @@ HEAD_COLUMNS = ("ref_chosen_head_logps", "ref_rejected_head_logps")
 """LD-DPO: the reference log-probs of each response's first min(|y_w|, |y_l|) tokens. The sum of a
 response's first k token log-probs is the log-prob of the response cut to k tokens (a causal model),
 so these are cached like any sequence, under the key of the cut response."""
+UNPAIRED_COLUMNS = ("ref_logps", "ref_KL_logps")
+"""Unpaired rows (KTO): the reference log-probs of the row's completion and of its mismatched (KL)
+completion after the row's prompt (TRL's ``ref_logps`` / ``ref_KL_logps``). The two are scored as a
+pair would be, so they share the cache with every other sequence."""
 MAX_SHARDS = 16
 """Merge the shards of a reference into one once there are more than this many."""
 
@@ -89,7 +93,8 @@ def attach_reference_logps(
     heads: bool = False,
 ) -> tuple[datasets.DatasetDict, dict[str, str]]:
     """Add ``ref_chosen_logps`` / ``ref_rejected_logps`` to every split (and, with ``heads``, the
-    ``HEAD_COLUMNS`` of LD-DPO); returns the cache file used per split.
+    ``HEAD_COLUMNS`` of LD-DPO); returns the cache file used per split. Unpaired splits (rows with
+    ``kl_completion_ids``) get the ``UNPAIRED_COLUMNS`` instead.
 
     The cached value of a sequence does not depend on the batch layout (``collation``) beyond float
     rounding, so runs with and without a shared prompt share one cache."""
@@ -98,7 +103,9 @@ def attach_reference_logps(
     new: dict[str, float] = {}
     for split, ds in splits.items():
         parts = [(COLUMNS, ds)]
-        if heads:
+        if KL_COMPLETION in ds.column_names:  # (completion, mismatched completion) scored as (chosen, rejected)
+            parts = [(UNPAIRED_COLUMNS, ds.rename_columns({"completion_ids": "chosen_ids", KL_COMPLETION: "rejected_ids"}))]
+        elif heads:
             parts.append((HEAD_COLUMNS, ds.map(cut_to_shared_length, desc=f"shared lengths ({split})", load_from_cache_file=False)))
         for columns, pairs in parts:
             keys = {
@@ -106,7 +113,7 @@ def attach_reference_logps(
             }
             missing = [i for i, (c, r) in enumerate(zip(keys["chosen"], keys["rejected"])) if c not in known or r not in known]
             if missing:
-                what = "reference log-probs" if columns is COLUMNS else "reference log-probs of the shared lengths"
+                what = "reference log-probs" if columns is not HEAD_COLUMNS else "reference log-probs of the shared lengths"
                 values = compute_reference_logps(model, pairs.select(missing), pad_id, batch_size, f"{what} ({split})", collation)
                 fresh = {}
                 for j, i in enumerate(missing):
