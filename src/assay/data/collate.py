@@ -29,6 +29,9 @@ IGNORE = -100
 REFERENCE_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps", "ref_chosen_head_logps", "ref_rejected_head_logps", "ref_logps", "ref_KL_logps")
 """Per-pair reference log-probs (``assay.objectives.reference``) a batch carries where the rows have
 them; of an unpaired row, its completion's and its mismatched (KL) completion's."""
+REFERENCE_TOKENS = "ref_token_logps"
+"""SFT rows (RHO-1): the reference log-prob of each completion token (a list per row); a batch carries
+them as a [B, T-1] tensor aligned with the targets ``labels[:, 1:]`` (0 off the completion)."""
 KL_COMPLETION = "kl_completion_ids"
 """Unpaired rows: the token ids of another row's completion, which KTO's reference point pairs with
 this row's prompt (TRL's ``KL_completion_ids``)."""
@@ -143,6 +146,9 @@ class Collator:
                     seqs.append(r["prompt_ids"] + r[f"{col}_ids"])
                     labels.append([IGNORE] * len(r["prompt_ids"]) + r[f"{col}_ids"])
             batch.update(_pad_right(seqs, labels, self.pad_id))
+        if REFERENCE_TOKENS in rows[0] and not self.share_prompt and self.format == "sft":
+            batch[REFERENCE_TOKENS] = _target_aligned([len(r["prompt_ids"]) for r in rows], [r[REFERENCE_TOKENS] for r in rows],
+                                                      batch["input_ids"].shape[1] - 1)
         if self.format == "unpaired" and KL_COMPLETION in rows[0]:  # KTO's mismatched (prompt, completion) sequences
             kl = _pad_right([r["prompt_ids"] + r[KL_COMPLETION] for r in rows],
                             [[IGNORE] * len(r["prompt_ids"]) + r[KL_COMPLETION] for r in rows], self.pad_id)
@@ -154,6 +160,20 @@ class Collator:
             batch.update(_pad_left([r["prompt_ids"] for r in rows], self.pad_id))
             batch["answers"] = [r["answer"] for r in rows]
         return batch
+
+
+def _target_aligned(prompt_lengths: list[int], values: list[list[float]], width: int) -> torch.Tensor:
+    """[B, width] per-token values of each row's completion at the target positions that predict them:
+    completion token j of a row with a prompt of p tokens is the target at position p - 1 + j (the
+    first token of a completion after an empty prompt has no predictor and is left out)."""
+    out = torch.zeros(len(values), width)
+    for b, (p, v) in enumerate(zip(prompt_lengths, values)):
+        start = p - 1
+        v = torch.as_tensor(v, dtype=torch.float32)
+        if start < 0:
+            v, start = v[1:], 0
+        out[b, start:start + v.numel()] = v
+    return out
 
 
 def _pad_right(seqs: list[list[int]], labels: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:

@@ -34,9 +34,9 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from assay.data.collate import KL_COMPLETION, Collator
+from assay.data.collate import KL_COMPLETION, REFERENCE_TOKENS, Collator
 from assay.data.datamodule import Rows
-from assay.objectives.logps import pair_logps
+from assay.objectives.logps import pair_logps, sequence_logps
 
 COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 HEAD_COLUMNS = ("ref_chosen_head_logps", "ref_rejected_head_logps")
@@ -47,6 +47,10 @@ UNPAIRED_COLUMNS = ("ref_logps", "ref_KL_logps")
 """Unpaired rows (KTO): the reference log-probs of the row's completion and of its mismatched (KL)
 completion after the row's prompt (TRL's ``ref_logps`` / ``ref_KL_logps``). The two are scored as a
 pair would be, so they share the cache with every other sequence."""
+TOKEN_COLUMN = REFERENCE_TOKENS
+"""SFT rows (RHO-1): the reference log-prob of every completion token, a list per row. Token k's is the
+difference of the cached log-probs of the completion cut to k and to k - 1 tokens (a causal model's
+log-prob of a cut response is the sum of its first token log-probs), so these share the cache too."""
 MAX_SHARDS = 16
 """Merge the shards of a reference into one once there are more than this many."""
 
@@ -94,7 +98,7 @@ def attach_reference_logps(
 ) -> tuple[datasets.DatasetDict, dict[str, str]]:
     """Add ``ref_chosen_logps`` / ``ref_rejected_logps`` to every split (and, with ``heads``, the
     ``HEAD_COLUMNS`` of LD-DPO); returns the cache file used per split. Unpaired splits (rows with
-    ``kl_completion_ids``) get the ``UNPAIRED_COLUMNS`` instead.
+    ``kl_completion_ids``) get the ``UNPAIRED_COLUMNS`` instead, SFT splits the ``TOKEN_COLUMN``.
 
     The cached value of a sequence does not depend on the batch layout (``collation``) beyond float
     rounding, so runs with and without a shared prompt share one cache."""
@@ -102,6 +106,9 @@ def attach_reference_logps(
     known = cache.load()
     new: dict[str, float] = {}
     for split, ds in splits.items():
+        if "completion_ids" in ds.column_names and KL_COMPLETION not in ds.column_names:  # SFT rows: per token (RHO-1)
+            splits[split] = attach_token_logps(model, ds, pad_id, batch_size, known, new, split)
+            continue
         parts = [(COLUMNS, ds)]
         if KL_COMPLETION in ds.column_names:  # (completion, mismatched completion) scored as (chosen, rejected)
             parts = [(UNPAIRED_COLUMNS, ds.rename_columns({"completion_ids": "chosen_ids", KL_COMPLETION: "rejected_ids"}))]
@@ -128,6 +135,45 @@ def attach_reference_logps(
     if new:
         cache.add(new)
     return splits, {split: str(cache.dir) for split in splits}
+
+
+def prefix_keys(prompt_ids: list[int], completion_ids: list[int]) -> list[str]:
+    """The cache keys of the completion cut to 1, 2, ..., all of its tokens."""
+    return [sequence_key(prompt_ids, completion_ids[:k]) for k in range(1, len(completion_ids) + 1)]
+
+
+@torch.no_grad()
+def attach_token_logps(model: torch.nn.Module, ds: datasets.Dataset, pad_id: int, batch_size: int, known: dict[str, float],
+                       new: dict[str, float], split: str) -> datasets.Dataset:
+    """``ds`` (SFT rows) with ``TOKEN_COLUMN``: each completion token's reference log-prob, from the
+    cache's prefix sums; rows with a prefix not cached are scored (one pass per row) and their prefix
+    sums added to ``known`` and ``new``."""
+    keys = [prefix_keys(p, c) for p, c in zip(ds["prompt_ids"], ds["completion_ids"])]
+    missing = [i for i, row in enumerate(keys) if any(k not in known for k in row)]
+    if missing:
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        loader = DataLoader(Rows(ds.select(missing)), batch_size=batch_size, collate_fn=Collator(pad_id, "sft", with_generation=False))
+        rows = iter(missing)
+        for batch in tqdm(loader, desc=f"reference token log-probs ({split})", leave=False):
+            lp = sequence_logps(model, batch["input_ids"].to(device), batch["attention_mask"].to(device), batch["labels"].to(device))
+            for tokens, mask in zip(lp.token_logps.double().cpu(), lp.mask.cpu()):
+                i = next(rows)
+                values = tokens[mask]
+                # an empty prompt leaves the first token without a predictor: its log-prob counts as 0, as in the sums
+                values = torch.cat([values.new_zeros(len(keys[i]) - values.numel()), values])
+                fresh = dict(zip(keys[i], values.cumsum(0).tolist()))
+                new.update(fresh)
+                known.update(fresh)
+        model.train(was_training)
+    per_token = []
+    for row in keys:
+        sums = np.asarray([0.0] + [known[k] for k in row], dtype=np.float64)
+        per_token.append(np.diff(sums).astype(np.float32).tolist())
+    if TOKEN_COLUMN in ds.column_names:
+        ds = ds.remove_columns(TOKEN_COLUMN)
+    return ds.add_column(TOKEN_COLUMN, per_token)
 
 
 class ReferenceCache:
