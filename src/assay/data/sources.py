@@ -39,8 +39,9 @@ class DataConfig:
     format: str = "sft"
     """``sft`` (prompt, completion), ``preference`` (prompt, chosen, rejected) or ``unpaired`` (prompt,
     completion, label: True for a desirable completion, False for an undesirable one; KTO's data,
-    TRL's unpaired preference format). The built-in skills data unpairs its pairs: each pair becomes
-    a desirable row (the chosen response) and an undesirable one (the rejected response)."""
+    TRL's unpaired preference format). Pairs are unpaired on the fly (the built-in skills data, and
+    a file with ``chosen`` / ``rejected`` and no ``label``): each pair becomes a desirable row (the
+    chosen response) and an undesirable one (the rejected response)."""
     batch_size: int = 32
     """Training examples (pairs, for preference data) per optimizer step and device."""
     eval_batch_size: int = 128

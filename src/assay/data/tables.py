@@ -13,7 +13,7 @@ from typing import ClassVar, Optional
 from omegaconf import MISSING
 
 from assay.data.file_checks import check_json_lines, check_parquet, check_utf8, describe_value, error_reason, is_blank
-from assay.data.schemas import ROW_COLUMNS, SCHEMAS, lookup_schema
+from assay.data.schemas import LABEL, ROW_COLUMNS, SCHEMAS, lookup_schema
 from assay.data.sources import SPLITS, DataConfig
 from assay.errors import UserError, check
 from assay.lazy import datasets
@@ -64,7 +64,28 @@ class TableData(DataConfig):
     def _map_row(self, row: dict) -> dict:
         return lookup_schema(self.schema).map_row(row, self._column, self.format, self.prompt_template)
 
+    def _unpaired_from_pairs(self, ds: datasets.Dataset) -> datasets.Dataset:
+        """``format=unpaired`` on a file of pairs (``chosen`` and ``rejected``, no ``label``): each pair
+        becomes a desirable row (its chosen response, ``<id>/desirable``) and an undesirable one (its
+        rejected response, ``<id>/undesirable``), in the same split. Other files pass unchanged."""
+        chosen, rejected, completion, label = (self._column(c) for c in ("chosen", "rejected", "completion", LABEL))
+        if self.format != "unpaired" or label in ds.column_names or not {chosen, rejected} <= set(ds.column_names):
+            return ds
+        has_id = "id" in ds.column_names
+
+        def expand(batch: dict[str, list]) -> dict[str, list]:
+            n = len(batch[chosen])
+            out = {k: [v for x in values for v in (x, x)] for k, values in batch.items() if k not in (chosen, rejected, completion)}
+            out[completion] = [t for pair in zip(batch[chosen], batch[rejected]) for t in pair]
+            out[label] = [True, False] * n
+            if has_id:
+                out["id"] = [f"{i}/{kind}" for i in batch["id"] for kind in ("desirable", "undesirable")]
+            return out
+
+        return ds.map(expand, batched=True, remove_columns=ds.column_names, desc="unpairing the pairs")
+
     def _normalise(self, ds: datasets.Dataset, split: str, default_source: str) -> datasets.Dataset:
+        ds = self._unpaired_from_pairs(ds)
         missing = [c for c in self._required_raw_columns() if c not in ds.column_names]
         if missing:
             raise UserError(

@@ -105,6 +105,35 @@ def test_jsonl_file_of_unpaired_rows(tmp_path):
         JsonlData(train_file=str(path), format="unpaired", schema="hh", seed=0)
 
 
+def test_a_file_of_pairs_is_unpaired_on_the_fly(tmp_path):
+    from assay.data.tables import JsonlData
+
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(f'{{"id": "p{i}", "prompt": "q{i}", "good": "a{i}", "rejected": "b{i}"}}\n' for i in range(20)))
+    splits = JsonlData(train_file=str(path), format="unpaired", columns={"chosen": "good"}, seed=0).load()
+    rows = [r for split in splits.values() for r in split]
+    assert len(rows) == 40  # every pair, in whichever split it landed, as two rows of that split
+    by_id = {r["id"]: r for r in rows}
+    assert by_id["p3/desirable"]["completion"] == "a3" and by_id["p3/desirable"]["label"] is True
+    assert by_id["p3/undesirable"]["completion"] == "b3" and by_id["p3/undesirable"]["label"] is False
+    for split in splits.values():
+        pairs = {i.rsplit("/", 1)[0] for i in split["id"]}
+        assert len(split) == 2 * len(pairs)
+
+
+def test_reference_point_is_averaged_over_ranks_before_the_clamp(monkeypatch):
+    """TRL: gather_for_metrics(kl).mean().clamp(min=0): the ranks' means averaged, then clamped."""
+    dist = torch.distributed
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda group=None: 2)
+    monkeypatch.setattr(dist, "all_reduce", lambda t, op=None, group=None: t.add_(0.5))  # the other rank's mean KL: 0.5
+    # this rank's mean is -0.3 (clamped alone it would be 0): (-0.3 + 0.5) / 2 = 0.1
+    assert float(reference_point(torch.tensor([-1.3, -2.3]), torch.tensor([-1.0, -2.0]))) == pytest.approx(0.1)
+    # both negative: 0
+    monkeypatch.setattr(dist, "all_reduce", lambda t, op=None, group=None: t.add_(-0.1))
+    assert float(reference_point(torch.tensor([-1.3, -2.3]), torch.tensor([-1.0, -2.0]))) == 0.0
+
+
 def rows_of(lengths, seed=0, vocab=29):
     g = torch.Generator().manual_seed(seed)
     rand = lambda k: torch.randint(3, vocab, (k,), generator=g).tolist()  # noqa: E731

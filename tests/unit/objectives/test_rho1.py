@@ -63,6 +63,8 @@ def test_bad_values_are_refused(compose_cfg):
 
     with pytest.raises(UserError, match="objective/controller"):
         validate(compose_cfg(["objective=rho1", "objective/controller=beta_dpo"]))
+    with pytest.raises(UserError, match="objective.reference_from"):
+        Rho1(reference_from="/nonexistent/run")
     spec = validate(compose_cfg(["objective=rho1", "objective.keep_ratio=0.7"]))
     assert spec.objective.keep_ratio == 0.7 and spec.objective.needs_reference and spec.objective.data_format == "sft"
 

@@ -77,8 +77,9 @@ class KTO(ObjectiveConfig):
             "batch's own (also true of TRL with its shuffling sampler); each is an unrelated completion, which is what z needs.",
             "TRL warns when λ_D·n_D / (λ_U·n_U) is outside [1, 4/3]; assay does not check the balance.",
         ),
-        checked="tests/unit/objectives/test_kto.py: the loss and the reference point by hand (z clamped at 0, no gradient), the "
-                "unpaired data (labels, mismatched completions, their reference log-probs from the cache); the loss and z against "
+        checked="tests/unit/objectives/test_kto.py: the loss and the reference point by hand (z clamped at 0 after the mean over "
+                "ranks, no gradient), the unpaired data (labels, pairs unpaired on the fly, mismatched completions, their reference "
+                "log-probs from the cache); the loss and z against "
                 "TRL 1.16's own KTOTrainer._compute_loss on random inputs and edge cases, to float rounding; "
                 "tests/integration/test_unpaired_runs.py: short runs on a JSONL file of unpaired rows and on the skills pairs unpaired",
         notes="TRL's batch loss is the mean over the batch's rows of the weighted per-row losses: assay's mean aggregator. "

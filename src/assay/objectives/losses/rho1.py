@@ -60,16 +60,21 @@ class Rho1(ObjectiveConfig):
             "keep_ratio": "0.6 (the paper's k% for Rho-1 1B on math, 70% for 7B; §3.1, ablated in §3.5): follows",
         },
         deviations=(
-            "The reference is the model training starts from (the SFT stage's reference), its per-token log-probs precomputed once "
-            "and cached; the paper trains a separate reference model on curated high-quality data. Point model.init_from at a "
-            "run trained on such data to use one (the reference is whatever weights training starts from).",
+            "The reference's per-token log-probs are precomputed once before training and cached (the paper scores with the "
+            "reference model as training goes): the same values for a frozen reference.",
+            "objective.reference_from=null (the default) takes the weights training starts from as the reference, so at the first "
+            "step every excess loss is 0 and later the selection keeps the tokens whose loss rose most since the start: not the "
+            "paper's recipe, whose reference is trained on curated high-quality data. The paper's recipe is "
+            "objective.reference_from=<a run trained on such data> (e.g. objective=sft on the clean subset); its tokenizer must be "
+            "the policy's.",
             "The tokens are ranked within each device's batch (the paper ranks the tokens of a batch), not across ranks.",
             "The loss is on completion tokens only (the prompt is not trained on, as in assay's SFT); the paper pretrains on "
             "whole documents.",
         ),
         checked="tests/unit/objectives/test_rho1.py: the kept tokens and the masked mean loss of a small batch by hand, no gradient "
                 "through the selection, the per-token reference log-probs from the cache against a direct pass; "
-                "tests/integration/test_token_selection_run.py: a short run recording each sample's share of kept tokens",
+                "tests/integration/test_token_selection_run.py: a short run against a reference trained first (an SFT run), "
+                "recording each sample's share of kept tokens",
         notes="An SFT loss of its own (objective=rho1) rather than a field of objective=sft: it needs a reference model, which "
               "plain SFT does not, and it changes which tokens the likelihood covers, not a reweighting of a pairwise loss as "
               "the objective/modifier fields (ld_alpha, wpo) are. It composes with any data mixture, selection and ordering "
@@ -81,9 +86,18 @@ class Rho1(ObjectiveConfig):
     keep_ratio: float = 0.6
     """k%: share of the batch's completion tokens trained on, in (0, 1] (the paper's 60%; 1 is SFT with
     the batch's token-level mean)."""
+    reference_from: Optional[str] = None
+    """The reference model: an earlier run's directory whose final weights score every token (the
+    paper's reference, trained on curated high-quality data, e.g. an ``objective=sft`` run on the
+    clean subset; its tokenizer must be this run's). null: the weights this run starts from, which is
+    not the paper's recipe (every excess loss is 0 at the first step)."""
 
     def __post_init__(self) -> None:
         check(0.0 < self.keep_ratio <= 1.0, "objective.keep_ratio", self.keep_ratio, "must be in (0, 1]")
+        if self.reference_from is not None:
+            from assay.models.build import check_run_dir
+
+            check_run_dir(self.reference_from, "objective.reference_from")
         super().__post_init__()
         check(self.controller.plain, "objective/controller", self.controller.name,
               "objective=rho1 has no pairwise margin for a controller to adapt β from; use objective/controller=none")
@@ -95,6 +109,24 @@ class Rho1(ObjectiveConfig):
     @property
     def needs_reference(self) -> bool:
         return True
+
+    def reference_model(self, policy: torch.nn.Module, tokenizer) -> torch.nn.Module:
+        """The model whose per-token log-probs are the reference's: ``reference_from``'s final weights
+        (in the policy's dtype), or the policy as it starts."""
+        if self.reference_from is None:
+            return policy
+        from pathlib import Path
+
+        from assay.models.build import load_pretrained
+
+        run = Path(self.reference_from).expanduser()
+        dtype = next(policy.parameters()).dtype
+        model, theirs = load_pretrained("objective.reference_from", self.reference_from, run / "model", run / "tokenizer", dtype,
+                                        again="point it at another run directory, or run again the one that wrote it")
+        check(theirs.get_vocab() == tokenizer.get_vocab(), "objective.reference_from", self.reference_from,
+              "has another tokenizer than this run's policy: the token log-probs would not be of the same tokens "
+              "(train the reference with the same model and data settings, or start the policy from a run that shares its tokenizer)")
+        return model.eval()
 
     def compute(self, model: torch.nn.Module, batch: dict, training: bool = False, controller: Optional[torch.nn.Module] = None) -> ObjectiveOutput:
         lp = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
