@@ -48,9 +48,8 @@ UNPAIRED_COLUMNS = ("ref_logps", "ref_KL_logps")
 completion after the row's prompt (TRL's ``ref_logps`` / ``ref_KL_logps``). The two are scored as a
 pair would be, so they share the cache with every other sequence."""
 TOKEN_COLUMN = REFERENCE_TOKENS
-"""SFT rows (RHO-1): the reference log-prob of every completion token, a list per row. Token k's is the
-difference of the cached log-probs of the completion cut to k and to k - 1 tokens (a causal model's
-log-prob of a cut response is the sum of its first token log-probs), so these share the cache too."""
+"""SFT rows (RHO-1): the reference log-prob of every completion token, a list per row, cached per
+(prompt, completion) sequence beside the sequence log-probs (``TokenCache``)."""
 MAX_SHARDS = 16
 """Merge the shards of a reference into one once there are more than this many."""
 
@@ -102,13 +101,19 @@ def attach_reference_logps(
 
     The cached value of a sequence does not depend on the batch layout (``collation``) beyond float
     rounding, so runs with and without a shared prompt share one cache."""
-    cache = ReferenceCache(cache_dir, weights_digest(model)[:24])
+    digest = weights_digest(model)[:24]
+    if all("completion_ids" in ds.column_names and KL_COMPLETION not in ds.column_names for ds in splits.values()):  # SFT: per token
+        tokens = TokenCache(cache_dir, digest)
+        known_tokens, new_tokens = tokens.load(), {}
+        for split, ds in splits.items():
+            splits[split] = attach_token_logps(model, ds, pad_id, batch_size, tokens, known_tokens, new_tokens, split)
+        if new_tokens:
+            tokens.add(new_tokens)
+        return splits, {split: str(tokens.dir) for split in splits}
+    cache = ReferenceCache(cache_dir, digest)
     known = cache.load()
     new: dict[str, float] = {}
     for split, ds in splits.items():
-        if "completion_ids" in ds.column_names and KL_COMPLETION not in ds.column_names:  # SFT rows: per token (RHO-1)
-            splits[split] = attach_token_logps(model, ds, pad_id, batch_size, known, new, split)
-            continue
         parts = [(COLUMNS, ds)]
         if KL_COMPLETION in ds.column_names:  # (completion, mismatched completion) scored as (chosen, rejected)
             parts = [(UNPAIRED_COLUMNS, ds.rename_columns({"completion_ids": "chosen_ids", KL_COMPLETION: "rejected_ids"}))]
@@ -137,19 +142,14 @@ def attach_reference_logps(
     return splits, {split: str(cache.dir) for split in splits}
 
 
-def prefix_keys(prompt_ids: list[int], completion_ids: list[int]) -> list[str]:
-    """The cache keys of the completion cut to 1, 2, ..., all of its tokens."""
-    return [sequence_key(prompt_ids, completion_ids[:k]) for k in range(1, len(completion_ids) + 1)]
-
-
 @torch.no_grad()
-def attach_token_logps(model: torch.nn.Module, ds: datasets.Dataset, pad_id: int, batch_size: int, known: dict[str, float],
-                       new: dict[str, float], split: str) -> datasets.Dataset:
+def attach_token_logps(model: torch.nn.Module, ds: datasets.Dataset, pad_id: int, batch_size: int, cache: "TokenCache",
+                       known: dict[str, list], new: dict[str, list], split: str) -> datasets.Dataset:
     """``ds`` (SFT rows) with ``TOKEN_COLUMN``: each completion token's reference log-prob, from the
-    cache's prefix sums; rows with a prefix not cached are scored (one pass per row) and their prefix
-    sums added to ``known`` and ``new``."""
-    keys = [prefix_keys(p, c) for p, c in zip(ds["prompt_ids"], ds["completion_ids"])]
-    missing = [i for i, row in enumerate(keys) if any(k not in known for k in row)]
+    token cache; rows not cached yet are scored and added to ``known`` and ``new``."""
+    completions = ds["completion_ids"]
+    keys = [sequence_key(p, c) for p, c in zip(ds["prompt_ids"], completions)]
+    missing = [i for i, k in enumerate(keys) if k not in known]
     if missing:
         was_training = model.training
         model.eval()
@@ -158,22 +158,15 @@ def attach_token_logps(model: torch.nn.Module, ds: datasets.Dataset, pad_id: int
         rows = iter(missing)
         for batch in tqdm(loader, desc=f"reference token log-probs ({split})", leave=False):
             lp = sequence_logps(model, batch["input_ids"].to(device), batch["attention_mask"].to(device), batch["labels"].to(device))
-            for tokens, mask in zip(lp.token_logps.double().cpu(), lp.mask.cpu()):
+            for tokens, mask in zip(lp.token_logps.float().cpu(), lp.mask.cpu()):
                 i = next(rows)
-                values = tokens[mask]
+                values = tokens[mask].tolist()
                 # an empty prompt leaves the first token without a predictor: its log-prob counts as 0, as in the sums
-                values = torch.cat([values.new_zeros(len(keys[i]) - values.numel()), values])
-                fresh = dict(zip(keys[i], values.cumsum(0).tolist()))
-                new.update(fresh)
-                known.update(fresh)
+                known[keys[i]] = new[keys[i]] = [0.0] * (len(completions[i]) - len(values)) + values
         model.train(was_training)
-    per_token = []
-    for row in keys:
-        sums = np.asarray([0.0] + [known[k] for k in row], dtype=np.float64)
-        per_token.append(np.diff(sums).astype(np.float32).tolist())
     if TOKEN_COLUMN in ds.column_names:
         ds = ds.remove_columns(TOKEN_COLUMN)
-    return ds.add_column(TOKEN_COLUMN, per_token)
+    return ds.add_column(TOKEN_COLUMN, [known[k] for k in keys])
 
 
 class ReferenceCache:
@@ -202,8 +195,8 @@ class ReferenceCache:
     def _read(self, path: Path) -> dict[str, float]:
         try:
             table = pd.read_parquet(path)
-            if list(table.columns) != ["key", "logp"] or not np.isfinite(table["logp"].to_numpy(dtype=np.float64)).all():
-                raise ValueError("not a table of (key, logp) with finite values")
+            if list(table.columns) != ["key", self.VALUE] or not self._finite(table[self.VALUE]):
+                raise ValueError(f"not a table of (key, {self.VALUE}) with finite values")
         except FileNotFoundError:
             return {}  # merged away by another job since it was listed; the merged shard has its entries
         except Exception as e:  # any unreadable file: a truncated copy, a disk error, someone else's file
@@ -212,14 +205,27 @@ class ReferenceCache:
                   "removing it and recomputing its entries", file=sys.stderr, flush=True)
             path.unlink(missing_ok=True)
             return {}
-        return dict(zip(table["key"].astype(str), table["logp"].astype(float)))
+        return self._entries(table)
+
+    # ---- the stored value: one log-prob per key (a token list in TokenCache) ---------------------
+    VALUE: str = "logp"
+
+    @staticmethod
+    def _finite(column: pd.Series) -> bool:
+        return bool(np.isfinite(column.to_numpy(dtype=np.float64)).all())
+
+    def _entries(self, table: pd.DataFrame) -> dict:
+        return dict(zip(table["key"].astype(str), table[self.VALUE].astype(float)))
+
+    def _table(self, entries: dict) -> pd.DataFrame:
+        return pd.DataFrame({"key": list(entries), self.VALUE: np.asarray(list(entries.values()), dtype=np.float64)})
 
     def _write(self, entries: dict[str, float]) -> Path:
         """A new shard, written under a name no other writer on any host can pick, renamed into place."""
         self.dir.mkdir(parents=True, exist_ok=True)
         unique = f"{time.time_ns()}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex}"
         path, tmp = self.dir / f"{unique}.parquet", self.dir / f".{unique}.tmp"
-        pd.DataFrame({"key": list(entries), "logp": np.asarray(list(entries.values()), dtype=np.float64)}).to_parquet(tmp, index=False)
+        self._table(entries).to_parquet(tmp, index=False)
         os.replace(tmp, path)
         return path
 
@@ -238,3 +244,24 @@ class ReferenceCache:
         self._write(merged)
         for path in read:
             path.unlink(missing_ok=True)
+
+
+class TokenCache(ReferenceCache):
+    """The cached per-token log-probs of one reference (RHO-1): ``<cache_dir>/<digest>-tokens/*.parquet``
+    shards of (key, logps), one list of completion-token log-probs per (prompt, completion) sequence,
+    written and merged like the sequence log-probs."""
+
+    VALUE = "logps"
+
+    def __init__(self, cache_dir: Path, digest: str):
+        super().__init__(cache_dir, f"{digest}-tokens")
+
+    @staticmethod
+    def _finite(column: pd.Series) -> bool:
+        return all(np.isfinite(np.asarray(v, dtype=np.float64)).all() for v in column)
+
+    def _entries(self, table: pd.DataFrame) -> dict:
+        return {str(k): [float(x) for x in v] for k, v in zip(table["key"], table[self.VALUE])}
+
+    def _table(self, entries: dict) -> pd.DataFrame:
+        return pd.DataFrame({"key": list(entries), self.VALUE: [np.asarray(v, dtype=np.float64) for v in entries.values()]})

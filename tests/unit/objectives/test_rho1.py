@@ -100,10 +100,14 @@ def test_reference_token_logps_come_from_the_cache_and_align_with_the_targets(tm
     again, _ = reference.attach_reference_logps(ref, datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)}), 0, 2, tmp_path)
     assert sorted(tmp_path.rglob("*.parquet")) == shards
     assert all(a == pytest.approx(b, abs=1e-6) for a, b in zip(again["train"]["ref_token_logps"], values))
-    # the prefix sums are sequence log-probs: the whole completion's is the sum of its token log-probs
-    cache = reference.ReferenceCache(tmp_path, reference.weights_digest(ref)[:24]).load()
-    whole = cache[reference.sequence_key(rows[2]["prompt_ids"], rows[2]["completion_ids"])]
-    assert whole == pytest.approx(sum(values[2]), abs=1e-5)
+    # one list per (prompt, completion) in the token cache; its sum is the sequence log-prob DPO's cache holds
+    cache = reference.TokenCache(tmp_path, reference.weights_digest(ref)[:24])
+    assert files["train"] == str(cache.dir)
+    stored = cache.load()[reference.sequence_key(rows[2]["prompt_ids"], rows[2]["completion_ids"])]
+    assert stored == pytest.approx(values[2], abs=1e-7)
+    pair = datasets.Dataset.from_list([{**rows[2], "chosen_ids": rows[2]["completion_ids"], "rejected_ids": rows[2]["completion_ids"]}])
+    whole = reference.compute_reference_logps(ref, pair, 0, 1, "pair")[0, 0]
+    assert float(whole) == pytest.approx(sum(values[2]), abs=1e-4)
 
 
 def test_compute_on_a_model_matches_the_model_free_half(tmp_path):
@@ -122,3 +126,16 @@ def test_compute_on_a_model_matches_the_model_free_half(tmp_path):
     assert kept_excess.shape == (6,) and 0 < float(out.metrics["kept_share"].mean()) < 1
     out.loss.mean().backward()
     assert policy.lm_head.weight.grad is not None
+
+
+def test_token_cache_writes_shards_and_merges_them_like_the_sequence_cache(tmp_path):
+    from assay.objectives.reference import MAX_SHARDS, TokenCache
+
+    cache = TokenCache(tmp_path, "digest")
+    for i in range(MAX_SHARDS + 1):
+        cache.add({f"k{i}": [-0.5, -float(i)]})
+    assert len(cache.shards()) == 1 and cache.dir.name == "digest-tokens"
+    assert cache.load() == {f"k{i}": [-0.5, -float(i)] for i in range(MAX_SHARDS + 1)}
+    bad = cache.dir / "zz-broken.parquet"
+    bad.write_bytes(b"not parquet")
+    assert len(cache.load()) == MAX_SHARDS + 1 and not bad.exists()  # reported, removed, its entries recomputed later

@@ -72,7 +72,8 @@ class Rho1(ObjectiveConfig):
             "whole documents.",
         ),
         checked="tests/unit/objectives/test_rho1.py: the kept tokens and the masked mean loss of a small batch by hand, no gradient "
-                "through the selection, the per-token reference log-probs from the cache against a direct pass; "
+                "through the selection, the per-token reference log-probs from the token cache against a direct pass (and their sum "
+                "against the sequence log-prob DPO caches), the token cache's shards; "
                 "tests/integration/test_token_selection_run.py: a short run against a reference trained first (an SFT run), "
                 "recording each sample's share of kept tokens",
         notes="An SFT loss of its own (objective=rho1) rather than a field of objective=sft: it needs a reference model, which "
