@@ -96,7 +96,8 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     data = spec.data
     tokenized = DatasetDict(
         {
-            split: tokenize_split(ds, tokenizer, data.format, data.separator, data.max_length, data.chat_template).add_column("_row", list(range(len(ds))))
+            split: tokenize_split(ds, tokenizer, data.format, data.separator, data.max_length, data.chat_template,
+                                  kl_batch_size=data.batch_size).add_column("_row", list(range(len(ds))))
             for split, ds in examples.splits.items()
         }
     )
@@ -104,10 +105,14 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     with distributed.on_device(model, distributed.compute_device(spec.trainer)):  # on the GPU when training uses one
         if spec.objective.needs_reference and not getattr(spec.objective, "live_reference", False):  # TR-DPO: computed per batch
             cache = Path(cfg.paths.cache_dir) / "reference_logps"
-            tokenized, reference_files = distributed.rank_zero_first(lambda: attach_reference_logps(  # the others read rank 0's cache
-                model, tokenized, tokenizer.pad_token_id, data.eval_batch_size, cache, spec.objective.collation,
-                heads=getattr(spec.objective, "reference_heads", False),
-            ))
+            # RHO-1 may score with a reference of its own (objective.reference_from); every other objective with the start
+            scorer = spec.objective.reference_model(model, tokenizer) if hasattr(spec.objective, "reference_model") else model
+            with distributed.on_device(scorer, distributed.compute_device(spec.trainer)):
+                tokenized, reference_files = distributed.rank_zero_first(lambda: attach_reference_logps(  # the others read rank 0's cache
+                    scorer, tokenized, tokenizer.pad_token_id, data.eval_batch_size, cache, spec.objective.collation,
+                    heads=getattr(spec.objective, "reference_heads", False),
+                ))
+            del scorer
 
         enter_phase("selecting the training data")
         selection = distributed.once(lambda: _select(spec, SelectionContext(

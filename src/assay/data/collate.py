@@ -1,4 +1,4 @@
-"""Tokenization and collation for the two formats.
+"""Tokenization and collation for the three formats (sft, preference, unpaired).
 
 A training row becomes ``prompt + separator + response + eos``; loss is taken on the response and
 eos only. Preference batches come in one of two layouts, both scored by one forward pass:
@@ -26,15 +26,28 @@ if TYPE_CHECKING:
 
 IGNORE = -100
 
-REFERENCE_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps", "ref_chosen_head_logps", "ref_rejected_head_logps")
-"""Per-pair reference log-probs (``assay.objectives.reference``) a batch carries where the rows have them."""
+REFERENCE_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps", "ref_chosen_head_logps", "ref_rejected_head_logps", "ref_logps", "ref_KL_logps")
+"""Per-pair reference log-probs (``assay.objectives.reference``) a batch carries where the rows have
+them; of an unpaired row, its completion's and its mismatched (KL) completion's."""
+REFERENCE_TOKENS = "ref_token_logps"
+"""SFT rows (RHO-1): the reference log-prob of each completion token (a list per row); a batch carries
+them as a [B, T-1] tensor aligned with the targets ``labels[:, 1:]`` (0 off the completion)."""
+KL_COMPLETION = "kl_completion_ids"
+"""Unpaired rows: the token ids of another row's completion, which KTO's reference point pairs with
+this row's prompt (TRL's ``KL_completion_ids``)."""
+
+
+def single_response(data_format: str) -> bool:
+    """True for the formats with one response per row (sft, unpaired)."""
+    return data_format in ("sft", "unpaired")
 
 # Token roles in the shared-prompt layout (``part``): which tokens a token may attend to.
 PAD, PROMPT, CHOSEN, REJECTED = -1, 0, 1, 2
 
 
 def tokenize_split(
-    ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, data_format: str, separator: str, max_length: int, chat_template: str = "messages"
+    ds: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, data_format: str, separator: str, max_length: int, chat_template: str = "messages",
+    kl_batch_size: int = 64,
 ) -> datasets.Dataset:
     """Token ids of every row: ``prompt_ids`` and one ``<response>_ids`` per response (ending in eos).
 
@@ -43,8 +56,10 @@ def tokenize_split(
     assistant's turn (``add_generation_prompt``) and the response is what the template adds for the
     reply (its content and end-of-turn marker), as TRL's prompt-completion format tokenizes it; the
     loss stays on those response tokens only. Otherwise ``prompt + separator + response + eos``.
+
+    Unpaired rows also get ``kl_completion_ids`` (``with_kl_completions``, in chunks of ``kl_batch_size``).
     """
-    responses = ("completion",) if data_format == "sft" else ("chosen", "rejected")
+    responses = ("completion",) if single_response(data_format) else ("chosen", "rejected")
     templated = chat_template != "never" and getattr(tokenizer, "chat_template", None) is not None
     templated = templated and (chat_template == "always" or "prompt_messages" in ds.column_names)
 
@@ -65,7 +80,21 @@ def tokenize_split(
                 out[f"{c}_ids"][i] = out[f"{c}_ids"][i][: max_length - len(out["prompt_ids"][i])]
         return out
 
-    return ds.map(encode, batched=True, desc="tokenizing", load_from_cache_file=False)
+    ds = ds.map(encode, batched=True, desc="tokenizing", load_from_cache_file=False)
+    return with_kl_completions(ds, kl_batch_size, max_length) if data_format == "unpaired" else ds
+
+
+def with_kl_completions(ds: datasets.Dataset, batch_size: int, max_length: int) -> datasets.Dataset:
+    """KTO's mismatched pairs (Ethayarajh et al. 2024, arXiv 2402.01306, §4.1), as TRL builds them: the
+    completions rotated by one within each run of ``batch_size`` rows, (x_1, y_n), (x_2, y_1), ...,
+    (x_n, y_{n-1}); each cut to fit ``max_length`` after its prompt (TRL cuts the KL sequence at
+    max_length too). A run of one row pairs the row with itself, as in TRL."""
+
+    def rotate(batch: dict[str, list]) -> dict[str, list]:
+        shifted = batch["completion_ids"][-1:] + batch["completion_ids"][:-1]
+        return {KL_COMPLETION: [c[: max(1, max_length - len(p))] for p, c in zip(batch["prompt_ids"], shifted)]}
+
+    return ds.map(rotate, batched=True, batch_size=max(1, batch_size), desc="mismatched (KL) completions", load_from_cache_file=False)
 
 
 def _encode_chat(batch: dict[str, list], tokenizer: PreTrainedTokenizerBase, responses: tuple[str, ...]) -> dict[str, list]:
@@ -100,6 +129,7 @@ class Collator:
     def __init__(self, pad_id: int, data_format: str, with_generation: bool, share_prompt: bool = False, pack_factor: float = 0.0):
         self.pad_id, self.format, self.with_generation = pad_id, data_format, with_generation
         self.share_prompt, self.pack_factor = share_prompt and data_format == "preference", pack_factor
+        self.responses = ["completion"] if single_response(data_format) else ["chosen", "rejected"]
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         batch: dict[str, Any] = {
@@ -110,20 +140,40 @@ class Collator:
         if self.share_prompt:
             batch.update(shared_prompt_layout(rows, self.pad_id, self.pack_factor))
         else:
-            responses = ["completion"] if self.format == "sft" else ["chosen", "rejected"]
             seqs, labels = [], []
-            for col in responses:  # chosen block first, then rejected block
+            for col in self.responses:  # chosen block first, then rejected block
                 for r in rows:
                     seqs.append(r["prompt_ids"] + r[f"{col}_ids"])
                     labels.append([IGNORE] * len(r["prompt_ids"]) + r[f"{col}_ids"])
             batch.update(_pad_right(seqs, labels, self.pad_id))
-        for flag in (*FLAGS, *REFERENCE_COLUMNS, "weight"):
+        if REFERENCE_TOKENS in rows[0] and not self.share_prompt and self.format == "sft":
+            batch[REFERENCE_TOKENS] = _target_aligned([len(r["prompt_ids"]) for r in rows], [r[REFERENCE_TOKENS] for r in rows],
+                                                      batch["input_ids"].shape[1] - 1)
+        if self.format == "unpaired" and KL_COMPLETION in rows[0]:  # KTO's mismatched (prompt, completion) sequences
+            kl = _pad_right([r["prompt_ids"] + r[KL_COMPLETION] for r in rows],
+                            [[IGNORE] * len(r["prompt_ids"]) + r[KL_COMPLETION] for r in rows], self.pad_id)
+            batch.update({f"kl_{k}": v for k, v in kl.items()})
+        for flag in (*FLAGS, *REFERENCE_COLUMNS, "weight", *(("label",) if self.format == "unpaired" else ())):
             if flag in rows[0]:
                 batch[flag] = torch.tensor([r[flag] for r in rows])
         if self.with_generation:
             batch.update(_pad_left([r["prompt_ids"] for r in rows], self.pad_id))
             batch["answers"] = [r["answer"] for r in rows]
         return batch
+
+
+def _target_aligned(prompt_lengths: list[int], values: list[list[float]], width: int) -> torch.Tensor:
+    """[B, width] per-token values of each row's completion at the target positions that predict them:
+    completion token j of a row with a prompt of p tokens is the target at position p - 1 + j (the
+    first token of a completion after an empty prompt has no predictor and is left out)."""
+    out = torch.zeros(len(values), width)
+    for b, (p, v) in enumerate(zip(prompt_lengths, values)):
+        start = p - 1
+        v = torch.as_tensor(v, dtype=torch.float32)
+        if start < 0:
+            v, start = v[1:], 0
+        out[b, start:start + v.numel()] = v
+    return out
 
 
 def _pad_right(seqs: list[list[int]], labels: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -227,7 +277,7 @@ def _pad_left(seqs: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
 
 
 def row_tokens(ds: datasets.Dataset, data_format: str) -> list[int]:
-    """Tokens of each tokenized row: prompt + completion (sft) or prompt + chosen + rejected."""
-    columns = ["prompt_ids", "completion_ids"] if data_format == "sft" else ["prompt_ids", "chosen_ids", "rejected_ids"]
+    """Tokens of each tokenized row: prompt + completion (sft, unpaired) or prompt + chosen + rejected."""
+    columns = ["prompt_ids", "completion_ids"] if single_response(data_format) else ["prompt_ids", "chosen_ids", "rejected_ids"]
     values = ds.select_columns(columns)
     return [sum(len(r[c]) for c in columns) for r in values]

@@ -168,7 +168,7 @@ class Corrupt(NoiseConfig):
             check(k in CORRUPTIONS, "noise.kinds", k, f"each kind must be one of {list(CORRUPTIONS)}")
 
     def apply(self, train: datasets.Dataset, data_format: str) -> datasets.Dataset:
-        column = "completion" if data_format == "sft" else "chosen"
+        column = "chosen" if data_format == "preference" else "completion"
         texts = list(train[column])
         corrupt = self._mask(len(texts))
         rng = np.random.default_rng(self.seed + 1)

@@ -20,8 +20,25 @@ from typing import Any, Callable
 
 from assay.errors import UserError
 
-FORMATS = {"sft": ("prompt", "completion"), "preference": ("prompt", "chosen", "rejected")}
+FORMATS = {"sft": ("prompt", "completion"), "preference": ("prompt", "chosen", "rejected"), "unpaired": ("prompt", "completion")}
 """Our text columns of each ``data.format``."""
+LABEL = "label"
+ROW_COLUMNS = {"unpaired": (LABEL,)}
+"""Our columns of each ``data.format`` beyond the text ones: ``unpaired`` rows (KTO, Ethayarajh et al.
+2024, arXiv 2402.01306; TRL's unpaired preference format) carry ``label``, True for a desirable
+completion and False for an undesirable one."""
+
+
+def as_label(value: Any, field_name: str, row_id: Any = None) -> bool:
+    """A desirability label: a bool (or 0/1, "true"/"false"); one line naming the field otherwise."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    where = "" if row_id is None else f" (row {row_id})"
+    raise UserError(field_name, f"{value!r}{where}", "must be a desirability label: true (desirable) or false (undesirable)")
 
 Columns = Callable[[str], str]
 """Our column name -> the raw column that holds it."""
@@ -130,9 +147,13 @@ def plain_chat(messages: list[dict[str, str]]) -> str:
 # The schemas
 
 
-@schema("plain", required=lambda col, fmt, text_columns: [col(c) for c in text_columns])
+@schema("plain", required=lambda col, fmt, text_columns: [col(c) for c in (*text_columns, *ROW_COLUMNS.get(fmt, ()))],
+        text=lambda col, fmt, text_columns: [col(c) for c in text_columns])
 def _plain(row: dict, col: Columns, fmt: str, template: str) -> dict:
-    return {c: row[col(c)] for c in FORMATS[fmt]}
+    out = {c: row[col(c)] for c in FORMATS[fmt]}
+    if fmt == "unpaired":
+        out[LABEL] = as_label(row[col(LABEL)], f"data.columns.{LABEL} ({col(LABEL)})", row.get("id"))
+    return out
 
 
 @schema("alpaca", required=lambda col, fmt, text_columns: [col("instruction"), col("output")])

@@ -4,6 +4,7 @@ Every split comes out with the same columns, whatever the source:
 
     id, source, difficulty, prompt, completion            (format: sft)
     id, source, difficulty, prompt, chosen, rejected      (format: preference)
+    id, source, difficulty, prompt, completion, label     (format: unpaired; label True = desirable)
 
 plus ``answer`` (the exact gold answer, used for exact-match evaluation) and, where the source has
 them, ``responses`` / ``ratings`` (several rated responses per prompt, for Curry-DPO).
@@ -36,7 +37,11 @@ class DataConfig:
 
     name: str = MISSING
     format: str = "sft"
-    """``sft`` (prompt, completion) or ``preference`` (prompt, chosen, rejected)."""
+    """``sft`` (prompt, completion), ``preference`` (prompt, chosen, rejected) or ``unpaired`` (prompt,
+    completion, label: True for a desirable completion, False for an undesirable one; KTO's data,
+    TRL's unpaired preference format). Pairs are unpaired on the fly (the built-in skills data, and
+    a file with ``chosen`` / ``rejected`` and no ``label``): each pair becomes a desirable row (the
+    chosen response) and an undesirable one (the rejected response)."""
     batch_size: int = 32
     """Training examples (pairs, for preference data) per optimizer step and device."""
     eval_batch_size: int = 128
@@ -153,7 +158,7 @@ class SkillsData(DataConfig):
                 "data.pair_kinds", kind, f"each kind is '<chosen>_vs_<rejected>' with chosen rated above rejected, from {list(RESPONSE_KINDS)}",
             )
         if list(self.pair_kinds) != ["exact_vs_near"]:
-            check(self.format == "preference", "data.pair_kinds", list(self.pair_kinds), "needs data.format=preference")
+            check(self.format in ("preference", "unpaired"), "data.pair_kinds", list(self.pair_kinds), "needs data.format=preference or unpaired")
             check(self.rating_gaps is None, "data.pair_kinds", list(self.pair_kinds), "draws one pair per prompt; data.rating_gaps (Curry-DPO) makes its own pairs: set one of them")
         for d in self.domains:
             check(d in GENERATORS, "data.domains", d, f"each domain must be one of {sorted(GENERATORS)}")
@@ -178,18 +183,31 @@ class SkillsData(DataConfig):
         out = {}
         for split, rows in raw.items():
             for r in rows:
-                if self.format == "sft":
+                if self.format == "sft":  # (unpaired: the pairs below, then unpaired)
                     r["completion"] = r["answer"]
                 else:  # rejected = the near miss, a plausible wrong answer
                     r["chosen"], r["rejected"] = r["responses"][0], r["responses"][1]
             if split == "train" and self.format == "preference" and self.rating_gaps is not None:
                 rows = rating_gap_pairs(rows, list(self.rating_gaps))
-            if split == "train" and self.format == "preference" and list(self.pair_kinds) != ["exact_vs_near"]:
+            if split == "train" and self.format != "sft" and list(self.pair_kinds) != ["exact_vs_near"]:
                 rows = graded_pairs(rows, list(self.pair_kinds), self.seed)
             if self.format == "preference":
                 rows = [with_rewards(r) for r in rows]
+            if self.format == "unpaired":
+                rows = unpaired_rows(rows)
             out[split] = datasets.Dataset.from_list(rows)
         return datasets.DatasetDict(out)
+
+
+def unpaired_rows(pairs: list[dict]) -> list[dict]:
+    """Each pair as two unpaired rows (KTO's data): ``<id>/desirable`` with the chosen response as its
+    completion (label True), then ``<id>/undesirable`` with the rejected one (label False)."""
+    out = []
+    for r in pairs:
+        base = {k: v for k, v in r.items() if k not in ("chosen", "rejected")}
+        out.append({**base, "id": f"{r['id']}/desirable", "completion": r["chosen"], "label": True})
+        out.append({**base, "id": f"{r['id']}/undesirable", "completion": r["rejected"], "label": False})
+    return out
 
 
 def with_rewards(row: dict) -> dict:

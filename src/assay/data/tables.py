@@ -13,7 +13,7 @@ from typing import ClassVar, Optional
 from omegaconf import MISSING
 
 from assay.data.file_checks import check_json_lines, check_parquet, check_utf8, describe_value, error_reason, is_blank
-from assay.data.schemas import SCHEMAS, lookup_schema
+from assay.data.schemas import LABEL, ROW_COLUMNS, SCHEMAS, lookup_schema
 from assay.data.sources import SPLITS, DataConfig
 from assay.errors import UserError, check
 from assay.lazy import datasets
@@ -44,6 +44,8 @@ class TableData(DataConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.schema in SCHEMAS, "data.schema", self.schema, f"must be one of {list(SCHEMAS)}")
+        check(self.format != "unpaired" or self.schema == "plain", "data.schema", self.schema,
+              "unpaired rows (prompt, completion, label) are read with schema=plain (map columns with data.columns)")
         for key in ("val_fraction", "test_fraction"):
             v = getattr(self, key)
             check(0.0 <= v < 0.5, f"data.{key}", v, "must be in [0, 0.5)")
@@ -62,7 +64,28 @@ class TableData(DataConfig):
     def _map_row(self, row: dict) -> dict:
         return lookup_schema(self.schema).map_row(row, self._column, self.format, self.prompt_template)
 
+    def _unpaired_from_pairs(self, ds: datasets.Dataset) -> datasets.Dataset:
+        """``format=unpaired`` on a file of pairs (``chosen`` and ``rejected``, no ``label``): each pair
+        becomes a desirable row (its chosen response, ``<id>/desirable``) and an undesirable one (its
+        rejected response, ``<id>/undesirable``), in the same split. Other files pass unchanged."""
+        chosen, rejected, completion, label = (self._column(c) for c in ("chosen", "rejected", "completion", LABEL))
+        if self.format != "unpaired" or label in ds.column_names or not {chosen, rejected} <= set(ds.column_names):
+            return ds
+        has_id = "id" in ds.column_names
+
+        def expand(batch: dict[str, list]) -> dict[str, list]:
+            n = len(batch[chosen])
+            out = {k: [v for x in values for v in (x, x)] for k, values in batch.items() if k not in (chosen, rejected, completion)}
+            out[completion] = [t for pair in zip(batch[chosen], batch[rejected]) for t in pair]
+            out[label] = [True, False] * n
+            if has_id:
+                out["id"] = [f"{i}/{kind}" for i in batch["id"] for kind in ("desirable", "undesirable")]
+            return out
+
+        return ds.map(expand, batched=True, remove_columns=ds.column_names, desc="unpairing the pairs")
+
     def _normalise(self, ds: datasets.Dataset, split: str, default_source: str) -> datasets.Dataset:
+        ds = self._unpaired_from_pairs(ds)
         missing = [c for c in self._required_raw_columns() if c not in ds.column_names]
         if missing:
             raise UserError(
@@ -85,7 +108,7 @@ class TableData(DataConfig):
         absent = [c for c in self.keep_columns if c not in ds.column_names]
         if absent:
             raise UserError("data.keep_columns", list(self.keep_columns), f"{split} split lacks column(s) {absent} (it has {ds.column_names})")
-        keep = set(self.text_columns) | {"id", "source", "difficulty", "answer", "prompt_messages"} | set(self.keep_columns)
+        keep = set(self.text_columns) | set(ROW_COLUMNS.get(self.format, ())) | {"id", "source", "difficulty", "answer", "prompt_messages"} | set(self.keep_columns)
         ds = ds.map(convert, with_indices=True, desc=f"mapping {split} rows")
         return ds.remove_columns([c for c in ds.column_names if c not in keep])
 

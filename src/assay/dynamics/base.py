@@ -12,7 +12,7 @@ from omegaconf import MISSING
 @dataclass
 class DynamicsConfig:
     name: str = MISSING
-    data_formats: ClassVar[tuple[str, ...]] = ("sft", "preference")
+    data_formats: ClassVar[tuple[str, ...]] = ("sft", "preference", "unpaired")
     """The data formats whose batches these dynamics can record."""
     per_sample_gradients: ClassVar[bool] = False
     """True when recording forms per-sample gradients over whole parameters (refused under strategies that shard them)."""

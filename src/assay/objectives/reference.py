@@ -34,15 +34,22 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from assay.data.collate import Collator
+from assay.data.collate import KL_COMPLETION, REFERENCE_TOKENS, Collator
 from assay.data.datamodule import Rows
-from assay.objectives.logps import pair_logps
+from assay.objectives.logps import pair_logps, sequence_logps
 
 COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 HEAD_COLUMNS = ("ref_chosen_head_logps", "ref_rejected_head_logps")
 """LD-DPO: the reference log-probs of each response's first min(|y_w|, |y_l|) tokens. The sum of a
 response's first k token log-probs is the log-prob of the response cut to k tokens (a causal model),
 so these are cached like any sequence, under the key of the cut response."""
+UNPAIRED_COLUMNS = ("ref_logps", "ref_KL_logps")
+"""Unpaired rows (KTO): the reference log-probs of the row's completion and of its mismatched (KL)
+completion after the row's prompt (TRL's ``ref_logps`` / ``ref_KL_logps``). The two are scored as a
+pair would be, so they share the cache with every other sequence."""
+TOKEN_COLUMN = REFERENCE_TOKENS
+"""SFT rows (RHO-1): the reference log-prob of every completion token, a list per row, cached per
+(prompt, completion) sequence beside the sequence log-probs (``TokenCache``)."""
 MAX_SHARDS = 16
 """Merge the shards of a reference into one once there are more than this many."""
 
@@ -89,16 +96,28 @@ def attach_reference_logps(
     heads: bool = False,
 ) -> tuple[datasets.DatasetDict, dict[str, str]]:
     """Add ``ref_chosen_logps`` / ``ref_rejected_logps`` to every split (and, with ``heads``, the
-    ``HEAD_COLUMNS`` of LD-DPO); returns the cache file used per split.
+    ``HEAD_COLUMNS`` of LD-DPO); returns the cache file used per split. Unpaired splits (rows with
+    ``kl_completion_ids``) get the ``UNPAIRED_COLUMNS`` instead, SFT splits the ``TOKEN_COLUMN``.
 
     The cached value of a sequence does not depend on the batch layout (``collation``) beyond float
     rounding, so runs with and without a shared prompt share one cache."""
-    cache = ReferenceCache(cache_dir, weights_digest(model)[:24])
+    digest = weights_digest(model)[:24]
+    if all("completion_ids" in ds.column_names and KL_COMPLETION not in ds.column_names for ds in splits.values()):  # SFT: per token
+        tokens = TokenCache(cache_dir, digest)
+        known_tokens, new_tokens = tokens.load(), {}
+        for split, ds in splits.items():
+            splits[split] = attach_token_logps(model, ds, pad_id, batch_size, tokens, known_tokens, new_tokens, split)
+        if new_tokens:
+            tokens.add(new_tokens)
+        return splits, {split: str(tokens.dir) for split in splits}
+    cache = ReferenceCache(cache_dir, digest)
     known = cache.load()
     new: dict[str, float] = {}
     for split, ds in splits.items():
         parts = [(COLUMNS, ds)]
-        if heads:
+        if KL_COMPLETION in ds.column_names:  # (completion, mismatched completion) scored as (chosen, rejected)
+            parts = [(UNPAIRED_COLUMNS, ds.rename_columns({"completion_ids": "chosen_ids", KL_COMPLETION: "rejected_ids"}))]
+        elif heads:
             parts.append((HEAD_COLUMNS, ds.map(cut_to_shared_length, desc=f"shared lengths ({split})", load_from_cache_file=False)))
         for columns, pairs in parts:
             keys = {
@@ -106,7 +125,7 @@ def attach_reference_logps(
             }
             missing = [i for i, (c, r) in enumerate(zip(keys["chosen"], keys["rejected"])) if c not in known or r not in known]
             if missing:
-                what = "reference log-probs" if columns is COLUMNS else "reference log-probs of the shared lengths"
+                what = "reference log-probs" if columns is not HEAD_COLUMNS else "reference log-probs of the shared lengths"
                 values = compute_reference_logps(model, pairs.select(missing), pad_id, batch_size, f"{what} ({split})", collation)
                 fresh = {}
                 for j, i in enumerate(missing):
@@ -121,6 +140,33 @@ def attach_reference_logps(
     if new:
         cache.add(new)
     return splits, {split: str(cache.dir) for split in splits}
+
+
+@torch.no_grad()
+def attach_token_logps(model: torch.nn.Module, ds: datasets.Dataset, pad_id: int, batch_size: int, cache: "TokenCache",
+                       known: dict[str, list], new: dict[str, list], split: str) -> datasets.Dataset:
+    """``ds`` (SFT rows) with ``TOKEN_COLUMN``: each completion token's reference log-prob, from the
+    token cache; rows not cached yet are scored and added to ``known`` and ``new``."""
+    completions = ds["completion_ids"]
+    keys = [sequence_key(p, c) for p, c in zip(ds["prompt_ids"], completions)]
+    missing = [i for i, k in enumerate(keys) if k not in known]
+    if missing:
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        loader = DataLoader(Rows(ds.select(missing)), batch_size=batch_size, collate_fn=Collator(pad_id, "sft", with_generation=False))
+        rows = iter(missing)
+        for batch in tqdm(loader, desc=f"reference token log-probs ({split})", leave=False):
+            lp = sequence_logps(model, batch["input_ids"].to(device), batch["attention_mask"].to(device), batch["labels"].to(device))
+            for tokens, mask in zip(lp.token_logps.float().cpu(), lp.mask.cpu()):
+                i = next(rows)
+                values = tokens[mask].tolist()
+                # an empty prompt leaves the first token without a predictor: its log-prob counts as 0, as in the sums
+                known[keys[i]] = new[keys[i]] = [0.0] * (len(completions[i]) - len(values)) + values
+        model.train(was_training)
+    if TOKEN_COLUMN in ds.column_names:
+        ds = ds.remove_columns(TOKEN_COLUMN)
+    return ds.add_column(TOKEN_COLUMN, [known[k] for k in keys])
 
 
 class ReferenceCache:
@@ -149,8 +195,8 @@ class ReferenceCache:
     def _read(self, path: Path) -> dict[str, float]:
         try:
             table = pd.read_parquet(path)
-            if list(table.columns) != ["key", "logp"] or not np.isfinite(table["logp"].to_numpy(dtype=np.float64)).all():
-                raise ValueError("not a table of (key, logp) with finite values")
+            if list(table.columns) != ["key", self.VALUE] or not self._finite(table[self.VALUE]):
+                raise ValueError(f"not a table of (key, {self.VALUE}) with finite values")
         except FileNotFoundError:
             return {}  # merged away by another job since it was listed; the merged shard has its entries
         except Exception as e:  # any unreadable file: a truncated copy, a disk error, someone else's file
@@ -159,14 +205,27 @@ class ReferenceCache:
                   "removing it and recomputing its entries", file=sys.stderr, flush=True)
             path.unlink(missing_ok=True)
             return {}
-        return dict(zip(table["key"].astype(str), table["logp"].astype(float)))
+        return self._entries(table)
+
+    # ---- the stored value: one log-prob per key (a token list in TokenCache) ---------------------
+    VALUE: str = "logp"
+
+    @staticmethod
+    def _finite(column: pd.Series) -> bool:
+        return bool(np.isfinite(column.to_numpy(dtype=np.float64)).all())
+
+    def _entries(self, table: pd.DataFrame) -> dict:
+        return dict(zip(table["key"].astype(str), table[self.VALUE].astype(float)))
+
+    def _table(self, entries: dict) -> pd.DataFrame:
+        return pd.DataFrame({"key": list(entries), self.VALUE: np.asarray(list(entries.values()), dtype=np.float64)})
 
     def _write(self, entries: dict[str, float]) -> Path:
         """A new shard, written under a name no other writer on any host can pick, renamed into place."""
         self.dir.mkdir(parents=True, exist_ok=True)
         unique = f"{time.time_ns()}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex}"
         path, tmp = self.dir / f"{unique}.parquet", self.dir / f".{unique}.tmp"
-        pd.DataFrame({"key": list(entries), "logp": np.asarray(list(entries.values()), dtype=np.float64)}).to_parquet(tmp, index=False)
+        self._table(entries).to_parquet(tmp, index=False)
         os.replace(tmp, path)
         return path
 
@@ -185,3 +244,24 @@ class ReferenceCache:
         self._write(merged)
         for path in read:
             path.unlink(missing_ok=True)
+
+
+class TokenCache(ReferenceCache):
+    """The cached per-token log-probs of one reference (RHO-1): ``<cache_dir>/<digest>-tokens/*.parquet``
+    shards of (key, logps), one list of completion-token log-probs per (prompt, completion) sequence,
+    written and merged like the sequence log-probs."""
+
+    VALUE = "logps"
+
+    def __init__(self, cache_dir: Path, digest: str):
+        super().__init__(cache_dir, f"{digest}-tokens")
+
+    @staticmethod
+    def _finite(column: pd.Series) -> bool:
+        return all(np.isfinite(np.asarray(v, dtype=np.float64)).all() for v in column)
+
+    def _entries(self, table: pd.DataFrame) -> dict:
+        return {str(k): [float(x) for x in v] for k, v in zip(table["key"], table[self.VALUE])}
+
+    def _table(self, entries: dict) -> pd.DataFrame:
+        return pd.DataFrame({"key": list(entries), self.VALUE: [np.asarray(v, dtype=np.float64) for v in entries.values()]})
