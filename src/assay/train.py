@@ -69,6 +69,8 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from assay.objectives.live_reference import ReferenceSync
     from assay.objectives.reference import attach_reference_logps
     from assay.run.preemption import DivergenceGuard, PreemptionCheckpoint, cluster_plugins
+    from assay.run.progress import set_enabled
+    from assay.run.progress_bars import lightning_progress
     from assay.run.machine import check_trainer
     from assay.selection import SelectionContext
     from assay.selection.rescoring import rescoring_callbacks
@@ -88,6 +90,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         write_json(run_dir / provenance.RECORD_FILE, origin)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     spec.trainer.apply_threads()  # before data, scoring and training alike
+    set_enabled(spec.trainer.enable_progress_bar)  # the phases before training (reference log-probs, scoring) too
 
     examples, model, tokenizer = build_examples_and_model(spec)
     if main:
@@ -142,7 +145,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     # the reference synced at s.
     sync = [ReferenceSync()] if getattr(spec.objective, "live_reference", False) else []
     callbacks = [*sync, SamplerProgress(), DivergenceGuard(spec.trainer.log_every_n_steps, spec.optim.lr), *mixing.callbacks, *spec.dynamics.callbacks(run_dir), *rescoring, PreemptionCheckpoint(run_dir / "checkpoints" / "last.ckpt"), checkpoints,
-                 *runlog.progress_bar(spec.trainer.enable_progress_bar)]
+                 *lightning_progress(spec.trainer.enable_progress_bar)]
     resume = checkpoint_to_resume(cfg.ckpt_path, run_dir)
     if resume:  # before Lightning's strict restore, which lists every parameter of another shape
         check_checkpoint_fits(Path(resume), module, "ckpt_path", cfg.ckpt_path or "last")

@@ -4,7 +4,8 @@ The console shows what a user reads: assay's own lines (stages, resuming, the su
 run directory), errors, and warnings raised by assay's code. Everything else the libraries say
 (Lightning's accelerator lines and hints, Python warnings from any library, transformers and
 datasets messages) goes to ``<run dir>/train.log`` only, together with assay's own lines and the
-final metrics; progress bars of data mapping and checkpoint writing are off.
+final metrics; progress bars of data mapping and checkpoint writing are off (the progress of a
+run's own phases is ``assay.run.progress``).
 """
 
 from __future__ import annotations
@@ -113,20 +114,3 @@ def info(message: str, *args: Any) -> None:
 def to_file(message: str, *args: Any) -> None:
     """A line for the run's log only (the console shows the same content another way)."""
     log.info(message, *args, extra={"file_only": True})
-
-
-def progress_bar(enabled: bool) -> list:
-    """Lightning's rich progress bar, without the ``Epoch 0/-2`` it shows for a run that is bounded
-    by steps (``max_epochs=-1``): such a run's epochs have no last one to count to."""
-    if not enabled:
-        return []
-    from pytorch_lightning.callbacks import RichProgressBar
-
-    class StepBoundProgressBar(RichProgressBar):
-        def _get_train_description(self, current_epoch: int) -> str:
-            if self.trainer.max_epochs is not None and self.trainer.max_epochs < 0:
-                description = f"Epoch {current_epoch}"
-                return f"{description:{len(self.validation_description)}}"
-            return super()._get_train_description(current_epoch)
-
-    return [StepBoundProgressBar()]
