@@ -60,7 +60,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from assay.data.collate import tokenize_split
     from assay.data.datamodule import AssayDataModule, SamplerProgress
     from assay.dynamics.mechanism import write_mechanism
-    from assay.heldout import ReferenceWeights
+    from assay.heldout import ReferenceWeights, write_heldout_ids
     from assay.mixing.run import setup_mixing
     from assay.models.build import save_model
     from assay.loggers import wandb_location
@@ -95,6 +95,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     examples, model, tokenizer = build_examples_and_model(spec)
     if main:
         tokenizer.save_pretrained(run_dir / "tokenizer")
+        write_heldout_ids(examples.splits, run_dir)
     data = spec.data
     tokenized = DatasetDict(
         {
