@@ -83,6 +83,8 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     if main:
         runlog.start_run_log(run_dir)
+    else:
+        runlog.quiet_console()
         (run_dir / "summary.json").unlink(missing_ok=True)  # a run that does not finish has no summary
         OmegaConf.save(OmegaConf.create(job_config(cfg)), run_dir / "config.yaml")
     origin = provenance.collect(run_dir if main else None, world_size=distributed.planned_processes(spec.trainer))

@@ -59,9 +59,20 @@ def start_run_log(run_dir: Path) -> Path:
         handler.setFormatter(logging.Formatter(FORMAT))
         setattr(handler, _TAG, True)
         root.addHandler(handler)
-    for h in root.handlers:
-        if _is_console(h) and not any(isinstance(f, _Console) for f in h.filters):
-            h.addFilter(_Console())
+    quiet_console()
+    return path
+
+
+def quiet_console() -> None:
+    """Library chatter and Python warnings off the console, into the run's log where this process
+    writes one (the other ranks of a multi-process run write none: their chatter goes nowhere).
+    Among them: transformers' ``is_gradient_checkpointing`` FutureWarning (peft reads the deprecated
+    name), Lightning's hint to use ``srun`` on a machine that has it, and its warning that a resumed
+    dataloader is not resumable (assay's sampler is: its position is in every checkpoint)."""
+    root = logging.getLogger()
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+    _filter_consoles()
     for name in LIBRARY_LOGGERS:
         lib = logging.getLogger(name)
         for h in [h for h in lib.handlers if _is_console(h)]:
@@ -72,7 +83,12 @@ def start_run_log(run_dir: Path) -> Path:
     logging.captureWarnings(True)
     _assay_console()
     _progress_bars_off()
-    return path
+
+
+def _filter_consoles() -> None:
+    for h in logging.getLogger().handlers:
+        if _is_console(h) and not any(isinstance(f, _Console) for f in h.filters):
+            h.addFilter(_Console())
 
 
 def _is_console(handler: logging.Handler) -> bool:
@@ -82,7 +98,9 @@ def _is_console(handler: logging.Handler) -> bool:
 
 
 def _assay_console() -> None:
-    """assay's own lines: ``[assay] ...`` on stdout (and, through the root logger, in the file)."""
+    """assay's own lines: ``[assay] ...`` on stdout (and, through the root logger, in the file), once:
+    not again in the format of a console handler of the root logger (Hydra's)."""
+    _filter_consoles()
     log.setLevel(logging.INFO)
     if not any(getattr(h, _TAG, False) for h in log.handlers):
         handler = logging.StreamHandler(sys.stdout)

@@ -98,6 +98,7 @@ class Progress:
         self.rate = Rate(total, initial)
         self._bar = None
         self._next_line = 1
+        self._printed: Optional[float] = None
         self.active = enabled() and not disable
         if self.active and not plain and interactive():
             from tqdm.auto import tqdm
@@ -126,6 +127,7 @@ class Progress:
 
     def line(self, fields: Optional[dict] = None) -> None:
         r = self.rate
+        self._printed = r.done
         total = int(r.total) if r.total else "?"
         extra = "".join(f", {k} {v:.4g}" if isinstance(v, float) else f", {k} {v}" for k, v in (fields or {}).items())
         runlog.info("%s: %d/%s (%d%%), %s elapsed, ETA %s (%s)%s", self.desc, int(r.done), total, round(100 * r.fraction),
@@ -135,7 +137,7 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        elif self.active and self._next_line > 1 and self._next_line <= PLAIN_STEPS:
+        elif self.active and self._printed is not None and self._printed != self.rate.done:
             self.line()  # a phase that printed lines says where it ended (stopped early, or total was an estimate)
         self.active = False
 
