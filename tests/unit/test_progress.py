@@ -98,3 +98,30 @@ def test_step_bounded_runs_show_no_negative_epoch_count(monkeypatch):
     assert bar._get_train_description(1).strip() == "Epoch 1/2"
     monkeypatch.setattr(progress_bars, "interactive", lambda stream=None: False)  # a SLURM log: plain lines
     assert isinstance(progress_bars.lightning_progress(True)[0], progress_bars.PlainLoopProgress)
+
+
+def test_training_and_testing_print_plain_lines_without_a_terminal(clock, caplog):
+    from assay.run.progress_bars import PlainLoopProgress
+
+    caplog.set_level("INFO", logger="assay")
+    bar = PlainLoopProgress()
+    bar.get_metrics = lambda trainer, module: {"train/loss": 1.25}
+    trainer = SimpleNamespace(max_steps=2500, global_step=2000, num_test_batches=[4])  # resumed at step 2000
+    bar.on_train_start(trainer, None)
+    for _ in range(500):
+        clock.now += 2.0
+        trainer.global_step += 1
+        bar.on_train_batch_end(trainer, None, None, None, 0)
+    bar.on_train_end(trainer, None)
+    bar.on_test_epoch_start(trainer, None)
+    for _ in range(4):
+        clock.now += 30
+        bar.on_test_batch_end(trainer, None, None, None, 0)
+    bar.on_test_epoch_end(trainer, None)
+    printed = lines(caplog)
+    training = [line for line in printed if line.startswith("training: ")]
+    # a resumed run says where it stands once it has run a few seconds, then at every tenth
+    assert training[0] == "training: 2003/2500 (80%), 0:00:06 elapsed, ETA 0:16:34 (2.0 s/step), train/loss 1.25"
+    assert training[1] == "training: 2250/2500 (90%), 0:08:20 elapsed, ETA 0:08:20 (2.0 s/step), train/loss 1.25"
+    assert training[-1].startswith("training: 2500/2500 (100%)") and len(training) == 3
+    assert [line.split(",")[0] for line in printed if line.startswith("testing: ")] == [f"testing: {k}/4 ({25 * k}%)" for k in range(1, 5)]

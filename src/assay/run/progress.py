@@ -28,7 +28,7 @@ T = TypeVar("T")
 PLAIN_AFTER_S = 5.0
 """Without a terminal, a phase that ends sooner than this prints no progress line."""
 PLAIN_STEPS = 10
-"""Without a terminal, a line at every 1/PLAIN_STEPS of a phase."""
+"""Without a terminal, a line at every 1/PLAIN_STEPS of a phase (unless it asks for fewer ``lines``)."""
 _ENABLED = [True]
 
 
@@ -54,11 +54,11 @@ def clock(seconds: Optional[float]) -> str:
     return "-:--:--" if seconds is None else str(timedelta(seconds=max(0, int(seconds))))
 
 
-def rate_text(per_second: Optional[float], unit: str = "it") -> str:
+def rate_text(per_second: Optional[float], unit: str = "it", sep: str = " ") -> str:
     """``3.20 it/s``, or ``12.5 s/it`` when items take longer than a second (never ``0.00it/s``)."""
     if not per_second:
-        return f"? s/{unit}"
-    return f"{per_second:.2f} {unit}/s" if per_second >= 1 else f"{1 / per_second:.1f} s/{unit}"
+        return f"?{sep}s/{unit}"
+    return f"{per_second:.2f}{sep}{unit}/s" if per_second >= 1 else f"{1 / per_second:.1f}{sep}s/{unit}"
 
 
 class Rate:
@@ -91,10 +91,12 @@ class Rate:
 
 class Progress:
     """One phase: ``with Progress("reference log-probs (train)", total=n) as p: ... p.update()``
-    (``plain``: lines even on a terminal, for a loop that already has a bar of its own)."""
+    (``plain``: lines even on a terminal, for a loop that already has a bar of its own; ``lines``: how
+    many lines a long phase prints without a terminal)."""
 
-    def __init__(self, desc: str, total: Optional[float], unit: str = "batch", initial: float = 0, disable: bool = False, plain: bool = False):
-        self.desc, self.unit = desc, unit
+    def __init__(self, desc: str, total: Optional[float], unit: str = "batch", initial: float = 0, disable: bool = False,
+                 plain: bool = False, lines: int = PLAIN_STEPS):
+        self.desc, self.unit, self.lines = desc, unit, lines
         self.rate = Rate(total, initial)
         self._bar = None
         self._next_line = 1
@@ -120,7 +122,7 @@ class Progress:
             self._bar.update(moved)
             return
         if self.rate.total and self.rate.elapsed >= PLAIN_AFTER_S:
-            step = int(self.rate.fraction * PLAIN_STEPS)
+            step = int(self.rate.fraction * self.lines)
             if step >= self._next_line:
                 self._next_line = step + 1
                 self.line(fields)

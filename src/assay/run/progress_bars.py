@@ -57,7 +57,7 @@ class _RateColumn(ProgressColumn):
         if per_second and task.total not in (None, float("inf")):
             left = max(0.0, task.total - task.completed) / per_second
         elapsed = task.finished_time if task.finished else task.elapsed
-        return Text(f"{clock(elapsed)} • {clock(left)} {rate_text(per_second)}", style=self.style)
+        return Text(f"{clock(elapsed)} • {clock(left)} {rate_text(per_second, sep='')}", style=self.style)
 
 
 class StepBoundProgressBar(RichProgressBar):
@@ -117,8 +117,9 @@ class StepBoundProgressBar(RichProgressBar):
 
 
 class PlainLoopProgress(ProgressBar):
-    """A line at every tenth of training (in optimizer steps, with the loss), of each validation and
-    of the test (generation and KL included), once a loop has run a few seconds."""
+    """A line at every tenth of training (in optimizer steps, with the loss) and of the test
+    (generation and KL included), at every quarter of each validation, once a loop has run a few
+    seconds."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -153,9 +154,9 @@ class PlainLoopProgress(ProgressBar):
         if self._train is not None:
             self._train.close()
 
-    def _start_eval(self, desc: str, batches: Any) -> None:
+    def _start_eval(self, desc: str, batches: Any, lines: int) -> None:
         total = sum(batches) if isinstance(batches, (list, tuple)) else batches
-        self._eval = Progress(desc, total if total != float("inf") else None, plain=True, disable=self.is_disabled)
+        self._eval = Progress(desc, total if total != float("inf") else None, plain=True, disable=self.is_disabled, lines=lines)
 
     def _step_eval(self) -> None:
         if self._eval is not None:
@@ -168,7 +169,7 @@ class PlainLoopProgress(ProgressBar):
 
     def on_validation_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         if not trainer.sanity_checking:
-            self._start_eval("validating", trainer.num_val_batches)
+            self._start_eval("validating", trainer.num_val_batches, lines=4)  # one of many: fewer lines
 
     def on_validation_batch_end(self, trainer: Any, *args: Any, **kwargs: Any) -> None:
         self._step_eval()
@@ -177,7 +178,7 @@ class PlainLoopProgress(ProgressBar):
         self._end_eval()
 
     def on_test_epoch_start(self, trainer: Any, pl_module: Any) -> None:
-        self._start_eval("testing", trainer.num_test_batches)
+        self._start_eval("testing", trainer.num_test_batches, lines=10)
 
     def on_test_batch_end(self, trainer: Any, *args: Any, **kwargs: Any) -> None:
         self._step_eval()
