@@ -31,6 +31,18 @@ def test_an_sft_run_saves_its_test_generations_and_its_heldout_ids(tmp_path):
     assert len(train_ids) == data["train_examples"] and not train_ids & (set(ids["val"]) | set(ids["test"]))
 
 
+def test_a_collaborative_run_saves_its_heldout_ids(tmp_path, compose_cfg):
+    pytest.importorskip("flwr")
+    import assay.config  # noqa: F401  (registers every schema, as assay-train does)
+    from assay.collab.run import run_collab
+    from tests.integration.test_collab_run import TINY
+
+    run = tmp_path / "run"
+    assert run_collab(compose_cfg([*TINY, "collab.prepare_only=true"], run))["status"] == "prepared"
+    ids = json.loads((run / "heldout_ids.json").read_text())
+    assert set(ids) == {"val", "test"} and len(ids["val"]) == len(ids["test"]) == 30  # 6 per skill, 5 skills
+
+
 def test_eval_generate_false_generates_nothing(tmp_path):
     summary = run_in_hydra([*FAST, "trainer.max_steps=2", "eval.generate=false"], tmp_path)  # validates at step 2
     metrics = summary["metrics"]
