@@ -33,6 +33,7 @@ class AssayModule(pl.LightningModule):
         self.reference_weights = reference
         self._reference = None
         self._generations: list[dict] = []
+        self.generations_dir = None  # where the test generations go (the run directory; set by assay.train)
         self.objective, self.optim, self.evaluation = objective, optim, evaluation
         self._eval_sums: dict[str, list] = defaultdict(list)
         # Running statistics of a dynamic objective (β-DPO), as buffers: saved in every checkpoint.
@@ -118,8 +119,8 @@ class AssayModule(pl.LightningModule):
         if self._trainer is None or self.trainer.is_global_zero:
             from assay.heldout import write_generations
 
-            if self.evaluation.generate:  # SFT and preference runs alike: one row per generated test prompt
-                write_generations(rows, self.trainer.default_root_dir if self._trainer is not None else ".")
+            if self.evaluation.generate and self.generations_dir is not None:  # SFT and preference runs alike
+                write_generations(rows, self.generations_dir)
             if self.reference_weights is not None:
                 self.reference_weights.cleanup()
 

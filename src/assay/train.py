@@ -136,6 +136,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     reference = ReferenceWeights(spec.model, model, run_dir, write=main) if spec.objective.needs_reference else None
     module = AssayModule(model, tokenizer, spec.objective, spec.optim, spec.eval, reference=reference)
     module.reweighting = mixing.reweighting  # DoReMi's proxy: the α-reweighted loss (its α in every checkpoint)
+    module.generations_dir = run_dir  # test_generations.parquet
     every = cfg.get("checkpoint_every_n_steps") or max(1, spec.trainer.max_steps // 4)
     checkpoints = ModelCheckpoint(
         dirpath=run_dir / "checkpoints", filename="step={step:06d}", auto_insert_metric_name=False, save_last=True,
