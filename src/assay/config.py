@@ -52,13 +52,24 @@ class EvalConfig:
 
     max_new_tokens: int = 12
     """Greedy generation length for exact match."""
+    generate: bool = True
+    """Generate greedy answers to held-out prompts: exact match and answer reward, the win rate against
+    the reference, and ``test_generations.parquet``. false: no generation at all (validation included),
+    losses and preference metrics only."""
     val_generate: bool = True
-    """Also measure exact match at every validation (not only on the test split)."""
+    """Also measure exact match at every validation (not only on the test split); with ``generate``."""
+    max_examples: Optional[int] = None
+    """Generate for at most this many examples of each held-out split (the first rows of the split;
+    losses, preference accuracy and KL still use every row); null = all."""
+    kl: bool = True
+    """Preference runs against a reference: the exact token KL(π_θ ‖ π_ref) on the test split's chosen
+    responses (``test/kl_ref``; one forward pass of policy and reference per test batch)."""
     per_source_metrics: list[str] = field(default_factory=lambda: ["all"])
     """Metrics also reported per source (domain), as ``<split>/<metric>/<source>``; ``all`` = every metric."""
 
     def __post_init__(self) -> None:
         check(self.max_new_tokens > 0, "eval.max_new_tokens", self.max_new_tokens, "must be a positive integer")
+        check(self.max_examples is None or self.max_examples > 0, "eval.max_examples", self.max_examples, "must be a positive integer (or null for all)")
 
 
 @dataclass

@@ -36,6 +36,8 @@ from assay.data.collate import IGNORE
 
 SNAPSHOT = "reference_init.pt"
 GENERATIONS = "test_generations.parquet"
+HELDOUT_IDS = "heldout_ids.json"
+HELDOUT_SPLITS = ("val", "test")
 
 
 # ---- the two statistics, on plain tensors ----------------------------------------------------------
@@ -122,8 +124,21 @@ class ReferenceWeights:
         self.snapshot.unlink(missing_ok=True)
 
 
+def write_heldout_ids(splits, run_dir: Path) -> Path:
+    """``heldout_ids.json``: the example ids of the validation and test splits, in split order (what
+    every held-out metric of the run was measured on, so another tool can score the same prompts)."""
+    import json
+
+    path = Path(run_dir) / HELDOUT_IDS
+    ids = {split: [str(i) for i in splits[split]["id"]] for split in HELDOUT_SPLITS if split in splits}
+    path.write_text(json.dumps(ids, indent=1))
+    return path
+
+
 def write_generations(rows: list[dict], run_dir: Path) -> Path:
-    """The per-prompt test generations of policy and reference, one row per held-out prompt."""
+    """The per-prompt test generations, one row per generated held-out prompt: the policy's greedy
+    answer, its reward and exact match; against a reference (preference runs) also the reference's
+    answer, its reward and the win."""
     import pandas as pd
 
     path = Path(run_dir) / GENERATIONS

@@ -33,6 +33,7 @@ class AssayModule(pl.LightningModule):
         self.reference_weights = reference
         self._reference = None
         self._generations: list[dict] = []
+        self.generations_dir = None  # where the test generations go (the run directory; set by assay.train)
         self.objective, self.optim, self.evaluation = objective, optim, evaluation
         self._eval_sums: dict[str, list] = defaultdict(list)
         # Running statistics of a dynamic objective (β-DPO), as buffers: saved in every checkpoint.
@@ -95,23 +96,22 @@ class AssayModule(pl.LightningModule):
         return self._trainer is None or self.trainer.progress_bar_callback is not None
 
     # ---- evaluation: per-sample loss and metrics, plus exact match of greedy generations ----------
+    # (eval.generate / eval.max_examples size the generations, eval.kl the KL to the reference)
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, "val", self.evaluation.val_generate)
+        self._eval_step(batch, "val", self.evaluation.generate and self.evaluation.val_generate)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, "test", True)
+        self._eval_step(batch, "test", self.evaluation.generate)
 
     def on_test_start(self) -> None:
-        if self.reference_weights is not None:
+        self._generations = []
+        if self.reference_weights is not None and (self.evaluation.generate or self.evaluation.kl):
             # a plain attribute, not a submodule: the reference never enters a checkpoint or the optimiser
             object.__setattr__(self, "_reference", self.reference_weights.load(self.model))
-            self._generations = []
 
     def on_test_end(self) -> None:
-        if self._reference is None:
-            return
         object.__setattr__(self, "_reference", None)
-        rows = self._generations
+        rows, self._generations = self._generations, []
         if self._trainer is not None and self.trainer.world_size > 1:
             from assay.run.distributed import gather_objects
 
@@ -119,20 +119,31 @@ class AssayModule(pl.LightningModule):
         if self._trainer is None or self.trainer.is_global_zero:
             from assay.heldout import write_generations
 
-            write_generations(rows, self.trainer.default_root_dir if self._trainer is not None else ".")
-            self.reference_weights.cleanup()
-        self._generations = []
+            if self.evaluation.generate and self.generations_dir is not None:  # SFT and preference runs alike
+                write_generations(rows, self.generations_dir)
+            if self.reference_weights is not None:
+                self.reference_weights.cleanup()
 
     def _eval_step(self, batch: dict, split: str, generate: bool) -> None:
         out = self.objective.compute(self.model, self.with_reference(batch), training=False, controller=self.controller)
         values = {"loss": out.loss, **out.metrics}
-        if generate:
-            values["exact_match"], values["answer_reward"] = self.greedy_scores(batch)
-        if split == "test" and self._reference is not None:
-            values.update(self.reference_scores(batch, values["answer_reward"]))
-        rows = batch["index"].tolist()
+        if split == "test" and self._reference is not None and self.evaluation.kl:
+            from assay.heldout import chosen_kl
+
+            values["_kl_ref_sum"], values["_kl_ref_tokens"] = chosen_kl(self.model, self._reference, batch)
+        self._keep(batch["index"].tolist(), batch["sources"], values)
+        keep = [i for i, row in enumerate(batch["index"].tolist()) if self.evaluation.max_examples is None or row < self.evaluation.max_examples]
+        if not generate or not keep:
+            return
+        batch = generation_rows(batch, keep)
+        values = dict(zip(("exact_match", "answer_reward"), self.greedy_scores(batch)))
+        if split == "test":
+            values.update(self.record_generations(batch, values["answer_reward"]))
+        self._keep(batch["index"].tolist(), batch["sources"], values)
+
+    def _keep(self, rows: list[int], sources: list[str], values: dict) -> None:
         for key, v in values.items():
-            for row, source, x in zip(rows, batch["sources"], v.float().cpu().tolist()):
+            for row, source, x in zip(rows, sources, v.float().cpu().tolist()):
                 self._eval_sums[key].append((row, source, x))
 
     def on_validation_epoch_end(self) -> None:
@@ -187,26 +198,26 @@ class AssayModule(pl.LightningModule):
         return torch.tensor(hits, dtype=torch.float32), torch.tensor(rewards, dtype=torch.float32)
 
     @torch.no_grad()
-    def reference_scores(self, batch: dict, policy_rewards: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per held-out pair, against the reference model (assay.heldout): the win of the policy's greedy
-        answer over the reference's under the ground-truth reward (1, ½ on a tie, 0), and the exact
-        token KL(π_θ ‖ π_ref) summed over the chosen response with its token count (``test/kl_ref`` is
-        their ratio over the split: a mean over completion tokens). Keeps the generations for the
-        per-prompt table."""
-        from assay.heldout import chosen_kl, win_scores
+    def record_generations(self, batch: dict, policy_rewards: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per generated test prompt: the row of ``test_generations.parquet``; against the reference
+        model (assay.heldout), also the win of the policy's greedy answer over the reference's under
+        the ground-truth reward (1, ½ on a tie, 0)."""
+        from assay.heldout import win_scores
 
+        prompts = self.tokenizer.batch_decode(batch["prompt_input_ids"], skip_special_tokens=True)
+        rows = [{"id": row_id, "source": batch["sources"][i], "prompt": prompts[i].strip(), "answer": batch["answers"][i],
+                 "policy_generation": self._last_texts[i].strip(), "policy_reward": float(policy_rewards[i]),
+                 "exact_match": float(normalise_answer(self._last_texts[i]) == normalise_answer(batch["answers"][i]))}
+                for i, row_id in enumerate(batch["ids"])]
+        self._generations.extend(rows)
+        if self._reference is None:
+            return {}
         texts = self.greedy_texts(self._reference, batch)
         ref_rewards = torch.tensor([skill_reward(a, t) for t, a in zip(texts, batch["answers"])], dtype=torch.float32)
         wins = win_scores(policy_rewards.float().cpu(), ref_rewards)
-        kl_sum, kl_tokens = chosen_kl(self.model, self._reference, batch)
-        prompts = self.tokenizer.batch_decode(batch["prompt_input_ids"], skip_special_tokens=True)
-        for i, row_id in enumerate(batch["ids"]):
-            self._generations.append({
-                "id": row_id, "source": batch["sources"][i], "prompt": prompts[i].strip(), "answer": batch["answers"][i],
-                "policy_generation": self._last_texts[i].strip(), "reference_generation": texts[i].strip(),
-                "policy_reward": float(policy_rewards[i]), "reference_reward": float(ref_rewards[i]), "win": float(wins[i]),
-            })
-        return {"win_rate": wins, "_kl_ref_sum": kl_sum, "_kl_ref_tokens": kl_tokens}
+        for row, text, reward, win in zip(rows, texts, ref_rewards.tolist(), wins.tolist()):
+            row.update(reference_generation=text.strip(), reference_reward=reward, win=win)
+        return {"win_rate": wins}
 
     def greedy_texts(self, model, batch: dict) -> list[str]:
         """Decoded greedy continuations of the batch's (left-padded) prompts by ``model``."""
@@ -227,6 +238,15 @@ class AssayModule(pl.LightningModule):
         total = self.trainer.estimated_stepping_batches
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_multiplier(self.optim.schedule, self.optim.warmup_steps, total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+GENERATION_KEYS = ("prompt_input_ids", "prompt_attention_mask", "answers", "ids", "sources", "index")
+
+
+def generation_rows(batch: dict, keep: list[int]) -> dict:
+    """What greedy generation reads of a batch, for the examples at positions ``keep`` only."""
+    index = torch.tensor(keep, dtype=torch.long)
+    return {k: batch[k][index.to(batch[k].device)] if torch.is_tensor(batch[k]) else [batch[k][i] for i in keep] for k in GENERATION_KEYS}
 
 
 def _multiplier(step: int, *, schedule: str, warmup: int, total: int) -> float:

@@ -60,7 +60,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from assay.data.collate import tokenize_split
     from assay.data.datamodule import AssayDataModule, SamplerProgress
     from assay.dynamics.mechanism import write_mechanism
-    from assay.heldout import ReferenceWeights
+    from assay.heldout import ReferenceWeights, write_heldout_ids
     from assay.mixing.run import setup_mixing
     from assay.models.build import save_model
     from assay.loggers import wandb_location
@@ -69,6 +69,8 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from assay.objectives.live_reference import ReferenceSync
     from assay.objectives.reference import attach_reference_logps
     from assay.run.preemption import DivergenceGuard, PreemptionCheckpoint, cluster_plugins
+    from assay.run.progress import set_enabled
+    from assay.run.progress_bars import lightning_progress
     from assay.run.machine import check_trainer
     from assay.run.speed import Throughput
     from assay.selection import SelectionContext
@@ -82,6 +84,8 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     if main:
         runlog.start_run_log(run_dir)
+    else:
+        runlog.quiet_console()
         (run_dir / "summary.json").unlink(missing_ok=True)  # a run that does not finish has no summary
         OmegaConf.save(OmegaConf.create(job_config(cfg)), run_dir / "config.yaml")
     origin = provenance.collect(run_dir if main else None, world_size=distributed.planned_processes(spec.trainer))
@@ -89,10 +93,12 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         write_json(run_dir / provenance.RECORD_FILE, origin)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     spec.trainer.apply_threads()  # before data, scoring and training alike
+    set_enabled(spec.trainer.enable_progress_bar)  # the phases before training (reference log-probs, scoring) too
 
     examples, model, tokenizer = build_examples_and_model(spec)
     if main:
         tokenizer.save_pretrained(run_dir / "tokenizer")
+        write_heldout_ids(examples.splits, run_dir)
     data = spec.data
     tokenized = DatasetDict(
         {
@@ -136,6 +142,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     reference = ReferenceWeights(spec.model, model, run_dir, write=main) if spec.objective.needs_reference else None
     module = AssayModule(model, tokenizer, spec.objective, spec.optim, spec.eval, reference=reference)
     module.reweighting = mixing.reweighting  # DoReMi's proxy: the α-reweighted loss (its α in every checkpoint)
+    module.generations_dir = run_dir  # test_generations.parquet
     every = cfg.get("checkpoint_every_n_steps") or max(1, spec.trainer.max_steps // 4)
     checkpoints = ModelCheckpoint(
         dirpath=run_dir / "checkpoints", filename="step={step:06d}", auto_insert_metric_name=False, save_last=True,
@@ -149,7 +156,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     sync = [ReferenceSync()] if getattr(spec.objective, "live_reference", False) else []
     speed = Throughput(spec.trainer.peak_flops, Path(cfg.paths.cache_dir)) if spec.trainer.throughput else None
     callbacks = [*sync, SamplerProgress(), DivergenceGuard(spec.trainer.log_every_n_steps, spec.optim.lr), *mixing.callbacks, *spec.dynamics.callbacks(run_dir), *rescoring, PreemptionCheckpoint(run_dir / "checkpoints" / "last.ckpt"), checkpoints,
-                 *([speed] if speed else []), *runlog.progress_bar(spec.trainer.enable_progress_bar)]
+                 *([speed] if speed else []), *lightning_progress(spec.trainer.enable_progress_bar)]
     resume = checkpoint_to_resume(cfg.ckpt_path, run_dir)
     if resume:  # before Lightning's strict restore, which lists every parameter of another shape
         check_checkpoint_fits(Path(resume), module, "ckpt_path", cfg.ckpt_path or "last")

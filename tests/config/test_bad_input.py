@@ -53,6 +53,7 @@ CASES = {
     "LoRA alpha 0": (["model.lora.r=4", "model.lora.alpha=0"], ["model.lora.alpha=0", "trains nothing"]),
     "--cfg job validates what it prints": (["--cfg", "job", "optim.lr=-1"], ["optim.lr=-1.0", "must be > 0"]),
     "per-source metric that is no metric": (["eval.per_source_metrics=[copy]"], ["eval.per_source_metrics='copy'", "is not a metric", "'exact_match'"]),
+    "no test examples to generate for": (["eval.max_examples=0"], ["eval.max_examples=0", "must be a positive integer (or null for all)"]),
     "task name outside the log folder": (["task_name=../escape"], ["task_name='../escape'", "plain name"]),
 }
 

@@ -42,7 +42,7 @@ SPLIT = {"run"}
 LAYERS: list[tuple[str, set[str]]] = [
     # foundation: errors, names and places every other unit uses; no research content (metric names
     # and what a run prints among them)
-    ("foundation", {"cards", "errors", "hub", "lazy", "paths", "provenance", "registry", "run.results", "run.log"}),
+    ("foundation", {"cards", "errors", "hub", "lazy", "paths", "provenance", "registry", "run.results", "run.log", "run.progress", "run.progress_bars"}),
     # building blocks: run machinery independent of the examples (Lightning trainers and loggers, processes,
     # preemption, SLURM, run directories and resuming, sweep expansion, the checks of data files, cluster
     # and machine, the machine's peak FLOP/s and every run's throughput), sample orders over example indices, which the data module draws with, and the

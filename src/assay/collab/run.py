@@ -33,6 +33,7 @@ def run_collab(cfg: DictConfig) -> dict[str, Any]:
     from assay.collab.rules import rule_of
     from assay.config import validate
     from assay.data import build_examples
+    from assay.heldout import write_heldout_ids
     from assay.models.build import save_model
     from assay.run.preemption import requeued
     from assay.registry import to_object
@@ -64,6 +65,7 @@ def run_collab(cfg: DictConfig) -> dict[str, Any]:
         for d in (SERVER_DIR, CLIENTS_DIR, "global"):
             shutil.rmtree(run_dir / d, ignore_errors=True)
     OmegaConf.save(OmegaConf.create(job_config(cfg)), run_dir / "config.yaml")
+    write_heldout_ids(examples.splits, run_dir)  # the public val / test splits every party is measured on
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     spec.trainer.apply_threads()
 

@@ -18,11 +18,11 @@ from typing import Any, Optional
 
 import numpy as np
 from omegaconf import MISSING
-from tqdm.auto import tqdm
 
 from assay.data.text import response_column
 from assay.errors import UserError, check
 from assay.lazy import datasets, torch
+from assay.run.progress import track
 
 
 def example_texts(ds: datasets.Dataset, response_only: bool = False) -> list[str]:
@@ -109,4 +109,4 @@ class EmbedderConfig:
 
 def batch_starts(n: int, size: int, desc: str):
     """Start index of every batch of ``size`` over ``n`` rows, with a progress bar."""
-    return tqdm(range(0, n, size), desc=desc, unit="batch", total=(n + size - 1) // size, leave=False)
+    return track(range(0, n, size), desc, total=(n + size - 1) // size)

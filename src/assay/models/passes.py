@@ -16,6 +16,7 @@ import numpy as np
 from assay.data.collate import IGNORE
 from assay.data.text import response_column
 from assay.lazy import F, torch
+from assay.run.progress import track
 
 WEIGHTINGS = ("mean", "position")
 
@@ -38,12 +39,12 @@ def pad_rows(prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]
     return {"input_ids": input_ids, "attention_mask": mask, "labels": label_t}
 
 
-def padded_batches(ds, pad_id: int, batch_size: int, with_prompt: bool = True, bos_id: Optional[int] = None, desc: str = "scoring") -> Iterator[dict]:
-    """``pad_rows`` over a tokenized dataset (``prompt_ids`` and the response ids), ``batch_size`` rows at a time."""
-    from tqdm.auto import tqdm
-
+def padded_batches(ds, pad_id: int, batch_size: int, with_prompt: bool = True, bos_id: Optional[int] = None, desc: str = "selection scoring") -> Iterator[dict]:
+    """``pad_rows`` over a tokenized dataset (``prompt_ids`` and the response ids), ``batch_size`` rows
+    at a time, with the pass's progress (``desc``, batches done, ETA) on the console."""
     col = f"{response_column(ds)}_ids"
-    for start in tqdm(range(0, len(ds), batch_size), desc=desc, leave=False, disable=len(ds) <= batch_size):
+    starts = range(0, len(ds), batch_size)
+    for start in track(starts, desc, disable=len(ds) <= batch_size):
         rows = ds[start : start + batch_size]
         yield pad_rows(rows["prompt_ids"], rows[col], pad_id, with_prompt, bos_id)
 

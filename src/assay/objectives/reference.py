@@ -32,11 +32,11 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from assay.data.collate import KL_COMPLETION, REFERENCE_TOKENS, Collator
 from assay.data.datamodule import Rows
 from assay.objectives.logps import pair_logps, sequence_logps
+from assay.run.progress import track
 
 COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 HEAD_COLUMNS = ("ref_chosen_head_logps", "ref_rejected_head_logps")
@@ -77,7 +77,7 @@ def compute_reference_logps(
     loader = DataLoader(Rows(ds), batch_size=batch_size, collate_fn=Collator(pad_id, "preference", with_generation=False, **(collation or {})))
     out = []
     device = next(model.parameters()).device
-    for batch in tqdm(loader, desc=desc, leave=False):
+    for batch in track(loader, desc):
         batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         lp = pair_logps(model, batch).sum
         out.append(torch.stack(lp.chunk(2), dim=1).float().cpu())
@@ -156,7 +156,7 @@ def attach_token_logps(model: torch.nn.Module, ds: datasets.Dataset, pad_id: int
         device = next(model.parameters()).device
         loader = DataLoader(Rows(ds.select(missing)), batch_size=batch_size, collate_fn=Collator(pad_id, "sft", with_generation=False))
         rows = iter(missing)
-        for batch in tqdm(loader, desc=f"reference token log-probs ({split})", leave=False):
+        for batch in track(loader, f"reference token log-probs ({split})"):
             lp = sequence_logps(model, batch["input_ids"].to(device), batch["attention_mask"].to(device), batch["labels"].to(device))
             for tokens, mask in zip(lp.token_logps.float().cpu(), lp.mask.cpu()):
                 i = next(rows)

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Optional
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from assay.lazy import torch
 from assay.ot.costs import feature_cost, half_sq_norms
+from assay.run.progress import Progress
 
 SOLVERS = ("auto", "exact", "sinkhorn", "batched")
 
@@ -219,9 +219,9 @@ def batched_potentials(
             col = torch.logaddexp(col, torch.logsumexp(z, dim=0))
         return col
 
-    bar = tqdm(range(max_iter), desc="sinkhorn (batched)", unit="sweep", leave=False, disable=not progress)
+    bar = Progress("sinkhorn (batched)", max_iter, unit="sweep", disable=not progress)  # max_iter bounds it; it may converge sooner
     sweeps = 0
-    for sweeps in bar:
+    for sweeps in range(max_iter):
         e = max(eps, eps_start * eps_decay**sweeps) if eps_start is not None else eps
         r = (g - hy) / e + log_b
         mass = torch.zeros(k, dtype=torch.float64, device=dev)  # Σ_i a_i·n·E_ij/S_i
@@ -240,7 +240,7 @@ def batched_potentials(
         g_new = hy - e * col
         err = float((bw * (torch.exp((g - g_new) / e) - 1)).abs().sum())
         g = g_new
-        bar.set_postfix(eps=f"{e:.3g}", marginal_err=f"{err:.2e}")
+        bar.update(1, eps=f"{e:.3g}", marginal_err=f"{err:.2e}")
         if e == eps and err < tol:
             break
     bar.close()
@@ -302,7 +302,7 @@ def _row_pass(
     f = torch.empty(n, dtype=x.dtype, device=x.device)
     where = torch.empty(n, dtype=torch.int64, device=x.device) if argmin else None
     work = torch.empty((min(batch_size, n), y.shape[0]), dtype=x.dtype, device=x.device)
-    bar = tqdm(total=n, desc=desc, unit="pt", unit_scale=True, leave=False, disable=not progress)
+    bar = Progress(desc, n, unit="pt", disable=not progress)
     for start in range(0, n, batch_size):
         rows = slice(start, min(n, start + batch_size))
         z = torch.addmm(row_term, x[rows], yt, out=work[: rows.stop - rows.start])

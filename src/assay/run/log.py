@@ -4,7 +4,8 @@ The console shows what a user reads: assay's own lines (stages, resuming, the su
 run directory), errors, and warnings raised by assay's code. Everything else the libraries say
 (Lightning's accelerator lines and hints, Python warnings from any library, transformers and
 datasets messages) goes to ``<run dir>/train.log`` only, together with assay's own lines and the
-final metrics; progress bars of data mapping and checkpoint writing are off.
+final metrics; progress bars of data mapping and checkpoint writing are off (the progress of a
+run's own phases is ``assay.run.progress``).
 """
 
 from __future__ import annotations
@@ -58,9 +59,20 @@ def start_run_log(run_dir: Path) -> Path:
         handler.setFormatter(logging.Formatter(FORMAT))
         setattr(handler, _TAG, True)
         root.addHandler(handler)
-    for h in root.handlers:
-        if _is_console(h) and not any(isinstance(f, _Console) for f in h.filters):
-            h.addFilter(_Console())
+    quiet_console()
+    return path
+
+
+def quiet_console() -> None:
+    """Library chatter and Python warnings off the console, into the run's log where this process
+    writes one (the other ranks of a multi-process run write none: their chatter goes nowhere).
+    Among them: transformers' ``is_gradient_checkpointing`` FutureWarning (peft reads the deprecated
+    name), Lightning's hint to use ``srun`` on a machine that has it, and its warning that a resumed
+    dataloader is not resumable (assay's sampler is: its position is in every checkpoint)."""
+    root = logging.getLogger()
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+    _filter_consoles()
     for name in LIBRARY_LOGGERS:
         lib = logging.getLogger(name)
         for h in [h for h in lib.handlers if _is_console(h)]:
@@ -71,7 +83,12 @@ def start_run_log(run_dir: Path) -> Path:
     logging.captureWarnings(True)
     _assay_console()
     _progress_bars_off()
-    return path
+
+
+def _filter_consoles() -> None:
+    for h in logging.getLogger().handlers:
+        if _is_console(h) and not any(isinstance(f, _Console) for f in h.filters):
+            h.addFilter(_Console())
 
 
 def _is_console(handler: logging.Handler) -> bool:
@@ -81,7 +98,9 @@ def _is_console(handler: logging.Handler) -> bool:
 
 
 def _assay_console() -> None:
-    """assay's own lines: ``[assay] ...`` on stdout (and, through the root logger, in the file)."""
+    """assay's own lines: ``[assay] ...`` on stdout (and, through the root logger, in the file), once:
+    not again in the format of a console handler of the root logger (Hydra's)."""
+    _filter_consoles()
     log.setLevel(logging.INFO)
     if not any(getattr(h, _TAG, False) for h in log.handlers):
         handler = logging.StreamHandler(sys.stdout)
@@ -113,20 +132,3 @@ def info(message: str, *args: Any) -> None:
 def to_file(message: str, *args: Any) -> None:
     """A line for the run's log only (the console shows the same content another way)."""
     log.info(message, *args, extra={"file_only": True})
-
-
-def progress_bar(enabled: bool) -> list:
-    """Lightning's rich progress bar, without the ``Epoch 0/-2`` it shows for a run that is bounded
-    by steps (``max_epochs=-1``): such a run's epochs have no last one to count to."""
-    if not enabled:
-        return []
-    from pytorch_lightning.callbacks import RichProgressBar
-
-    class StepBoundProgressBar(RichProgressBar):
-        def _get_train_description(self, current_epoch: int) -> str:
-            if self.trainer.max_epochs is not None and self.trainer.max_epochs < 0:
-                description = f"Epoch {current_epoch}"
-                return f"{description:{len(self.validation_description)}}"
-            return super()._get_train_description(current_epoch)
-
-    return [StepBoundProgressBar()]

@@ -174,11 +174,9 @@ def cluster_environment() -> Any:
     launched us, SLURM's (auto-requeue off) inside an allocation, else a plain local environment.
 
     Lightning's own guess probes SLURM on every Trainer and at every ``fit``/``test``, and on any
-    machine with ``srun`` on PATH (every cluster login node) prints a hint to use ``srun`` above
-    the run's output. Outside an allocation that hint is wrong for assay (it launches jobs through
-    submitit or sbatch itself), so it is silenced there."""
-    import warnings
-
+    machine with ``srun`` on PATH (every cluster login node) warns to use ``srun``. Outside an
+    allocation that hint is wrong for assay (it launches jobs through submitit or sbatch itself): like
+    every library warning it goes to the run's ``train.log``, not the console (``assay.run.log``)."""
     from lightning_fabric.plugins.environments import LightningEnvironment, LSFEnvironment, MPIEnvironment, SLURMEnvironment, TorchElasticEnvironment
 
     if TorchElasticEnvironment.detect():
@@ -188,7 +186,6 @@ def cluster_environment() -> Any:
     for other in (LSFEnvironment, MPIEnvironment):  # the rest of Lightning's own order
         if other.detect():
             return other()
-    warnings.filterwarnings("ignore", message="The `srun` command is available on your system but is not used")
     return LightningEnvironment()
 
 

@@ -289,14 +289,3 @@ def test_make_test_fetches_every_model_the_tests_use():
     out = subprocess.run(["make", "-n", "test", "models"], capture_output=True, text=True, cwd=REPO)
     fetches = [line for line in out.stdout.splitlines() if "assay-fetch" in line]
     assert len(fetches) == 2 and all("assay-fetch smollm2 minilm" in line for line in fetches), out.stdout
-
-
-def test_step_bounded_runs_show_no_negative_epoch_count():
-    from assay.run.log import progress_bar
-
-    assert progress_bar(False) == []
-    (bar,) = progress_bar(True)
-    bar._trainer = SimpleNamespace(max_epochs=-1)
-    assert bar._get_train_description(0).strip() == "Epoch 0"
-    bar._trainer = SimpleNamespace(max_epochs=3)
-    assert bar._get_train_description(1).strip() == "Epoch 1/2"
