@@ -198,6 +198,9 @@ class TrainConfig:
     stages: list[Any] = field(default_factory=list)
     """Multi-stage recipe: a list of {name, overrides, init_from_previous}; each stage starts from the
     previous stage's model unless it sets ``init_from_previous: false``."""
+    stage_args: dict[str, list[str]] = field(default_factory=dict)
+    """Overrides for one stage of the recipe, after its own and the command line's: written on the
+    command line as ``<stage>:<override>`` (``dpo:data.train_file=prefs.jsonl``; ``assay.run.stages``)."""
     previous_stage: Optional[str] = None
     """Run directory of the stage before this one in a multi-stage recipe (set by the recipe; null in
     a single run). Stage overrides may read it, e.g. ``selection.dynamics_from=${previous_stage}``."""

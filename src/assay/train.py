@@ -84,10 +84,10 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     if main:
         runlog.start_run_log(run_dir)
-    else:
-        runlog.quiet_console()
         (run_dir / "summary.json").unlink(missing_ok=True)  # a run that does not finish has no summary
         OmegaConf.save(OmegaConf.create(job_config(cfg)), run_dir / "config.yaml")
+    else:
+        runlog.quiet_console()
     origin = provenance.collect(run_dir if main else None, world_size=distributed.planned_processes(spec.trainer))
     if main:  # at the start too: a run killed before its summary still names the code it ran
         write_json(run_dir / provenance.RECORD_FILE, origin)
@@ -224,17 +224,13 @@ def run_stages(cfg: DictConfig) -> dict[str, Any]:
     sets ``init_from_previous: false`` (e.g. LESS: train the base model on what a warm-up selected)."""
     from hydra import compose
 
+    from assay.run.stages import stage_entries, stage_overrides
+
     root = Path(cfg.paths.output_dir)
     base = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     previous, stages = None, {}
-    for stage in _stage_entries(cfg):
-        # The recipe's stage overrides first, the command line after them: the command line has the last word.
-        overrides = list(stage["overrides"]) + base + [f"stage={stage['name']}", "stages=[]"]
-        if previous is not None:
-            overrides.append(f"previous_stage={previous}")
-            if stage["init_from_previous"]:
-                overrides.append(f"model.init_from={previous}")
-        stage_cfg = compose(config_name="train", overrides=overrides)
+    for stage in stage_entries(cfg):
+        stage_cfg = compose(config_name="train", overrides=stage_overrides(stage, base, previous))
         stage_dir = root / stage["name"]
         with open_dict(stage_cfg):
             stage_cfg.paths.output_dir = str(stage_dir)
@@ -247,26 +243,6 @@ def run_stages(cfg: DictConfig) -> dict[str, Any]:
     if distributed.is_main():
         write_json(root / "summary.json", summary)
     return summary
-
-
-STAGE_KEYS = ("name", "overrides", "init_from_previous")
-
-
-def _stage_entries(cfg: DictConfig) -> list[dict[str, Any]]:
-    """The recipe's stages with their overrides unresolved (``${previous_stage}`` is filled in per
-    stage by Hydra, not here), each checked for unknown keys before any stage runs."""
-    entries = []
-    for i, stage in enumerate(OmegaConf.to_container(cfg.stages, resolve=False)):
-        if not isinstance(stage, dict) or "name" not in stage:
-            raise UserError(f"stages[{i}]", stage, "must be a mapping with a name and overrides")
-        unknown = sorted(set(stage) - set(STAGE_KEYS))
-        if unknown:
-            raise UserError(f"stages[{i}].{unknown[0]}", stage[unknown[0]], f"is not a stage field; allowed: {list(STAGE_KEYS)}")
-        init = stage.get("init_from_previous", True)
-        if not isinstance(init, bool):
-            raise UserError(f"stages[{i}].init_from_previous", init, "must be true or false")
-        entries.append({"name": str(stage["name"]), "overrides": [str(o) for o in stage.get("overrides") or []], "init_from_previous": init})
-    return entries
 
 
 def _logger_context(cfg: DictConfig, run_dir: Path, origin: dict[str, Any]) -> dict[str, Any]:
@@ -344,10 +320,12 @@ def main() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
     from assay.hub import offline_when_unreachable
     from assay.run.preflight import preflight
+    from assay.run.stages import stage_prefixed_args
 
     offline_when_unreachable()  # before huggingface_hub loads: no minute of retries on a machine without a network
     try:
         sys.argv[1:] = resume_argv(sys.argv[1:])  # resume=<run dir>: that run's overrides, in place
+        sys.argv[1:] = stage_prefixed_args(sys.argv[1:])  # <stage>:<override> -> stage_args.<stage>=[...]
         preflight(sys.argv[1:])
     except Exception as e:  # composition errors are the user's: one line, no traceback
         print(f"error: {explain(e)}", file=sys.stderr, flush=True)

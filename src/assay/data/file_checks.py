@@ -56,14 +56,16 @@ def check_utf8(path: Path, field_name: str, value: str) -> None:
         raise UserError(field_name, value, f"is not UTF-8 text: it ends inside a multi-byte character (offset {offset})") from None
 
 
-def check_json_lines(path: Path, field_name: str, value: str, text_columns: list[str]) -> None:
+def check_json_lines(path: Path, field_name: str, value: str, text_columns: list[str]) -> set[str]:
     """Every non-blank line is a JSON object, and every ``text_columns`` value a string; the first
     line (and row, counted from 0 over the non-blank lines as the loader counts them) that is not is
-    named. A column no row has is left to the missing-column check, which lists the file's columns."""
+    named. A column no row has is left to the missing-column check, which lists the file's columns.
+    Returns the columns of the file (every key any row has)."""
     import json
 
     bad: dict[str, tuple[int, int, str]] = {}
     seen: set[str] = set()
+    keys: set[str] = set()
     row = 0
     with open(path, encoding="utf-8-sig") as f:
         for line_no, line in enumerate(f, 1):
@@ -75,6 +77,7 @@ def check_json_lines(path: Path, field_name: str, value: str, text_columns: list
                 raise UserError(field_name, value, f"line {line_no} is not valid JSON ({e.msg.removesuffix(' at')} at column {e.colno}); a JSON-lines file holds one JSON object per line") from None
             if not isinstance(obj, dict):
                 raise UserError(field_name, value, f"line {line_no} holds {describe_value(obj)}, not a JSON object; a JSON-lines file holds one object per line")
+            keys.update(obj)
             for column in text_columns:
                 if column in obj:
                     seen.add(column)
@@ -85,6 +88,7 @@ def check_json_lines(path: Path, field_name: str, value: str, text_columns: list
     if found:
         (row, line_no, what), column = found[0]
         raise UserError(field_name, value, f"column {column!r} must be text (a string) in every row; row {row} (line {line_no}) has {what}")
+    return keys
 
 
 def _is_text_type(t) -> bool:
@@ -109,9 +113,10 @@ def _may_hold_nulls(pf, column: str) -> bool:
     return False
 
 
-def check_parquet(path: Path, field_name: str, value: str, text_columns: list[str]) -> None:
+def check_parquet(path: Path, field_name: str, value: str, text_columns: list[str]) -> set[str]:
     """A readable Parquet file with rows, whose ``text_columns`` hold a string in every row: read
-    from its footer, and the text columns alone where the statistics leave nulls possible."""
+    from its footer, and the text columns alone where the statistics leave nulls possible. Returns the
+    file's columns."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -141,3 +146,4 @@ def check_parquet(path: Path, field_name: str, value: str, text_columns: list[st
             index = max(pc.index(pc.is_valid(values), True).as_py(), 0)
             what = f"{describe_value(values[index].as_py())} (the column holds {schema.field(column).type})"
         raise UserError(field_name, value, f"column {column!r} must be text (a string) in every row; row {index} (counting from 0) has {what}")
+    return set(schema.names)

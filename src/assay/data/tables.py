@@ -84,16 +84,25 @@ class TableData(DataConfig):
 
         return ds.map(expand, batched=True, remove_columns=ds.column_names, desc="unpairing the pairs")
 
-    def _normalise(self, ds: datasets.Dataset, split: str, default_source: str) -> datasets.Dataset:
-        ds = self._unpaired_from_pairs(ds)
-        missing = [c for c in self._required_raw_columns() if c not in ds.column_names]
+    def _check_columns(self, columns: "set[str] | list[str]", split: str) -> None:
+        """The raw columns the format and schema need are among ``columns`` (a file of pairs counts as
+        unpaired rows under ``format=unpaired``: :meth:`_unpaired_from_pairs`)."""
+        present = set(columns)
+        chosen, rejected, completion, label = (self._column(c) for c in ("chosen", "rejected", "completion", LABEL))
+        if self.format == "unpaired" and label not in present and {chosen, rejected} <= present:
+            present |= {completion, label}
+        missing = [c for c in self._required_raw_columns() if c not in present]
         if missing:
             raise UserError(
                 "data.columns",
                 dict(self.columns),
                 f"{split} split lacks column(s) {missing} needed for format={self.format}, schema={self.schema} "
-                f"(it has {ds.column_names}); map them with data.columns.<ours>=<theirs>",
+                f"(it has {sorted(columns) if isinstance(columns, set) else list(columns)}); map them with data.columns.<ours>=<theirs>",
             )
+
+    def _normalise(self, ds: datasets.Dataset, split: str, default_source: str) -> datasets.Dataset:
+        ds = self._unpaired_from_pairs(ds)
+        self._check_columns(ds.column_names, split)
         has_id = "id" in ds.column_names
         source = self.source_name or default_source
 
@@ -301,9 +310,10 @@ class JsonlData(TableData):
             if is_blank(p):
                 raise UserError(field_name, path, "file is empty (a JSON-lines file needs one object per line)")
             check_utf8(p, field_name, path)
-            check_json_lines(p, field_name, path, self._text_raw_columns())
+            columns = check_json_lines(p, field_name, path, self._text_raw_columns())
         else:
-            check_parquet(p, field_name, path, self._text_raw_columns())
+            columns = check_parquet(p, field_name, path, self._text_raw_columns())
+        self._check_columns(columns, split)
         _CHECKED.add(key)
         return p
 

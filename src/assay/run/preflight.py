@@ -21,6 +21,7 @@ from assay.paths import CONF_DIR
 from assay.run.cluster import check_slurm_launcher
 from assay.run.datachecks import check_data_files
 from assay.run.machine import check_trainer, launcher_machine
+from assay.run.stages import check_stages
 from assay.run.sweeps import job_overrides, printed_config_overrides, sweep_jobs
 
 
@@ -55,9 +56,10 @@ def preflight(argv: list[str]) -> int:
             try:
                 cfg = compose(config_name="train", overrides=job, return_hydra_config=True)
                 HydraConfig.instance().set_config(cfg)
-                spec = validate(cfg)
-                check_data_files(spec)
-                spec.data.check_files()  # the rows of each distinct file, read once (assay.data.tables)
+                spec = _check_job(cfg)
+                if cfg.stages or cfg.stage_args:  # a multi-stage recipe: every stage's job, files included, before the first one runs
+                    check_stages(cfg, job, _compose_job, _check_job)
+                    HydraConfig.instance().set_config(cfg)
                 machine = machine or launcher_machine(launcher)
                 check_trainer(spec, machine)
                 check_output_dir(*_output_dir(cfg, multirun))
@@ -67,6 +69,22 @@ def preflight(argv: list[str]) -> int:
                 raise
     GlobalHydra.instance().clear()
     return len(jobs)
+
+
+def _check_job(cfg: Any) -> Any:
+    """One job's config validated and its data files read (the rows of each distinct file, once:
+    ``assay.data.tables``); returns its typed spec."""
+    spec = validate(cfg)
+    check_data_files(spec)
+    spec.data.check_files()
+    return spec
+
+
+def _compose_job(overrides: list[str]) -> Any:
+    """A stage's job as the run will compose it."""
+    cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
 
 
 def _output_dir(cfg: Any, multirun: bool) -> tuple[Any, str]:
