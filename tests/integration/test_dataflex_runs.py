@@ -1,5 +1,5 @@
 """DataFlex's methods end to end (debug=fast, a few steps each): the loss weighters as an aggregator,
-delta_loss reading a warm-up stage's store, NEAR on the model's embeddings."""
+delta_loss reading a warm-up stage's store, NEAR and TSDS on the model's embeddings."""
 
 import math
 
@@ -31,3 +31,10 @@ def test_near_on_the_models_embeddings(tmp_path):
                             "trainer.max_steps=2", "eval.val_generate=false"], tmp_path)
     sel = pd.read_parquet(tmp_path / "selection.parquet")
     assert summary["selection"]["scorer"] == "near" and int(sel["kept"].sum()) == len(sel) // 2
+
+
+def test_tsds_on_the_models_embeddings(tmp_path):
+    summary = run_in_hydra(["debug=fast", "selection=tsds", "selection.embedder=hidden_mean", "selection.neighbours=50",
+                            "trainer.max_steps=2", "eval.val_generate=false"], tmp_path)
+    sel = pd.read_parquet(tmp_path / "selection.parquet")
+    assert summary["selection"]["scorer"] == "tsds" and int(sel["kept"].sum()) == len(sel) // 2

@@ -10,4 +10,5 @@
   (the probe step of ``assay.models.probe``).
 - ``delta_loss``: DataFlex's delta loss, each example's recorded loss drop in an earlier stage's store.
 - ``near``: DataFlex's NEAR, every target example's nearest pool examples in turn (embeddings).
+- ``tsds``: TSDS, a sampling distribution matching the target in OT with a density-aware diversity term.
 """

@@ -63,9 +63,46 @@ def near_scores(pool: np.ndarray, target: np.ndarray, neighbours: int) -> np.nda
     return np.where(reached, -first, -(m * k + 2.0 - best_cos))
 
 
+@dataclass
+class TargetEmbeddings(ModelSource, Scorer, TargetSet):
+    """Fields of the scorers that compare pool and target in one embedding space (NEAR, TSDS)."""
+
+    budget: ClassVar[float] = 0.5
+    needs_trained_model: ClassVar[bool] = False
+    embedder: str = "minilm"
+    """Embedder name (registry ``embedder``: hidden_mean, minilm, column); one embedder for pool and target."""
+    embedder_options: dict[str, Any] = field(default_factory=dict)
+    """Fields of the chosen embedder, e.g. ``{column: embedding}`` for column."""
+
+    def __post_init__(self) -> None:
+        self.embedder_config()  # names an unknown embedder or field now
+        super().__post_init__()
+
+    def embedder_config(self) -> Any:
+        from assay.embeddings.build import build_embedder
+
+        return build_embedder(self.embedder, self.embedder_options)
+
+    @property
+    def needs_model(self) -> bool:
+        return self.embedder_config().needs_model
+
+    @property
+    def data_columns(self) -> tuple[str, ...]:
+        return self.embedder_config().data_columns
+
+    def embed_pair(self, ctx: SelectionContext) -> tuple[np.ndarray, np.ndarray]:
+        """Pool and target embeddings, checked (finite, one dimension)."""
+        embedder = self.embedder_config()
+        x = embedder.embed(ctx.train, ctx.model, ctx.tokenizer, ctx.cache_dir)
+        y = embedder.embed(self.target(ctx), ctx.model, ctx.tokenizer, ctx.cache_dir)
+        check_pair(x, y)
+        return x, y
+
+
 @register("selection", "near")
 @dataclass
-class Near(ModelSource, Scorer, TargetSet):
+class Near(TargetEmbeddings):
     """NEAR (DataFlex): every target example's nearest pool examples in turn, by cosine of sentence embeddings."""
 
     card: ClassVar[MethodCard] = MethodCard(
@@ -95,37 +132,13 @@ class Near(ModelSource, Scorer, TargetSet):
     )
 
     name: str = "near"
-    budget: ClassVar[float] = 0.5
-    needs_trained_model: ClassVar[bool] = False
     neighbours: int = 1000
     """K: nearest pool examples listed per target example (DataFlex's max_K). Examples beyond every list
     rank after all listed ones."""
-    embedder: str = "minilm"
-    """Embedder name (registry ``embedder``: hidden_mean, minilm, column); one embedder for pool and target."""
-    embedder_options: dict[str, Any] = field(default_factory=dict)
-    """Fields of the chosen embedder, e.g. ``{column: embedding}`` for column."""
 
     def __post_init__(self) -> None:
-        self.embedder_config()  # names an unknown embedder or field now
         check(isinstance(self.neighbours, int) and self.neighbours >= 1, "selection.neighbours", self.neighbours, "must be a positive integer")
         super().__post_init__()
 
-    def embedder_config(self) -> Any:
-        from assay.embeddings.build import build_embedder
-
-        return build_embedder(self.embedder, self.embedder_options)
-
-    @property
-    def needs_model(self) -> bool:
-        return self.embedder_config().needs_model
-
-    @property
-    def data_columns(self) -> tuple[str, ...]:
-        return self.embedder_config().data_columns
-
     def score(self, ctx: SelectionContext) -> np.ndarray:
-        embedder = self.embedder_config()
-        x = embedder.embed(ctx.train, ctx.model, ctx.tokenizer, ctx.cache_dir)
-        y = embedder.embed(self.target(ctx), ctx.model, ctx.tokenizer, ctx.cache_dir)
-        check_pair(x, y)
-        return near_scores(x, y, self.neighbours)
+        return near_scores(*self.embed_pair(ctx), self.neighbours)
