@@ -135,7 +135,8 @@ def weighter_card(strategy: str, shape: str) -> MethodCard:
             "Composes with any per-sample loss (SFT, the DPO family, KTO); DataFlex applies it to SFT token-mean losses only.",
         ),
         checked="tests/unit/objectives/test_loss_weighters.py: the weights of a 4-sample batch and the weighted loss by hand, "
-                "normalisation, detached weights (∂L/∂ℓ_i = w_i), equal losses = the mean, kept masks; composed with sft and dpo",
+                "normalisation, detached weights (∂L/∂ℓ_i = w_i), equal losses = the mean, kept masks; composed with sft and dpo; "
+                "tests/unit/objectives/test_loss_weighters_distributed.py: scope=global on two gloo ranks = one process on the whole batch",
         notes=f"{shape} The weights are not written to the per-sample store (its aggregator-weight column is Dr. DPO's).",
     )
 
