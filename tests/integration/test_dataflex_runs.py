@@ -1,5 +1,5 @@
 """DataFlex's methods end to end (debug=fast, a few steps each): the loss weighters as an aggregator,
-delta_loss reading a warm-up stage's store, NEAR and TSDS on the model's embeddings."""
+delta_loss reading a warm-up stage's store, NEAR and TSDS on the model's embeddings, NICE's sampled target prompts."""
 
 import math
 
@@ -38,3 +38,11 @@ def test_tsds_on_the_models_embeddings(tmp_path):
                             "trainer.max_steps=2", "eval.val_generate=false"], tmp_path)
     sel = pd.read_parquet(tmp_path / "selection.parquet")
     assert summary["selection"]["scorer"] == "tsds" and int(sel["kept"].sum()) == len(sel) // 2
+
+
+def test_nice_samples_the_target_prompts(tmp_path):
+    summary = run_in_hydra(["debug=fast", "selection=nice", "selection.allow_untrained=true", "selection.samples=1", "selection.max_new_tokens=4",
+                            "selection.proj_dim=64", "selection.params=[layers.1.mlp]", "trainer.max_steps=2", "eval.val_generate=false"], tmp_path)
+    sel = pd.read_parquet(tmp_path / "selection.parquet")
+    assert summary["selection"]["scorer"] == "nice" and int(sel["kept"].sum()) == len(sel) // 2
+    assert "target_mean_reward" in summary["selection"]["cost"]
