@@ -21,21 +21,29 @@ import heapq
 
 import numpy as np
 
-CHUNK = 256
-"""Rows whose distance rows ([chunk, N]) are held at once."""
+CELLS = 1 << 24
+"""Distances held at once (rows of queries × pool points, float64: 128 MiB)."""
 
 
 def nearest(points: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The k nearest ``points`` of every query by Euclidean distance: (distances [M, k], indices [M, k]),
-    nearest first, ties by point order. Exact (DataFlex: FAISS IVFFlat, approximate)."""
+    nearest first, ties by point order. Exact (DataFlex: FAISS IVFFlat, approximate); queries in chunks of
+    at most ``CELLS`` distances, the k smallest of each row by partition before sorting them."""
     x, q = np.asarray(points, dtype=np.float64), np.asarray(queries, dtype=np.float64)
-    k = min(k, len(x))
+    n = len(x)
+    k = min(k, n)
     x_sq = (x * x).sum(1)
+    rows = max(1, min(len(q), CELLS // max(n, 1)))
     dists, idx = [], []
-    for start in range(0, len(q), CHUNK):
-        block = q[start:start + CHUNK]
+    for start in range(0, len(q), rows):
+        block = q[start:start + rows]
         d2 = np.maximum((block * block).sum(1)[:, None] + x_sq[None, :] - 2.0 * block @ x.T, 0.0)
-        order = np.argsort(d2, axis=1, kind="stable")[:, :k]
+        if k < n:
+            candidates = np.argpartition(d2, k - 1, axis=1)[:, :k]
+            values = np.take_along_axis(d2, candidates, axis=1)
+            order = np.take_along_axis(candidates, np.lexsort((candidates, values), axis=-1), axis=1)
+        else:
+            order = np.argsort(d2, axis=1, kind="stable")
         dists.append(np.sqrt(np.take_along_axis(d2, order, axis=1)))
         idx.append(order)
     return np.concatenate(dists), np.concatenate(idx)

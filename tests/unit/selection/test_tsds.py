@@ -50,6 +50,15 @@ def test_two_queries_share_the_level():
     assert i.tolist() == [[2, 3, 1, 0]] and d.tolist() == [[1.0, 3.0, 8.0, 9.0]]
 
 
+def test_partial_sort_agrees_with_the_full_sort():
+    rng = np.random.default_rng(0)
+    pool, queries = rng.standard_normal((50, 3)), rng.standard_normal((7, 3))
+    d5, i5 = nearest(pool, queries, 5)
+    d_all, i_all = nearest(pool, queries, 50)
+    assert (i5 == i_all[:, :5]).all() and np.allclose(d5, d_all[:, :5])
+    assert np.allclose(d_all, np.sort(np.linalg.norm(queries[:, None] - pool[None], axis=2), axis=1))
+
+
 def test_gumbel_top_k_samples_in_proportion():
     probs = np.array([0.5, 0.3, 0.2, 0.0])
     firsts = np.bincount([int(np.argmax(gumbel_top_k_scores(probs, seed))) for seed in range(3000)], minlength=4) / 3000

@@ -34,11 +34,11 @@ def loss_deltas(table: pd.DataFrame, presentations: int = 1) -> pd.Series:
     """Per id: mean loss over its first ``presentations`` records minus over its last ``presentations``
     (records in step order; the two windows overlap when an id has fewer than 2·presentations records).
     Ids with a single record have no change to measure and are left out."""
-    table = table.assign(id=table["id"].astype(str)).sort_values(["id", "step"], kind="stable")
-    grouped = table.groupby("id", sort=True)["loss"]
-    counts = grouped.size()
-    early = grouped.apply(lambda s: s.iloc[:presentations].mean())
-    late = grouped.apply(lambda s: s.iloc[-presentations:].mean())
+    table = table.assign(id=table["id"].astype(str)).sort_values(["id", "step"], kind="stable")[["id", "loss"]]
+    by_id = table.groupby("id", sort=True)
+    counts = by_id.size()
+    early = by_id.head(presentations).groupby("id")["loss"].mean()
+    late = by_id.tail(presentations).groupby("id")["loss"].mean()
     return (early - late)[counts >= 2]
 
 

@@ -31,12 +31,9 @@ import numpy as np
 from assay.cards import MethodCard
 from assay.errors import check
 from assay.registry import register
+from assay.ot.knn_transport import CELLS, nearest
 from assay.selection.base import ModelSource, Scorer, SelectionContext, TargetSet
 from assay.selection.scorers.ot import check_pair
-
-QUERY_CHUNK = 256
-"""Target examples whose similarity rows ([chunk, N]) are held at once."""
-
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
@@ -45,21 +42,19 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
 
 def near_scores(pool: np.ndarray, target: np.ndarray, neighbours: int) -> np.ndarray:
     """−p_i, the column-major position at which the walk over every target example's ``neighbours``
-    nearest pool examples first takes pool example i; unreached examples get −(M·K + 2 − best cosine)."""
+    nearest pool examples first takes pool example i; unreached examples get −(M·K + 2 − best cosine).
+    On unit vectors the Euclidean order (``nearest``) is the cosine order."""
     x, y = unit_rows(pool), unit_rows(target)
     n, m = len(x), len(y)
-    k = min(neighbours, n)
+    _, order = nearest(x, y, neighbours)  # [M, K], nearest first, ties by pool order
+    k = order.shape[1]
     first = np.full(n, np.inf)
-    best_cos = np.full(n, -np.inf)
-    for start in range(0, m, QUERY_CHUNK):
-        sims = y[start:start + QUERY_CHUNK] @ x.T  # [chunk, N]
-        best_cos = np.maximum(best_cos, sims.max(0))
-        # the k nearest of each query, nearest first; ties by pool order (a stable sort of −cos)
-        order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-        queries = np.arange(start, start + len(sims))
-        positions = np.arange(k)[None, :] * m + queries[:, None]
-        np.minimum.at(first, order.ravel(), positions.ravel().astype(np.float64))
+    np.minimum.at(first, order.ravel(), (np.arange(k)[None, :] * m + np.arange(m)[:, None]).ravel().astype(np.float64))
     reached = np.isfinite(first)
+    if reached.all():
+        return -first
+    rows = max(1, min(m, CELLS // max(n, 1)))
+    best_cos = np.max([(y[s:s + rows] @ x.T).max(0) for s in range(0, m, rows)], axis=0)
     return np.where(reached, -first, -(m * k + 2.0 - best_cos))
 
 
@@ -116,7 +111,7 @@ class Near(TargetEmbeddings):
             "target_split": "val (DataFlex: a query file, else the first 100 candidates): differs: the run's trusted split",
         },
         deviations=(
-            "Exact cosine neighbours (a sort of the full similarity matrix, chunked over target examples) instead of FAISS "
+            "Exact neighbours (Euclidean on unit vectors, i.e. the cosine order; assay.ot.knn_transport.nearest) instead of FAISS "
             "IVFFlat (nlist = √N/2, nprobe = 10), which may miss true neighbours; no faiss dependency.",
             "A score per example (minus its position in the walk) so that any selector applies; selector=top with a count takes "
             "DataFlex's selection. DataFlex stops with an error when the lists cannot fill the budget; here the unreached "
