@@ -70,8 +70,9 @@ class ObjectiveConfig:
     aggregator: Any = MISSING
     """How per-sample losses become the batch loss: an entry of ``objective/aggregator`` (``mean``, or
     ``dr_dpo``: Dr. DPO, Wu et al., ICLR 2025, arXiv 2407.07880, L = -β'·log mean_i exp(-ℓ_i/β'), a
-    soft-min that trusts low-loss samples and so down-weights likely-flipped pairs). The mean when
-    an objective is built in Python without one."""
+    soft-min that trusts low-loss samples and so down-weights likely-flipped pairs; or an online loss
+    weighter ``linupper``, ``quadratic``, ``extremes``: Sow et al., ICLR 2025, arXiv 2502.06733, detached
+    weights from the batch's normalised losses). The mean when an objective is built in Python without one."""
     controller: Any = MISSING
     """Running state that adapts the loss to the batch: an entry of ``objective/controller``
     (``none``, or ``beta_dpo``: β-DPO, Wu et al., NeurIPS 2024, arXiv 2407.08639). None when an

@@ -8,4 +8,8 @@
 - ``ot``: the shared optimal-transport scorer base; ``lava`` and ``gotd`` its two methods.
 - ``forward_inf``: Forward-INF, the loss drop of every example after a few steps on the target set
   (the probe step of ``assay.models.probe``).
+- ``delta_loss``: DataFlex's delta loss, each example's recorded loss drop in an earlier stage's store.
+- ``near``: DataFlex's NEAR, every target example's nearest pool examples in turn (embeddings).
+- ``tsds``: TSDS, a sampling distribution matching the target in OT with a density-aware diversity term.
+- ``nice``: NICE, loss gradients matched with reward-weighted policy gradients on the target prompts.
 """
