@@ -11,24 +11,25 @@ from typing import Any
 from assay.errors import UserError
 
 
-def check_slurm_launcher(launcher: Any) -> None:
+def check_slurm_launcher(launcher: Any, choice: str = "slurm") -> None:
     """Before a sweep is submitted: sbatch exists, the controller answers, and the partition has the
     CPUs, memory, GPUs, nodes and time the launcher profile asks for (else SLURM would either refuse
-    each job or leave it pending forever)."""
+    each job or leave it pending forever). ``choice``: the profile the user chose (``hydra/launcher=
+    slurm_local``), which the errors name."""
     import shutil
     import subprocess
 
     if "SlurmLauncher" not in str(launcher.get("_target_", "")):
         return
     if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
-        raise UserError("hydra/launcher", "slurm", "sbatch/sinfo not found on PATH: submit from a SLURM login node (or start slurm/local_cluster.sh up)")
+        raise UserError("hydra/launcher", choice, "sbatch/sinfo not found on PATH: submit from a SLURM login node (or start slurm/local_cluster.sh up)")
     try:
         out = subprocess.run(["sinfo", "-h", "-o", "%P|%c|%m|%G|%l|%D|%a"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as e:
-        raise UserError("hydra/launcher", "slurm", f"SLURM controller unreachable (sinfo: {type(e).__name__})") from None
+        raise UserError("hydra/launcher", choice, f"SLURM controller unreachable (sinfo: {type(e).__name__})") from None
     if out.returncode != 0 or not out.stdout.strip():
         why = (out.stderr.strip().splitlines() or ["no partitions"])[-1]
-        raise UserError("hydra/launcher", "slurm", f"SLURM controller unreachable (sinfo: {why})")
+        raise UserError("hydra/launcher", choice, f"SLURM controller unreachable (sinfo: {why})")
     parts: dict[str, dict[str, Any]] = {}
     default = None
     for line in out.stdout.strip().splitlines():

@@ -49,8 +49,9 @@ def preflight(argv: list[str]) -> int:
         jobs = sweep_jobs(overrides) if multirun else [overrides]
         launcher = None
         if multirun:
-            launcher = compose(config_name="train", overrides=jobs[0], return_hydra_config=True).hydra.launcher
-            check_slurm_launcher(launcher)
+            first = compose(config_name="train", overrides=jobs[0], return_hydra_config=True).hydra
+            launcher = first.launcher
+            check_slurm_launcher(launcher, str(first.runtime.choices.get("hydra/launcher") or "slurm"))
         machine = None  # read once a job validates: counting GPUs imports torch, which a config error must not wait for
         for job in jobs:
             try:
