@@ -16,6 +16,7 @@ from assay.errors import UserError, check
 from assay.lazy import torch, transformers
 from assay.models.build import ModelConfig, load_pretrained, model_cache_dir
 from assay.registry import register
+from assay.run import log as runlog
 
 
 @register("model", "tiny_llama")
@@ -141,7 +142,11 @@ class SmolLM2(ModelConfig):
         path = self.resolved_path()
         if not path.is_file():
             raise UserError("model.gguf_path", str(path), "GGUF file not found; run `assay-fetch smollm2` (or `make models`) first")
-        # transformers de-quantises the Q4_1 tensors to float weights on load.
+        # transformers de-quantises the Q4_1 tensors to float weights on load: the weights are the 4-bit
+        # GGUF's, rounded, not the bf16 release's, which this machine cannot download to compare.
+        runlog.info("model=smollm2_135m: de-quantising SmolLM2-135M-Instruct from its 4-bit Q4_1 GGUF %s (not the bf16 "
+                    "release: its rounding stays in the weights; where the Hub is reachable, model=hf "
+                    "model.name_or_path=HuggingFaceTB/SmolLM2-135M-Instruct is the release itself)", path.name)
         try:
             tokenizer = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
             model = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=getattr(torch, self.dtype))
