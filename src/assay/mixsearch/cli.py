@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit", help="fit regressors of the target on the mixtures; held-out Spearman/R² table and plots")
     table_args(p)
     p.add_argument("--regressor", default="all", help="comma list or all")
-    p.add_argument("--folds", type=int, default=5, help="k-fold cross-validation folds (a 20%% held-out split above 200 rows)")
+    p.add_argument("--folds", type=int, default=None, help="k-fold cross-validation at any swarm size, with each fold's Spearman "
+                   "(default: 5 folds up to 200 proxies, one 20%% held-out split above)")
     p.add_argument("--out", default=None)
 
     p = sub.add_parser("propose", help="the mixture the fit predicts best, written as a config the next run uses")

@@ -28,6 +28,12 @@ class FitScore:
     params: dict = field(default_factory=dict)
     y_true: np.ndarray = field(default_factory=lambda: np.zeros(0))
     y_pred: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    fold_spearman: list = field(default_factory=list)
+    """The held-out Spearman of every fold on its own (one entry under a single held-out split)."""
+
+    def fold_spread(self) -> str:
+        folds = [r for r in self.fold_spearman if r == r]
+        return f"{np.mean(folds):.3f} ± {np.std(folds, ddof=1):.3f} ({len(folds)} folds)" if len(folds) > 1 else "—"
 
 
 @dataclass
@@ -41,27 +47,28 @@ class FitReport:
         lines = [
             f"target `{self.target}`, {self.n} proxies, {self.m} domains",
             "",
-            "| regressor | held-out Spearman | held-out R² | MAE | scheme | fit time (s) |",
-            "|---|---|---|---|---|---|",
+            "| regressor | held-out Spearman | per fold (mean ± sd) | held-out R² | MAE | scheme | fit time (s) |",
+            "|---|---|---|---|---|---|---|",
         ]
         for s in self.scores:
-            lines.append(f"| {s.name} | {s.spearman:.3f} | {s.r2:.3f} | {s.mae:.4f} | {s.scheme} | {s.fit_s:.2f} |")
+            lines.append(f"| {s.name} | {s.spearman:.3f} | {s.fold_spread()} | {s.r2:.3f} | {s.mae:.4f} | {s.scheme} | {s.fit_s:.2f} |")
         return "\n".join(lines)
 
 
-def heldout_predictions(name: str, table: Table, folds: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
-    """Out-of-fold predictions: k-fold for small swarms, one held-out fifth for large ones."""
+def heldout_predictions(name: str, table: Table, folds: Optional[int] = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str, list[float]]:
+    """Out-of-fold predictions and each fold's own Spearman: k-fold for small swarms, one held-out
+    fifth for large ones; ``folds`` given, k folds at any size (the spread of the Spearman over folds)."""
     from sklearn.model_selection import KFold
 
     n, m = len(table.y), len(table.domains)
     model = make_regressor(name, seed)
     idx = np.arange(n)
-    if n > HOLDOUT_ABOVE:
+    if folds is None and n > HOLDOUT_ABOVE:
         rng = np.random.default_rng(seed)
         test = rng.permutation(n)[: n // 5]
         splits, scheme = [(np.setdiff1d(idx, test), test)], "20% held out"
     else:
-        k = min(folds, n)
+        k = min(folds or 5, n)
         while k > 2 and n - int(np.ceil(n / k)) < model.min_rows(m):
             k += 1  # smaller test folds leave more proxies to fit on
             if k >= n:
@@ -69,12 +76,15 @@ def heldout_predictions(name: str, table: Table, folds: int = 5, seed: int = 0) 
                 break
         splits, scheme = list(KFold(k, shuffle=True, random_state=seed).split(idx)), f"{k}-fold"
     pred = np.full(n, np.nan)
+    per_fold = []
     for train, test in splits:
         check_rows(model, n, m, held_out=len(test))
         sub = make_regressor(name, seed).fit(table.X[train], table.y[train], None if table.scale is None else table.scale[train])
         pred[test] = sub.predict(table.X[test], None if table.scale is None else table.scale[test])
+        ok = test[~np.isnan(pred[test])]
+        per_fold.append(score(table.y[ok], pred[ok])[0] if len(ok) > 2 else float("nan"))
     mask = ~np.isnan(pred)
-    return table.y[mask], pred[mask], scheme
+    return table.y[mask], pred[mask], scheme, per_fold
 
 
 def score(y: np.ndarray, p: np.ndarray) -> tuple[float, float, float]:
@@ -85,7 +95,7 @@ def score(y: np.ndarray, p: np.ndarray) -> tuple[float, float, float]:
     return rho, float(r2_score(y, p)), float(np.mean(np.abs(y - p)))
 
 
-def fit_report(table: Table, names: list[str], out: Optional[Path] = None, folds: int = 5, seed: int = 0, echo: Callable[[str], None] = print) -> FitReport:
+def fit_report(table: Table, names: list[str], out: Optional[Path] = None, folds: Optional[int] = None, seed: int = 0, echo: Callable[[str], None] = print) -> FitReport:
     m = len(table.domains)
     for name in names:  # fail before any fit when the swarm is too small for one of them
         check_rows(make_regressor(name, seed), len(table.y), m, held_out=1)
@@ -94,10 +104,11 @@ def fit_report(table: Table, names: list[str], out: Optional[Path] = None, folds
         start = time.perf_counter()
         full = make_regressor(name, seed).fit(table.X, table.y, table.scale)
         fit_s = time.perf_counter() - start
-        y, p, scheme = heldout_predictions(name, table, folds, seed)
+        y, p, scheme, per_fold = heldout_predictions(name, table, folds, seed)
         rho, r2, mae = score(y, p)
-        scores.append(FitScore(name, rho, r2, mae, fit_s, scheme, full.params(), y, p))
-        echo(f"[assay-mix] {name}: held-out Spearman {rho:.3f}, R² {r2:.3f} ({scheme}); fit {fit_s:.2f}s")
+        scores.append(FitScore(name, rho, r2, mae, fit_s, scheme, full.params(), y, p, per_fold))
+        spread = scores[-1].fold_spread()
+        echo(f"[assay-mix] {name}: held-out Spearman {rho:.3f}" + ("" if spread == "—" else f" (per fold {spread})") + f", R² {r2:.3f} ({scheme}); fit {fit_s:.2f}s")
     report = FitReport(table.target_name, len(table.y), m, scores)
     if out is not None:
         write_report(report, table, out)
@@ -107,7 +118,10 @@ def fit_report(table: Table, names: list[str], out: Optional[Path] = None, folds
 def write_report(report: FitReport, table: Table, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "fit.md").write_text(report.markdown() + "\n")
-    rows = ["regressor,spearman,r2,mae,scheme,fit_s"] + [f"{s.name},{s.spearman:.4f},{s.r2:.4f},{s.mae:.5f},{s.scheme},{s.fit_s:.3f}" for s in report.scores]
+    rows = ["regressor,spearman,spearman_fold_mean,spearman_fold_sd,r2,mae,scheme,fit_s"] + [
+        f"{s.name},{s.spearman:.4f},{np.nanmean(s.fold_spearman) if s.fold_spearman else float('nan'):.4f},"
+        f"{np.nanstd(s.fold_spearman, ddof=1) if len(s.fold_spearman) > 1 else float('nan'):.4f},{s.r2:.4f},{s.mae:.5f},{s.scheme},{s.fit_s:.3f}"
+        for s in report.scores]
     (out / "fit.csv").write_text("\n".join(rows) + "\n")
     (out / "params.json").write_text(json.dumps({s.name: s.params for s in report.scores}, indent=2, default=float))
     table.to_frame().to_csv(out / "table.csv", index=False)

@@ -119,7 +119,7 @@ def test_cli_fit_and_propose_write_their_files(tmp_path):
     assert fit.returncode == 0, fit.stderr[-2000:]
     assert "excluding 1 of 24 proxies (failed: p003)" in fit.stdout
     table = (root / "fit" / "fit.md").read_text()
-    assert "23 proxies, 3 domains" in table and "| linear | 1.000 | 1.000 |" in table  # the fake target is exactly linear
+    assert "23 proxies, 3 domains" in table and "| linear | 1.000 | 1.000 ± 0.000 (5 folds) | 1.000 |" in table  # the fake target is exactly linear
     assert (root / "fit" / "pred_vs_true.png").is_file()
     # val/loss = 2 copy + 3 add + 2.5 sort: the best mixture within caps fills copy (t = 2) up to its cap
     prop = subprocess.run([*cmd, "propose", str(root), "--regressor", "linear", "--proposer", "optimize", "--caps", "{copy:0.6}"], capture_output=True, text=True)
