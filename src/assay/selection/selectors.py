@@ -19,6 +19,8 @@ from assay.errors import UserError, check
 from assay.registry import register
 
 GROUP = "selection/selector"
+GUMBEL_STREAM = 5772156
+"""Second seed word of gumbel_top's draw."""
 
 
 @dataclass
@@ -158,7 +160,8 @@ class GumbelTop(Top):
         if self.temperature == 0:
             return super().keep(scores, context)
         # one draw per (run seed, stage): a scorer that re-selects names its stage, so every stage draws afresh
-        draw = [int(context.scorer.seed), int(getattr(context.scorer, "stage", 0))]
+        # (its own stream word: default_rng(seed) alone is the noise transforms' stream over the same rows)
+        draw = [int(context.scorer.seed), GUMBEL_STREAM, int(getattr(context.scorer, "stage", 0))]
         gumbel = np.random.default_rng(draw).gumbel(size=len(scores))
         context.measured["temperature"] = float(self.temperature)
         return super().keep(finite(scores) / self.temperature - gumbel, context)

@@ -190,3 +190,15 @@ def test_bad_budgets_are_one_line():
     scorer.for_rescoring(None)
     with pytest.raises(UserError, match="exceeds the pool"):
         scorer.score(context())
+
+
+def test_stage_zero_and_the_gumbel_draw_do_not_replay_the_noise_stream():
+    """The noise transforms flag rows by default_rng(seed).random(n) < p; MATES's stage-0 random scores
+    and the Gumbel draw use streams of their own, so neither keeps or drops exactly the noisy rows."""
+    n, seed = 400, 0
+    noise = np.random.default_rng(seed).random(n)
+    train = datasets.Dataset.from_dict({"id": [str(i) for i in range(n)], "source": ["s"] * n})
+    stage0 = MATES(seed=seed).score(SelectionContext(train))
+    assert abs(np.corrcoef(stage0, noise)[0, 1]) < 0.2
+    kept = GumbelTop(temperature=1.0).keep(np.zeros(n), KeepContext(None, SimpleNamespace(seed=seed, stage=0, budget=0.5)))
+    assert abs(np.corrcoef(kept.astype(float), noise)[0, 1]) < 0.2

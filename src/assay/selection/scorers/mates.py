@@ -41,6 +41,9 @@ from assay.selection.influence_model import RidgeInfluenceModel, fit_influence_m
 from assay.selection.scorers.model_scores import ModelScorer
 
 PROBE_OPTIMIZERS = ("run", "sgd")
+STREAM = 2406060
+"""Second seed word of every MATES draw (stage 0's random scores, the candidates, the held-out pairs),
+so none replays the noise transforms' default_rng(seed) stream over the same rows."""
 
 
 def oracle_influence(model, candidates, target, pad_id: int, make_optimizer, clip: Optional[float] = None, batch_size: int = 16) -> np.ndarray:
@@ -186,21 +189,21 @@ class MATES(ModelScorer, TargetSet):
         n = len(ctx.train)
         if not self.online:  # before training: stage 0 trains on random data, as the authors' first stage
             self.cost = {"stage": 0, "oracle_probes": 0, "probe_steps": 0, "oracle_seconds": 0.0}
-            return np.random.default_rng([int(self.seed), 0]).random(n)
+            return np.random.default_rng([int(self.seed), STREAM, 0, 0]).random(n)
         check(self.oracle_size <= n, "selection.oracle_size", self.oracle_size, f"exceeds the pool of {n} training examples")
         self.stage += 1
         started = time.perf_counter()
         probed = self.refit or self.influence_model is None
         oracle_seconds, report = 0.0, {}
         if probed:
-            rows = np.sort(np.random.default_rng([int(self.seed), self.stage, 1]).choice(n, self.oracle_size, replace=False))
+            rows = np.sort(np.random.default_rng([int(self.seed), STREAM, self.stage, 1]).choice(n, self.oracle_size, replace=False))
             values = self.oracle(ctx, rows)
             oracle_seconds = time.perf_counter() - started
         embedded = time.perf_counter()
         x = self.features(ctx)
         fitted = time.perf_counter()
         if probed:
-            self.influence_model, report = fit_influence_model(x[rows], values, self.alphas, self.holdout, [int(self.seed), self.stage, 2])
+            self.influence_model, report = fit_influence_model(x[rows], values, self.alphas, self.holdout, [int(self.seed), STREAM, self.stage, 2])
             ids = ctx.train.select(rows.tolist())["id"]
             self.pairs.append({"stage": self.stage, "ids": [str(i) for i in ids], "values": values.tolist()})
         predicted = self.influence_model.predict(x)
