@@ -52,9 +52,13 @@ class RidgeInfluenceModel:
             w = xs.T @ np.linalg.solve(xs @ xs.T + alpha * np.eye(n), z)
         return cls(mean, scale, w, ym, ys, float(alpha))
 
+    def predict_z(self, features: np.ndarray) -> np.ndarray:
+        """Predictions in the z-normalised units the model was fitted in (what the authors' BERT head outputs)."""
+        return ((np.asarray(features, dtype=np.float64) - self.feature_mean) / self.feature_scale) @ self.weights
+
     def predict(self, features: np.ndarray) -> np.ndarray:
-        xs = (np.asarray(features, dtype=np.float64) - self.feature_mean) / self.feature_scale
-        return self.target_mean + self.target_scale * (xs @ self.weights)
+        """Predictions in the oracle's own units (a change of the reference loss)."""
+        return self.target_mean + self.target_scale * self.predict_z(features)
 
     def state_dict(self) -> dict:
         return {"feature_mean": self.feature_mean.tolist(), "feature_scale": self.feature_scale.tolist(), "weights": self.weights.tolist(),

@@ -187,8 +187,7 @@ def test_bad_budgets_are_one_line():
     with pytest.raises(UserError, match="rescore_every"):
         MATES(rescore_every=0)
     scorer = MATES(oracle_size=100, probe_optimizer="sgd", lr=0.1)
-    scorer.for_rescoring(None)
-    with pytest.raises(UserError, match="exceeds the pool"):
+    with pytest.raises(UserError, match="exceeds the pool"):  # at the initial selection, before any training
         scorer.score(context())
 
 
@@ -202,3 +201,18 @@ def test_stage_zero_and_the_gumbel_draw_do_not_replay_the_noise_stream():
     assert abs(np.corrcoef(stage0, noise)[0, 1]) < 0.2
     kept = GumbelTop(temperature=1.0).keep(np.zeros(n), KeepContext(None, SimpleNamespace(seed=seed, stage=0, budget=0.5)))
     assert abs(np.corrcoef(kept.astype(float), noise)[0, 1]) < 0.2
+
+
+def test_scores_are_predictions_in_z_units():
+    """The selector's τ = 0.5 is set for the z-normalised predictions of the authors' model: a planted
+    influence of tiny magnitude (loss changes of 1e-4) still scores with unit spread."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(60, 2))
+    planted = 1e-4 * (x @ np.array([1.0, 1.0]))
+    train = datasets.Dataset.from_dict({"id": [f"t{i}" for i in range(60)], "source": ["s"] * 60})
+    scorer = MATES(oracle_size=60, holdout=0.0, alphas=[1e-6], seed=0)
+    scorer.features = lambda ctx: x
+    scorer.oracle = lambda ctx, rows: planted[rows]
+    scorer.for_rescoring(None)
+    scores = scorer.score(SelectionContext(train, datasets.DatasetDict({"train": train, "val": train}), Bigram(), Tok()))
+    assert scores == pytest.approx(-(planted - planted.mean()) / planted.std(), abs=1e-6)

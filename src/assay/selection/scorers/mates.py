@@ -11,15 +11,17 @@ Training runs in stages. At the start of stage t, with the main model M_t and a 
 2. **Influence model.** Fit a regressor from each candidate's embedding to I(x)
    (:mod:`assay.selection.influence_model`).
 3. **Select.** Predict Î for the whole pool and keep a stochastic top-20 % by predicted loss
-   reduction (``selection/selector=gumbel_top``, τ = 0.5); stage t trains on it.
+   reduction (``selection/selector=gumbel_top``, τ = 0.5, on the predictions in the z-normalised units
+   the influence model is fitted in, as the authors' model predicts); stage t trains on it.
 
 The first stage trains on random data (the authors' stage 0), so the initial selection, before any
 training, is a seeded random score. A stage here is ``rescore_every`` epochs over the kept rows
-(assay re-selects at epoch boundaries, :mod:`assay.selection.rescoring`). The score is −Î: higher =
-a larger predicted drop of the reference loss. The oracle pairs of every stage and the fitted
-influence model travel in the checkpoint (``state_dict``), so a resumed run continues identically;
-with ``refit=false`` the model fitted at the first probed stage is reused at every later one (the
-study's static arm).
+(assay re-selects at epoch boundaries, :mod:`assay.selection.rescoring`). The score is −Î in z
+units (the stage's oracle values centred on their mean, divided by their spread): higher = a larger
+predicted drop of the reference loss. The oracle pairs of every stage and the fitted influence model
+travel in the checkpoint (``state_dict``), so a resumed run continues identically; with
+``refit=false`` the model fitted at the first probed stage is reused at every later one (the study's
+static arm).
 """
 
 from __future__ import annotations
@@ -102,7 +104,9 @@ class MATES(ModelScorer, TargetSet):
                 "tests/integration/test_mates_run.py: re-selection at every stage boundary on corrupted skills, and a resume",
         notes="Cost per stage: oracle_size × (one forward-backward on the candidate + a forward pass over the target set), plus one "
               "embedding pass over the pool; reported per re-selection in the metadata (cost: oracle_seconds, oracle_probes, "
-              "probe_steps, embed_seconds, fit_seconds). Keeps 20% (select_data.py keeps |C|/5).",
+              "probe_steps, embed_seconds, fit_seconds). Keeps 20% (select_data.py keeps |C|/5). The score is minus the "
+              "prediction in z units, as the authors' model is trained on z-normalised values, so gumbel_top's τ = 0.5 acts "
+              "on the scale it was set for.",
     )
 
     budget: ClassVar[float] = 0.2
@@ -187,10 +191,11 @@ class MATES(ModelScorer, TargetSet):
 
     def score(self, ctx: SelectionContext) -> np.ndarray:
         n = len(ctx.train)
+        # checked at the initial selection too, so a budget the pool cannot meet stops the run before it trains
+        check(self.oracle_size <= n, "selection.oracle_size", self.oracle_size, f"exceeds the pool of {n} training examples")
         if not self.online:  # before training: stage 0 trains on random data, as the authors' first stage
             self.cost = {"stage": 0, "oracle_probes": 0, "probe_steps": 0, "oracle_seconds": 0.0}
             return np.random.default_rng([int(self.seed), STREAM, 0, 0]).random(n)
-        check(self.oracle_size <= n, "selection.oracle_size", self.oracle_size, f"exceeds the pool of {n} training examples")
         self.stage += 1
         started = time.perf_counter()
         probed = self.refit or self.influence_model is None
@@ -206,7 +211,9 @@ class MATES(ModelScorer, TargetSet):
             self.influence_model, report = fit_influence_model(x[rows], values, self.alphas, self.holdout, [int(self.seed), STREAM, self.stage, 2])
             ids = ctx.train.select(rows.tolist())["id"]
             self.pairs.append({"stage": self.stage, "ids": [str(i) for i in ids], "values": values.tolist()})
-        predicted = self.influence_model.predict(x)
+        # z units, as the authors' influence model (trained on z-normalised oracle values) predicts: the
+        # Gumbel noise of the selector is then on the scale the paper's τ = 0.5 was set for
+        predicted = self.influence_model.predict_z(x)
         done = time.perf_counter()
         self.cost = {
             "stage": self.stage, "refit": probed, "oracle_probes": self.oracle_size if probed else 0,
