@@ -216,3 +216,19 @@ def test_scores_are_predictions_in_z_units():
     scorer.for_rescoring(None)
     scores = scorer.score(SelectionContext(train, datasets.DatasetDict({"train": train, "val": train}), Bigram(), Tok()))
     assert scores == pytest.approx(-(planted - planted.mean()) / planted.std(), abs=1e-6)
+
+
+def test_sharding_strategies_are_refused_before_anything_is_built():
+    from assay.trainers import check_run
+
+    def spec(strategy, shards_parameters, shards_optimizer_state, probe="run"):
+        trainer = SimpleNamespace(strategy=strategy, shards_parameters=shards_parameters, shards_optimizer_state=shards_optimizer_state)
+        return SimpleNamespace(trainer=trainer, dynamics=SimpleNamespace(name="off"), selection=MATES(probe_optimizer=probe, lr=0.1),
+                               objective=SimpleNamespace(collation={}), model=SimpleNamespace())
+
+    with pytest.raises(UserError, match="trainer.strategy"):
+        check_run(spec("fsdp", True, True))
+    with pytest.raises(UserError, match="probe_optimizer=run"):
+        check_run(spec("deepspeed_zero2", False, True))
+    check_run(spec("deepspeed_zero2", False, True, probe="sgd"))  # whole parameters on every rank: the sgd probe can run
+    check_run(spec("ddp", False, False))

@@ -93,7 +93,10 @@ class MATES(ModelScorer, TargetSet):
             "states by default, or minilm), with standardised features and z-normalised targets, not a fine-tuned BERT; the "
             "ridge α is picked by held-out Spearman as the code picks its checkpoint, then refitted on all pairs.",
             "A stage is rescore_every epochs over the kept rows (assay re-selects at epoch boundaries), not a fixed number of "
-            "steps; with keep-20% an epoch is |pool|/5 examples.",
+            "steps (the code: 10k): its length is rescore_every × ⌈kept / batch⌉ steps, set through the kept fraction and "
+            "rescore_every; each stage still trains on that stage's selection only, as the authors' stages do.",
+            "Refused under strategies that shard the model (FSDP, DeepSpeed ZeRO-3) or, with probe_optimizer=run, its "
+            "optimizer state (ZeRO-2): each probe steps a whole copy. Under DDP rank 0 probes and selects for every rank.",
             "The reference set is the run's held-out target split (val, or selection.target_sources of it), not LAMBADA test.",
             "Probes run in eval mode (no dropout); the tiny Llama has none.",
             "The candidates are the run's whole training pool (the code predicts over fresh C4 shards each stage).",
@@ -111,6 +114,8 @@ class MATES(ModelScorer, TargetSet):
 
     budget: ClassVar[float] = 0.2
     needs_trained_model: ClassVar[bool] = False  # stage 0 is random data; the oracle probes the live model
+    probes_whole_model: ClassVar[bool] = True
+    """The oracle deep-copies the live model (and with probe_optimizer=run its optimizer state): refused under sharding strategies."""
 
     name: str = "mates"
     rescore_every: Optional[int] = 1
