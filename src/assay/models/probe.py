@@ -1,7 +1,8 @@
 """The probe step: copy a model, take a few optimizer steps on a small set, and read per-example
 losses on another set before and after. Forward-INF (``selection=forward_inf``) scores the training
 pool with it; the palimpsest reshuffle test (``assay-provenance observe --method reshuffle``) reads
-the same per-example losses.
+the same per-example losses; MATES (``selection=mates``) takes one step per candidate with a copy of
+the live run's optimizer (``optimizer_copy``, ``step_on``) and reads the target set's losses.
 
 Losses are each row's mean NLL over its labelled (response) tokens (``assay.models.grads.row_losses``),
 from right-padded ``prompt + response`` batches (``assay.models.passes``), in eval mode (no dropout:
