@@ -138,11 +138,13 @@ class GumbelTop(Top):
         paper="Yu, Das & Xiong 2024, MATES: Model-Aware Data Selection for Efficient Pretraining with Data Influence Models "
               "(NeurIPS 2024), its selection step",
         arxiv="2406.06046",
-        code="cxcscmu/MATES@5d2860c: select_data.py (prediction/τ + Gumbel noise, argpartition of the smallest |C|/5), as "
-             "shared/reference/seed_systems.md reads it",
+        code="cxcscmu/MATES@5d2860c: src/select_data/select_data.py (metrics / temp + rng.gumbel, argpartition of the smallest "
+             "selection_size)",
         defaults={"temperature": "0.5 (select_data.py): follows"},
         deviations=("The authors keep the smallest prediction/τ + g of a loss-change prediction (lower = better); assay's scores "
-                    "are higher = keep, so the kept set is the largest score/τ − g with score = −prediction: the same draw.",),
+                    "are higher = keep, so the kept set is the largest score/τ − g with score = −prediction: the same draw.",
+                    "Seeded by the run's seed and the scorer's stage (the authors draw from an unseeded default_rng()), so a "
+                    "resumed or repeated run selects the same rows.",),
         checked="tests/unit/selection/test_mates.py: τ → 0 is the plain top-k; the draw is seeded by the scorer's seed and stage",
         notes="A stochastic top-k: examples below the cut are kept with a probability that grows with their score, so a "
               "selection repeated every stage does not lock onto one set. temperature=0 is the plain top-k.",

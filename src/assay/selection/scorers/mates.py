@@ -74,8 +74,10 @@ class MATES(ModelScorer, TargetSet):
         paper="Yu, Das & Xiong 2024, MATES: Model-Aware Data Selection for Efficient Pretraining with Data Influence Models "
               "(NeurIPS 2024)",
         arxiv="2406.06046",
-        code="cxcscmu/MATES@5d2860c as shared/reference/seed_systems.md reads it (probe_oracle_data_influence.py, "
-             "train_data_influence_model.py, select_data.py); the repository itself was not re-read here",
+        code="cxcscmu/MATES@5d2860c: src/select_data/probe_oracle_data_influence.py (fabric.load of the checkpoint with its AdamW "
+             "state before every probe, lr = get_wsd_lr(iter_num), clip_gradients 1.0, the reference loss after the one step), "
+             "train_data_influence_model.py (scores z-normalised, 90/10 split seed 1234, best held-out Spearman), "
+             "predict_data_influence.py (the predictions are the head's z-unit logits), select_data.py (Gumbel-top-k)",
         defaults={
             "probe_optimizer": "run (the oracle restores the checkpoint with its AdamW state and iteration counter and takes one "
                                "step, lr from the schedule, grad-clip 1.0): follows, with the run's own optimizer, scheduled lr "
