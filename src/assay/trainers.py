@@ -220,6 +220,13 @@ def check_run(spec: Any) -> None:
             f"shards parameters across ranks, and {' and '.join(wants)} needs every parameter whole on every rank for per-sample "
             "gradients; use trainer=ddp or trainer=deepspeed_zero2 (or a scorer / dynamics without gradients)",
         )
+    probe = getattr(spec.selection, "probe_optimizer", None) if getattr(spec.selection, "probes_whole_model", False) else None
+    if probe is not None and (trainer.shards_parameters or (probe == "run" and trainer.shards_optimizer_state)):
+        raise UserError(
+            "trainer.strategy", trainer.strategy,
+            f"shards the model or its optimizer state, and selection={spec.selection.name} steps a whole copy of the model "
+            f"(probe_optimizer={probe}) on every probe; use trainer=ddp (or selection.probe_optimizer=sgd with trainer=deepspeed_zero2)",
+        )
     if getattr(spec.dynamics, "adam", False) and trainer.shards_optimizer_state:
         raise UserError("dynamics.adam", True, f"reads each parameter's Adam moments, which trainer.strategy={trainer.strategy} keeps in flattened shards; set dynamics.adam=false or use trainer=ddp")
     if getattr(spec.objective, "live_reference", False):  # TR-DPO: a frozen copy of the policy inside the LightningModule

@@ -61,6 +61,11 @@ class SelectionContext:
     tokenizer: Any = None
     run_dir: Optional[Path] = None
     cache_dir: Optional[Path] = None
+    optimizer: Any = None
+    """The live run's optimizer, when selection runs during training (re-scoring): a probe that steps
+    as the run would (MATES's oracle) copies it, state and scheduled learning rate included."""
+    gradient_clip: Optional[float] = None
+    """The live run's gradient-norm clip (``trainer.gradient_clip_val``), for the same probes."""
 
 
 @dataclass

@@ -53,7 +53,10 @@ class Rescoring(pl.Callback):
             trainer.strategy.barrier("assay-rescore-flush")  # every rank's records are on disk before anyone reads
         train = self.splits["train"]
         scorer = self.selection.for_rescoring(self.run_dir)
-        ctx = SelectionContext(train, self.splits, pl_module.model, self.tokenizer, self.run_dir, self.cache_dir)
+        optimizer = trainer.optimizers[0] if trainer.optimizers else None
+        clip = trainer.gradient_clip_val
+        ctx = SelectionContext(train, self.splits, pl_module.model, self.tokenizer, self.run_dir, self.cache_dir,
+                               optimizer, None if clip is None else float(clip))
         selection = once(lambda: scorer.select(ctx))  # rank 0 selects, every rank gets the same kept rows
         selection.metadata["epoch"] = epoch
         path = self.run_dir / f"selection_epoch{epoch}.parquet"
@@ -66,10 +69,15 @@ class Rescoring(pl.Callback):
         return entry
 
     def state_dict(self) -> dict:
-        return {"history": self.history}
+        state: dict[str, Any] = {"history": self.history}
+        if hasattr(self.selection, "state_dict"):  # a scorer that learns across re-selections (MATES's influence model)
+            state["scorer"] = self.selection.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.history = list(state.get("history", []))
+        if "scorer" in state and hasattr(self.selection, "load_state_dict"):
+            self.selection.load_state_dict(state["scorer"])
 
 
 def rescoring_callbacks(selection: Scorer, ordering, splits, tokenizer, run_dir: Path, cache_dir=None) -> list[Rescoring]:

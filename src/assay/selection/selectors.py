@@ -19,6 +19,8 @@ from assay.errors import UserError, check
 from assay.registry import register
 
 GROUP = "selection/selector"
+GUMBEL_STREAM = 5772156
+"""Second seed word of gumbel_top's draw."""
 
 
 @dataclass
@@ -125,6 +127,46 @@ class Top(Selector):
         k = self.count if self.count is not None else int(np.floor(fraction * len(scores)))
         context.measured["fraction" if self.count is None else "count"] = fraction if self.count is None else self.count
         return top_k_mask(scores, k)
+
+
+@register(GROUP, "gumbel_top")
+@dataclass
+class GumbelTop(Top):
+    """Gumbel-top-k: keep the k highest ``score/τ − g``, g ~ Gumbel(0, 1) i.i.d. (MATES's sampling)."""
+
+    card: ClassVar[MethodCard] = MethodCard(
+        paper="Yu, Das & Xiong 2024, MATES: Model-Aware Data Selection for Efficient Pretraining with Data Influence Models "
+              "(NeurIPS 2024), its selection step",
+        arxiv="2406.06046",
+        code="cxcscmu/MATES@5d2860c: src/select_data/select_data.py (metrics / temp + rng.gumbel, argpartition of the smallest "
+             "selection_size)",
+        defaults={"temperature": "0.5 (select_data.py): follows"},
+        deviations=("The authors keep the smallest prediction/τ + g of a loss-change prediction (lower = better); assay's scores "
+                    "are higher = keep, so the kept set is the largest score/τ − g with score = −prediction: the same draw.",
+                    "Seeded by the run's seed and the scorer's stage (the authors draw from an unseeded default_rng()), so a "
+                    "resumed or repeated run selects the same rows.",),
+        checked="tests/unit/selection/test_mates.py: τ → 0 is the plain top-k; the draw is seeded by the scorer's seed and stage",
+        notes="A stochastic top-k: examples below the cut are kept with a probability that grows with their score, so a "
+              "selection repeated every stage does not lock onto one set. temperature=0 is the plain top-k.",
+    )
+
+    name: str = "gumbel_top"
+    temperature: float = 0.5
+    """τ: the scores are divided by τ before the Gumbel(0, 1) noise is subtracted; smaller = closer to the plain top-k."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.temperature >= 0, "selection.selector.temperature", self.temperature, "must be >= 0 (0 = the plain top-k)")
+
+    def keep(self, scores: np.ndarray, context: KeepContext) -> np.ndarray:
+        if self.temperature == 0:
+            return super().keep(scores, context)
+        # one draw per (run seed, stage): a scorer that re-selects names its stage, so every stage draws afresh
+        # (its own stream word: default_rng(seed) alone is the noise transforms' stream over the same rows)
+        draw = [int(context.scorer.seed), GUMBEL_STREAM, int(getattr(context.scorer, "stage", 0))]
+        gumbel = np.random.default_rng(draw).gumbel(size=len(scores))
+        context.measured["temperature"] = float(self.temperature)
+        return super().keep(finite(scores) / self.temperature - gumbel, context)
 
 
 @register(GROUP, "threshold")

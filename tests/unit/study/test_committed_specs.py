@@ -12,7 +12,7 @@ import assay.study
 from assay.study.spec import PLACEHOLDER
 
 REPO = Path(__file__).resolve().parents[3]
-STUDIES = ["online_mixing", "noisy_prefs_v2", "collaborative", "mixture_search", "forward_inf"]
+STUDIES = ["online_mixing", "noisy_prefs_v2", "collaborative", "mixture_search", "forward_inf", "mates"]
 RUN_METRIC_PREFIXES = ("test/", "val/")
 
 
@@ -55,6 +55,9 @@ def test_placeholders_name_what_exists(spec):
     elif spec.root.name == "forward_inf":
         assert refs == {"{run:probe}"}
         assert spec.arm_order().index("probe") < min(spec.arm_order().index(a) for a in ("el2n", "forward_inf"))
+    elif spec.root.name == "mates":
+        assert refs == {"{run:probe}"}  # only the static EL2N arm reads the probe; MATES probes its own live model
+        assert spec.arm_order().index("probe") < spec.arm_order().index("el2n")
     else:
         assert refs == set()
 

@@ -12,4 +12,6 @@
 - ``near``: DataFlex's NEAR, every target example's nearest pool examples in turn (embeddings).
 - ``tsds``: TSDS, a sampling distribution matching the target in OT with a density-aware diversity term.
 - ``nice``: NICE, loss gradients matched with reward-weighted policy gradients on the target prompts.
+- ``mates``: MATES, a one-step oracle on sampled candidates, an influence model over the pool, re-fitted
+  every stage of training (its regressor in ``assay.selection.influence_model``).
 """
