@@ -265,6 +265,8 @@ def validate(cfg: DictConfig) -> RunSpec:
     extra = [c for c in getattr(spec.selection, "data_columns", ()) if c not in spec.data.keep_columns]
     spec.data.keep_columns = [*spec.data.keep_columns, *extra]
     check_weight_column(spec)
+    if getattr(spec.data, "pairs", "rated") == "on_policy" and spec.model.init_from is None:
+        raise UserError("data.pairs", "on_policy", "samples the pairs from the model the run starts from: set model.init_from=<an SFT run directory>")
     if spec.data.format != spec.objective.data_format:
         raise UserError(
             "data.format",
