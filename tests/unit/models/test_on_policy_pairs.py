@@ -153,3 +153,28 @@ def test_run_level_errors(compose_cfg, tmp_path):
         from assay.data.tables import JsonlData
 
         JsonlData(train_file="x.jsonl", format="preference", pairs="on_policy", seed=0)
+
+
+def _preference_objectives():
+    import assay.config  # noqa: F401  (registers every option)
+    from assay.registry import options
+
+    from assay.paths import CONF_DIR
+
+    registered = options("objective")
+    pairwise = registered["dpo"].data_format  # the pairwise losses share the base's property (preference data)
+    names = [f.stem for f in (CONF_DIR / "objective").glob("*.yaml") if not f.stem.endswith("_schema")]
+    return sorted(n for n in names if n not in registered or registered[n].data_format is pairwise)  # + the presets dr_dpo, beta_dpo
+
+
+@pytest.mark.parametrize("objective", _preference_objectives())
+def test_on_policy_pairs_compose_with_flips_and_every_preference_loss(objective, compose_cfg, tmp_path):
+    from assay.config import validate
+
+    run = tmp_path / "sft"
+    (run / "model").mkdir(parents=True)
+    (run / "model" / "config.json").write_text("{}")
+    (run / "tokenizer").mkdir()
+    spec = validate(compose_cfg([f"objective={objective}", "data.format=preference", "data.pairs=on_policy", "noise=pairwise_flip",
+                                 "noise.p=0.2", f"model.init_from={run}"]))
+    assert spec.data.pairs == "on_policy" and spec.noise.p == 0.2
