@@ -147,6 +147,9 @@ def test_run_level_errors(compose_cfg, tmp_path):
     cfg = compose_cfg(["objective=dpo", "data.format=preference", "data.pairs=on_policy"])
     with pytest.raises(UserError, match=r"data\.pairs='on_policy': samples the pairs from the model the run starts from: set model\.init_from"):
         validate(cfg)
+    from assay.run.stages import PENDING
+
+    validate(compose_cfg(["objective=dpo", "data.format=preference", "data.pairs=on_policy", f"previous_stage={PENDING}"]))  # a recipe's preflight
     with pytest.raises(UserError, match="this command builds data without one"):
         build_examples(_data(train_per_domain=5, val_per_domain=2, test_per_domain=2), SingleMixture(), NoNoise())
     with pytest.raises(UserError, match="has none"):
