@@ -5,6 +5,8 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from assay.models.onpolicy import CACHE, choose_pair
@@ -35,6 +37,11 @@ def test_dpo_on_on_policy_pairs_from_a_short_sft_run(tmp_path):
     assert 0 < dpo["data"]["train_examples"] == len(paired) <= 120
     store = read_store(tmp_path / "dpo" / "dynamics")
     assert store["is_flipped"].any() and set(store["id"]) <= set(paired)
+    # the pairs as trained, to join with the store: a flipped pair's chosen reward is the lower one, its gap stays the true one
+    trained = pd.read_parquet(tmp_path / "dpo" / "train_pairs.parquet")
+    assert sorted(trained["id"]) == sorted(paired) and trained["is_flipped"].any()
+    sign = np.where(trained["is_flipped"], -1.0, 1.0)
+    assert np.allclose(sign * (trained["chosen_reward"] - trained["rejected_reward"]), trained["reward_gap"]) and (trained["reward_gap"] > 0).all()
 
     # another objective from the same SFT model: the samples come from the cache, nothing new is written
     again = run_in_hydra([*FAST, *ON_POLICY, "objective=rdpo", f"model.init_from={tmp_path / 'sft'}"], tmp_path / "rdpo")
