@@ -265,6 +265,11 @@ def validate(cfg: DictConfig) -> RunSpec:
     extra = [c for c in getattr(spec.selection, "data_columns", ()) if c not in spec.data.keep_columns]
     spec.data.keep_columns = [*spec.data.keep_columns, *extra]
     check_weight_column(spec)
+    from assay.run.stages import PENDING
+
+    # (a recipe's later stage is checked before its earlier stage wrote the model: checked again when it starts)
+    if getattr(spec.data, "pairs", "rated") == "on_policy" and spec.model.init_from is None and cfg.get("previous_stage") != PENDING:
+        raise UserError("data.pairs", "on_policy", "samples the pairs from the model the run starts from: set model.init_from=<an SFT run directory>")
     if spec.data.format != spec.objective.data_format:
         raise UserError(
             "data.format",

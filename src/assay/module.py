@@ -221,16 +221,9 @@ class AssayModule(pl.LightningModule):
 
     def greedy_texts(self, model, batch: dict) -> list[str]:
         """Decoded greedy continuations of the batch's (left-padded) prompts by ``model``."""
-        prompt = batch["prompt_input_ids"]
-        generated = model.generate(
-            input_ids=prompt,
-            attention_mask=batch["prompt_attention_mask"],
-            max_new_tokens=self.evaluation.max_new_tokens,
-            do_sample=False,
-            pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=self.tokenizer.eos_token_id,
-        )
-        return self.tokenizer.batch_decode(generated[:, prompt.size(1):], skip_special_tokens=True)
+        from assay.models.passes import generate_texts
+
+        return generate_texts(model, self.tokenizer, batch["prompt_input_ids"], batch["prompt_attention_mask"], self.evaluation.max_new_tokens)
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]

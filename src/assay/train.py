@@ -95,10 +95,12 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     spec.trainer.apply_threads()  # before data, scoring and training alike
     set_enabled(spec.trainer.enable_progress_bar)  # the phases before training (reference log-probs, scoring) too
 
-    examples, model, tokenizer = build_examples_and_model(spec)
+    examples, model, tokenizer = build_examples_and_model(spec, pairs=lambda train, m, tok: distributed.rank_zero_first(lambda: _on_policy(spec, cfg, train, m, tok)))
     if main:
         tokenizer.save_pretrained(run_dir / "tokenizer")
         write_heldout_ids(examples.splits, run_dir)
+        if getattr(spec.data, "pairs", "rated") == "on_policy":
+            _write_train_pairs(examples.splits["train"], run_dir)
     data = spec.data
     tokenized = DatasetDict(
         {
@@ -209,6 +211,25 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         runlog.to_file("finished: %s", json.dumps(summary["metrics"], sort_keys=True))
     _finish_wandb(0)
     return summary
+
+
+def _on_policy(spec, cfg: DictConfig, train, model, tokenizer):
+    """``data.pairs=on_policy``: the training pairs sampled from the starting model (assay.models.onpolicy),
+    on the GPU when training uses one; rank 0 samples, the other ranks read its cache."""
+    from assay.models.onpolicy import on_policy_pairs
+
+    enter_phase("sampling on-policy pairs")
+    with distributed.on_device(model, distributed.compute_device(spec.trainer)):
+        return on_policy_pairs(train, model, tokenizer, spec.data, spec.eval.max_new_tokens, Path(cfg.paths.cache_dir))
+
+
+def _write_train_pairs(train, run_dir: Path) -> None:
+    """``train_pairs.parquet``: the on-policy training pairs as trained (after noise: ``is_flipped``), with
+    their ground-truth rewards, gap, kind and draws, to join with the per-sample store by id."""
+    from assay.models.onpolicy import PAIR_COLUMNS
+
+    wanted = ["id", "source", "prompt", "answer", "chosen", "rejected", *PAIR_COLUMNS, "is_flipped"]
+    train.select_columns([c for c in wanted if c in train.column_names]).to_parquet(str(run_dir / "train_pairs.parquet"))
 
 
 def _select(spec, context, run_dir: Path):

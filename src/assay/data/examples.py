@@ -4,7 +4,9 @@ tokenizer first, since the mixture counts tokens)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
+from typing import Callable, Optional
 
 from assay.data.mixture import MixtureConfig
 from assay.data.noise import NoiseConfig
@@ -67,18 +69,30 @@ def example_weights(ds: datasets.Dataset, column: str, split: str) -> datasets.D
     return ds.remove_columns([WEIGHT]).add_column(WEIGHT, values) if WEIGHT in ds.column_names else ds.add_column(WEIGHT, values)
 
 
-def build_examples(data: DataConfig, mixture: MixtureConfig, noise: NoiseConfig, lengths=None, pool=None) -> Examples:
-    """Sources -> mixture -> noise. ``lengths``: tokens per training row of ``pool`` (token mixtures)."""
+def build_examples(data: DataConfig, mixture: MixtureConfig, noise: NoiseConfig, lengths=None, pool=None,
+                   pairs: Optional[Callable[[datasets.Dataset], datasets.Dataset]] = None) -> Examples:
+    """Sources -> mixture -> (on-policy pairs) -> noise. ``lengths``: tokens per training row of ``pool``
+    (token mixtures). ``pairs``: replaces the mixed training split's pairs before noise (``data.pairs=on_policy``:
+    noise then flips the model's own samples)."""
+    on_policy = getattr(data, "pairs", "rated") == "on_policy"
+    if on_policy and pairs is None:
+        raise UserError("data.pairs", "on_policy", "samples the pairs from the run's model, and this command builds data without one")
     splits = pool if pool is not None else load_pool(data, mixture)
     train, counts = mixture.apply(splits["train"], data.domain_weights(), lengths)
+    if on_policy:
+        train = pairs(train)
+        counts = {source: n for source, n in Counter(train["source"]).items()} if "source" in train.column_names else counts
     splits = datasets.DatasetDict({**splits, "train": noise.apply(train, data.format)})
     return Examples(splits, counts)
 
 
-def build_examples_and_model(spec) -> tuple[Examples, object, object]:
+def build_examples_and_model(spec, pairs: Optional[Callable] = None) -> tuple[Examples, object, object]:
     """Examples, model and tokenizer. A static token mixture needs each example's token count, so
-    its tokenizer (trained on the unmixed pool for models without a vocabulary) comes first."""
-    if not spec.mixture.needs_lengths:
+    its tokenizer (trained on the unmixed pool for models without a vocabulary) comes first; on-policy
+    pairs (``data.pairs=on_policy``) need the model first too: ``pairs(train, model, tokenizer)`` builds them
+    (``assay.models.onpolicy``, passed in by the command: data does not import models)."""
+    on_policy = getattr(spec.data, "pairs", "rated") == "on_policy"
+    if not spec.mixture.needs_lengths and not on_policy:
         examples = build_examples(spec.data, spec.mixture, spec.noise)
         return (examples, *spec.model.build(examples.splits))
     from assay.data.collate import row_tokens, tokenize_split
@@ -86,8 +100,11 @@ def build_examples_and_model(spec) -> tuple[Examples, object, object]:
     pool = load_pool(spec.data, spec.mixture)
     model, tokenizer = spec.model.build(pool)
     data = spec.data
-    lengths = row_tokens(tokenize_split(pool["train"], tokenizer, data.format, data.separator, data.max_length), data.format)
-    return build_examples(data, spec.mixture, spec.noise, lengths, pool), model, tokenizer
+    lengths = None
+    if spec.mixture.needs_lengths:
+        lengths = row_tokens(tokenize_split(pool["train"], tokenizer, data.format, data.separator, data.max_length), data.format)
+    build = (lambda train: pairs(train, model, tokenizer)) if on_policy and pairs is not None else None
+    return build_examples(data, spec.mixture, spec.noise, lengths, pool, build), model, tokenizer
 
 
 def _check_texts(ds: datasets.Dataset, data: DataConfig, split: str) -> None:

@@ -17,7 +17,7 @@ schemas in ``assay.data.schemas``, several sources in one run in ``assay.data.mu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import ClassVar, Optional
 
 from assay.lazy import datasets
 import numpy as np
@@ -29,6 +29,7 @@ from assay.registry import register
 
 CHAT_TEMPLATE_MODES = ("messages", "always", "never")
 SPLITS = ("train", "val", "test")
+PAIR_SOURCES = ("rated", "on_policy")
 
 
 @dataclass
@@ -67,9 +68,32 @@ class DataConfig:
     conversation format; the loss stays on the reply): ``messages`` (conversation data only, as TRL
     does), ``always`` (plain prompt rows too, as one user turn: for instruct models), ``never``. A
     tokenizer without a template (``tiny_llama``) uses the plain ``role: content`` lines instead."""
+    pairs: str = "rated"
+    """Where the training split's preference pairs come from: ``rated`` (the data's own pairs; for
+    ``data=skills`` its rated responses, ``pair_kinds`` / ``rating_gaps``) or ``on_policy``: for every
+    training prompt, samples of the model the run starts from (``model.init_from``, the SFT model of a
+    DPO run), the higher ground-truth reward chosen (assay.models.onpolicy). Needs a reward: skills only.
+    Val and test keep the data's own (clean, exact-vs-near) pairs."""
+    pair_samples: int = 4
+    """On-policy pairs: responses sampled per prompt (≥ 2). The pair is the first sample and the first
+    later one whose reward differs; a prompt whose samples all tie is dropped."""
+    pair_temperature: float = 1.0
+    """On-policy pairs: sampling temperature (> 0; no top-k / top-p cut)."""
+    pair_seed: int = 0
+    """On-policy pairs: the sampling seed. Fixed, not the run's seed, so every arm and seed of a study
+    trains on the same pairs (the cache keys on it, the model's weights and the prompts)."""
     seed: int = II("seed")
 
+    rewarded: ClassVar[bool] = False
+    """Whether the rows carry what the ground-truth reward needs (``answer``): on-policy pairs need it."""
+
     def __post_init__(self) -> None:
+        check(self.pairs in PAIR_SOURCES, "data.pairs", self.pairs, f"must be one of {list(PAIR_SOURCES)}")
+        if self.pairs == "on_policy":
+            check(type(self).rewarded, "data.pairs", self.pairs, f"ranks samples by the skills tasks' ground-truth reward; data={self.name} has none (use data=skills)")
+            check(self.format == "preference", "data.pairs", self.pairs, "builds preference pairs: set data.format=preference")
+            check(self.pair_samples >= 2, "data.pair_samples", self.pair_samples, "must be at least 2 (a pair needs two samples)")
+            check(self.pair_temperature > 0, "data.pair_temperature", self.pair_temperature, "must be > 0")
         check(self.chat_template in CHAT_TEMPLATE_MODES, "data.chat_template", self.chat_template, f"must be one of {list(CHAT_TEMPLATE_MODES)}")
         for key in ("max_train_examples", "max_eval_examples"):
             if getattr(self, key) is not None:
@@ -118,6 +142,8 @@ class DataConfig:
 class SkillsData(DataConfig):
     """Embedded synthetic multi-skill corpus (copy, reverse, sort, count, add) with difficulty levels."""
 
+    rewarded: ClassVar[bool] = True
+
     name: str = "skills"
     domains: list[str] = field(default_factory=lambda: ["copy", "reverse", "sort", "count", "add"])
     train_per_domain: int = 1500
@@ -160,6 +186,9 @@ class SkillsData(DataConfig):
         if list(self.pair_kinds) != ["exact_vs_near"]:
             check(self.format in ("preference", "unpaired"), "data.pair_kinds", list(self.pair_kinds), "needs data.format=preference or unpaired")
             check(self.rating_gaps is None, "data.pair_kinds", list(self.pair_kinds), "draws one pair per prompt; data.rating_gaps (Curry-DPO) makes its own pairs: set one of them")
+        if self.pairs == "on_policy":
+            check(list(self.pair_kinds) == ["exact_vs_near"] and self.rating_gaps is None, "data.pairs", self.pairs,
+                  "samples the training pairs from the model; data.pair_kinds and data.rating_gaps choose rated pairs: set one of them")
         for d in self.domains:
             check(d in GENERATORS, "data.domains", d, f"each domain must be one of {sorted(GENERATORS)}")
         check(len(self.domains) > 0, "data.domains", self.domains, "must name at least one domain")

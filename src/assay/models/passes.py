@@ -71,6 +71,36 @@ def model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+def weights_digest(model) -> str:
+    """sha256 over every tensor of the model's state (names and bytes): the key of every cache of a
+    model's outputs (reference log-probs, on-policy samples)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def generate_texts(model, tokenizer, input_ids, attention_mask, max_new_tokens: int, temperature: Optional[float] = None,
+                   num_return_sequences: int = 1) -> list[str]:
+    """Decoded continuations of left-padded prompts: greedy (``temperature`` None: the evaluation's
+    answers) or sampled at ``temperature``, ``num_return_sequences`` per prompt (prompt-major order),
+    from the global torch generator. Special tokens are dropped from the text."""
+    sampled = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature is not None else {"do_sample": False}
+    generated = model.generate(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        max_new_tokens=max_new_tokens,
+        num_return_sequences=num_return_sequences,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **sampled,
+    )
+    return tokenizer.batch_decode(generated[:, input_ids.size(1):], skip_special_tokens=True)
+
+
 def forward(model, batch: dict, hidden_states: bool = False):
     """The batched forward of one padded batch (moved to the model's device), without a KV cache."""
     device = model_device(model)

@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader
 
 from assay.data.collate import KL_COMPLETION, REFERENCE_TOKENS, Collator
 from assay.data.datamodule import Rows
+from assay.models.passes import weights_digest  # noqa: F401  (also read from here by the mixers)
 from assay.objectives.logps import pair_logps, sequence_logps
 from assay.run.progress import track
 
@@ -52,14 +53,6 @@ TOKEN_COLUMN = REFERENCE_TOKENS
 (prompt, completion) sequence beside the sequence log-probs (``TokenCache``)."""
 MAX_SHARDS = 16
 """Merge the shards of a reference into one once there are more than this many."""
-
-
-def weights_digest(model: torch.nn.Module) -> str:
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def sequence_key(prompt_ids: list[int], response_ids: list[int]) -> str:

@@ -11,6 +11,7 @@ what was declared here; everything else a report prints is labelled exploratory)
       cdpo: [objective=cdpo, objective.epsilon=0.1, "model.init_from={setup:sft}"]
     cross:                                            # optional: every arm at every level of a factor
       flip: {"0.0": [noise.p=0.0], "0.2": [noise.p=0.2]}
+      sft: {a: ["model.init_from={setup:sft}"]}       #   (a level may name a setup run: one SFT model per level)
     seeds: [0, 1, 2, 3, 4, 5]
     primary: test/pref_acc
     secondary: [test/loss]
@@ -115,7 +116,7 @@ class StudySpec:
     def overrides(self, cell: Cell, seed: Optional[int] = None) -> list[str]:
         """The run's overrides: base, then the level's, then the arm's (its {run:...} / {setup:...} references filled in); with
         ``seed`` None, ``{run:x}`` is written with Hydra's ``${seed}`` so one multirun covers every seed."""
-        level = [o for k, v in cell.level for o in self.cross[k][v]]
+        level = [self._fill(o, cell, seed) for k, v in cell.level for o in self.cross[k][v]]
         return [*self.base, *level, *(self._fill(o, cell, seed) for o in self.arms[cell.arm])]
 
     def _fill(self, text: str, cell: Cell, seed: Optional[int]) -> str:
@@ -193,7 +194,8 @@ def load(root: Path | str) -> StudySpec:
             if not NAME.match(level) or not NAME.match(str(factor)):
                 raise UserError(f"cross.{factor}", level, "factor and level names may hold letters, digits and . _ + - only")
 
-    for where, overrides in [*((f"arms.{a}", o) for a, o in arms.items()), *((f"setup.{s}", o) for s, o in setup.items())]:
+    levels = [(f"cross.{f}.{v}", o) for f, vs in cross.items() for v, o in vs.items()]
+    for where, overrides in [*((f"arms.{a}", o) for a, o in arms.items()), *((f"setup.{s}", o) for s, o in setup.items()), *levels]:
         for o in overrides:
             for kind, ref in PLACEHOLDER.findall(o):
                 pool = arms if kind == "run" else setup
@@ -201,6 +203,8 @@ def load(root: Path | str) -> StudySpec:
                     raise UserError(where, o, f"{{{kind}:{ref}}} names no {'arm' if kind == 'run' else 'setup run'}; there are: {', '.join(pool) or 'none'}")
                 if kind == "run" and where.startswith("setup."):
                     raise UserError(where, o, "a setup run is made before the arms, so it cannot use an arm's run")
+                if kind == "run" and where.startswith("cross."):
+                    raise UserError(where, o, "a level of `cross` may name a setup run ({setup:...}, e.g. one SFT model per level), not an arm's run")
 
     seeds = raw["seeds"]
     if isinstance(seeds, int):

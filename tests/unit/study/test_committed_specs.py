@@ -12,7 +12,7 @@ import assay.study
 from assay.study.spec import PLACEHOLDER
 
 REPO = Path(__file__).resolve().parents[3]
-STUDIES = ["online_mixing", "noisy_prefs_v2", "collaborative", "mixture_search", "forward_inf", "mates"]
+STUDIES = ["online_mixing", "noisy_prefs_v2", "noisy_prefs_v3", "collaborative", "mixture_search", "forward_inf", "mates"]
 RUN_METRIC_PREFIXES = ("test/", "val/")
 
 
@@ -45,6 +45,13 @@ def test_at_least_six_seeds(spec):
 def test_placeholders_name_what_exists(spec):
     # load() already refuses unknown names; this pins the two dependencies the studies rely on
     refs = {m.group(0) for o in [o for arm in spec.arms.values() for o in arm] for m in PLACEHOLDER.finditer(o)}
+    if spec.root.name == "noisy_prefs_v3":  # one SFT model per level of the sft factor, none named by an arm
+        levels = {m.group(0) for vs in spec.cross.values() for o in [o for v in vs.values() for o in v] for m in PLACEHOLDER.finditer(o)}
+        assert refs == set() and levels == {"{setup:sft0}", "{setup:sft1}", "{setup:sft2}"}
+        assert set(spec.cross["flip"]) == {"0.0", "0.2", "0.4"} and all("data.pairs=on_policy" in v for v in spec.cross["flip"].values())
+        assert all({"data.batch_size=16", "trainer.accumulate_grad_batches=4"} <= set(v) for v in spec.cross["flip"].values())  # 64 pairs
+        assert "objective.epsilon=${noise.p}" in spec.arms["cdpo"] and spec.correction == "holm"
+        return
     if spec.root.name == "online_mixing":
         assert refs == {"{run:natural}", "{run:doremi_proxy}", "{setup:base}"}  # every arm starts from the base model
         order = spec.arm_order()

@@ -79,6 +79,17 @@ def test_run_placeholders_and_dependency_order(tmp_path):
     assert spec.overrides(Cell("ref"), 3)[-1].endswith("runs/base/seed3")
 
 
+def test_a_level_of_cross_may_name_a_setup_run(tmp_path):
+    # several SFT models: one setup run per level, filled in like an arm's {setup:...}
+    cross = {"sft": {"s0": ["model.init_from={setup:sft0}"], "s1": ["model.init_from={setup:sft1}"]}}
+    spec = load(_write(tmp_path / "s", setup={"sft0": ["seed=0"], "sft1": ["seed=1"]}, cross=cross))
+    assert spec.overrides(Cell("a", (("sft", "s1"),)), 2)[1] == f"model.init_from={(tmp_path / 's' / 'setup' / 'sft1').resolve()}"
+    with pytest.raises(UserError, match=re.escape("names no setup run")):
+        load(_write(tmp_path / "t", setup={"sft0": ["seed=0"]}, cross=cross))
+    with pytest.raises(UserError, match=re.escape("not an arm's run")):
+        load(_write(tmp_path / "u", cross={"x": {"l": ["model.init_from={run:a}"]}}))
+
+
 def test_report_recomputed_from_runs_csv(tmp_path):
     spec = load(_write(tmp_path / "s"))
     rng = np.random.default_rng(0)
