@@ -150,6 +150,8 @@ def dpo(args: argparse.Namespace, out: Path) -> dict:
     cmd = [sys.executable, str(REPO / "benchmarks" / "dpo_throughput" / "run.py"), "--arm", "realistic", "--init", "config", "--size", args.size,
            "--device", device(), "--modes", "lora", "full", "--contenders", *contenders, "--repeats", "1", "--steps", str(steps),
            "--warmup", str(warmup), "--batch-size", str(batch), "--threads", str(min(8, os.cpu_count() or 1)), "--results", str(rows_file)]
+    if args.smoke:  # not a measurement: no wait for the load to settle, and its rows are written whatever the load
+        cmd += ["--settle", "0", "--force"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.section_timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"dpo_throughput failed (exit {proc.returncode}): {proc.stderr[-2000:]}")

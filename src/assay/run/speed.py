@@ -198,11 +198,11 @@ class Throughput(pl.Callback):
 
     def on_fit_start(self, trainer, pl_module) -> None:
         if self.peak_flops is None:
-            from assay.run.log import info
+            from assay.run.log import to_file
             from assay.run.peak import peak_flops
 
             self.peak_flops, self.peak_source = peak_flops(pl_module.device, self.cache_dir)
-            info("peak %.1f GFLOP/s per device (%s)", self.peak_flops / 1e9, self.peak_source)
+            to_file("peak %.1f GFLOP/s per device (%s)", self.peak_flops / 1e9, self.peak_source)  # summary.json has it too
         self._world = max(int(getattr(trainer, "world_size", 1) or 1), 1)
 
     def on_train_start(self, trainer, pl_module) -> None:
