@@ -93,7 +93,7 @@ def cache_key(model, settings: dict, rows: list[tuple[str, str]]) -> str:
 def on_policy_pairs(train: datasets.Dataset, model, tokenizer, data, max_new_tokens: int, cache_dir: Path,
                     sample: Callable[..., list[list[str]]] = sample_responses) -> datasets.Dataset:
     """``train`` with ``chosen`` / ``rejected`` replaced by on-policy pairs (the module docstring), prompts
-    whose samples all tie dropped. ``sample`` draws the responses (a stub in tests)."""
+    whose samples all tie dropped. ``sample`` draws the responses (tests pass a stand-in sampler)."""
     from assay.data.collate import tokenize_split
 
     if "answer" not in train.column_names:

@@ -10,25 +10,11 @@ from datetime import timedelta
 import pytest
 import torch
 import torch.multiprocessing as mp
-import torch.nn.functional as F
 
 from assay.objectives.loss_weighters import LinUpper
-from tests.unit.objectives.test_dr_dpo_distributed import free_port
+from tests.unit.objectives.test_dr_dpo_distributed import SIZES, WORLD, batch, free_port
+from tests.unit.objectives.test_dr_dpo_distributed import per_pair_loss as per_sample_loss
 
-WORLD = 2
-SIZES = (5, 3)  # uneven per-rank batches: the gather pads and trims
-
-
-def batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(sum(SIZES), 4, generator=g) * 3
-    kept = torch.ones(sum(SIZES))
-    kept[1] = kept[6] = 0.0
-    return x, kept, torch.randn(4, generator=g)
-
-
-def per_sample_loss(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return -F.logsigmoid(0.1 * (x @ w))
 
 
 def worker(rank: int, port: int, out_dir: str) -> None:

@@ -28,35 +28,8 @@ from assay.selection import SelectionContext
 from assay.selection.influence_model import RidgeInfluenceModel, fit_influence_model
 from assay.selection.scorers.mates import MATES
 from assay.selection.selectors import GumbelTop, KeepContext
+from tests.unit.selection.test_forward_inf import DUPLICATES, OPPONENT, POOL, TARGETS, UNRELATED, V, Bigram, Tok, examples
 
-V = 12
-
-
-class Bigram(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.W = torch.nn.Parameter(torch.zeros(V, V))
-
-    def forward(self, input_ids, attention_mask=None, use_cache=False, output_hidden_states=False):
-        return SimpleNamespace(logits=self.W[input_ids])
-
-
-class Tok:
-    pad_token_id = 0
-
-
-def examples(pairs, prefix):
-    return datasets.Dataset.from_dict({
-        "id": [f"{prefix}{i}" for i in range(len(pairs))],
-        "source": ["s"] * len(pairs),
-        "prompt_ids": [[a] for a, _ in pairs],
-        "completion_ids": [[b] for _, b in pairs],
-    })
-
-
-TARGETS = [(1, 2), (3, 4)]
-POOL = [(5, 6), (1, 2), (7, 8), (3, 4), (1, 9), (10, 11), (9, 5)]
-DUPLICATES, OPPONENT, UNRELATED = [1, 3], 4, [0, 2, 5, 6]
 
 
 def context(model=None, optimizer=None, clip=None):
