@@ -14,6 +14,7 @@ from assay.config import EvalConfig, OptimConfig
 from assay.data.rewards import skill_reward
 from assay.data.text import normalise_answer
 from assay.errors import UserError
+from assay.run.frozen_base import drop_frozen, restore_frozen
 from assay.objectives.base import ObjectiveConfig
 
 # Evaluation metrics are gathered across ranks before they are logged (``_log_eval``).
@@ -224,6 +225,12 @@ class AssayModule(pl.LightningModule):
         from assay.models.passes import generate_texts
 
         return generate_texts(model, self.tokenizer, batch["prompt_input_ids"], batch["prompt_attention_mask"], self.evaluation.max_new_tokens)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        drop_frozen(self, checkpoint)  # a LoRA run's checkpoint: the adapter, not the frozen base
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        restore_frozen(self, checkpoint)
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]

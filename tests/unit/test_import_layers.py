@@ -48,7 +48,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     # and machine, the machine's peak FLOP/s and every run's throughput), sample orders over example indices, which the data module draws with, and the
     # optimal-transport numerics (pure tensors)
     ("building blocks", {"trainers", "loggers", "run.distributed", "run.preemption", "run.slurm", "run.cluster", "run.machine",
-                         "run.datachecks", "run.sweeps", "run.stages", "run.dirs", "run.resume", "run.peak", "run.speed", "ordering", "ot"}),
+                         "run.datachecks", "run.sweeps", "run.stages", "run.dirs", "run.resume", "run.frozen_base", "run.peak", "run.speed", "ordering", "ot"}),
     # data: sources, mixtures, noise, tokenization and collation, the Lightning data module
     ("data", {"data"}),
     # models: the network and its tokenizer, text encoders; built for (and from) the data

@@ -2,6 +2,7 @@
 
 - ``dirs``         run directories: what a run writes, the claim and lock of a starting run, failure records
 - ``resume``       ``resume=<run dir>`` and ``ckpt_path``: the command line replayed, the saved config compared
+- ``frozen_base``  a LoRA run's checkpoints without the frozen base weights (rebuilt and checked on resume)
 - ``log``          what a run prints and what its ``train.log`` holds
 - ``results``      metric names (the headline metrics) and flattening nested configs and metrics
 - ``sweeps``       command lines -> every job's overrides (Hydra flags, a multirun's grid, a search space)

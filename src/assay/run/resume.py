@@ -148,7 +148,10 @@ def check_checkpoint_fits(path: Path, module: Any, field: str, value: Any) -> No
         raise UserError(field, value, f"{path} was saved from a model of another shape: {shown}{more}; "
                         "resume with the model config it was trained with, or start a new run without ckpt_path")
     if getattr(module, "strict_loading", True):
-        missing, unexpected = [k for k in ours if k not in saved], [k for k in saved if k not in ours]
+        from assay.run.frozen_base import frozen_keys, left_out
+
+        rebuilt = set(frozen_keys(module)) if left_out(ckpt) else set()  # a LoRA run's base: rebuilt, not saved
+        missing, unexpected = [k for k in ours if k not in saved and k not in rebuilt], [k for k in saved if k not in ours]
         if missing or unexpected:
             parts = [f"{len(missing)} parameter(s) of this model are not in it (e.g. {missing[0]})" if missing else "",
                      f"it has {len(unexpected)} this model lacks (e.g. {unexpected[0]})" if unexpected else ""]
