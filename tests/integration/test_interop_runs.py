@@ -42,32 +42,46 @@ def test_model_dir_loads_with_from_pretrained_and_a_pipeline(tmp_path):
     assert out == tokenizer.decode(by_hand[0], skip_special_tokens=True)
 
 
-def test_lora_runs_save_a_peft_adapter_and_optionally_the_merged_model(tmp_path):
+def test_lora_runs_save_a_peft_adapter_and_optionally_the_merged_model(tmp_path, monkeypatch):
     from peft import AutoPeftModelForCausalLM
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from assay.models.adapters import load_adapter
 
     lora = ["model.lora.r=4", "model.lora.target_modules=[q_proj,v_proj]", "optim.lr=0.01"]
     first = tmp_path / "scratch"
     run_in_hydra([*FAST, *lora], first)
     adapter = first / "adapter"
     assert (adapter / "adapter_model.safetensors").is_file() and (adapter / "adapter_config.json").is_file()
-    # a model built from a config exists only in this run: its base weights are saved beside the adapter
-    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == str((first / "base_model").resolve())
+    # a model built from a config exists only in this run: its base weights are saved beside the
+    # adapter, which names them relative to itself (the run can move)
+    assert json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"] == "../base_model"
+    assert "../base_model" in (adapter / "README.md").read_text() and "load_adapter" in (adapter / "README.md").read_text()
     tokenizer = AutoTokenizer.from_pretrained(adapter)
     ids = tokenizer("copy : k d a m =", return_tensors="pt")["input_ids"]
-    peft_model = AutoPeftModelForCausalLM.from_pretrained(adapter)
     merged = AutoModelForCausalLM.from_pretrained(first / "model")
     base = AutoModelForCausalLM.from_pretrained(first / "base_model")
-    assert torch.allclose(_logits(peft_model, ids), _logits(merged, ids), atol=1e-4)
+    assert torch.allclose(_logits(load_adapter(adapter), ids), _logits(merged, ids), atol=1e-4)
     assert not torch.allclose(_logits(base, ids), _logits(merged, ids), atol=1e-4)  # the adapter changed something
+    with monkeypatch.context() as m:  # peft alone, from inside the adapter directory (as its README says)
+        m.chdir(adapter)
+        assert torch.allclose(_logits(AutoPeftModelForCausalLM.from_pretrained("."), ids), _logits(merged, ids), atol=1e-4)
 
-    # from an earlier run's weights, adapter only: it points at that run's model/
+    # from an earlier run's weights, adapter only: it points at that run's model/, beside it
     second = tmp_path / "adapter_only"
     run_in_hydra([*FAST, *lora, f"model.init_from={first}", "model.save_merged=false"], second)
     config = json.loads((second / "adapter" / "adapter_config.json").read_text())
-    assert config["base_model_name_or_path"] == str((first / "model").resolve())
+    assert config["base_model_name_or_path"] == "../../scratch/model"
     assert not (second / "model").exists() and not (second / "base_model").exists()
-    assert _logits(AutoPeftModelForCausalLM.from_pretrained(second / "adapter"), ids).shape[-1] == len(tokenizer)
+    expected = _logits(load_adapter(second / "adapter"), ids)
+    # both runs moved together: still loadable, and the same model
+    moved = tmp_path / "elsewhere" / "recipe"
+    moved.parent.mkdir()
+    (moved).mkdir()
+    first.rename(moved / "scratch")
+    second.rename(moved / "adapter_only")
+    assert torch.allclose(_logits(load_adapter(moved / "adapter_only" / "adapter"), ids), expected)
+    assert torch.allclose(_logits(load_adapter(moved / "scratch" / "adapter", merge=True), ids), _logits(merged, ids), atol=1e-4)
 
 
 # Every answer holds a multi-digit number: a decoder that splits digits can never match one.

@@ -221,8 +221,9 @@ def save_model(
     - ``model/``: full weights (safetensors), config, generation config and tokenizer; LoRA adapters
       merged in (unless ``model.save_merged=false``). Later stages ``init_from`` this.
     - ``adapter/`` (LoRA runs): ``adapter_model.safetensors`` + ``adapter_config.json`` as peft saves
-      them, pointing at the base weights: the base's own path or Hub id, or ``base_model/`` written
-      here when the base exists only in this run.
+      them, pointing at the base weights: the Hub id, or a path (relative to the adapter when the
+      base lies in or beside the run: ``assay.models.adapters``), with ``base_model/`` written here
+      when the base exists only in this run; a ``README.md`` says how to load it.
     - ``tokenizer/``: the tokenizer alone (as earlier runs wrote it).
 
     ``state_dict``: the weights gathered from a strategy that shards them (``trainers.gathered_weights``);
@@ -249,10 +250,14 @@ def save_model(
             copy.deepcopy(model).unload().save_pretrained(base_dir)
             tokenizer.save_pretrained(base_dir)
             base = str(base_dir.resolve())
+        from assay.models.adapters import portable_base, write_adapter_card
+
+        named = portable_base(base, run_dir / "adapter")
         for adapter in model.peft_config.values():
-            adapter.base_model_name_or_path = base
+            adapter.base_model_name_or_path = named
         model.save_pretrained(run_dir / "adapter")
         tokenizer.save_pretrained(run_dir / "adapter")
+        write_adapter_card(run_dir / "adapter", named)
         if not save_merged:
             return
         model = model.merge_and_unload()
