@@ -97,7 +97,7 @@ class ReferenceWeights:
         self.run_dir = Path(run_dir)
         self.init_from: Optional[Path] = None
         if model_config.init_from is not None and model_config.lora.r == 0:
-            self.init_from = Path(model_config.init_from) / "model"
+            self.init_from = Path(model_config.init_from)
             self.dtype, self.settings = getattr(torch, model_config.dtype), model_config.apply_compute_settings
         elif write:
             torch.save({k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, self.snapshot)
@@ -110,9 +110,9 @@ class ReferenceWeights:
         """The reference model, frozen, in eval mode, on the policy's device."""
         device = next(policy.parameters()).device
         if self.init_from is not None:
-            from transformers import AutoModelForCausalLM
+            from assay.models.build import load_run_model
 
-            model = AutoModelForCausalLM.from_pretrained(self.init_from, dtype=self.dtype)
+            model, _ = load_run_model("model.init_from", str(self.init_from), self.init_from, self.dtype)
             self.settings(model)
         else:
             model = copy.deepcopy(policy)

@@ -50,7 +50,7 @@ def test_lora_runs_save_a_peft_adapter_and_optionally_the_merged_model(tmp_path,
 
     lora = ["model.lora.r=4", "model.lora.target_modules=[q_proj,v_proj]", "optim.lr=0.01"]
     first = tmp_path / "scratch"
-    run_in_hydra([*FAST, *lora], first)
+    run_in_hydra([*FAST, *lora, "model.save_merged=true"], first)
     adapter = first / "adapter"
     assert (adapter / "adapter_model.safetensors").is_file() and (adapter / "adapter_config.json").is_file()
     # a model built from a config exists only in this run: its base weights are saved beside the
@@ -69,11 +69,18 @@ def test_lora_runs_save_a_peft_adapter_and_optionally_the_merged_model(tmp_path,
 
     # from an earlier run's weights, adapter only: it points at that run's model/, beside it
     second = tmp_path / "adapter_only"
-    run_in_hydra([*FAST, *lora, f"model.init_from={first}", "model.save_merged=false"], second)
+    run_in_hydra([*FAST, *lora, f"model.init_from={first}"], second)  # the adapter only: the default
     config = json.loads((second / "adapter" / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == "../../scratch/model"
     assert not (second / "model").exists() and not (second / "base_model").exists()
     expected = _logits(load_adapter(second / "adapter"), ids)
+    # a run starting from that adapter-only run: its adapter merged into its base is where it starts,
+    # weights that exist only in the new run, so they are its base_model/
+    third = tmp_path / "from_adapter"
+    run_in_hydra([*FAST, *lora, f"model.init_from={second}", "trainer.max_steps=1"], third)
+    assert json.loads((third / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == "../base_model"
+    start = AutoModelForCausalLM.from_pretrained(third / "base_model")
+    assert torch.allclose(_logits(start, ids), expected, atol=1e-4)
     # both runs moved together: still loadable, and the same model
     moved = tmp_path / "elsewhere" / "recipe"
     moved.parent.mkdir()

@@ -81,8 +81,8 @@ def test_dpo_with_flipped_pairs_records_the_flags(tmp_path):
     assert 0.1 < records.drop_duplicates("id")["is_flipped"].mean() < 0.5
 
 
-def test_lora_trains_only_adapters_and_saves_merged_weights(tmp_path):
-    summary = run_in_hydra([*FAST, "model.lora.r=4", "model.lora.target_modules=[q_proj,v_proj]"], tmp_path)
+def test_lora_trains_only_adapters_and_saves_merged_weights_when_asked(tmp_path):
+    summary = run_in_hydra([*FAST, "model.lora.r=4", "model.lora.target_modules=[q_proj,v_proj]", "model.save_merged=true"], tmp_path)
     assert summary["status"] == "completed"
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     assert any("lora_A" in k for k in ckpt["state_dict"])

@@ -98,12 +98,14 @@ class DoReMiMixture(OnlineMixture):
 
 def load_reference(path: str, tokenizer, domains: list[str]):
     """The reference run's model (eval mode, no gradient), refused when it cannot score the proxy's tokens."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from assay.models.build import has_final_model, load_run_model
 
     run = Path(path).expanduser()
     field = "mixture.reference"
-    if not (run / "model" / "config.json").is_file() or not (run / "tokenizer").is_dir():
-        raise UserError(field, path, "must be a finished assay run directory (with model/ and tokenizer/); train the reference first")
+    if not has_final_model(run):
+        raise UserError(field, path, "must be a finished assay run directory (with model/ or adapter/, and tokenizer/); train the reference first")
     theirs = AutoTokenizer.from_pretrained(run / "tokenizer")
     if theirs.get_vocab() != tokenizer.get_vocab():
         raise UserError(field, path, "uses another tokenizer than this run; DoReMi compares per-token losses, so the proxy must use the reference's "
@@ -113,6 +115,6 @@ def load_reference(path: str, tokenizer, domains: list[str]):
         counts = (json.loads(summary.read_text()).get("data", {}) or {}).get("source_counts", {}) or {}
         if counts and sorted(counts) != sorted(domains):
             raise UserError(field, path, f"was trained on domains {sorted(counts)}, this run has {sorted(domains)}; DoReMi needs a reference on the same domains")
-    model = AutoModelForCausalLM.from_pretrained(run / "model")
+    model, _ = load_run_model(field, path, run)
     model.eval().requires_grad_(False)
     return model

@@ -166,10 +166,12 @@ class DoReMiState:
 
 def check_reference_run(path: str, domains: list[str]) -> Path:
     """The reference run must be a finished run that reported a loss per domain, on these domains."""
+    from assay.models.build import has_final_model
+
     run = Path(path).expanduser()
     field = "mixture.reference"
-    if not (run / "model" / "config.json").is_file() or not (run / "tokenizer").is_dir():
-        raise UserError(field, path, "must be a finished assay run directory (with model/ and tokenizer/); train the reference first")
+    if not has_final_model(run):
+        raise UserError(field, path, "must be a finished assay run directory (with model/ or adapter/, and tokenizer/); train the reference first")
     summary_file = run / "summary.json"
     if not summary_file.is_file():
         raise UserError(field, path, "has no summary.json (the reference run did not finish)")
@@ -210,15 +212,16 @@ def _reference_losses(run: Path, train: datasets.Dataset, objective, data, cache
     import pandas as pd
     import torch
     from torch.utils.data import DataLoader
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from assay.data.collate import Collator, tokenize_split
     from assay.data.datamodule import Rows
+    from assay.models.build import load_run_model
 
     tokenizer = AutoTokenizer.from_pretrained(run / "tokenizer")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(run / "model").to(device).eval()
+    model = load_run_model("mixture.reference", str(run), run)[0].to(device).eval()
     columns = data.text_columns
     texts = ["\x1f".join(str(r[c]) for c in ("id", *columns)) for r in train.select_columns(["id", *columns])]
     cache = Path(cache_dir) / "reference_losses" / f"{_digest(model, objective, texts)}.parquet"

@@ -52,10 +52,12 @@ class ModelConfig:
     dtype: str = "float32"
     seed: int = II("seed")
     """Seed of random initialisation (and of LoRA adapter init)."""
-    save_merged: bool = True
-    """LoRA runs: also write the adapters merged into the base weights to ``model/`` (what
-    ``init_from``, later stages and ``from_pretrained`` read). The adapter itself is always saved
-    to ``adapter/``; false saves disk on large models and leaves ``model/`` out."""
+    save_merged: bool = False
+    """LoRA runs: also write the adapters merged into the base weights to ``model/`` (a plain
+    transformers directory for tools that take no adapter: vLLM, lm-eval-harness ``--model hf``).
+    The adapter is always saved to ``adapter/``, and ``init_from``, later stages and the methods that
+    read an earlier run (references, ``dynamics_from``) merge it into its base when ``model/`` is not
+    there: a LoRA run writes a full copy of the weights only when asked."""
     attn_implementation: Optional[str] = None
     """transformers' attention kernel: ``sdpa`` (PyTorch's fused scaled-dot-product attention),
     ``eager`` (the reference matmul-softmax-matmul), ``flash_attention_2`` (needs the flash-attn
@@ -88,11 +90,8 @@ class ModelConfig:
     def build(self, corpus: Optional[datasets.DatasetDict]) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         torch.manual_seed(self.seed)
         if self.init_from is not None:
-            run = Path(self.init_from).expanduser()
-            model, tokenizer = load_pretrained(
-                "model.init_from", self.init_from, run / "model", run / "tokenizer", getattr(torch, self.dtype),
-                again="start from another run directory, or run again the one that wrote it",
-            )
+            model, tokenizer = load_run_model("model.init_from", self.init_from, Path(self.init_from), getattr(torch, self.dtype),
+                                              again="start from another run directory, or run again the one that wrote it")
         else:
             model, tokenizer = self.load(corpus)
         if tokenizer.pad_token is None:
@@ -126,7 +125,9 @@ class ModelConfig:
         """Where the weights LoRA adapts can be loaded from (an adapter's ``base_model_name_or_path``),
         or None when they exist only in this run (random init, de-quantised GGUF)."""
         if self.init_from is not None:
-            return str(Path(self.init_from).expanduser().resolve() / "model")
+            model_dir = Path(self.init_from).expanduser().resolve() / "model"
+            # an adapter-only run: the merged weights it starts from exist only in this run
+            return str(model_dir) if (model_dir / "config.json").is_file() else None
         return None
 
     def _wrap_lora(self, model: PreTrainedModel):
@@ -204,11 +205,32 @@ def _unknown_model_type(model_path: Any) -> Optional[str]:
     return str(model_type) if model_type is not None and model_type not in CONFIG_MAPPING else None
 
 
+def has_final_model(run: Path) -> bool:
+    """A finished run's final weights are there: ``model/``, or a LoRA run's ``adapter/`` (and ``tokenizer/``)."""
+    run = Path(run)
+    return ((run / "model" / "config.json").is_file() or (run / "adapter" / "adapter_config.json").is_file()) and (run / "tokenizer").is_dir()
+
+
 def check_run_dir(path: str, field_name: str = "model.init_from") -> Path:
     run = Path(path).expanduser()
-    ok = (run / "model" / "config.json").is_file() and (run / "tokenizer").is_dir()
-    check(ok, field_name, path, "must be an assay run directory (with model/ and tokenizer/ from a finished run)")
+    check(has_final_model(run), field_name, path, "must be an assay run directory (with model/ or a LoRA run's adapter/, and tokenizer/, from a finished run)")
     return run
+
+
+def load_run_model(field: str, value: Any, run: Path, dtype: Any = None, again: str = "point it at another run directory, or run again the one that wrote it",
+                   ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """A finished run's final model and tokenizer: ``model/`` where the run wrote it, else (a LoRA run
+    that saved its adapter only, the default) the adapter merged into its base."""
+    run = Path(run).expanduser()
+    dtype = dtype if dtype is not None else "auto"  # as saved, from_pretrained's own default
+    if (run / "model" / "config.json").is_file() or not (run / "adapter" / "adapter_config.json").is_file():
+        return load_pretrained(field, value, run / "model", run / "tokenizer", dtype, again)
+    from peft import PeftModel
+
+    from assay.models.adapters import base_of
+
+    base, tokenizer = load_pretrained(field, value, base_of(run / "adapter"), run / "tokenizer", dtype, again)
+    return PeftModel.from_pretrained(base, str(run / "adapter")).merge_and_unload(), tokenizer
 
 
 def save_model(
@@ -219,7 +241,7 @@ def save_model(
     ``pipeline``, lm-eval-harness ``--model hf``, vLLM, the Hub):
 
     - ``model/``: full weights (safetensors), config, generation config and tokenizer; LoRA adapters
-      merged in (unless ``model.save_merged=false``). Later stages ``init_from`` this.
+      merged in when ``model.save_merged=true``. Later stages ``init_from`` this (or the adapter).
     - ``adapter/`` (LoRA runs): ``adapter_model.safetensors`` + ``adapter_config.json`` as peft saves
       them, pointing at the base weights: the Hub id, or a path (relative to the adapter when the
       base lies in or beside the run: ``assay.models.adapters``), with ``base_model/`` written here

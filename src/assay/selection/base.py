@@ -196,16 +196,16 @@ class ModelSource:
         """The model scorers read: ``model`` itself, or the final weights of ``dynamics_from``."""
         if self.dynamics_from in (None, "") or not self.scores_with_final_model:
             return model
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
-        from assay.models.build import check_run_dir
+        from assay.models.build import check_run_dir, load_run_model
 
         run = check_run_dir(self.dynamics_from, "selection.dynamics_from")
         theirs = AutoTokenizer.from_pretrained(run / "tokenizer").get_vocab()
         check(theirs == tokenizer.get_vocab(), "selection.dynamics_from", self.dynamics_from,
               "has a different tokenizer vocabulary from this run's; score with a run of the same model and data")
         device = next(model.parameters()).device
-        return AutoModelForCausalLM.from_pretrained(run / "model", dtype=next(model.parameters()).dtype).to(device).train(model.training)
+        return load_run_model("selection.dynamics_from", self.dynamics_from, run, next(model.parameters()).dtype)[0].to(device).train(model.training)
 
     def check_scoring_model(self, model: Any) -> None:
         """Before anything is built: a scorer that needs a trained model gets one. The model counts

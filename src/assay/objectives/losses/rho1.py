@@ -118,12 +118,10 @@ class Rho1(ObjectiveConfig):
             return policy
         from pathlib import Path
 
-        from assay.models.build import load_pretrained
+        from assay.models.build import load_run_model
 
         run = Path(self.reference_from).expanduser()
-        dtype = next(policy.parameters()).dtype
-        model, theirs = load_pretrained("objective.reference_from", self.reference_from, run / "model", run / "tokenizer", dtype,
-                                        again="point it at another run directory, or run again the one that wrote it")
+        model, theirs = load_run_model("objective.reference_from", self.reference_from, run, next(policy.parameters()).dtype)
         check(theirs.get_vocab() == tokenizer.get_vocab(), "objective.reference_from", self.reference_from,
               "has another tokenizer than this run's policy: the token log-probs would not be of the same tokens "
               "(train the reference with the same model and data settings, or start the policy from a run that shares its tokenizer)")
