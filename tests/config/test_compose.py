@@ -205,3 +205,15 @@ def test_a_field_the_chosen_selector_does_not_read_is_refused(compose_cfg, overr
 def test_rescore_every_must_not_be_negative(compose_cfg):
     with pytest.raises(UserError, match="selection.rescore_every"):
         validate(compose_cfg(["selection=el2n", "selection.rescore_every=-1"]))
+
+
+@pytest.mark.parametrize("overrides,lr,batch,steps", [
+    (["model=smollm2_135m"], 2e-5, 16, 500),                                  # all weights: oumi's rate for this model
+    (["model=smollm2_135m", "model.lora.r=8"], 2e-4, 16, 500),                # adapters: ten times that
+    (["model=smollm2_135m", "optim.lr=3e-5", "data.batch_size=4"], 3e-5, 4, 500),  # the command line wins
+    (["model=smollm2_135m", "debug=fast"], 2e-5, 8, 4),                       # and so do overlays
+    (["model=tiny_llama"], 1e-3, 64, 2500),                                   # no preset defaults: the schema's
+])
+def test_a_model_preset_brings_training_defaults_that_fit_its_size(compose_cfg, overrides, lr, batch, steps):
+    spec = validate(compose_cfg(overrides))
+    assert (spec.optim.lr, spec.data.batch_size, spec.trainer.max_steps) == (lr, batch, steps)

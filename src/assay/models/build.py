@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from omegaconf import II, MISSING
+from omegaconf import II, MISSING, OmegaConf
 
 from assay.errors import UserError, check
 from assay.lazy import torch, transformers
@@ -41,6 +41,16 @@ class LoraConfig:
         check(self.r >= 0, "model.lora.r", self.r, "must be >= 0 (0 disables LoRA)")
         check(self.r == 0 or self.alpha > 0, "model.lora.alpha", self.alpha, "must be > 0 (the update is alpha / r times B A: 0 trains nothing)")
         check(0.0 <= self.dropout < 1.0, "model.lora.dropout", self.dropout, "must be in [0, 1)")
+
+
+def lora_or_full(rank: Any, with_lora: Any, without: Any) -> Any:
+    """``${assay.lora_or_full:${model.lora.r},a,b}``: ``a`` for LoRA runs (rank > 0), else ``b`` (a model
+    preset's training defaults: adapters take a larger learning rate than all weights)."""
+    return with_lora if int(rank) > 0 else without
+
+
+if not OmegaConf.has_resolver("assay.lora_or_full"):
+    OmegaConf.register_new_resolver("assay.lora_or_full", lora_or_full)
 
 
 @dataclass
