@@ -44,8 +44,9 @@ class CoLM(BatchSelection):
             "Adam normalisation uses the optimizer's own moments m, v of the tracked parameters (true-gradient history, bias-corrected "
             "with its step count), where the code keeps a separate history of the selected examples' ZO estimates: an approximation "
             "(the ZO estimate is unbiased for the gradient, so both histories track the same mean); before the first step the moments are 0",
-            "the two perturbed losses come from two full no-grad forward passes of the drawn batch; the code's efficient path reruns only the "
-            "last layer (model-specific, Phi only): the same estimate at up to 2x the selection compute, and no activation memory either way",
+            "the efficient path (run the blocks below the last once, the last block twice) is the code's, written for any model whose blocks "
+            "sit in one ModuleList (BelowOnce: the blocks below are swapped for a replay of their first output) where the code's needs a "
+            "Phi-specific decomposer; the losses are the objective's own, so any objective (a pair is one element) is scored",
             "small sources: every source under small_share of the drawn batch is kept whole (the smallest first, while they fit in b), not a "
             "fixed list; the budget of the others is proportional as in the code (floor, then +1 to the smallest)",
             "several processes: each selects b of its own r·b (the same z, weights and moments on every rank, so the rule is the same), where the "
@@ -55,10 +56,11 @@ class CoLM(BatchSelection):
             "unweighted (the code's default data_selection_method=submodlib); the facility-location weights of weightedsubmodlib are not offered",
         ),
         checked="tests/unit/batch_selection/test_colm.py: lazy greedy vs hand-derived gains and plain greedy, the budgets, Adam "
-                "normalisation and the ZO estimate against hand-derived numbers and the exact directional derivative; "
+                "normalisation and the ZO estimate against hand-derived numbers and the exact directional derivative, the efficient "
+                "path against the whole model's losses; "
                 "tests/integration/test_colm_run.py: SFT and DPO runs train b of r·b a step",
         notes="Tracks the last block's attention V-projection (its LoRA weights when LoRA adapts it, else its full weight). Selection "
-              "costs 2·directions no-grad forward passes of the drawn batch a step. train/coreset/<source> logs how many of each "
+              "costs one no-grad forward pass of the drawn batch a step, plus 2·directions − 1 passes of its last block and LM head. train/coreset/<source> logs how many of each "
               "source were trained, train/coreset/drawn the drawn batch, train/coreset/select_s the selection time.",
     )
 
@@ -114,6 +116,70 @@ def last_v_projection(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [p for p in params if p.requires_grad] or params
 
 
+class BelowOnce:
+    """Per-sample losses whose blocks below the perturbed V-projection run once: only the V-projection's
+    block moves between the perturbed passes, so what the blocks below it return is the same every
+    time. The first call runs the whole model and keeps, in call order, each output of the block just
+    below; later calls put stand-ins in place of the blocks below (the lower ones pass their input on,
+    the one just below replays its kept output). The authors' efficient path (run to the penultimate
+    layer once, the last layer twice), for any model whose blocks sit in one ModuleList."""
+
+    def __init__(self, model: torch.nn.Module, loss: Callable[[], torch.Tensor]):
+        self.loss = loss
+        self.blocks, self.k = _blocks_of_last_v_projection(model)
+        self.kept: Optional[list] = None
+
+    def __call__(self) -> torch.Tensor:
+        if self.blocks is None or self.k == 0:
+            return self.loss()
+        below = self.blocks[self.k - 1]
+        if self.kept is None:
+            kept: list = []
+            handle = below.register_forward_hook(lambda module, args, out: kept.append(out))
+            try:
+                out = self.loss()
+            finally:
+                handle.remove()
+            self.kept = kept
+            return out
+        originals = [self.blocks[i] for i in range(self.k)]
+        replay = iter(self.kept)
+        for i in range(self.k - 1):
+            self.blocks[i] = _PassOn()
+        self.blocks[self.k - 1] = _Replay(replay)
+        try:
+            return self.loss()
+        finally:
+            for i, block in enumerate(originals):
+                self.blocks[i] = block
+
+
+class _PassOn(torch.nn.Module):
+    def forward(self, *args, **kwargs):
+        return args[0] if args else kwargs["hidden_states"]
+
+
+class _Replay(torch.nn.Module):
+    def __init__(self, outputs):
+        super().__init__()
+        self.outputs = outputs
+
+    def forward(self, *args, **kwargs):
+        return next(self.outputs)
+
+
+def _blocks_of_last_v_projection(model: torch.nn.Module) -> tuple[Optional[torch.nn.ModuleList], int]:
+    """The ModuleList of blocks that holds the last V-projection, and that block's index (None, 0: no such list)."""
+    name = [n for n, _ in model.named_modules() if n.rsplit(".", 1)[-1] == "v_proj"][-1]
+    parts = name.split(".")
+    modules = dict(model.named_modules())
+    for i in range(len(parts) - 1, 0, -1):
+        parent = modules.get(".".join(parts[:i]))
+        if parts[i].isdigit() and isinstance(parent, torch.nn.ModuleList):
+            return parent, int(parts[i])
+    return None, 0
+
+
 def adam_state(optimizer: Optional[torch.optim.Optimizer], params: list[torch.nn.Parameter]):
     """(m, v, step, betas, eps) of Adam for ``params`` flattened in order; m = v = None and step 0
     before the first step (or where the optimizer does not hold them: a frozen weight)."""
@@ -153,7 +219,8 @@ class CoresetSelector(pl.Callback):
             training = model.training
             model.eval()
             try:
-                g = zo_gradients(params, lambda: per_sample_loss(batch), cfg.eps, self.generator(step), cfg.directions)[candidates]
+                losses = BelowOnce(model, lambda: per_sample_loss(batch))
+                g = zo_gradients(params, losses, cfg.eps, self.generator(step), cfg.directions)[candidates]
             finally:
                 model.train(training)
             if not cfg.adam:

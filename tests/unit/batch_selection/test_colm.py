@@ -151,3 +151,30 @@ def test_bad_input_is_one_line(compose_cfg):
         validate(compose_cfg(["batch_selection=colm", "objective=beta_dpo", "data.format=preference", "trainer.accumulate_grad_batches=2"]))
     assert validate(compose_cfg(["batch_selection=colm", "batch_selection.ratio=4"])).batch_selection.drawn(8) == 32
 
+
+
+def test_the_blocks_below_run_once_and_the_losses_are_those_of_the_whole_model():
+    """BelowOnce (the authors' efficient path): after its first call only the last block reruns, and every
+    perturbed loss (here two calls of the model per loss, as KTO's KL pass) equals the whole model's."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from assay.batch_selection.colm import BelowOnce
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=20, hidden_size=8, intermediate_size=16, num_hidden_layers=3, num_attention_heads=2,
+                                         num_key_value_heads=2)).eval()
+    x, y = torch.randint(0, 20, (3, 5)), torch.randint(0, 20, (2, 4))
+    calls = []
+    model.model.layers[0].register_forward_hook(lambda *a: calls.append(1))
+
+    def losses():
+        return torch.cat([model(input_ids=x).logits.mean((1, 2)), model(input_ids=y).logits.mean((1, 2))])
+
+    fast = BelowOnce(model, losses)
+    params = last_v_projection(model)
+    with torch.no_grad():
+        est = zo_gradients(params, fast, 1e-2, torch.Generator().manual_seed(1), directions=2)
+        plain = zo_gradients(params, losses, 1e-2, torch.Generator().manual_seed(1), directions=2)
+    assert len(calls) == 2 + 2 * 4  # the first of four loss calls ran block 0 (twice); BelowOnce's three others did not
+    torch.testing.assert_close(est, plain)
+    assert all(type(b).__name__ == "LlamaDecoderLayer" for b in model.model.layers)  # the blocks are back
