@@ -178,3 +178,26 @@ def test_the_blocks_below_run_once_and_the_losses_are_those_of_the_whole_model()
     assert len(calls) == 2 + 2 * 4  # the first of four loss calls ran block 0 (twice); BelowOnce's three others did not
     torch.testing.assert_close(est, plain)
     assert all(type(b).__name__ == "LlamaDecoderLayer" for b in model.model.layers)  # the blocks are back
+
+
+@pytest.mark.parametrize("adam", [True, False])
+def test_the_selector_matches_adam_updates_or_raw_estimates(adam):
+    """The selector's coreset is facility location on the ZO estimates of the last v_proj (z from the
+    step's seed), Adam-normalised with the optimizer's moments when ``adam`` and raw otherwise."""
+    torch.manual_seed(0)
+    model = torch.nn.Module()
+    model.v_proj = torch.nn.Linear(3, 2, bias=False)
+    x = torch.randn(6, 3, generator=torch.Generator().manual_seed(1))
+    scale = torch.tensor([1.0, 2.0, -1.0, 0.5, 3.0, -2.0])
+    loss = lambda batch: scale * model.v_proj(x).pow(2).sum(1) + model.v_proj(x)[:, 0]  # noqa: E731
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    loss(None).sum().backward()
+    opt.step()
+    selector = CoresetSelector(CoLM(adam=adam, small_share=0.0), 2, seed=4)
+    chosen = selector.positions(model, {"sources": ["a"] * 6}, loss, opt, step=3)
+    raw = zo_gradients([model.v_proj.weight], lambda: loss(None), 1e-3, selector.generator(3))
+    m, v, taken, betas, eps = adam_state(opt, [model.v_proj.weight])
+    reps = adam_normalise(raw, m, v, taken, betas, eps) if adam else raw
+    assert chosen == coreset_positions(["a"] * 6, 2, 0.0, 512, lambda c: reps[c]) == ([2, 5] if adam else [0, 3])  # the flag changes the coreset
+    assert selector.last["a"] == 2 and selector.last["drawn"] == 6
+    assert not torch.allclose(cosine_similarity(adam_normalise(raw, m, v, taken, betas, eps)), cosine_similarity(raw))
