@@ -61,7 +61,8 @@ class CoLM(BatchSelection):
                 "tests/integration/test_colm_run.py: SFT and DPO runs train b of r·b a step",
         notes="Tracks the last block's attention V-projection (its LoRA weights when LoRA adapts it, else its full weight). Selection "
               "costs one no-grad forward pass of the drawn batch a step, plus 2·directions − 1 passes of its last block and LM head. train/coreset/<source> logs how many of each "
-              "source were trained, train/coreset/drawn the drawn batch, train/coreset/select_s the selection time.",
+              "source were trained, train/coreset/drawn the drawn batch, train/coreset/select_s the selection time. With "
+              "weights held in bf16 (trainer.precision=bf16-true) a step of eps = 1e-3 is near the weights' resolution: use mixed precision.",
     )
 
     name: str = "colm"
