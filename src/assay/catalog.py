@@ -83,7 +83,7 @@ def groups() -> list[str]:
 # collaborative rules), one option's card, and docs/methods.md with all of them.
 
 METHOD_GROUPS = ("objective", "objective/aggregator", "objective/controller", "selection", "selection/selector",
-                 "ordering", "mixture", "noise", "embedder")
+                 "ordering", "batch_selection", "mixture", "noise", "embedder")
 """Config groups whose options are research methods (models, data, trainers and loggers are not)."""
 
 METHODS_DOC = CONF_DIR.parent / "docs" / "methods.md"

@@ -23,7 +23,7 @@ from assay.trainers import check_run as check_trainer_needs
 
 # Every module of the concern packages is imported, so that registering an entry is all it takes to
 # add a method: a new module + its YAML + its tests, nothing else changes.
-discover("assay.data", "assay.mixing", "assay.models", "assay.embeddings", "assay.objectives", "assay.selection", "assay.ordering", "assay.dynamics", "assay.trainers", "assay.loggers")
+discover("assay.data", "assay.mixing", "assay.models", "assay.embeddings", "assay.objectives", "assay.selection", "assay.ordering", "assay.batch_selection", "assay.dynamics", "assay.trainers", "assay.loggers")
 
 SCHEDULES = ("constant", "constant_with_warmup", "linear", "cosine")
 
@@ -183,6 +183,7 @@ class TrainConfig:
     noise: Any = MISSING
     selection: Any = MISSING
     ordering: Any = MISSING
+    batch_selection: Any = MISSING
     objective: Any = MISSING
     dynamics: Any = MISSING
     trainer: Any = MISSING
@@ -233,6 +234,7 @@ class RunSpec:
     noise: Any
     selection: Any
     ordering: Any
+    batch_selection: Any
     objective: Any
     dynamics: Any
     trainer: Any
@@ -282,6 +284,7 @@ def validate(cfg: DictConfig) -> RunSpec:
     if spec.data.format not in spec.dynamics.data_formats:
         raise UserError("dynamics", spec.dynamics.name, f"records {' or '.join(spec.dynamics.data_formats)} batches only, and this run trains on {spec.data.format} data; use dynamics=losses")
     spec.ordering.check_selection(spec.selection)
+    spec.batch_selection.check_run(spec)
     if not cfg.get("collab"):  # a collaborative run scores with the global model after its warm-up rounds
         spec.selection.check_scoring_model(spec.model)
     check_trainer_needs(spec)  # what the trainer's strategy and the model's compute settings need from the rest

@@ -44,6 +44,7 @@ class AssayModule(pl.LightningModule):
         build = getattr(objective, "build_live_reference", None)
         self.live_reference = build(model) if build is not None else None
         self.reweighting = None
+        self.batch_selection = None  # a per-batch selector (assay.batch_selection): trains on a subset of each drawn batch
 
     def with_reference(self, batch: dict) -> dict:
         """The batch with the live reference's log-probs (TR-DPO); unchanged without one."""
@@ -67,6 +68,13 @@ class AssayModule(pl.LightningModule):
         if writes:
             self.log_dict({f"train/{k}": v.float().mean() for k, v in out.metrics.items()}, batch_size=n)
         return {"loss": loss, "per_sample": out.detached()}
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """A per-batch selection (CoLM) replaces a drawn training batch by the subset it trains on, here,
+        before ``training_step``: the backward pass, the callbacks and the per-sample store see that subset."""
+        if self.batch_selection is None or self._trainer is None or not self.trainer.training:
+            return batch
+        return self.batch_selection.select(self, batch)
 
     def _plan_optimizer_batch(self, batch: dict, batch_idx: int) -> None:
         """β-DPO under gradient accumulation: at an optimizer step's first micro-batch, its statistics

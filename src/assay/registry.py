@@ -38,7 +38,7 @@ T = TypeVar("T")
 
 _REGISTRY: dict[str, dict[str, type]] = {}
 
-GROUPS = ("model", "data", "mixture", "noise", "selection", "ordering", "objective", "dynamics", "trainer", "logger")
+GROUPS = ("model", "data", "mixture", "noise", "selection", "ordering", "batch_selection", "objective", "dynamics", "trainer", "logger")
 """The config groups backed by a registry (the research axes plus trainer and logger)."""
 
 

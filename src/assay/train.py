@@ -126,9 +126,10 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         selection = distributed.once(lambda: _select(spec, SelectionContext(
             tokenized["train"], tokenized, spec.selection.scoring_model(model, tokenizer), tokenizer, run_dir, Path(cfg.paths.cache_dir)
         ), run_dir))
-    ordering = spec.ordering.for_run(spec.trainer.max_steps * data.batch_size * spec.trainer.accumulate_grad_batches)
+    drawn = spec.batch_selection.drawn(data.batch_size)  # a per-batch selection (CoLM) draws r·b and trains b
+    ordering = spec.ordering.for_run(spec.trainer.max_steps * drawn * spec.trainer.accumulate_grad_batches)
     datamodule = AssayDataModule(
-        tokenized, selection.kept_rows, ordering.keys(tokenized["train"], selection.scores), ordering, data.format, data.batch_size,
+        tokenized, selection.kept_rows, ordering.keys(tokenized["train"], selection.scores), ordering, data.format, drawn,
         data.eval_batch_size, tokenizer.pad_token_id, allow_order_change=cfg.allow_order_change, collation=spec.objective.collation,
     )
     if getattr(spec.objective.controller, "per_optimizer_batch", False):
@@ -144,6 +145,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     reference = ReferenceWeights(spec.model, model, run_dir, write=main) if spec.objective.needs_reference else None
     module = AssayModule(model, tokenizer, spec.objective, spec.optim, spec.eval, reference=reference)
     module.reweighting = mixing.reweighting  # DoReMi's proxy: the α-reweighted loss (its α in every checkpoint)
+    module.batch_selection = spec.batch_selection.build(model, data.batch_size, cfg.seed)
     module.generations_dir = run_dir  # test_generations.parquet
     every = cfg.get("checkpoint_every_n_steps") or max(1, spec.trainer.max_steps // 4)
     checkpoints = ModelCheckpoint(
@@ -157,7 +159,8 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     # the reference synced at s.
     sync = [ReferenceSync()] if getattr(spec.objective, "live_reference", False) else []
     speed = Throughput(spec.trainer.peak_flops, Path(cfg.paths.cache_dir)) if spec.trainer.throughput else None
-    callbacks = [*sync, SamplerProgress(), DivergenceGuard(spec.trainer.log_every_n_steps, spec.optim.lr), *mixing.callbacks, *spec.dynamics.callbacks(run_dir), *rescoring, PreemptionCheckpoint(run_dir / "checkpoints" / "last.ckpt"), checkpoints,
+    callbacks = [*sync, SamplerProgress(), DivergenceGuard(spec.trainer.log_every_n_steps, spec.optim.lr), *mixing.callbacks, *spec.dynamics.callbacks(run_dir), *rescoring,
+                 *([module.batch_selection] if module.batch_selection else []), PreemptionCheckpoint(run_dir / "checkpoints" / "last.ckpt"), checkpoints,
                  *([speed] if speed else []), *lightning_progress(spec.trainer.enable_progress_bar)]
     resume = checkpoint_to_resume(cfg.ckpt_path, run_dir)
     if resume:  # before Lightning's strict restore, which lists every parameter of another shape

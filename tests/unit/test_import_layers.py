@@ -55,7 +55,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("models", {"models", "embeddings"}),
     # methods: the research axes that train on the data with a model (losses, online mixing, training
     # dynamics, selection scorers)
-    ("methods", {"objectives", "mixing", "dynamics", "selection"}),
+    ("methods", {"objectives", "mixing", "dynamics", "selection", "batch_selection"}),
     # run assembly: the composed config, the Lightning module and its held-out comparisons against the
     # starting model, the checks of every job before a command runs
     ("run assembly", {"config", "module", "heldout", "run.preflight"}),
@@ -73,7 +73,7 @@ ORDER: dict[str, list[set[str]]] = {
     "models": [{"models"}, {"embeddings"}],
     # online mixers and scorers use what the losses compute (log-probs, references) and what the
     # dynamics store and checkpoints hold; losses and dynamics use neither mixers nor scorers
-    "methods": [{"objectives", "dynamics"}, {"mixing", "selection"}],
+    "methods": [{"objectives", "dynamics"}, {"mixing", "selection", "batch_selection"}],
     # the commands built on others: assay-train dispatches to the Flower launcher, assay-list lists
     # the mixture-search and collaborative registries, a study reports with assay-compare
     "entry points": [{"collab", "mixsearch", "compare"}, {"train", "catalog", "study", "hydra_plugins", "conf"}],

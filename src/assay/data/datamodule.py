@@ -107,10 +107,11 @@ class AssayDataModule(pl.LightningDataModule):
         if not hasattr(self, "_row_of_id"):
             self._row_of_id = {str(i): r for r, i in enumerate(train["id"])}
         key = tuple(self._row_of_id[str(i)] for i in ids)
-        chunks = self._step_loader.steps[key]
-        collate = Collator(self.pad_id, self.format, with_generation=False, **self.collation)
-        rows = Rows(train)
-        return [collate(rows.__getitems__(c)) for c in chunks]
+        return [self.collate_rows(c) for c in self._step_loader.steps[key]]
+
+    def collate_rows(self, rows: list[int]) -> dict:
+        """Training rows ``rows`` (positions in the train split) collated as a training batch (on the CPU)."""
+        return Collator(self.pad_id, self.format, with_generation=False, **self.collation)(Rows(self.splits["train"]).__getitems__(rows))
 
     def _eval_loader(self, split: str) -> DataLoader:
         return DataLoader(
@@ -160,7 +161,8 @@ def eval_shard(n: int, rank: int, world: int) -> list[int]:
 
 
 class SamplerProgress(pl.Callback):
-    """Counts the rows each training batch consumed, so the sampler state is exact at any step."""
+    """Counts the rows each training batch consumed, so the sampler state is exact at any step (a
+    per-batch selection trains fewer than it drew: ``drawn``)."""
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        trainer.datamodule.sampler.advance(len(batch["ids"]))
+        trainer.datamodule.sampler.advance(batch.get("drawn", len(batch["ids"])))
