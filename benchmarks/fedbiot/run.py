@@ -20,9 +20,10 @@ header; the script checks its count against ``flwr.app.Array`` on real arrays of
 - ``fedbiot``: down, the LoRA factors of the last ``adapter_layers`` layers plus the emulator's
   compressed layers (re-aligned every round, so sent every round); up, the adapter.
 
-``once`` is what a client needs before its first round besides that: the frozen base (FedAvg: the
-whole model; FedBiOT: embeddings, final norm and head; the compressed and adapter layers come every
-round). ``client memory`` is ``client_memory_bytes``: parameters of the model a client trains plus a
+``once`` is what a client needs before its first round besides that: the frozen base (FedAvg: every
+frozen weight of the full model; FedBiOT: the emulator's frozen weights that are not re-sent each
+round, i.e. embeddings, final norm, head and the adapter layers' base weights; a client reads them
+from the run's base model). ``client memory`` is ``client_memory_bytes``: parameters of the model a client trains plus a
 gradient and two AdamW moments per trainable parameter (activations excluded). Rows go to
 ``benchmarks/fedbiot/results.jsonl``, a table to stdout.
 """
@@ -84,17 +85,18 @@ def measure(name: str, arch: dict, r: int, drop: float, adapter_layers: int, rou
 
     full = build(arch, r)
     params = dict(full.named_parameters())
-    total = sum(p.numel() * 4 for p in {id(p): p for p in full.parameters()}.values())
+    frozen = sum(p.numel() * 4 for p in {id(p): p for p in full.parameters()}.values() if not p.requires_grad)
     lora = trainable_names(full)
-    fedavg = {"rule": "fedavg", "down": record_bytes(params, lora), "up": record_bytes(params, lora), "once": total,
+    fedavg = {"rule": "fedavg", "down": record_bytes(params, lora), "up": record_bytes(params, lora), "once": frozen,
               "memory": client_memory_bytes(full), "trainable": sum(params[n].numel() for n in lora)}
     restrict_to_adapter(full, adapter_layers)
     adapter = trainable_names(full)
     emu = build_emulator(full, adapter_layers, drop)
     eparams = dict(emu.model.named_parameters())
     layers = record_bytes(eparams, emu.layer_names())
-    # frozen once: every emulator parameter outside its decoder layers (embeddings, norm, head; tied counted once)
-    once = sum(p.numel() * 4 for n, p in {id(p): (n, p) for n, p in emu.model.named_parameters()}.values() if ".layers." not in n)
+    # frozen once: every emulator parameter that is neither sent each round (compressed layers) nor trained (tied counted once)
+    sent = set(emu.layer_names())
+    once = sum(p.numel() * 4 for n, p in {id(p): (n, p) for n, p in emu.model.named_parameters()}.values() if n not in sent and not p.requires_grad)
     fedbiot = {"rule": "fedbiot", "down": record_bytes(params, adapter) + layers, "up": record_bytes(params, adapter), "once": once,
                "memory": client_memory_bytes(emu.model), "trainable": sum(params[n].numel() for n in adapter),
                "emulator_layers": f"{emu.kept} of {emu.teacher_layers} (+{adapter_layers} adapter)", "drop_ratio": drop}

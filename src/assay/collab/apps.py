@@ -9,7 +9,8 @@ tokenizer under ``global/``. In a deployment the run directory is the app's run 
 ``run-dir`` (a shared or copied path) and a client's index is its node config ``partition-id``.
 
 What travels (asserted in tests/collab): server -> client: the trainable parameters, the scoring
-checkpoints (parameters + averaged Adam moments), the learning rates, the global threshold.
+checkpoints (parameters + averaged Adam moments), the learning rates, the global threshold, and under
+a rule that ships an emulator (``fedbiot``) the emulator's compressed layers each round.
 Client -> server: trainable parameters (+ Adam moments in warm-up rounds), example counts, mean
 training loss and learning rate, and for a client's own model under a rule whose clients keep their
 models (``collab/aggregation=local``), held-out metrics on the public test split. Never an example,
