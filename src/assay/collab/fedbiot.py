@@ -315,7 +315,9 @@ class FedBiOT(CollabRule):
             "proximal term is the squared distance of the factors (what the authors' state_dict difference sums, the frozen base "
             "contributing 0); the stored configs train the two layers in full, which is model.lora.r=0 here.",
             "Public data is the run's public val split (inputs only), not Alpaca: the server's own text, disjoint from the clients' and "
-            "from the test split; the alignment batch size is data.batch_size.",
+            "from the test split; the alignment batch size is data.batch_size. Only the emulator trains on it (to match the full "
+            "model), so the full model's val metrics are exposed to it only through the clients' adapters; the study's primary metric "
+            "is on test.",
             "The L2 gap is on the output of the last compressed layer against the last teacher layer (layerwise_distill off, the authors' "
             "default); like theirs it averages over every position, padding included, and so does the KL term.",
             "The emulator keeps the full model's embeddings, final norm and head frozen, as the authors' does; a client takes them from the "
