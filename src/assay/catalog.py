@@ -107,9 +107,11 @@ def _extra_registries() -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {"objective/modifier": dict(MODIFIERS), "mixsearch/regressor": dict(REGRESSORS),
                                       "mixsearch/proposer": dict(PROPOSERS)}
     try:
-        from assay.collab.rules import COLLAB_RULES  # type: ignore[import-not-found]
+        from assay.collab.rules import COLLAB_RULES, discover_rules  # type: ignore[import-not-found]
     except ImportError:  # pragma: no cover - before the collaborative registry exists
         COLLAB_RULES = {}
+    else:
+        discover_rules()  # rules in modules of their own (e.g. fedbiot)
     if COLLAB_RULES:
         out["collab/aggregation"] = dict(COLLAB_RULES)
     from assay.tracing.methods import TESTS

@@ -132,7 +132,9 @@ class CollabConfig:
     one-shot merge of the clients' LoRA adapters: ``merge_linear``, ``ties`` (TIES on the task
     vectors s·BA, Yadav et al. 2023, arXiv 2306.01708, projected back to rank r) or ``ties_factors``
     (TIES on the A and B factors separately, PEFT's ``add_weighted_adapter(..., "ties")`` as CLUES's
-    code calls it); ``collab.aggregation.density`` for the two TIES rules."""
+    code calls it); ``collab.aggregation.density`` for the two TIES rules; or ``fedbiot`` (Wu et al.
+    2024, arXiv 2406.17706: clients tune the last layers on a layer-dropped emulator the server
+    re-aligns by distillation every round, ``assay.collab.fedbiot``)."""
     warmup_rounds: int = 1
     """Phase 1 warm-up: FedAvg rounds of ``local_steps`` on all client data before scoring. The global
     model after each warm-up round, with the clients' Adam moments averaged by example count, is one
@@ -150,7 +152,7 @@ class CollabConfig:
     (``flwr run``, SuperLink + SuperNodes) reads; see the README."""
 
     moved_keys: ClassVar[dict[str, str]] = {
-        "mode": "collab/aggregation=<fedavg|local|merge_linear|ties|ties_factors> (mode=merge: collab/aggregation=ties_factors, CLUES's merge, or ties, TIES on task vectors)",
+        "mode": "collab/aggregation=<fedavg|local|merge_linear|ties|ties_factors|fedbiot> (mode=merge: collab/aggregation=ties_factors, CLUES's merge, or ties, TIES on task vectors)",
         "merge_method": "collab/aggregation=<merge_linear|ties|ties_factors> (merge_method=linear: merge_linear; ties: ties_factors, or ties on task vectors)",
         "density": "collab.aggregation.density (with collab/aggregation=ties or ties_factors)",
     }
@@ -158,7 +160,7 @@ class CollabConfig:
 
     def __post_init__(self) -> None:
         check(isinstance(self.aggregation, (str, dict)) or hasattr(self.aggregation, "name"), "collab.aggregation", self.aggregation,
-              "must name a rule: collab/aggregation=<fedavg|local|merge_linear|ties|ties_factors>")
+              "must name a rule: collab/aggregation=<fedavg|local|merge_linear|ties|ties_factors|fedbiot>")
         check(self.local_schedule in ("constant", "linear", "cosine"), "collab.local_schedule", self.local_schedule, "must be one of ['constant', 'linear', 'cosine']")
         check(self.rounds >= 1, "collab.rounds", self.rounds, "must be a positive integer (collaborative training rounds)")
         check(self.local_steps >= 1, "collab.local_steps", self.local_steps, "must be a positive integer")

@@ -48,7 +48,7 @@ def test_every_rule_composes_with_only_its_own_fields(compose_cfg, rule):
 
 
 @pytest.mark.parametrize("old,new", [
-    ("collab.mode=merge", "collab.mode: unknown key; it moved to collab/aggregation=<fedavg|local|merge_linear|ties|ties_factors>"),
+    ("collab.mode=merge", "collab.mode: unknown key; it moved to collab/aggregation=<fedavg|local|merge_linear|ties|ties_factors|fedbiot>"),
     ("collab.mode=local", "collab.mode: unknown key; it moved to collab/aggregation="),
     ("collab.merge_method=ties", "collab.merge_method: unknown key; it moved to collab/aggregation=<merge_linear|ties|ties_factors>"),
     ("collab.density=0.2", "collab.density: unknown key; it moved to collab.aggregation.density"),

@@ -9,7 +9,8 @@ tokenizer under ``global/``. In a deployment the run directory is the app's run 
 ``run-dir`` (a shared or copied path) and a client's index is its node config ``partition-id``.
 
 What travels (asserted in tests/collab): server -> client: the trainable parameters, the scoring
-checkpoints (parameters + averaged Adam moments), the learning rates, the global threshold.
+checkpoints (parameters + averaged Adam moments), the learning rates, the global threshold, and under
+a rule that ships an emulator (``fedbiot``) the emulator's compressed layers each round.
 Client -> server: trainable parameters (+ Adam moments in warm-up rounds), example counts, mean
 training loss and learning rate, and for a client's own model under a rule whose clients keep their
 models (``collab/aggregation=local``), held-out metrics on the public test split. Never an example,
@@ -72,6 +73,7 @@ class Party:
         self.tokenize = lambda ds: tokenize_split(ds, self.tokenizer, d.format, d.separator, d.max_length).add_column("_row", list(range(len(ds))))
         self.public = DatasetDict({s: self.tokenize(ds) for s, ds in self.examples.splits.items() if s != "train"})
         self.model = replace(self.spec.model, init_from=str(self.run_dir / "global")).build(None)[0]
+        self.rule.prepare_model(self.model)
 
     def scorer_context(self, train, model):
         from assay.selection import SelectionContext
@@ -147,15 +149,23 @@ class ClientSide(Party):
     def handle_train(self, content) -> dict:
         config = content["config"]
         phase, steps, rnd = str(config["phase"]), int(config["steps"]), int(config["server-round"])
+        s = self.spec
+        seed = self.seed * 100_003 + (1000 if phase == "warmup" else 0) + rnd * 97 + self.index
+        rows = np.arange(len(self.train)) if phase == "warmup" else self.kept_rows()
+
+        def train(model, penalty=None):
+            return local_train(model, self.tokenizer, self.train, rows, s.objective, s.optim, s.data, steps, seed, s.trainer.gradient_clip_val,
+                               self.collab.local_schedule, penalty)
+
+        if self.rule.ships_emulator and phase == "train":
+            arrays, out = self.rule.client_train(self, content, train)
+            return {"arrays": arrays, "metrics": {"num-examples": int(len(rows)), "train_loss": out["loss"], "lr": out["lr"]}}
         local_state = self.dir / "local_model.npz"
         if self.rule.clients_keep_models and phase == "train" and local_state.is_file():
             load_trainable(self.model, dict(np.load(local_state)))
         else:
             load_trainable(self.model, from_record(content["arrays"]))
-        rows = np.arange(len(self.train)) if phase == "warmup" else self.kept_rows()
-        s = self.spec
-        seed = self.seed * 100_003 + (1000 if phase == "warmup" else 0) + rnd * 97 + self.index
-        out = local_train(self.model, self.tokenizer, self.train, rows, s.objective, s.optim, s.data, steps, seed, s.trainer.gradient_clip_val, self.collab.local_schedule)
+        out = train(self.model)
         arrays = trainable_state(self.model)
         if phase == "warmup":
             arrays.update(out["moments"])

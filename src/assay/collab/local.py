@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -36,6 +36,14 @@ def load_trainable(model: torch.nn.Module, arrays: dict[str, np.ndarray]) -> Non
             params[n].copy_(torch.as_tensor(np.asarray(arrays[n]), dtype=params[n].dtype))
 
 
+def client_memory_bytes(model: torch.nn.Module) -> int:
+    """Bytes a client needs to train ``model`` with AdamW, counted (not measured): every parameter,
+    plus a gradient and the two Adam moments of each trainable one. Activations are left out: they
+    grow with batch and length alike under every rule."""
+    params = list({id(p): p for p in model.parameters()}.values())
+    return int(sum(p.numel() * p.element_size() for p in params) + 3 * sum(p.numel() * p.element_size() for p in params if p.requires_grad))
+
+
 def split_moments(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Weights, first and second Adam moments out of one averaged record."""
     m_key, v_key = MOMENT_PREFIX
@@ -45,10 +53,12 @@ def split_moments(arrays: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray],
     return weights, m, v
 
 
-def local_train(model, tokenizer, ds, rows: np.ndarray, objective, optim, data, steps: int, seed: int, clip: Optional[float] = 1.0, schedule: str = "constant") -> dict[str, Any]:
+def local_train(model, tokenizer, ds, rows: np.ndarray, objective, optim, data, steps: int, seed: int, clip: Optional[float] = 1.0, schedule: str = "constant",
+                penalty: Optional[Callable[[], torch.Tensor]] = None) -> dict[str, Any]:
     """``steps`` AdamW steps on ``rows`` of the tokenized ``ds`` (shuffled with ``seed``, cycled):
     the forward / per-sample loss / aggregation of ``AssayModule.training_step``, the optimizer and
-    schedule of ``AssayModule.configure_optimizers`` (``schedule`` over the local steps, no warm-up). Returns the mean loss,
+    schedule of ``AssayModule.configure_optimizers`` (``schedule`` over the local steps, no warm-up),
+    ``penalty()`` added to the loss where given (a rule's regulariser). Returns the mean objective loss,
     the mean learning rate and the Adam moments of every trainable parameter."""
     from torch.utils.data import DataLoader, SubsetRandomSampler
 
@@ -74,7 +84,7 @@ def local_train(model, tokenizer, ds, rows: np.ndarray, objective, optim, data, 
         batch = next(batches)
         loss = objective.aggregate(objective.compute(model, batch, training=True, controller=controller))
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss + penalty() if penalty is not None else loss).backward()
         if clip:
             torch.nn.utils.clip_grad_norm_(trainable, clip)
         lrs.append(sched.get_last_lr()[0])

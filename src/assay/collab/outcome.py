@@ -44,6 +44,7 @@ def write_outcome(srv, resumed_from: Optional[int], started: float) -> dict[str,
     save_model(srv.model, srv.tokenizer, run_dir)
 
     metrics = {k: float(v) for k, v in state["final"].items()}
+    metrics.update(communication(state["history"]))
     per_client = client_reports(run_dir, names)
     metrics.update(flat_client_metrics(per_client))
     pd.DataFrame([{"step": h["round"], **{k: v for k, v in h.items() if k != "round"}} for h in state["history"]]).to_csv(run_dir / "metrics.csv", index=False)
@@ -63,6 +64,16 @@ def write_outcome(srv, resumed_from: Optional[int], started: float) -> dict[str,
     }
     write_json(run_dir / "summary.json", summary)
     return summary
+
+
+def communication(history: list[dict]) -> dict[str, float]:
+    """Phase 2's traffic and client memory over the run: bytes sent down and up in all its rounds,
+    and the largest per-round client memory count (``collab/client_memory_bytes``)."""
+    rounds = [h for h in history if "collab/bytes_down" in h]
+    if not rounds:
+        return {}
+    return {"collab/total_bytes_down": float(sum(h["collab/bytes_down"] for h in rounds)), "collab/total_bytes_up": float(sum(h["collab/bytes_up"] for h in rounds)),
+            "collab/peak_client_memory_bytes": float(max(h["collab/client_memory_bytes"] for h in rounds))}
 
 
 def client_reports(run_dir: Path, names: list[str]) -> dict[str, dict]:

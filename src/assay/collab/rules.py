@@ -71,6 +71,26 @@ class CollabRule:
     split); there is no global model, and the reported metrics are means over the clients."""
     needs_lora: ClassVar[bool] = False
     """Combines LoRA adapters: the run needs ``model.lora.r > 0``."""
+    ships_emulator: ClassVar[bool] = False
+    """Clients train on a compressed stand-in of the model that the server sends each round with the
+    trainable state (:meth:`server_round`, :meth:`client_train`), not on the full model."""
+
+    def prepare_model(self, model) -> None:
+        """Every party's model, once built: a rule may narrow what trains (and travels)."""
+
+    def server_round(self, srv, arrays: dict[str, np.ndarray], rnd: int) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, float]]:
+        """Before round ``rnd``: named array records sent to the clients with the trainable state, and
+        metrics for the round's history."""
+        return {}, {}
+
+    def client_model(self, srv):
+        """The model a client trains, as the server knows it (for the client-memory count)."""
+        return srv.model
+
+    def client_train(self, side, content, train):
+        """A client's phase-2 round under a rule that ``ships_emulator``: ``train(model, penalty)``
+        runs the local steps; returns the trainable state to send back and ``train``'s output."""
+        raise TypeError(f"collab/aggregation={self.name} trains the received model as is")
 
     def aggregate(self, current: dict[str, np.ndarray], averaged: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The global trainable state after a round, from the current one and the clients' states

@@ -23,7 +23,7 @@ from typing import Optional
 import numpy as np
 
 from assay.collab.apps import SERVER_DIR, Party, from_record, selects, to_record, uses_anchor
-from assay.collab.local import MOMENT_PREFIX, anchor_threshold, evaluate, load_trainable, split_moments, trainable_names, trainable_state, write_checkpoint
+from assay.collab.local import MOMENT_PREFIX, anchor_threshold, client_memory_bytes, evaluate, load_trainable, split_moments, trainable_names, trainable_state, write_checkpoint
 from assay.errors import UserError
 
 
@@ -80,9 +80,11 @@ def _wait_for_nodes(grid, n: int, timeout: float = 600.0) -> list[int]:
     return sorted(ids)
 
 
-def _train_round(srv: ServerSide, grid, strategy, arrays: dict, phase: str, rnd: int, steps: int, nodes: Optional[list[int]] = None):
-    """One round: send the global state to the sampled clients, FedAvg their replies (Flower's
-    ``FedAvg.aggregate_train``: arrays and metrics weighted by ``num-examples``)."""
+def _train_round(srv: ServerSide, grid, strategy, arrays: dict, phase: str, rnd: int, steps: int, nodes: Optional[list[int]] = None,
+                 extra: Optional[dict[str, dict]] = None):
+    """One round: send the global state (and the rule's ``extra`` records) to the sampled clients,
+    FedAvg their replies (Flower's ``FedAvg.aggregate_train``: arrays and metrics weighted by
+    ``num-examples``). Returns the replies and the bytes of arrays sent each way."""
     from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 
     config = ConfigRecord({"phase": phase, "steps": int(steps), "server-round": int(rnd)})
@@ -92,10 +94,20 @@ def _train_round(srv: ServerSide, grid, strategy, arrays: dict, phase: str, rnd:
     else:
         content = RecordDict({"arrays": to_record(arrays), "config": config})
         messages = [Message(content=content, message_type=MessageType.TRAIN, dst_node_id=n) for n in nodes]
+    for name, record in (extra or {}).items():
+        record = to_record(record)
+        for msg in messages:
+            msg.content[name] = record
     replies = list(grid.send_and_receive(messages))
     srv.record(f"{phase}:{rnd}", replies)
     srv.failed(f"{phase} round {rnd}", replies)
-    return replies
+    sent = {"collab/bytes_down": sum(array_bytes(m.content) for m in messages), "collab/bytes_up": sum(array_bytes(r.content) for r in replies)}
+    return replies, sent
+
+
+def array_bytes(content) -> int:
+    """Bytes of every array a message carries, as Flower serializes them (numpy's .npy: data + header)."""
+    return int(sum(len(a.data) for rec in content.array_records.values() for a in rec.values()))
 
 
 def _aggregate(strategy, rnd: int, replies) -> tuple[dict, dict]:
@@ -139,7 +151,7 @@ def _serve(srv: ServerSide, grid) -> None:
         scoring = srv.dir / "scoring"
         arrays = srv.arrays("warmup") or initial
         for rnd in range(st["warmup_done"] + 1, c.warmup_rounds + 1):
-            replies = _train_round(srv, grid, strategy, arrays, "warmup", rnd, c.local_steps)
+            replies, _ = _train_round(srv, grid, strategy, arrays, "warmup", rnd, c.local_steps)
             merged, metrics = _aggregate(strategy, rnd, replies)
             weights, m, v = split_moments(merged)
             write_checkpoint(scoring, rnd, srv.model, weights, m, v, metrics["lr"])
@@ -184,19 +196,22 @@ def _serve(srv: ServerSide, grid) -> None:
     arrays = srv.arrays("global") or initial
     if rule.trains_once:
         if st["rounds_done"] < c.rounds:
-            replies = _train_round(srv, grid, strategy, initial, "train", 1, c.rounds * c.local_steps, nodes=nodes)
+            replies, sent = _train_round(srv, grid, strategy, initial, "train", 1, c.rounds * c.local_steps, nodes=nodes)
             states = [from_record(r.content["arrays"]) for r in sorted(replies, key=lambda r: int(r.metadata.src_node_id))]
             arrays = rule.combine(srv.model, initial, states)
             st["rounds_done"] = c.rounds
             st["history"].append({"phase": "merge", "round": c.rounds, "train/loss": float(np.mean([r.content["metrics"]["train_loss"] for r in replies])),
+                                  **sent, "collab/client_memory_bytes": client_memory_bytes(rule.client_model(srv)),
                                   **({f"val/{k[4:]}": v for k, v in srv_eval(srv, arrays, "val").items()} if c.eval_every_round else {})})
             srv.save(arrays)
     else:
         for rnd in range(st["rounds_done"] + 1, c.rounds + 1):
-            replies = _train_round(srv, grid, strategy, arrays, "train", rnd, c.local_steps)
+            extra, info = rule.server_round(srv, arrays, rnd)
+            replies, sent = _train_round(srv, grid, strategy, arrays, "train", rnd, c.local_steps, extra=extra)
             merged, metrics = _aggregate(strategy, rnd, replies)
             arrays = rule.aggregate(arrays, merged)
-            entry = {"phase": "train", "round": rnd, "train/loss": metrics.get("train_loss"), "clients": len(replies)}
+            entry = {"phase": "train", "round": rnd, "train/loss": metrics.get("train_loss"), "clients": len(replies), **info, **sent,
+                     "collab/client_memory_bytes": client_memory_bytes(rule.client_model(srv))}
             if c.eval_every_round and rule.rounds_of_aggregation:
                 entry.update(srv_eval(srv, arrays, "val"))
             st["history"].append(entry)

@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from assay.cards import MethodCard
-from assay.collab.rules import COLLAB_RULES, CollabRule, Ties, TiesFactors, lora_layers, merge_task_vectors, project_lora, rule_of, ties_merge, trim
+from assay.collab.rules import COLLAB_RULES, CollabRule, Ties, discover_rules, TiesFactors, lora_layers, merge_task_vectors, project_lora, rule_of, ties_merge, trim
 from assay.errors import UserError
 from assay.paths import CONF_DIR
 
@@ -153,7 +153,8 @@ def test_ties_keeps_non_lora_trainables_as_task_vectors():
 
 
 def test_every_rule_has_an_option_file_with_its_defaults_and_a_card():
-    assert set(COLLAB_RULES) == {"fedavg", "local", "merge_linear", "ties", "ties_factors"}
+    discover_rules()
+    assert set(COLLAB_RULES) == {"fedavg", "local", "merge_linear", "ties", "ties_factors", "fedbiot"}
     folder = CONF_DIR / "collab" / "aggregation"
     assert sorted(p.stem for p in folder.glob("*.yaml")) == sorted(COLLAB_RULES)
     for name, cls in COLLAB_RULES.items():
@@ -166,7 +167,8 @@ def test_every_rule_has_an_option_file_with_its_defaults_and_a_card():
         assert set(card.defaults) <= fields, name
         assert rule_of(option) == cls() and rule_of(name) == cls()
     # what the server and apps read instead of the name
-    assert [n for n, c in COLLAB_RULES.items() if c.rounds_of_aggregation] == ["fedavg"]
+    assert sorted(n for n, c in COLLAB_RULES.items() if c.rounds_of_aggregation) == ["fedavg", "fedbiot"]
+    assert [n for n, c in COLLAB_RULES.items() if c.ships_emulator] == ["fedbiot"]
     assert [n for n, c in COLLAB_RULES.items() if c.clients_keep_models] == ["local"]
     assert sorted(n for n, c in COLLAB_RULES.items() if c.trains_once) == ["merge_linear", "ties", "ties_factors"]
     assert all(c.needs_lora == c.trains_once for c in COLLAB_RULES.values())
@@ -177,7 +179,7 @@ def test_every_rule_has_an_option_file_with_its_defaults_and_a_card():
 
 
 @pytest.mark.parametrize("node,fragment", [
-    ({"name": "gossip"}, "collab.aggregation.name='gossip': unknown rule; choose one of ['fedavg', 'local', 'merge_linear', 'ties', 'ties_factors']"),
+    ({"name": "gossip"}, "collab.aggregation.name='gossip': unknown rule; choose one of ['fedavg', 'fedbiot', 'local', 'merge_linear', 'ties', 'ties_factors']"),
     ({"name": "fedavg", "density": 0.2}, "collab.aggregation.density=0.2: is not a field of collab/aggregation=fedavg; its fields are none"),
     ({"name": "ties", "density": 0.0}, "collab.aggregation.density=0.0: must be in (0, 1]"),
     ({"name": "ties_factors", "density": 1.5}, "collab.aggregation.density=1.5: must be in (0, 1]"),
