@@ -80,7 +80,7 @@ def check_counts_against_flower(r: int) -> None:
 
 
 def measure(name: str, arch: dict, r: int, drop: float, adapter_layers: int, rounds: int) -> list[dict]:
-    from assay.collab.fedbiot import build_emulator, restrict_to_adapter
+    from assay.collab.emulator import build_emulator, restrict_to_adapter
     from assay.collab.local import client_memory_bytes, trainable_names
 
     full = build(arch, r)

@@ -58,7 +58,8 @@ def _train_states(grid) -> list[tuple[dict, int, int]]:
 
 @pytest.mark.parametrize("rule", RULES)
 def test_rules_compose_and_run_through_the_collaborative_path(rule, tmp_path, compose_cfg):
-    from assay.collab.rules import COLLAB_RULES, lora_layers, merge_task_vectors, rule_of
+    from assay.collab.merging import lora_layers, merge_task_vectors
+    from assay.collab.rules import COLLAB_RULES, rule_of
     from assay.collab.run import run_collab
     from assay.collab.server import ServerSide, server_main
 

@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.integration]
 def test_fedbiot_two_clients_two_rounds(tmp_path, compose_cfg):
     from flwr.app import Array
 
-    from assay.collab.fedbiot import build_emulator
+    from assay.collab.emulator import build_emulator
     from assay.collab.local import client_memory_bytes
     from assay.collab.run import run_collab
     from assay.collab.server import ServerSide, server_main

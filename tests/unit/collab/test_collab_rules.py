@@ -9,7 +9,8 @@ import torch
 import yaml
 
 from assay.cards import MethodCard
-from assay.collab.rules import COLLAB_RULES, CollabRule, Ties, discover_rules, TiesFactors, lora_layers, merge_task_vectors, project_lora, rule_of, ties_merge, trim
+from assay.collab.merging import lora_layers, merge_task_vectors, project_lora, ties_merge, trim
+from assay.collab.rules import COLLAB_RULES, CollabRule, Ties, discover_rules, TiesFactors, rule_of
 from assay.errors import UserError
 from assay.paths import CONF_DIR
 

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from assay.collab.fedbiot import (FedBiOT, build_emulator, distill_loss, emulator_layer_indices, emulator_size, gap_kl, gap_l2,
-                                  proximal_penalty, rename_layers, restrict_to_adapter, align)
+from assay.collab.emulator import (align, build_emulator, distill_loss, emulator_layer_indices, emulator_size, gap_kl, gap_l2, rename_layers,
+                                   restrict_to_adapter)
+from assay.collab.fedbiot import FedBiOT, proximal_penalty
 from assay.collab.local import client_memory_bytes, load_trainable, trainable_state
 from assay.collab.rules import rule_of
 from assay.errors import UserError
