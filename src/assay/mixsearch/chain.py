@@ -54,10 +54,11 @@ def run_chain(args, overrides: list[str]) -> int:
     report = fit_report(table, names, swarm_dir / "fit")
     print(report.markdown())
 
-    # 3. propose (the first regressor; a tree is proposed by simulation, a law by the optimiser)
+    # 3. propose (the first regressor; a tree is proposed by simulation, Projektor by its gradient, a law by the optimiser)
     model = fit_regressor(names[0], table)
     prior = np.array([table.meta["prior"][d] for d in table.domains])
-    result = propose(model, table.domains, "optimize" if model.smooth else "simulation", prior, n_samples=20_000, top_k=32)
+    proposer = "projektor" if not model.batch_predict else "optimize" if model.smooth else "simulation"
+    result = propose(model, table.domains, proposer, prior, n_samples=20_000, top_k=32)
     print(result.describe(table.domains, names[0]))
     write_proposal(swarm_dir / "proposed", names[0], result, table.domains, table.spec, meta={"target": target})
 

@@ -1,8 +1,10 @@
 """``assay-mix``: mixture search from proxy runs, one command per step.
 
     assay-mix swarm  S -n 64 --method regmix --set mixture.num_examples=2400 -- trainer.max_steps=150 ...
-    assay-mix fit    S --target 'val/loss/*' --regressor lightgbm,log_linear,bimix,autoscale,gp
+    assay-mix fit    S --target 'val/loss/*' --regressor lightgbm,log_linear,bimix,autoscale,gp,projektor
     assay-mix propose S --regressor lightgbm --proposer simulation --budget 9600 --max-repetition 2
+    assay-mix propose S --regressor projektor --proposer projektor --lr 0.05 --scale 32000
+    assay-mix pilots P.npz -- experiment=online_mixing                 (Projektor's pilot samples, for --pilots)
     assay-mix validate V --mixture S/proposed/lightgbm.yaml --baselines natural,uniform,best:S --seeds 0,1,2 -- trainer.max_steps=600
     assay-mix ddo    D --budget 2400 -- trainer.max_steps=150 ...       (then `assay-mix ddo D --fit`)
     assay-mix optimal --ddo D1 D2 --budget 9600                          (AutoScale)
@@ -93,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--domains", default=None, help="table input: the weight columns (default: columns named w/<domain>)")
         p.add_argument("--scale-column", default=None, help="table input: column with each run's data quantity (BiMix, AutoScale)")
         p.add_argument("--drop-missing", action="store_true", help="exclude runs that lack the target metric (default: stop and list them)")
+        p.add_argument("--pilots", default=None, help="the sources' embedded pilot samples, .npz with pilot_<source> and target arrays "
+                       "(regressor projektor; default for a swarm: its pool embedded into <swarm>/pilots.npz)")
         p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("fit", help="fit regressors of the target on the mixtures; held-out Spearman/R² table and plots")
@@ -105,18 +109,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("propose", help="the mixture the fit predicts best, written as a config the next run uses")
     table_args(p)
     p.add_argument("--regressor", default="lightgbm")
-    p.add_argument("--proposer", choices=["simulation", "optimize"], default="simulation")
+    p.add_argument("--proposer", choices=["simulation", "optimize", "projektor"], default="simulation")
     p.add_argument("--prior", default="natural")
     p.add_argument("--kl", type=_non_negative(float), default=0.0, help="optimize: weight λ of KL(x || prior)")
     p.add_argument("--samples", type=_positive(int), default=100_000, help="simulation: Dirichlet samples")
     p.add_argument("--top-k", type=int, default=128, help="simulation: average of the best k")
     p.add_argument("--strength", type=float, default=1.0, help="simulation: Dirichlet(strength · prior) (RegMix: 1)")
+    p.add_argument("--lr", type=_positive(float), default=5e-4, help="projektor: first step of the projected gradient, then ×0.9 a step (Projektor: 5e-4)")
     p.add_argument("--maximize", action="store_true", help="higher target is better (accuracy)")
     p.add_argument("--scale", type=float, default=None, help="data quantity to predict at (scale-aware laws; default: the swarm's)")
     p.add_argument("--sizes", default=None, help="domain pool sizes '{copy:1500,...}' (default: the swarm's)")
     p.add_argument("--out", default=None)
     _add_caps_args(p)
     _add_spec_args(p)
+
+    p = sub.add_parser("pilots", help="embed the sources' pilot samples and the validation split for Projektor (an .npz for --pilots)")
+    p.add_argument("out", help="the .npz to write")
+    p.add_argument("--size", type=_positive(int), default=200, help="training examples per source (all of a smaller source)")
+    p.add_argument("--embedder", default="minilm")
+    p.add_argument("--domains", default=None)
+    p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("validate", help="train proposals and baselines at the target scale over seeds and compare")
     p.add_argument("dir")
@@ -173,7 +185,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = build_parser().parse_args(own)
     if getattr(args, "temperature", "x") is None:
         args.temperature = 2.0 if args.method == "regmix" else 1.0
-    from assay.mixsearch.commands import cmd_ddo, cmd_fit, cmd_optimal, cmd_propose, cmd_swarm, cmd_validate
+    from assay.mixsearch.commands import cmd_ddo, cmd_fit, cmd_optimal, cmd_pilots, cmd_propose, cmd_swarm, cmd_validate
 
     try:
         if args.cmd == "swarm":
@@ -182,6 +194,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             rc = cmd_fit(args)
         elif args.cmd == "propose":
             rc = cmd_propose(args)
+        elif args.cmd == "pilots":
+            rc = cmd_pilots(args, overrides)
         elif args.cmd == "validate":
             rc = cmd_validate(args, overrides)
         elif args.cmd == "ddo":

@@ -108,6 +108,8 @@ def cmd_fit(args) -> int:
     from assay.mixsearch.table import load_table
 
     table = load_table(args.source, args.domains, args.target, args.target_weights, args.scale_column, drop_missing=args.drop_missing, echo=print)
+    if args.pilots:
+        table.meta["pilots"] = args.pilots
     out = Path(args.out) if args.out else _default_out(args.source, "fit")
     report = fit_report(table, _regressor_names(args.regressor), out, folds=args.folds, seed=args.seed, echo=print)
     print(report.markdown())
@@ -118,7 +120,8 @@ def cmd_fit(args) -> int:
 def _regressor_names(text: str) -> list[str]:
     from assay.mixsearch.regressors import REGRESSORS
 
-    names = list(REGRESSORS) if text == "all" else [n.strip() for n in text.split(",") if n.strip()]
+    # all: every law that needs nothing but the table (projektor, which reads the sources' pilots, only by name)
+    names = [n for n, cls in REGRESSORS.items() if not cls.needs] if text == "all" else [n.strip() for n in text.split(",") if n.strip()]
     for n in names:
         check(n in REGRESSORS, "--regressor", n, f"unknown regressor; choose from {sorted(REGRESSORS)}")
     return names
@@ -140,6 +143,8 @@ def cmd_propose(args) -> int:
     from assay.mixsearch.table import load_table
 
     table = load_table(args.source, args.domains, args.target, args.target_weights, args.scale_column, maximize=args.maximize, drop_missing=args.drop_missing, echo=print)
+    if args.pilots:
+        table.meta["pilots"] = args.pilots
     meta = table.meta
     sizes = meta.get("sizes")
     if args.sizes:
@@ -158,11 +163,27 @@ def cmd_propose(args) -> int:
     for name in _regressor_names(args.regressor):
         model = fit_regressor(name, table, seed=args.seed)
         result = propose(model, table.domains, args.proposer, prior=prior, caps=caps, kl=args.kl, n_samples=args.samples, top_k=args.top_k,
-                         seed=args.seed, scale=scale, maximize=table.maximize, strength=args.strength)
-        paths = write_proposal(out, name, result, table.domains, spec, meta={"target": table.target_name, "source": str(args.source), "proposer": args.proposer, "caps": None if caps is None else caps.tolist(), "kl": args.kl})
+                         seed=args.seed, scale=scale, maximize=table.maximize, strength=args.strength, lr=args.lr)
+        paths = write_proposal(out, name, result, table.domains, spec, meta={"target": table.target_name, "source": str(args.source), "proposer": args.proposer, "caps": None if caps is None else caps.tolist(), "kl": args.kl, "scale": scale})
         print(result.describe(table.domains, name))
         print(f"[assay-mix] use it: assay-train {' '.join(paths['args'])}")
         print(f"            or:     assay-train hydra.searchpath=[file://{paths['conf'].resolve()}] mixture={paths['name']}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# pilots (Projektor)
+
+
+def cmd_pilots(args, overrides: list[str]) -> int:
+    from assay.mixsearch.regressors.projektor import embed_pilots
+
+    out = Path(args.out)
+    check(out.suffix == ".npz", "out", str(out), "write the pilots to an .npz file")
+    pilots = embed_pilots(overrides, args.domains.split(",") if args.domains else None, args.size, args.seed, args.embedder)
+    pilots.save(out)
+    sizes = ", ".join(f"{d} {len(x)}" for d, x in pilots.sources.items())
+    print(f"[assay-mix] pilots of {len(pilots.sources)} sources ({sizes}) and {len(pilots.target)} target examples in {out}")
     return 0
 
 

@@ -61,7 +61,7 @@ def heldout_predictions(name: str, table: Table, folds: Optional[int] = None, se
     from sklearn.model_selection import KFold
 
     n, m = len(table.y), len(table.domains)
-    model = make_regressor(name, seed)
+    model = make_regressor(name, seed, table)
     idx = np.arange(n)
     if folds is None and n > HOLDOUT_ABOVE:
         rng = np.random.default_rng(seed)
@@ -79,7 +79,7 @@ def heldout_predictions(name: str, table: Table, folds: Optional[int] = None, se
     per_fold = []
     for train, test in splits:
         check_rows(model, n, m, held_out=len(test))
-        sub = make_regressor(name, seed).fit(table.X[train], table.y[train], None if table.scale is None else table.scale[train])
+        sub = make_regressor(name, seed, table).fit(table.X[train], table.y[train], None if table.scale is None else table.scale[train])
         pred[test] = sub.predict(table.X[test], None if table.scale is None else table.scale[test])
         ok = test[~np.isnan(pred[test])]
         per_fold.append(score(table.y[ok], pred[ok])[0] if len(ok) > 2 else float("nan"))
@@ -98,11 +98,11 @@ def score(y: np.ndarray, p: np.ndarray) -> tuple[float, float, float]:
 def fit_report(table: Table, names: list[str], out: Optional[Path] = None, folds: Optional[int] = None, seed: int = 0, echo: Callable[[str], None] = print) -> FitReport:
     m = len(table.domains)
     for name in names:  # fail before any fit when the swarm is too small for one of them
-        check_rows(make_regressor(name, seed), len(table.y), m, held_out=1)
+        check_rows(make_regressor(name, seed, table), len(table.y), m, held_out=1)
     scores = []
     for name in names:
         start = time.perf_counter()
-        full = make_regressor(name, seed).fit(table.X, table.y, table.scale)
+        full = make_regressor(name, seed, table).fit(table.X, table.y, table.scale)
         fit_s = time.perf_counter() - start
         y, p, scheme, per_fold = heldout_predictions(name, table, folds, seed)
         rho, r2, mae = score(y, p)

@@ -9,6 +9,15 @@ from assay.errors import UserError
 
 def pool_sizes(overrides: Sequence[str]) -> dict[str, int]:
     """Examples per domain (the ``source`` column) of the training split the runs would load."""
+    train = pool_splits(overrides)["train"]
+    sizes: dict[str, int] = {}
+    for s in train["source"]:
+        sizes[s] = sizes.get(s, 0) + 1
+    return dict(sorted(sizes.items()))
+
+
+def pool_splits(overrides: Sequence[str]):
+    """The splits (train, val, test) the runs with these overrides would load, after the example caps."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
@@ -31,8 +40,4 @@ def pool_sizes(overrides: Sequence[str]) -> dict[str, int]:
         raise UserError("overrides", " ".join(kept), explain(e)) from None
     finally:
         GlobalHydra.instance().clear()
-    train = spec.data.capped(spec.data.load())["train"]
-    sizes: dict[str, int] = {}
-    for s in train["source"]:
-        sizes[s] = sizes.get(s, 0) + 1
-    return dict(sorted(sizes.items()))
+    return spec.data.capped(spec.data.load())

@@ -7,6 +7,9 @@
   convex in the weights (linear, log-linear, BiMix, AutoScale) is solved exactly with cvxpy, as
   allenai/olmix's exact proposer; another smooth fit (GP) with scipy's SLSQP from the best simulated
   mixtures. Trees have no gradient and are refused (use the simulation).
+* ``projektor`` (Kang et al. 2023): projected gradient descent of a Projektor fit on the capped
+  simplex, the gradient through the OT distance from its dual potentials
+  (:mod:`assay.mixsearch.regressors.projektor`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from assay.cards import MethodCard
 from assay.errors import UserError
 from assay.mixsearch.mixture import MixtureSpec, as_dict, check_feasible, entropy_kl, write_json
 from assay.mixsearch.regressors.base import Regressor
+from assay.mixsearch.regressors.projektor import ProjektorGradient
 
 ACTIVE_TOL = 1e-5
 
@@ -156,7 +160,7 @@ class Simulation:
 
     @staticmethod
     def run(model: Regressor, prior: np.ndarray, caps: Optional[np.ndarray], *, kl: float, n_samples: int, top_k: int,
-            strength: float, seed: int, scale: Optional[float], maximize: bool) -> np.ndarray:
+            strength: float, seed: int, scale: Optional[float], maximize: bool, lr: float) -> np.ndarray:
         return simulate(model, prior, caps, n_samples, top_k, strength, seed, scale, maximize)
 
 
@@ -187,21 +191,25 @@ class Optimize:
 
     @staticmethod
     def run(model: Regressor, prior: np.ndarray, caps: Optional[np.ndarray], *, kl: float, n_samples: int, top_k: int,
-            strength: float, seed: int, scale: Optional[float], maximize: bool) -> np.ndarray:
+            strength: float, seed: int, scale: Optional[float], maximize: bool, lr: float) -> np.ndarray:
         return optimize(model, prior, caps, kl, seed, scale, maximize)
 
 
-PROPOSERS: dict[str, type] = {"simulation": Simulation, "optimize": Optimize}
+PROPOSERS: dict[str, type] = {"simulation": Simulation, "optimize": Optimize, "projektor": ProjektorGradient}
 """The proposers by name (``assay-mix propose --proposer``); each carries its method card."""
 
 
 def propose(model: Regressor, domains: list[str], proposer: str, prior: np.ndarray, caps: Optional[np.ndarray] = None, kl: float = Optimize.kl,
             n_samples: int = Simulation.n_samples, top_k: int = Simulation.top_k, seed: int = 0, scale: Optional[float] = None, maximize: bool = False,
-            strength: float = Simulation.strength) -> ProposalResult:
+            strength: float = Simulation.strength, lr: float = ProjektorGradient.lr) -> ProposalResult:
     check_feasible(caps, domains)
     if proposer not in PROPOSERS:
         raise UserError("--proposer", proposer, f"choose one of {sorted(PROPOSERS)}")
-    x = PROPOSERS[proposer].run(model, prior, caps, kl=kl, n_samples=n_samples, top_k=top_k, strength=strength, seed=seed, scale=scale, maximize=maximize)
+    if not model.batch_predict and proposer in ("simulation", "optimize"):
+        raise UserError("--proposer", proposer, f"scores thousands of mixtures, and regressor {model.name} solves one OT problem per "
+                                                "mixture; use --proposer projektor (its dual-potential gradient)")
+    x = PROPOSERS[proposer].run(model, prior, caps, kl=kl, n_samples=n_samples, top_k=top_k, strength=strength, seed=seed, scale=scale,
+                                maximize=maximize, lr=lr)
     pred = float(_predict(model, x[None, :], scale)[0])
     return ProposalResult(x, pred, proposer, _active(x, caps, domains), entropy_kl(x, prior))
 

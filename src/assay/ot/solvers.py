@@ -134,14 +134,17 @@ def exact_potentials(m: torch.Tensor, b: Optional[torch.Tensor] = None, a: Optio
 
 
 def sinkhorn_potentials(
-    m: torch.Tensor, eps: float, max_iter: int, tol: float, b: Optional[torch.Tensor] = None, a: Optional[torch.Tensor] = None
+    m: torch.Tensor, eps: float, max_iter: int, tol: float, b: Optional[torch.Tensor] = None, a: Optional[torch.Tensor] = None,
+    warmstart: Optional[tuple[np.ndarray, np.ndarray]] = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Entropic duals f = ε·log u, g = ε·log v from POT's log-domain Sinkhorn on the full cost matrix."""
+    """Entropic duals f = ε·log u, g = ε·log v from POT's log-domain Sinkhorn on the full cost matrix;
+    ``warmstart``: (f, g) in that form to start from (a nearby problem's solution: fewer iterations)."""
     import ot
 
     n, k = m.shape
     a, b = _weights(n, b, m, a)
-    _, log = ot.sinkhorn(a, b, m, eps, method="sinkhorn_log", numItermax=max_iter, stopThr=tol, log=True)
+    warm = None if warmstart is None else tuple(torch.as_tensor(np.asarray(w) / eps, dtype=m.dtype, device=m.device) for w in warmstart)
+    _, log = ot.sinkhorn(a, b, m, eps, method="sinkhorn_log", numItermax=max_iter, stopThr=tol, log=True, warmstart=warm)
     return _np(eps * log["log_u"]), _np(eps * log["log_v"])
 
 

@@ -17,6 +17,11 @@ class Regressor(ABC):
     """The prediction has a gradient in the weights (a continuous optimiser can use it)."""
     uses_scale: bool = False
     """The law has a data-quantity variable (BiMix, AutoScale)."""
+    needs: str = ""
+    """What the law reads beyond the table ('' = nothing); ``--regressor all`` leaves such laws out."""
+    batch_predict: bool = True
+    """Predicting many mixtures at once is cheap (the simulation scores 100k of them); Projektor solves
+    one OT problem per mixture and is proposed by its own gradient instead."""
 
     def __init__(self, seed: int = 0):
         self.seed = seed
@@ -28,6 +33,10 @@ class Regressor(ABC):
     def min_rows(self, m: int) -> int:
         """Fewest proxies the fit is defined for: one more than the free parameters."""
         return self.n_params(m) + 1
+
+    def prepare(self, table: Any) -> None:
+        """Read what the law needs beyond the weights and targets from the table it will be fitted on
+        (Projektor: the sources' pilot samples); the other laws need nothing."""
 
     @abstractmethod
     def fit(self, X: np.ndarray, y: np.ndarray, scale: Optional[np.ndarray] = None) -> "Regressor":
