@@ -12,7 +12,7 @@ warnings.simplefilter("ignore")
 from scipy.stats import spearmanr
 from sklearn.model_selection import KFold
 from assay.mixsearch.table import load_table
-from assay.mixsearch.regressors.projektor import Pilots, MixtureOT
+from assay.mixsearch.pilots import MixtureOT, Pilots
 t = load_table("experiments/projektor/wave3/table.csv", target="val_loss_mean", echo=lambda s: None)
 ot = MixtureOT(Pilots.load("experiments/projektor/wave3/pilots.npz"), t.domains).values(t.X)
 print("spearman(OT, loss) =", spearmanr(ot, t.y).statistic)

@@ -23,7 +23,7 @@ from typing import Optional
 import numpy as np
 
 from assay.collab.apps import SERVER_DIR, Party, from_record, selects, to_record, uses_anchor
-from assay.collab.local import MOMENT_PREFIX, anchor_threshold, client_memory_bytes, evaluate, load_trainable, split_moments, trainable_names, trainable_state, write_checkpoint
+from assay.collab.local import MOMENT_PREFIX, anchor_threshold, client_memory_bytes, load_trainable, split_moments, trainable_names, trainable_state, write_checkpoint
 from assay.errors import UserError
 
 

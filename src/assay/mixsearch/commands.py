@@ -176,7 +176,7 @@ def cmd_propose(args) -> int:
 
 
 def cmd_pilots(args, overrides: list[str]) -> int:
-    from assay.mixsearch.regressors.projektor import embed_pilots
+    from assay.mixsearch.pilots import embed_pilots
 
     out = Path(args.out)
     check(out.suffix == ".npz", "out", str(out), "write the pilots to an .npz file")

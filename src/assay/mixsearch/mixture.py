@@ -179,3 +179,15 @@ def write_json(path: Path, data: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str))
     tmp.rename(path)
+
+
+def project_capped_rows(X: np.ndarray, caps: np.ndarray) -> np.ndarray:
+    """Euclidean projection of each row onto {0 <= x <= cap, Σx = 1} (bisection on the shift τ)."""
+    lo = (X - caps[None, :]).min(axis=1) - 1.0
+    hi = X.max(axis=1)
+    for _ in range(60):
+        tau = (lo + hi) / 2
+        s = np.clip(X - tau[:, None], 0, caps[None, :]).sum(axis=1)
+        lo = np.where(s > 1, tau, lo)
+        hi = np.where(s > 1, hi, tau)
+    return np.clip(X - hi[:, None], 0, caps[None, :])

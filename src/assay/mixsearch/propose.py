@@ -23,7 +23,7 @@ import numpy as np
 
 from assay.cards import MethodCard
 from assay.errors import UserError
-from assay.mixsearch.mixture import MixtureSpec, as_dict, check_feasible, entropy_kl, write_json
+from assay.mixsearch.mixture import MixtureSpec, as_dict, check_feasible, entropy_kl, project_capped_rows, write_json
 from assay.mixsearch.regressors.base import Regressor
 from assay.mixsearch.regressors.projektor import ProjektorGradient
 
@@ -69,22 +69,10 @@ def simulate(model: Regressor, prior: np.ndarray, caps: Optional[np.ndarray], n_
         if len(X) < top_k:
             # Caps far from the prior: few random samples survive. Scale the excess of each sample
             # back under the caps (a feasible point of the same direction) instead of rejecting.
-            X = _project_many(_dirichlet(rng, alpha), caps)
+            X = project_capped_rows(_dirichlet(rng, alpha), caps)
     y = _predict(model, X, scale)
     order = np.argsort(-y if maximize else y)[: max(1, min(top_k, len(y)))]
     return X[order].mean(axis=0)
-
-
-def _project_many(X: np.ndarray, caps: np.ndarray) -> np.ndarray:
-    """Euclidean projection of each row onto {0 <= x <= cap, Σx = 1} (bisection on the shift τ)."""
-    lo = (X - caps[None, :]).min(axis=1) - 1.0
-    hi = X.max(axis=1)
-    for _ in range(60):
-        tau = (lo + hi) / 2
-        s = np.clip(X - tau[:, None], 0, caps[None, :]).sum(axis=1)
-        lo = np.where(s > 1, tau, lo)
-        hi = np.where(s > 1, hi, tau)
-    return np.clip(X - hi[:, None], 0, caps[None, :])
 
 
 def optimize(model: Regressor, prior: np.ndarray, caps: Optional[np.ndarray], kl: float = 0.0, seed: int = 0,
@@ -120,7 +108,7 @@ def optimize(model: Regressor, prior: np.ndarray, caps: Optional[np.ndarray], kl
         starts = np.vstack([np.minimum(prior, upper), simulate(model, prior, caps, 20_000, 16, seed=seed, scale=scale, maximize=maximize)])
     best, best_val = None, np.inf
     for x0 in starts:
-        x0 = _project_many(np.asarray(x0, float)[None, :], upper)[0]
+        x0 = project_capped_rows(np.asarray(x0, float)[None, :], upper)[0]
         r = minimize(f, x0, method="SLSQP", bounds=[(0, u) for u in upper], constraints=[{"type": "eq", "fun": lambda v: v.sum() - 1}], options={"maxiter": 300, "ftol": 1e-10})
         if r.fun < best_val:
             best, best_val = r.x, r.fun

@@ -14,7 +14,8 @@ import pytest
 from assay.errors import UserError
 from assay.mixsearch.propose import propose
 from assay.mixsearch.regressors import make_regressor
-from assay.mixsearch.regressors.projektor import MixtureOT, Pilots, ProjektorLaw, log_n_weights
+from assay.mixsearch.pilots import MixtureOT, Pilots
+from assay.mixsearch.regressors.projektor import ProjektorLaw, log_n_weights
 
 DOMAINS = ["copy", "add", "sort"]
 ROOT = Path(__file__).resolve().parents[3]
