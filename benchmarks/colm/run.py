@@ -10,7 +10,7 @@ tagged with one of 8 sources of shares 50/20/10/8/5/4/2/1 %):
 
 - ``batch_b``: each step trains b examples (the first b of the step's draw);
 - ``coreset_b_of_rb``: each step draws r·b examples and trains on CoLM's coreset of b
-  (``assay.batch_selection.colm.CoresetSelector.positions`` with its defaults: one ZO direction,
+  (``assay.batch_selection.coreset_selector.CoresetSelector.positions`` with its defaults: one ZO direction,
   Adam-normalised with the arm's own optimizer moments, top-512 coordinates per source, facility
   location, small sources kept whole); its step time includes the selection;
 - ``full_rb``: each step trains all r·b examples.
@@ -152,7 +152,8 @@ def main(argv=None) -> list[dict]:
     args = p.parse_args(argv)
     if args.smoke:
         args.size, args.batch, args.ratio, args.seq, args.steps, args.warmup = "smoke", 4, 2, 32, 3, 1
-    from assay.batch_selection.colm import CoLM, CoresetSelector
+    from assay.batch_selection.colm import CoLM
+    from assay.batch_selection.coreset_selector import CoresetSelector
 
     torch.set_num_threads(args.threads)
     cuda = torch.cuda.is_available()

@@ -55,11 +55,16 @@ def test_offline_already_is_not_probed(monkeypatch):
 @pytest.mark.cli
 def test_a_hub_model_without_a_network_is_one_line_at_once(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in OFFLINE_VARS}
-    env.update(HF_ENDPOINT=f"http://127.0.0.1:{_closed_port()}", HF_HOME=str(tmp_path / "hf"),
+    # a port held bound but not listening: connections are refused, and no other process (a test's
+    # server started meanwhile) can take it over between the probe and the download
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    env.update(HF_ENDPOINT=f"http://127.0.0.1:{held.getsockname()[1]}", HF_HOME=str(tmp_path / "hf"),
                PYTHONPATH=os.pathsep.join([str(REPO / "src"), str(REPO), os.environ.get("PYTHONPATH", "")]))
     started = time.time()
     r = subprocess.run([sys.executable, "-m", "assay.train", "debug=fast", "logger=none", "model=hf", "model.name_or_path=someone/some-model",
                         f"hydra.run.dir={tmp_path / 'run'}"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    held.close()
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: model.name_or_path='someone/some-model'"), r.stderr[-2000:]
     assert time.time() - started < 45  # not a minute of retries

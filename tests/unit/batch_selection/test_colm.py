@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from assay.batch_selection.colm import CoLM, CoresetSelector, adam_state, last_v_projection
+from assay.batch_selection.colm import CoLM
+from assay.batch_selection.coreset_selector import CoresetSelector, adam_state, last_v_projection
 from assay.batch_selection.coreset import (adam_normalise, coreset_positions, cosine_similarity, facility_location, source_budgets,
                                            top_coordinates, zo_gradients)
 from assay.config import validate
@@ -158,7 +159,7 @@ def test_the_blocks_below_run_once_and_the_losses_are_those_of_the_whole_model()
     perturbed loss (here two calls of the model per loss, as KTO's KL pass) equals the whole model's."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from assay.batch_selection.colm import BelowOnce
+    from assay.batch_selection.coreset_selector import BelowOnce
 
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(vocab_size=20, hidden_size=8, intermediate_size=16, num_hidden_layers=3, num_attention_heads=2,
