@@ -2,7 +2,7 @@
 loop), per-sample gradient feature throughput, OT valuation of a million points, and a 2-GPU DDP run.
 
     python benchmarks/gpu/run.py                    # on a GPU machine; about 5 minutes on one modern GPU
-    python benchmarks/gpu/run.py --smoke            # everything shrunk, runs on a CPU (what the test runs)
+    python benchmarks/gpu/run.py --smoke            # everything shrunk (DPO: LoRA mode only), runs on a CPU (what the test runs)
 
 Needs the bench extra for the TRL contender (``pip install -e '.[bench]'``); without TRL that
 contender is skipped and the results say so. Writes ``<out>/results.json`` and ``<out>/results.md``
@@ -148,7 +148,7 @@ def dpo(args: argparse.Namespace, out: Path) -> dict:
     contenders = ["assay", "trl", "bare"] if importlib.util.find_spec("trl") else ["assay", "bare"]
     steps, warmup, batch = (3, 1, 2) if args.smoke else (30, 5, 8)
     cmd = [sys.executable, str(REPO / "benchmarks" / "dpo_throughput" / "run.py"), "--arm", "realistic", "--init", "config", "--size", args.size,
-           "--device", device(), "--modes", "lora", "full", "--contenders", *contenders, "--repeats", "1", "--steps", str(steps),
+           "--device", device(), "--modes", *(["lora"] if args.smoke else ["lora", "full"]), "--contenders", *contenders, "--repeats", "1", "--steps", str(steps),
            "--warmup", str(warmup), "--batch-size", str(batch), "--threads", str(min(8, os.cpu_count() or 1)), "--results", str(rows_file)]
     if args.smoke:  # not a measurement: no wait for the load to settle, and its rows are written whatever the load
         cmd += ["--settle", "0", "--force"]
@@ -162,7 +162,7 @@ def dpo(args: argparse.Namespace, out: Path) -> dict:
         table.append({"mode": r["mode"], "contender": r["contender"], "pairs_per_s": r["pairs_per_s"], "tokens_per_s": round(tokens, 1),
                       "step_ms": r["step_ms"], "peak_gpu_mib": r.get("peak_gpu_mib"), "peak_rss_mib": r["peak_rss_mib"]})
     ratios = {}
-    for mode in ("lora", "full"):
+    for mode in sorted({t["mode"] for t in table}):
         by = {t["contender"]: t for t in table if t["mode"] == mode}
         if "assay" in by and "trl" in by:
             a, t = by["assay"], by["trl"]
