@@ -11,9 +11,11 @@ Sign convention: τ(z)_i > 0 means that training on example i *helps* z, and f_j
 (mean response NLL, negated), so a good attribution has LDS > 0 (TRAK's sign with the model output
 "higher = better"). The scorers' own convention (higher = keep) is kept as is.
 
-Scorers that give one value per training example against a target set (GraNd, EL2N, LESS, Forward-INF)
-have one τ for every test example: the target set is the test set, so τ(z) is that vector for every z
-and the per-example LDS compares it with each test example's loss. TracIn (one checkpoint) gives a
+Scorers that give one value per training example against a target set (GraNd, EL2N, LESS, Forward-INF,
+MATES) have one τ for every test example: the target set is the test set, so τ(z) is that vector for
+every z and the per-example LDS compares it with each test example's loss. Beside it,
+``lds_target_mean`` is the LDS of the test set as one target (the mean loss; τ averaged over test
+examples for the per-example methods): one Spearman over the subsets, without a CI. TracIn (one checkpoint) gives a
 per-(train, test) τ(z)_i = ⟨∇ℓ(z_i; θ̂), ∇ℓ(z; θ̂)⟩.
 
 The confidence interval is a percentile bootstrap of the mean over test examples (resampling test
@@ -102,6 +104,15 @@ class LDS:
     per_example: np.ndarray = field(repr=False)
 
 
+def lds_target_mean(tau: np.ndarray, masks: np.ndarray, measured: np.ndarray) -> float:
+    """The LDS of the test set as one target: Spearman over j of (Σ_{i ∈ S_j} τ̄_i, mean_z f_j(z)),
+    τ̄ = τ averaged over test examples (the target-set scorers' own vector). One number, no CI."""
+    tau = np.asarray(tau, dtype=float)
+    mean_tau = tau.mean(0) if tau.ndim == 2 else tau
+    measured = np.asarray(measured, dtype=float).mean(1, keepdims=True)
+    return float(spearman_columns(np.asarray(masks, dtype=float) @ mean_tau[:, None], measured)[0])
+
+
 def lds(tau: np.ndarray, masks: np.ndarray, measured: np.ndarray, seed: int = 0) -> LDS:
     """The LDS (mean over test examples, NaNs of constant predictions dropped) with its bootstrap CI."""
     per = lds_per_example(tau, masks, measured)
@@ -173,6 +184,10 @@ class TinyTraining:
 
     def train(self, train, vocab: int, keep: Optional[np.ndarray] = None):
         """The model trained on the examples ``keep`` marks (all when None), in the fixed order."""
+        return self.train_with_optimizer(train, vocab, keep)[0]
+
+    def train_with_optimizer(self, train, vocab: int, keep: Optional[np.ndarray] = None):
+        """(model, its AdamW optimizer after the last step): MATES's oracle steps from that state."""
         import torch
 
         from assay.models.passes import pad_rows
@@ -193,7 +208,7 @@ class TinyTraining:
                 loss.backward()
                 opt.step()
         model.eval()
-        return model
+        return model, opt
 
 
 def test_losses(model, test, batch_size: int = 64) -> np.ndarray:
@@ -215,49 +230,50 @@ def measure_subsets(training: TinyTraining, train, test, vocab: int, masks: np.n
 
 # --------------------------------------------------------------------------- attributions
 
-def tracin(model, train, test, batch_size: int = 16) -> np.ndarray:
-    """[T, n] TracIn with one checkpoint (Pruthi et al. 2020, arXiv 2002.08895): ⟨∇ℓ(z_i), ∇ℓ(z)⟩ over
-    the parameters the gradient scorers use (``grad_param_names``: the last decoder layer)."""
+def tracin(ctx) -> np.ndarray:
+    """[T, n] TracIn with one checkpoint (Pruthi et al. 2020, arXiv 2002.08895): τ(z)_i = ⟨∇ℓ(z_i), ∇ℓ(z)⟩
+    at the full-data model, over the parameters the gradient scorers use (``grad_param_names``: the
+    last decoder layer). One SGD step of size η on z_i changes ℓ(z) by −η τ(z)_i to first order."""
     from assay.models.grads import grad_param_names, gradient_features
 
-    names = grad_param_names(model)
-    g_train = gradient_features(model, train, 0, names, batch_size)
-    g_test = gradient_features(model, test, 0, names, batch_size)
+    names = grad_param_names(ctx.model)
+    g_train = gradient_features(ctx.model, ctx.train, 0, names, 16)
+    g_test = gradient_features(ctx.model, ctx.splits["val"], 0, names, 16)
     return (g_test.double() @ g_train.double().T).numpy()
 
 
-def scorer_attribution(name: str, **kwargs) -> Callable:
-    """τ from a registered selection scorer (one value per training example against the target set =
-    the test set), with its default settings but ``allow_untrained``-free: the model is trained."""
+def scorer_attribution(name: str, online: bool = False, **kwargs) -> Callable:
+    """τ from a registered selection scorer: one value per training example (higher = keep) against
+    its target set, the test set (``val``). ``online``: score as during training (MATES's stage 1 at
+    the trained model and its optimizer, not its random stage 0)."""
 
-    def run(model, train, test, tok) -> np.ndarray:
-        import datasets
-
+    def run(ctx) -> np.ndarray:
         from assay.registry import discover, options
-        from assay.selection.base import SelectionContext
 
         discover("assay.selection.scorers")
-        cls = options("selection")[name]
-        scorer = cls(seed=0, **kwargs)
-        ctx = SelectionContext(train, datasets.DatasetDict({"train": train, "val": test}), model, tok)
+        scorer = options("selection")[name](seed=0, **kwargs)
+        if online:
+            scorer = scorer.for_rescoring(None)
         return np.asarray(scorer.score(ctx), dtype=float)
 
     return run
 
 
-def random_attribution(model, train, test, tok) -> np.ndarray:
-    return np.random.default_rng(0).standard_normal((len(test), len(train)))
+def random_attribution(ctx) -> np.ndarray:
+    return np.random.default_rng(0).standard_normal((len(ctx.splits["val"]), len(ctx.train)))
 
 
 ATTRIBUTIONS: dict[str, Callable] = {
     "random": random_attribution,
-    "tracin": lambda model, train, test, tok: tracin(model, train, test),
+    "tracin": tracin,
     "less": scorer_attribution("less"),
     "forward_inf": scorer_attribution("forward_inf"),
+    "mates": scorer_attribution("mates", online=True, oracle_size=32),
     "grand": scorer_attribution("grand", prefer="hard"),
     "el2n": scorer_attribution("el2n", prefer="hard"),
 }
-"""name -> (model, train, test, tokenizer) -> τ ([T, n] or [n], higher = helps)."""
+"""name -> (SelectionContext: train, splits["val"] = the test set, the full-data model and its
+optimizer) -> τ ([T, n] per test example, or [n] against the test set; higher = helps)."""
 
 
 # --------------------------------------------------------------------------- the evaluation and its CLI
@@ -276,14 +292,20 @@ def evaluate(n_train: int, n_test: int, subsets: int, methods: list[str], seed: 
     vocab = len(tok)
     masks = random_subsets(len(train), subsets, ALPHA, seed)
     measured = measure_subsets(training, train, test, vocab, masks)
-    full = training.train(train, vocab)
+    import datasets
+
+    from assay.selection.base import SelectionContext
+
+    full, optimizer = training.train_with_optimizer(train, vocab)
+    ctx = SelectionContext(train, datasets.DatasetDict({"train": train, "val": test}), full, tok, optimizer=optimizer)
     rows = []
     for name in methods:
         t0 = time.perf_counter()
-        tau = ATTRIBUTIONS[name](full, train, test, tok)
+        tau = ATTRIBUTIONS[name](ctx)
         seconds = time.perf_counter() - t0
         r = lds(tau, masks, measured, seed)
         rows.append({"method": name, "lds": r.mean, "ci_low": r.low, "ci_high": r.high,
+                     "lds_target_mean": lds_target_mean(tau, masks, measured),
                      "per_test_vector": np.asarray(tau).ndim == 2, "s_per_train_example": seconds / len(train)})
     return rows
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from assay.attribution.lds import bootstrap_ci, lds, lds_per_example, random_subsets, spearman_columns, evaluate
+from assay.attribution.lds import bootstrap_ci, evaluate, lds, lds_per_example, lds_target_mean, random_subsets, spearman_columns
 from assay.errors import UserError
 
 
@@ -59,3 +59,15 @@ def test_bad_input_is_one_line(kwargs, field):
     args = {"n_train": 20, "n_test": 4, "subsets": 50, "methods": ["random"], **kwargs}
     with pytest.raises(UserError, match=field):
         evaluate(**args)
+
+
+def test_target_mean_lds_of_a_linear_model():
+    # the mean output over test examples is linear in S with weights τ̄ = mean_z τ(z): LDS = 1
+    rng = np.random.default_rng(2)
+    n, t = 20, 6
+    tau = rng.standard_normal((t, n))
+    masks = random_subsets(n, 50, seed=0)
+    measured = masks.astype(float) @ tau.T
+    assert lds_target_mean(tau, masks, measured) == pytest.approx(1.0)
+    assert lds_target_mean(tau.mean(0), masks, measured) == pytest.approx(1.0)
+    assert lds_target_mean(-tau.mean(0), masks, measured) == pytest.approx(-1.0)
