@@ -59,10 +59,10 @@ LAYERS: list[tuple[str, set[str]]] = [
     # run assembly: the composed config, the Lightning module and its held-out comparisons against the
     # starting model, the checks of every job before a command runs
     ("run assembly", {"config", "module", "heldout", "run.preflight"}),
-    # entry points: the commands (assay-train, assay-list, assay-compare, assay-mix) and the Flower launcher;
+    # entry points: the commands (assay-train, assay-list, assay-compare, assay-mix, assay-attribution) and the Flower launcher;
     # ``hydra_plugins`` (outside the package, loaded by an entry point's Hydra) and ``conf`` (the ``_target_``
     # strings Hydra instantiates for an entry point) count as entry points too
-    ("entry points", {"train", "catalog", "compare", "collab", "mixsearch", "study", "tracing", "hydra_plugins", "conf"}),
+    ("entry points", {"train", "catalog", "compare", "collab", "mixsearch", "study", "tracing", "attribution", "hydra_plugins", "conf"}),
 ]
 LAYER_OF = {unit: i for i, (_, units) in enumerate(LAYERS) for unit in units}
 

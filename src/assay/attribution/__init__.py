@@ -1,0 +1,1 @@
+"""Evaluating attribution-style scorers against retraining (the linear datamodeling score)."""
