@@ -70,6 +70,8 @@ CASES = {
     "anchor overlapping client data": (["collab=clues3", "selection=clues", "selection.selector.split=train"], ["selection.selector.split='train'", "overlaps client data"]),
     "corruption outside [0, 1)": (["collab=clues3", "collab.corruption=[0,0.2,1.0]"], ["collab.corruption[2]=1.0", "[0, 1)"]),
     "global noise on a collab run": (["collab=clues3", "noise=corrupt"], ["noise='corrupt'", "collab.corruption"]),
+    "FedBiOT adapter leaving no layer for the emulator": (["collab=clues3", "model.num_layers=2", "collab/aggregation=fedbiot", "collab.aggregation.adapter_layers=2"],
+                                                          ["collab.aggregation.adapter_layers=2", "the model has 2 decoder layers"]),
 }
 
 

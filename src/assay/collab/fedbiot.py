@@ -29,7 +29,7 @@ from typing import ClassVar
 import numpy as np
 
 from assay.cards import MethodCard
-from assay.collab.emulator import Emulator, align, build_emulator, public_batches, restrict_to_adapter
+from assay.collab.emulator import Emulator, align, build_emulator, check_split, decoder_layers, public_batches, restrict_to_adapter
 from assay.collab.rules import FIELD, CollabRule, collab_rule
 from assay.errors import check
 
@@ -119,6 +119,9 @@ class FedBiOT(CollabRule):
         return averaged
 
     # ---- what the parties do differently ----------------------------------------------------------
+    def check_model(self, model) -> None:
+        check_split(len(decoder_layers(model)), self.adapter_layers)
+
     def prepare_model(self, model) -> None:
         restrict_to_adapter(model, self.adapter_layers)
 

@@ -75,6 +75,9 @@ class CollabRule:
     """Clients train on a compressed stand-in of the model that the server sends each round with the
     trainable state (:meth:`server_round`, :meth:`client_train`), not on the full model."""
 
+    def check_model(self, model) -> None:
+        """The base model, before any party starts: a rule that needs a shape of it refuses another in one line."""
+
     def prepare_model(self, model) -> None:
         """Every party's model, once built: a rule may narrow what trains (and travels)."""
 

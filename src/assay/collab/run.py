@@ -75,6 +75,7 @@ def run_collab(cfg: DictConfig) -> dict[str, Any]:
         public = DatasetDict({"train": examples.splits["val"], "val": examples.splits["val"]})
         base = replace(spec.model, lora=replace(spec.model.lora, r=0))
         model, tokenizer = base.build(public)
+        rule.check_model(model)  # e.g. FedBiOT's adapter must leave layers for its emulator: one line, before any party starts
         save_model(model, tokenizer, run_dir / "global")
     write_run_info(run_dir, cfg.stage, {**job_choices(cfg), "collab": collab.name, "aggregation": rule.name})
     if collab.prepare_only:
