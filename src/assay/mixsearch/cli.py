@@ -3,6 +3,8 @@
     assay-mix swarm  S -n 64 --method regmix --set mixture.num_examples=2400 -- trainer.max_steps=150 ...
     assay-mix fit    S --target 'val/loss/*' --regressor lightgbm,log_linear,bimix,autoscale,gp,projektor
     assay-mix propose S --regressor lightgbm --proposer simulation --budget 9600 --max-repetition 2
+    assay-mix swarm  S2 -n 16 --freeze S/proposed/lightgbm.json:code -- ...   (olmix reuse: search only the changes)
+    assay-mix propose S2 --regressor log_linear --proposer optimize --freeze S/proposed/lightgbm.json:code
     assay-mix propose S --regressor projektor --proposer projektor --lr 0.05 --scale 32000
     assay-mix pilots P.npz -- experiment=online_mixing                 (Projektor's pilot samples, for --pilots)
     assay-mix validate V --mixture S/proposed/lightgbm.yaml --baselines natural,uniform,best:S --seeds 0,1,2 -- trainer.max_steps=600
@@ -65,6 +67,12 @@ def _add_caps_args(p: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
+def _add_freeze_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--freeze", default=None, metavar="PROPOSAL.json[:CHANGED,...]",
+                   help="olmix reuse: an earlier proposal; the ratios among its domains that still exist and did not change stay fixed "
+                        "(one virtual domain), only the added and the listed revised domains are searched")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argument_parser(prog="assay-mix", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -87,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", default="0/1", help="i/k: launch every k-th pending proxy from the i-th (k launches side by side)")
     _add_spec_args(p)
     _add_caps_args(p)
+    _add_freeze_args(p)
 
     def table_args(p):
         p.add_argument("source", help="a swarm directory, or a CSV/Parquet table with weight columns and metrics")
@@ -122,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None)
     _add_caps_args(p)
     _add_spec_args(p)
+    _add_freeze_args(p)
 
     p = sub.add_parser("pilots", help="embed the sources' pilot samples and the validation split for Projektor (an .npz for --pilots)")
     p.add_argument("out", help="the .npz to write")

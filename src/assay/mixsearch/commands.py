@@ -65,6 +65,15 @@ def cmd_swarm(args, overrides: list[str]) -> int:
     caps = caps_from(args.caps, sizes, budget, max_rep, domains)
     check_feasible(caps, domains)
     prior = _prior(args.prior, domains, sizes)
+    leaves, frozen = domains, None
+    if args.freeze:
+        # olmix reuse: sample the virtual frozen domain's share with the free domains, expand to leaves below
+        from assay.mixsearch.reuse import collapse_vector, parse_freeze
+
+        frozen = parse_freeze(args.freeze, leaves)
+        caps, prior = collapse_vector(caps, leaves, frozen, "cap"), collapse_vector(prior, leaves, frozen, "sum")
+        domains = frozen.collapsed(leaves)
+        check_feasible(caps, domains)
     if args.method == "list":
         check(args.mixtures is not None, "--mixtures", None, "--method list needs a file of mixtures")
         from assay.mixsearch.mixture import as_vector
@@ -78,11 +87,16 @@ def cmd_swarm(args, overrides: list[str]) -> int:
     else:
         lo, hi, k = (float(v) for v in args.strengths.split(","))
         x = regmix_swarm(prior, args.n, args.seed, args.temperature, (lo, hi, int(k)), args.min_weight, caps, args.min_distance)
+    if frozen is not None:
+        from assay.mixsearch.reuse import expand
+
+        x, domains, prior = expand(x, leaves, frozen), leaves, _prior(args.prior, leaves, sizes)
+        caps = caps_from(args.caps, sizes, budget, max_rep, leaves)
     swarm = Swarm(
         root=root, domains=domains, proxies=make_proxies(x, domains), spec=spec, overrides=overrides,
         prior=as_dict(prior, domains), sizes={d: float(sizes[d]) for d in domains},
         caps=None if caps is None else {d: float(c) for d, c in zip(domains, caps)},
-        generator={k: getattr(args, k) for k in ("method", "n", "seed", "temperature", "concentration", "strengths", "min_weight", "min_distance", "prior")},
+        generator={k: getattr(args, k) for k in ("method", "n", "seed", "temperature", "concentration", "strengths", "min_weight", "min_distance", "prior", "freeze")},
     ).write()
     print(f"[assay-mix] wrote {len(swarm.proxies)} proxy configs to {root / 'conf' / 'proxy'} and {root / 'mixtures.csv'}")
     if args.no_launch:
@@ -153,6 +167,17 @@ def cmd_propose(args) -> int:
     check_feasible(caps, table.domains)
     # natural = the pool's shares (from the swarm, or --sizes); a table without sizes falls back to uniform
     prior = _prior(args.prior, table.domains, sizes or {d: 1.0 for d in table.domains})
+    leaves, frozen = table.domains, None
+    if args.freeze:
+        # olmix reuse: fit and propose over the virtual frozen domain + the changed ones, expand the proposal
+        from dataclasses import replace
+
+        from assay.mixsearch.reuse import collapse, collapse_vector, parse_freeze
+
+        frozen = parse_freeze(args.freeze, leaves)
+        caps, prior = collapse_vector(caps, leaves, frozen, "cap"), collapse_vector(prior, leaves, frozen, "sum")
+        table = replace(table, domains=frozen.collapsed(leaves), X=collapse(table.X, leaves, frozen))
+        check_feasible(caps, table.domains)
     out = Path(args.out) if args.out else _default_out(args.source, "proposed")
     # The proposal is for the target scale: it keeps how weights reach a run (the swarm's option and
     # key) but not the proxies' own extras (their example count), unless --set gives new ones.
@@ -164,8 +189,15 @@ def cmd_propose(args) -> int:
         model = fit_regressor(name, table, seed=args.seed)
         result = propose(model, table.domains, args.proposer, prior=prior, caps=caps, kl=args.kl, n_samples=args.samples, top_k=args.top_k,
                          seed=args.seed, scale=scale, maximize=table.maximize, strength=args.strength, lr=args.lr)
-        paths = write_proposal(out, name, result, table.domains, spec, meta={"target": table.target_name, "source": str(args.source), "proposer": args.proposer, "caps": None if caps is None else caps.tolist(), "kl": args.kl, "scale": scale})
-        print(result.describe(table.domains, name))
+        meta = {"target": table.target_name, "source": str(args.source), "proposer": args.proposer, "caps": None if caps is None else caps.tolist(), "kl": args.kl, "scale": scale}
+        if frozen is not None:
+            from assay.mixsearch.reuse import expand
+
+            print(result.describe(table.domains, name))
+            meta |= {"frozen": frozen.ratios, "collapsed": dict(zip(table.domains, result.weights.tolist()))}
+            result.weights = expand(result.weights, leaves, frozen)[0]
+        paths = write_proposal(out, name, result, leaves, spec, meta=meta)
+        print(result.describe(leaves, name))
         print(f"[assay-mix] use it: assay-train {' '.join(paths['args'])}")
         print(f"            or:     assay-train hydra.searchpath=[file://{paths['conf'].resolve()}] mixture={paths['name']}")
     return 0
