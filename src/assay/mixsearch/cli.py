@@ -71,6 +71,9 @@ def _add_freeze_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--freeze", default=None, metavar="PROPOSAL.json[:CHANGED,...]",
                    help="olmix reuse: an earlier proposal; the ratios among its domains that still exist and did not change stay fixed "
                         "(one virtual domain), only the added and the listed revised domains are searched")
+    p.add_argument("--level", choices=["leaf", "source"], default="leaf",
+                   help="olmix's hierarchy: 'source' searches one weight per source of source:topic domains, its topics at their "
+                        "prior (natural) shares, and expands the result to the leaves")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -65,12 +65,11 @@ def cmd_swarm(args, overrides: list[str]) -> int:
     caps = caps_from(args.caps, sizes, budget, max_rep, domains)
     check_feasible(caps, domains)
     prior = _prior(args.prior, domains, sizes)
-    leaves, frozen = domains, None
-    if args.freeze:
-        # olmix reuse: sample the virtual frozen domain's share with the free domains, expand to leaves below
-        from assay.mixsearch.reuse import collapse_vector, parse_freeze
+    leaves, frozen = domains, _grouping(args, domains, prior)
+    if frozen is not None:
+        # olmix: sample the virtual domains' shares (frozen part, or sources) with the free domains, expand to leaves below
+        from assay.mixsearch.reuse import collapse_vector
 
-        frozen = parse_freeze(args.freeze, leaves)
         caps, prior = collapse_vector(caps, leaves, frozen, "cap"), collapse_vector(prior, leaves, frozen, "sum")
         domains = frozen.collapsed(leaves)
         check_feasible(caps, domains)
@@ -103,6 +102,18 @@ def cmd_swarm(args, overrides: list[str]) -> int:
         print("[assay-mix] not launched (--no-launch); launch with: assay-mix swarm " + str(root))
         return 0
     return swarm.launch([], dry_run=args.dry_run, shard=_shard(args.shard))
+
+
+def _grouping(args, leaves: list[str], prior: np.ndarray):
+    """The virtual domains the search runs over (olmix): the frozen part of an earlier proposal (--freeze), or
+    one per source of source:topic leaves with the topics at their prior shares (--level source); else None."""
+    from assay.mixsearch.reuse import by_source, parse_freeze
+
+    check(not (args.freeze and args.level == "source"), "--level", "source", "and --freeze together are not supported: "
+          "freeze the earlier proposal's leaves, or search at the source level, not both")
+    if args.freeze:
+        return parse_freeze(args.freeze, leaves)
+    return by_source(leaves, prior) if args.level == "source" else None
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -167,14 +178,13 @@ def cmd_propose(args) -> int:
     check_feasible(caps, table.domains)
     # natural = the pool's shares (from the swarm, or --sizes); a table without sizes falls back to uniform
     prior = _prior(args.prior, table.domains, sizes or {d: 1.0 for d in table.domains})
-    leaves, frozen = table.domains, None
-    if args.freeze:
-        # olmix reuse: fit and propose over the virtual frozen domain + the changed ones, expand the proposal
+    leaves, frozen = table.domains, _grouping(args, table.domains, prior)
+    if frozen is not None:
+        # olmix: fit and propose over the virtual domains (frozen part, or sources) + the free ones, expand the proposal
         from dataclasses import replace
 
-        from assay.mixsearch.reuse import collapse, collapse_vector, parse_freeze
+        from assay.mixsearch.reuse import collapse, collapse_vector
 
-        frozen = parse_freeze(args.freeze, leaves)
         caps, prior = collapse_vector(caps, leaves, frozen, "cap"), collapse_vector(prior, leaves, frozen, "sum")
         table = replace(table, domains=frozen.collapsed(leaves), X=collapse(table.X, leaves, frozen))
         check_feasible(caps, table.domains)
@@ -194,7 +204,7 @@ def cmd_propose(args) -> int:
             from assay.mixsearch.reuse import expand
 
             print(result.describe(table.domains, name))
-            meta |= {"frozen": frozen.ratios, "collapsed": dict(zip(table.domains, result.weights.tolist()))}
+            meta |= {"groups": frozen.groups, "collapsed": dict(zip(table.domains, result.weights.tolist()))}
             result.weights = expand(result.weights, leaves, frozen)[0]
         paths = write_proposal(out, name, result, leaves, spec, meta=meta)
         print(result.describe(leaves, name))

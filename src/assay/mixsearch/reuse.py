@@ -8,7 +8,10 @@ total share together with the free domains; the fit and the proposer see the col
 proposal is expanded leaf by leaf as ``w_leaf = ratio_leaf · w_virtual``. A removed domain needs no new
 runs (its weight is dropped and the rest renormalised).
 
-The same collapse/expand is a two-level (source → topic) mixture: :func:`flatten_levels`.
+The same collapse/expand gives olmix's two levels (source → topic, leaves named ``source:topic``):
+``--level source`` makes every source one virtual domain whose topics keep their prior (natural) shares,
+so the swarm, the fit and the proposer work with source weights (:func:`by_source`); a mixture written
+per level flattens to leaf weights with :func:`flatten_levels`.
 """
 
 from __future__ import annotations
@@ -30,15 +33,46 @@ RATIO_TOL = 1e-4
 
 
 @dataclass
-class Frozen:
-    """The unchanged domains and their pinned relative ratios (summing to 1)."""
+class Grouping:
+    """Virtual domains, each standing for a group of leaves with pinned relative ratios (each group's sum 1).
 
-    ratios: dict[str, float]
-    name: str = VIRTUAL
+    The searched (collapsed) domains are the groups first, then every leaf in no group; a leaf's weight is
+    its ratio × its group's weight (olmix's expand_collapsed_weights)."""
+
+    groups: dict[str, dict[str, float]]
+    flag: str = "--level"
+    """The option that asked for it (named in error lines)."""
 
     def collapsed(self, domains: Sequence[str]) -> list[str]:
-        """The searched domains: the virtual one first, then every domain that is not frozen."""
-        return [self.name] + [d for d in domains if d not in self.ratios]
+        inside = {leaf for g in self.groups.values() for leaf in g}
+        return list(self.groups) + [d for d in domains if d not in inside]
+
+
+class Frozen(Grouping):
+    """The unchanged domains and their pinned relative ratios (summing to 1): one virtual domain."""
+
+    def __init__(self, ratios: dict[str, float], name: str = VIRTUAL):
+        super().__init__({name: dict(ratios)}, "--freeze")
+
+    @property
+    def ratios(self) -> dict[str, float]:
+        return next(iter(self.groups.values()))
+
+
+def by_source(domains: Sequence[str], prior: np.ndarray, sep: str = ":") -> Grouping:
+    """The source level of leaves named ``source:topic`` (olmix's naming): each source one virtual domain whose
+    topics keep their prior's within-source shares (olmix expands a collapsed source by prior[t] / prior[source])."""
+    groups: dict[str, dict[str, float]] = {}
+    for d, p in zip(domains, np.asarray(prior, float)):
+        if sep in d:
+            groups.setdefault(d.split(sep, 1)[0], {})[d] = float(p)
+    check(bool(groups), "--level", "source", f"no domain is named source{sep}topic: {list(domains)[:8]}")
+    clash = sorted(set(groups) & set(domains))
+    check(not clash, "--level", "source", f"source {clash[0] if clash else ''} is also a domain of its own; rename one")
+    for g, kids in groups.items():
+        z = sum(kids.values())
+        groups[g] = {d: v / z for d, v in kids.items()}
+    return Grouping(groups)
 
 
 def parse_freeze(text: str, domains: Sequence[str]) -> Frozen:
@@ -67,44 +101,48 @@ def frozen_from_proposal(path: str | Path, domains: Sequence[str], changed: Sequ
     return Frozen({d: w / total for d, w in keep.items()})
 
 
-def expand(x: np.ndarray, domains: Sequence[str], frozen: Frozen) -> np.ndarray:
-    """Collapsed weights (virtual first) to leaf weights over ``domains`` (olmix's expand_collapsed_weights)."""
+def expand(x: np.ndarray, domains: Sequence[str], grouping: Grouping) -> np.ndarray:
+    """Collapsed weights (groups first) to leaf weights over ``domains`` (olmix's expand_collapsed_weights)."""
     x = np.atleast_2d(np.asarray(x, float))
-    names = frozen.collapsed(domains)
+    names = grouping.collapsed(domains)
+    owner = {leaf: (names.index(g), r) for g, kids in grouping.groups.items() for leaf, r in kids.items()}
     out = np.zeros((len(x), len(domains)))
     for j, d in enumerate(domains):
-        out[:, j] = x[:, 0] * frozen.ratios[d] if d in frozen.ratios else x[:, names.index(d)]
+        out[:, j] = x[:, owner[d][0]] * owner[d][1] if d in owner else x[:, names.index(d)]
     return out
 
 
-def collapse(X: np.ndarray, domains: Sequence[str], frozen: Frozen) -> np.ndarray:
-    """Leaf weights to collapsed weights; every row must keep the frozen ratios (a reuse swarm does)."""
+def collapse(X: np.ndarray, domains: Sequence[str], grouping: Grouping) -> np.ndarray:
+    """Leaf weights to collapsed weights; every row must keep every group's ratios (a swarm made so does)."""
     X = np.atleast_2d(np.asarray(X, float))
-    idx = [list(domains).index(d) for d in frozen.ratios]
-    share = X[:, idx].sum(axis=1)
-    r = np.array(list(frozen.ratios.values()))
-    dev = np.abs(X[:, idx] - share[:, None] * r[None, :]).max(axis=1)
-    bad = np.flatnonzero(dev > RATIO_TOL)
-    if len(bad):
-        ratios = ", ".join(f"{d} {v:.4g}" for d, v in frozen.ratios.items())
-        raise UserError("--freeze", f"row {bad[0]}", f"does not keep the frozen ratios ({ratios}; off by {dev[bad[0]]:.3g}): "
-                        "fit a reuse swarm (assay-mix swarm --freeze), or drop --freeze")
-    rest = [list(domains).index(d) for d in domains if d not in frozen.ratios]
-    return np.column_stack([share, X[:, rest]])
+    pos = {d: i for i, d in enumerate(domains)}
+    heads = []
+    for g, kids in grouping.groups.items():
+        idx = [pos[d] for d in kids]
+        share = X[:, idx].sum(axis=1)
+        dev = np.abs(X[:, idx] - share[:, None] * np.array(list(kids.values()))[None, :]).max(axis=1)
+        bad = np.flatnonzero(dev > RATIO_TOL)
+        if len(bad):
+            ratios = ", ".join(f"{d} {v:.4g}" for d, v in kids.items())
+            raise UserError(grouping.flag, f"row {bad[0]}", f"does not keep the ratios of {g} ({ratios}; off by {dev[bad[0]]:.3g}): "
+                            f"fit a swarm made with the same {grouping.flag}, or drop {grouping.flag}")
+        heads.append(share)
+    inside = {leaf for kids in grouping.groups.values() for leaf in kids}
+    rest = [pos[d] for d in domains if d not in inside]
+    return np.column_stack(heads + [X[:, rest]])
 
 
-def collapse_vector(v: Optional[np.ndarray], domains: Sequence[str], frozen: Frozen, how: str) -> Optional[np.ndarray]:
-    """A prior (``how='sum'``: the virtual domain's share is the sum of its leaves') or caps (``how='cap'``:
-    the virtual share may rise until its first leaf reaches its cap, min_i cap_i / ratio_i)."""
+def collapse_vector(v: Optional[np.ndarray], domains: Sequence[str], grouping: Grouping, how: str) -> Optional[np.ndarray]:
+    """A prior (``how='sum'``: a group's share is the sum of its leaves') or caps (``how='cap'``: a group's
+    share may rise until its first leaf reaches its cap, min_i cap_i / ratio_i)."""
     if v is None:
         return None
     v = np.asarray(v, float)
     pos = {d: i for i, d in enumerate(domains)}
-    if how == "sum":
-        head = sum(v[pos[d]] for d in frozen.ratios)
-    else:
-        head = min(1.0, min(v[pos[d]] / r for d, r in frozen.ratios.items()))
-    return np.array([head] + [v[pos[d]] for d in domains if d not in frozen.ratios])
+    heads = [sum(v[pos[d]] for d in kids) if how == "sum" else min(1.0, min(v[pos[d]] / r if r > 0 else np.inf for d, r in kids.items()))
+             for kids in grouping.groups.values()]
+    inside = {leaf for kids in grouping.groups.values() for leaf in kids}
+    return np.array(heads + [v[pos[d]] for d in domains if d not in inside])
 
 
 def flatten_levels(top: Mapping[str, float], within: Mapping[str, Mapping[str, float]], sep: str = ":") -> dict[str, float]:
@@ -130,7 +168,8 @@ def flatten_levels(top: Mapping[str, float], within: Mapping[str, Mapping[str, f
 
 
 class OlmixReuse:
-    """Freeze the unchanged domains' ratios as one virtual domain; search only the changed part (``assay-mix swarm/propose --freeze``)."""
+    """Freeze the unchanged domains' ratios as one virtual domain and search only the changed part (``assay-mix swarm/propose
+    --freeze``); or search source weights with topics at their natural shares (``--level source``)."""
 
     ratio_tol = RATIO_TOL
     """How far a reused run's frozen leaves may leave their ratios (weights are written to 6 decimals)."""
@@ -149,9 +188,15 @@ class OlmixReuse:
             "The virtual domain's cap is min_i cap_i / ratio_i (no frozen leaf exceeds its own repetition cap); olmix bounds leaves "
             "during generation (the virtual cap is our own derivation, not read in olmix).",
             "A table row that breaks the frozen ratios is refused (one line) instead of being collapsed anyway.",
+            "Source level (--level source): every source's topics stay at their prior shares, olmix's collapsed source "
+            "(expand_collapsed_weights: prior[t] / prior[source] · w[source]). olmix's leaf-level swarm draws a Dirichlet over "
+            "sources and another over each source's topics; assay's leaf-level swarm draws one Dirichlet over all leaves "
+            "(the two-stage draw is not implemented). Only two levels (source → topic); olmix's third (quality) is not.",
+            "--level source and --freeze are not combined (olmix can freeze some sources' topics while searching others').",
         ),
         checked="tests/unit/mixsearch/test_mixsearch_reuse.py: a synthetic law whose optimum keeps the frozen ratios is recovered "
-                "(hand-derived leaf weights) from 6 reuse runs; assay-mix propose --freeze end to end on a table; flatten_levels by hand",
+                "(hand-derived leaf weights) from 6 reuse runs; assay-mix swarm/propose --freeze and --level source end to end (toy "
+                "table, pool sizes faked); by_source and flatten_levels by hand",
     )
 
 

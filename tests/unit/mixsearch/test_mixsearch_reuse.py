@@ -11,7 +11,7 @@ import pytest
 from assay.errors import UserError
 from assay.mixsearch.propose import propose
 from assay.mixsearch.regressors import make_regressor
-from assay.mixsearch.reuse import collapse, collapse_vector, expand, flatten_levels, frozen_from_proposal, parse_freeze
+from assay.mixsearch.reuse import by_source, collapse, collapse_vector, expand, flatten_levels, frozen_from_proposal, parse_freeze
 from assay.mixsearch.swarm import dirichlet_swarm
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -69,7 +69,7 @@ def test_reuse_recovers_the_optimum_with_fewer_runs_than_a_fresh_swarm(old):
 
 def test_rows_that_break_the_frozen_ratios_and_bad_freeze_are_one_line(old, tmp_path):
     fr = frozen_from_proposal(old, LEAVES, ["c"])
-    with pytest.raises(UserError, match=r"row 0.*does not keep the frozen ratios"):
+    with pytest.raises(UserError, match=r"--freeze=.row 0.: does not keep the ratios of frozen \(a 0.6, b 0.4; off by 0.14\)"):
         collapse(np.array([[0.5, 0.1, 0.2, 0.2]]), LEAVES, fr)
     with pytest.raises(UserError, match=r"--freeze='zz': unknown domain"):
         parse_freeze(f"{old}:zz", LEAVES)
@@ -98,7 +98,7 @@ def test_cli_propose_with_freeze_on_a_table(old, tmp_path, assay_cli):
     assert prop.returncode == 0, prop.stderr[-2000:]
     out = json.loads((tmp_path / "proposed" / "linear.json").read_text())
     assert out["weights"] == pytest.approx(dict(zip(LEAVES, STAR)), abs=1e-4)
-    assert out["frozen"] == pytest.approx({"a": 0.6, "b": 0.4}) and out["collapsed"]["frozen"] == pytest.approx(0.7, abs=1e-4)
+    assert out["groups"]["frozen"] == pytest.approx({"a": 0.6, "b": 0.4}) and out["collapsed"]["frozen"] == pytest.approx(0.7, abs=1e-4)
     bad = assay_cli(["propose", str(tmp_path / "table.csv"), "--target", "loss", "--regressor", "linear", "--freeze", f"{old}:zz"], ROOT, command="assay.mixsearch.cli")
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: --freeze='zz': unknown domain")
 
@@ -119,3 +119,51 @@ def test_swarm_with_freeze_varies_only_the_changed_part(old, tmp_path, monkeypat
     np.testing.assert_allclose(X[:, 0], 1.5 * X[:, 1], atol=2e-6)  # a : b = 0.6 : 0.4 in every proxy (weights are written to 6 decimals)
     assert (X[:, 0] <= 0.3 + 1e-9).all() and np.ptp(X[:, 2]) > 0.05 and np.ptp(X[:, 3]) > 0.05
     np.testing.assert_allclose(X.sum(axis=1), 1.0, atol=1e-5)
+
+
+SOURCES = ["web:news", "web:forum", "code"]
+
+
+def test_source_level_groups_topics_at_their_prior_shares():
+    g = by_source(SOURCES, np.array([0.3, 0.1, 0.4]))
+    assert g.groups == {"web": pytest.approx({"web:news": 0.75, "web:forum": 0.25})} and g.collapsed(SOURCES) == ["web", "code"]
+    np.testing.assert_allclose(expand(np.array([0.6, 0.4]), SOURCES, g), [[0.45, 0.15, 0.4]])
+    with pytest.raises(UserError, match="no domain is named source:topic"):
+        by_source(["a", "b"], np.array([0.5, 0.5]))
+    with pytest.raises(UserError, match="source web is also a domain of its own"):
+        by_source(["web", "web:news"], np.array([0.5, 0.5]))
+
+
+@pytest.mark.cli
+def test_cli_propose_at_the_source_level(tmp_path, assay_cli):
+    """Runs whose web topics keep the natural 3:1 (a source-level swarm); loss = 2·web + 1·code, code <= 0.4:
+    the source-level optimum web 0.6, code 0.4, expanded to web:news 0.45, web:forum 0.15."""
+    g = by_source(SOURCES, np.array([0.3, 0.1, 0.4]))
+    X = expand(dirichlet_swarm(np.full(2, 0.5), 5, 2), SOURCES, g)
+    rows = ["id," + ",".join(f"w/{d}" for d in SOURCES) + ",loss"] + [f"p{i},{','.join(f'{v:.12g}' for v in x)},{2 * (x[0] + x[1]) + x[2]:.12g}" for i, x in enumerate(X)]
+    (tmp_path / "table.csv").write_text("\n".join(rows) + "\n")
+    common = [str(tmp_path / "table.csv"), "--target", "loss", "--regressor", "linear", "--proposer", "optimize", "--sizes", "web:news=300,web:forum=100,code=400"]
+    prop = assay_cli(["propose", *common, "--caps", "code=0.4", "--level", "source", "--out", str(tmp_path / "proposed")], ROOT, command="assay.mixsearch.cli")
+    assert prop.returncode == 0, prop.stderr[-2000:]
+    out = json.loads((tmp_path / "proposed" / "linear.json").read_text())
+    assert out["weights"] == pytest.approx({"web:news": 0.45, "web:forum": 0.15, "code": 0.4}, abs=1e-4)
+    assert out["collapsed"] == pytest.approx({"web": 0.6, "code": 0.4}, abs=1e-4)
+    # the same table at the source level under other topic shares: its rows do not keep them, one line
+    bad = assay_cli(["propose", *common[:-1], "web:news=100,web:forum=100,code=400", "--level", "source"], ROOT, command="assay.mixsearch.cli")
+    assert bad.returncode == 2 and "does not keep the ratios of web (web:news 0.5, web:forum 0.5" in bad.stderr.strip().splitlines()[-1]
+
+
+def test_swarm_at_the_source_level_keeps_the_natural_topic_shares(old, tmp_path, monkeypatch, capsys):
+    import assay.mixsearch.pool as pool
+    from assay.mixsearch.cli import main
+    from assay.mixsearch.swarm import Swarm
+
+    monkeypatch.setattr(pool, "pool_sizes", lambda overrides: {"web:news": 300, "web:forum": 100, "code": 400})
+    with pytest.raises(SystemExit):
+        main(["swarm", str(tmp_path / "s"), "-n", "4", "--method", "dirichlet", "--no-launch", "--level", "source"])
+    X = np.array([[p.weights.get(d, 0.0) for d in SOURCES] for p in Swarm.load(tmp_path / "s").proxies])
+    np.testing.assert_allclose(X[:, 0], 3 * X[:, 1], atol=4e-6)  # news : forum = 300 : 100 in every proxy
+    assert np.ptp(X[:, 2]) > 0.05
+    with pytest.raises(SystemExit) as bad:
+        main(["swarm", str(tmp_path / "t"), "-n", "4", "--no-launch", "--level", "source", "--freeze", str(old)])
+    assert bad.value.code == 2 and "--level='source': and --freeze together are not supported" in capsys.readouterr().err
