@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=None, help="k-fold cross-validation at any swarm size, with each fold's Spearman "
                    "(default: 5 folds up to 200 proxies, one 20%% held-out split above)")
     p.add_argument("--out", default=None)
+    _add_freeze_args(p)
 
     p = sub.add_parser("propose", help="the mixture the fit predicts best, written as a config the next run uses")
     table_args(p)

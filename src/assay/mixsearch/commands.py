@@ -104,6 +104,20 @@ def cmd_swarm(args, overrides: list[str]) -> int:
     return swarm.launch([], dry_run=args.dry_run, shard=_shard(args.shard))
 
 
+def _collapsed_table(args, table):
+    """``fit`` over the virtual domains of --freeze / --level source, as ``propose`` sees them (topic shares
+    from the swarm's pool sizes; a table without them has uniform shares)."""
+    from dataclasses import replace
+
+    from assay.mixsearch.reuse import collapse
+
+    sizes = table.meta.get("sizes")
+    grouping = _grouping(args, table.domains, _prior("natural", table.domains, sizes or {d: 1.0 for d in table.domains}))
+    if grouping is None:
+        return table
+    return replace(table, domains=grouping.collapsed(table.domains), X=collapse(table.X, table.domains, grouping))
+
+
 def _grouping(args, leaves: list[str], prior: np.ndarray):
     """The virtual domains the search runs over (olmix): the frozen part of an earlier proposal (--freeze), or
     one per source of source:topic leaves with the topics at their prior shares (--level source); else None."""
@@ -135,6 +149,7 @@ def cmd_fit(args) -> int:
     table = load_table(args.source, args.domains, args.target, args.target_weights, args.scale_column, drop_missing=args.drop_missing, echo=print)
     if args.pilots:
         table.meta["pilots"] = args.pilots
+    table = _collapsed_table(args, table)
     out = Path(args.out) if args.out else _default_out(args.source, "fit")
     report = fit_report(table, _regressor_names(args.regressor), out, folds=args.folds, seed=args.seed, echo=print)
     print(report.markdown())

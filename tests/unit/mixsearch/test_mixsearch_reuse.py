@@ -99,6 +99,10 @@ def test_cli_propose_with_freeze_on_a_table(old, tmp_path, assay_cli):
     out = json.loads((tmp_path / "proposed" / "linear.json").read_text())
     assert out["weights"] == pytest.approx(dict(zip(LEAVES, STAR)), abs=1e-4)
     assert out["groups"]["frozen"] == pytest.approx({"a": 0.6, "b": 0.4}) and out["collapsed"]["frozen"] == pytest.approx(0.7, abs=1e-4)
+    fit = assay_cli(["fit", str(tmp_path / "table.csv"), "--target", "loss", "--regressor", "linear", "--freeze", f"{old}:c",
+                     "--out", str(tmp_path / "fit")], ROOT, command="assay.mixsearch.cli")
+    assert fit.returncode == 0, fit.stderr[-2000:]
+    assert "6 proxies, 3 domains" in (tmp_path / "fit" / "fit.md").read_text()  # frozen, c, n: exactly linear there
     bad = assay_cli(["propose", str(tmp_path / "table.csv"), "--target", "loss", "--regressor", "linear", "--freeze", f"{old}:zz"], ROOT, command="assay.mixsearch.cli")
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: --freeze='zz': unknown domain")
 
