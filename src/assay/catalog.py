@@ -102,10 +102,11 @@ def _extra_registries() -> dict[str, dict[str, Any]]:
     """Method registries outside the config groups; each module lists its own options."""
     from assay.mixsearch.propose import PROPOSERS
     from assay.mixsearch.regressors import REGRESSORS
+    from assay.mixsearch.reuse import REUSE
     from assay.objectives.modifiers import MODIFIERS
 
     out: dict[str, dict[str, Any]] = {"objective/modifier": dict(MODIFIERS), "mixsearch/regressor": dict(REGRESSORS),
-                                      "mixsearch/proposer": dict(PROPOSERS)}
+                                      "mixsearch/proposer": dict(PROPOSERS), "mixsearch/reuse": dict(REUSE)}
     try:
         from assay.collab.rules import COLLAB_RULES, discover_rules  # type: ignore[import-not-found]
     except ImportError:  # pragma: no cover - before the collaborative registry exists

@@ -14,7 +14,7 @@ from assay.registry import options, yaml_options
 COMPANIONS = {
     ("model", "hf"): ["model.name_or_path=some-org/some-model"],  # a local path must exist (checked at validation)
     ("ordering", "folding"): ["ordering.score_from=difficulty"],  # its default, the selection scores, is constant under selection=none
-    **{("selection", s): ["selection.allow_untrained=true"] for s in ("perplexity", "el2n", "ifd", "grand", "clues", "less", "lqs", "forward_inf", "nice")},
+    **{("selection", s): ["selection.allow_untrained=true"] for s in ("perplexity", "el2n", "ifd", "grand", "clues", "less", "lqs", "forward_inf", "nice", "cluster_less")},
     ("data", "hf_sft"): ["data.path=/some/local/dataset"],
     ("data", "hf_preference"): ["data.path=/some/local/dataset", "objective=dpo"],
     ("data", "jsonl"): ["data.train_file=/some/train.jsonl"],

@@ -3,6 +3,8 @@
     assay-mix swarm  S -n 64 --method regmix --set mixture.num_examples=2400 -- trainer.max_steps=150 ...
     assay-mix fit    S --target 'val/loss/*' --regressor lightgbm,log_linear,bimix,autoscale,gp,projektor
     assay-mix propose S --regressor lightgbm --proposer simulation --budget 9600 --max-repetition 2
+    assay-mix swarm  S2 -n 16 --freeze S/proposed/lightgbm.json:code -- ...   (olmix reuse: search only the changes)
+    assay-mix propose S2 --regressor log_linear --proposer optimize --freeze S/proposed/lightgbm.json:code
     assay-mix propose S --regressor projektor --proposer projektor --lr 0.05 --scale 32000
     assay-mix pilots P.npz -- experiment=online_mixing                 (Projektor's pilot samples, for --pilots)
     assay-mix validate V --mixture S/proposed/lightgbm.yaml --baselines natural,uniform,best:S --seeds 0,1,2 -- trainer.max_steps=600
@@ -65,6 +67,15 @@ def _add_caps_args(p: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
+def _add_freeze_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--freeze", default=None, metavar="PROPOSAL.json[:CHANGED,...]",
+                   help="olmix reuse: an earlier proposal; the ratios among its domains that still exist and did not change stay fixed "
+                        "(one virtual domain), only the added and the listed revised domains are searched")
+    p.add_argument("--level", choices=["leaf", "source"], default="leaf",
+                   help="olmix's hierarchy: 'source' searches one weight per source of source:topic domains, its topics at their "
+                        "prior (natural) shares, and expands the result to the leaves")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argument_parser(prog="assay-mix", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -87,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", default="0/1", help="i/k: launch every k-th pending proxy from the i-th (k launches side by side)")
     _add_spec_args(p)
     _add_caps_args(p)
+    _add_freeze_args(p)
 
     def table_args(p):
         p.add_argument("source", help="a swarm directory, or a CSV/Parquet table with weight columns and metrics")
@@ -105,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=None, help="k-fold cross-validation at any swarm size, with each fold's Spearman "
                    "(default: 5 folds up to 200 proxies, one 20%% held-out split above)")
     p.add_argument("--out", default=None)
+    _add_freeze_args(p)
 
     p = sub.add_parser("propose", help="the mixture the fit predicts best, written as a config the next run uses")
     table_args(p)
@@ -122,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None)
     _add_caps_args(p)
     _add_spec_args(p)
+    _add_freeze_args(p)
 
     p = sub.add_parser("pilots", help="embed the sources' pilot samples and the validation split for Projektor (an .npz for --pilots)")
     p.add_argument("out", help="the .npz to write")

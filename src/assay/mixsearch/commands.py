@@ -65,6 +65,14 @@ def cmd_swarm(args, overrides: list[str]) -> int:
     caps = caps_from(args.caps, sizes, budget, max_rep, domains)
     check_feasible(caps, domains)
     prior = _prior(args.prior, domains, sizes)
+    leaves, frozen = domains, _grouping(args, domains, prior)
+    if frozen is not None:
+        # olmix: sample the virtual domains' shares (frozen part, or sources) with the free domains, expand to leaves below
+        from assay.mixsearch.reuse import collapse_vector
+
+        caps, prior = collapse_vector(caps, leaves, frozen, "cap"), collapse_vector(prior, leaves, frozen, "sum")
+        domains = frozen.collapsed(leaves)
+        check_feasible(caps, domains)
     if args.method == "list":
         check(args.mixtures is not None, "--mixtures", None, "--method list needs a file of mixtures")
         from assay.mixsearch.mixture import as_vector
@@ -78,17 +86,48 @@ def cmd_swarm(args, overrides: list[str]) -> int:
     else:
         lo, hi, k = (float(v) for v in args.strengths.split(","))
         x = regmix_swarm(prior, args.n, args.seed, args.temperature, (lo, hi, int(k)), args.min_weight, caps, args.min_distance)
+    if frozen is not None:
+        from assay.mixsearch.reuse import expand
+
+        x, domains, prior = expand(x, leaves, frozen), leaves, _prior(args.prior, leaves, sizes)
+        caps = caps_from(args.caps, sizes, budget, max_rep, leaves)
     swarm = Swarm(
         root=root, domains=domains, proxies=make_proxies(x, domains), spec=spec, overrides=overrides,
         prior=as_dict(prior, domains), sizes={d: float(sizes[d]) for d in domains},
         caps=None if caps is None else {d: float(c) for d, c in zip(domains, caps)},
-        generator={k: getattr(args, k) for k in ("method", "n", "seed", "temperature", "concentration", "strengths", "min_weight", "min_distance", "prior")},
+        generator={k: getattr(args, k) for k in ("method", "n", "seed", "temperature", "concentration", "strengths", "min_weight", "min_distance", "prior", "freeze")},
     ).write()
     print(f"[assay-mix] wrote {len(swarm.proxies)} proxy configs to {root / 'conf' / 'proxy'} and {root / 'mixtures.csv'}")
     if args.no_launch:
         print("[assay-mix] not launched (--no-launch); launch with: assay-mix swarm " + str(root))
         return 0
     return swarm.launch([], dry_run=args.dry_run, shard=_shard(args.shard))
+
+
+def _collapsed_table(args, table):
+    """``fit`` over the virtual domains of --freeze / --level source, as ``propose`` sees them (topic shares
+    from the swarm's pool sizes; a table without them has uniform shares)."""
+    from dataclasses import replace
+
+    from assay.mixsearch.reuse import collapse
+
+    sizes = table.meta.get("sizes")
+    grouping = _grouping(args, table.domains, _prior("natural", table.domains, sizes or {d: 1.0 for d in table.domains}))
+    if grouping is None:
+        return table
+    return replace(table, domains=grouping.collapsed(table.domains), X=collapse(table.X, table.domains, grouping))
+
+
+def _grouping(args, leaves: list[str], prior: np.ndarray):
+    """The virtual domains the search runs over (olmix): the frozen part of an earlier proposal (--freeze), or
+    one per source of source:topic leaves with the topics at their prior shares (--level source); else None."""
+    from assay.mixsearch.reuse import by_source, parse_freeze
+
+    check(not (args.freeze and args.level == "source"), "--level", "source", "and --freeze together are not supported: "
+          "freeze the earlier proposal's leaves, or search at the source level, not both")
+    if args.freeze:
+        return parse_freeze(args.freeze, leaves)
+    return by_source(leaves, prior) if args.level == "source" else None
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -110,6 +149,7 @@ def cmd_fit(args) -> int:
     table = load_table(args.source, args.domains, args.target, args.target_weights, args.scale_column, drop_missing=args.drop_missing, echo=print)
     if args.pilots:
         table.meta["pilots"] = args.pilots
+    table = _collapsed_table(args, table)
     out = Path(args.out) if args.out else _default_out(args.source, "fit")
     report = fit_report(table, _regressor_names(args.regressor), out, folds=args.folds, seed=args.seed, echo=print)
     print(report.markdown())
@@ -153,6 +193,16 @@ def cmd_propose(args) -> int:
     check_feasible(caps, table.domains)
     # natural = the pool's shares (from the swarm, or --sizes); a table without sizes falls back to uniform
     prior = _prior(args.prior, table.domains, sizes or {d: 1.0 for d in table.domains})
+    leaves, frozen = table.domains, _grouping(args, table.domains, prior)
+    if frozen is not None:
+        # olmix: fit and propose over the virtual domains (frozen part, or sources) + the free ones, expand the proposal
+        from dataclasses import replace
+
+        from assay.mixsearch.reuse import collapse, collapse_vector
+
+        caps, prior = collapse_vector(caps, leaves, frozen, "cap"), collapse_vector(prior, leaves, frozen, "sum")
+        table = replace(table, domains=frozen.collapsed(leaves), X=collapse(table.X, leaves, frozen))
+        check_feasible(caps, table.domains)
     out = Path(args.out) if args.out else _default_out(args.source, "proposed")
     # The proposal is for the target scale: it keeps how weights reach a run (the swarm's option and
     # key) but not the proxies' own extras (their example count), unless --set gives new ones.
@@ -164,8 +214,15 @@ def cmd_propose(args) -> int:
         model = fit_regressor(name, table, seed=args.seed)
         result = propose(model, table.domains, args.proposer, prior=prior, caps=caps, kl=args.kl, n_samples=args.samples, top_k=args.top_k,
                          seed=args.seed, scale=scale, maximize=table.maximize, strength=args.strength, lr=args.lr)
-        paths = write_proposal(out, name, result, table.domains, spec, meta={"target": table.target_name, "source": str(args.source), "proposer": args.proposer, "caps": None if caps is None else caps.tolist(), "kl": args.kl, "scale": scale})
-        print(result.describe(table.domains, name))
+        meta = {"target": table.target_name, "source": str(args.source), "proposer": args.proposer, "caps": None if caps is None else caps.tolist(), "kl": args.kl, "scale": scale}
+        if frozen is not None:
+            from assay.mixsearch.reuse import expand
+
+            print(result.describe(table.domains, name))
+            meta |= {"groups": frozen.groups, "collapsed": dict(zip(table.domains, result.weights.tolist()))}
+            result.weights = expand(result.weights, leaves, frozen)[0]
+        paths = write_proposal(out, name, result, leaves, spec, meta=meta)
+        print(result.describe(leaves, name))
         print(f"[assay-mix] use it: assay-train {' '.join(paths['args'])}")
         print(f"            or:     assay-train hydra.searchpath=[file://{paths['conf'].resolve()}] mixture={paths['name']}")
     return 0

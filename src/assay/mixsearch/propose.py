@@ -134,7 +134,8 @@ class Simulation:
             "maximize ranks the highest predictions (a target such as accuracy); RegMix minimises a loss.",
             "One round around the prior; olmix's simulation proposer re-centres the prior on the best found over 10 rounds (not done here).",
         ),
-        checked="tests/unit/mixsearch/test_mixsearch_propose.py: recovers the known optimum of a synthetic law (hand-built)",
+        checked="tests/unit/mixsearch/test_mixsearch_propose.py: recovers the known optimum of a synthetic law (hand-built); caps hold "
+                "both by rejection and, when too few samples survive, by projection",
         notes="Works with every regressor, trees included. The mean of feasible mixtures is feasible (the caps form a convex set).",
     )
 

@@ -53,6 +53,18 @@ def test_optimiser_respects_caps_and_names_the_binding_one():
     assert res.active_caps == ["a<=0.4"]
 
 
+def test_simulation_respects_caps_by_rejection_and_by_projection():
+    # Optimum a = 0.7 lies beyond a's cap 0.4: every kept sample has a <= 0.4, so their mean does too, and the
+    # best ones push a to its cap. A cap of 0.05 (far below the prior's 0.25) leaves < top_k Dirichlet samples
+    # under it, so the samples are projected onto the capped simplex instead (the second branch).
+    model = Bowl([0.7, 0.1, 0.1, 0.1])
+    res = propose(model, DOMAINS, "simulation", np.full(4, 0.25), caps=np.array([0.4, 1.0, 1.0, 1.0]), n_samples=20_000, top_k=16, strength=4.0)
+    assert res.weights[0] <= 0.4 + 1e-9 and res.weights[0] > 0.35
+    tight = propose(model, DOMAINS, "simulation", np.full(4, 0.25), caps=np.array([0.05, 1.0, 1.0, 1.0]), n_samples=2_000, top_k=512, strength=50.0)
+    assert tight.weights[0] <= 0.05 + 1e-9
+    assert tight.active_caps == ["a<=0.05"]
+
+
 def test_exact_convex_proposal_for_the_log_linear_law():
     # L = c + exp(t·x): minimised by the domain with the smallest t, up to its cap, then the next.
     X = dirichlet_swarm(np.full(4, 0.25), 40, 0)

@@ -12,7 +12,7 @@ import assay.study
 from assay.study.spec import PLACEHOLDER
 
 REPO = Path(__file__).resolve().parents[3]
-STUDIES = ["online_mixing", "noisy_prefs_v2", "noisy_prefs_v3", "collaborative", "mixture_search", "forward_inf", "mates", "mixture_search_v3", "colm", "fedbiot", "projektor"]
+STUDIES = ["online_mixing", "noisy_prefs_v2", "noisy_prefs_v3", "collaborative", "mixture_search", "forward_inf", "mates", "mixture_search_v3", "colm", "fedbiot", "projektor", "cluster_less"]
 RUN_METRIC_PREFIXES = ("test/", "val/")
 
 
@@ -65,6 +65,9 @@ def test_placeholders_name_what_exists(spec):
     elif spec.root.name == "mates":
         assert refs == {"{run:probe}"}  # only the static EL2N arm reads the probe; MATES probes its own live model
         assert spec.arm_order().index("probe") < spec.arm_order().index("el2n")
+    elif spec.root.name == "cluster_less":
+        assert refs == {"{run:probe}"}  # LESS reads the probe's checkpoints, cluster-LESS its final weights
+        assert spec.arm_order().index("probe") < min(spec.arm_order().index(a) for a in ("less", "cluster_less"))
     elif spec.root.name == "colm":
         assert refs == {"{setup:base}"}  # every arm, batch b, coreset b of 4b and batch 4b, starts from the base model
     else:

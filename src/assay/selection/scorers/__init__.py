@@ -11,6 +11,8 @@
 - ``delta_loss``: DataFlex's delta loss, each example's recorded loss drop in an earlier stage's store.
 - ``near``: DataFlex's NEAR, every target example's nearest pool examples in turn (embeddings).
 - ``tsds``: TSDS, a sampling distribution matching the target in OT with a density-aware diversity term.
+- ``cluster_less``: DataFlex's cluster-LESS, LESS cosines of a few representatives' gradients per k-means
+  cluster, shared by the cluster.
 - ``nice``: NICE, loss gradients matched with reward-weighted policy gradients on the target prompts.
 - ``mates``: MATES, a one-step oracle on sampled candidates, an influence model over the pool, re-fitted
   every stage of training (its regressor in ``assay.selection.influence_model``).
