@@ -12,7 +12,7 @@ import assay.study
 from assay.study.spec import PLACEHOLDER
 
 REPO = Path(__file__).resolve().parents[3]
-STUDIES = ["online_mixing", "noisy_prefs_v2", "noisy_prefs_v3", "collaborative", "mixture_search", "forward_inf", "mates", "mixture_search_v3", "colm", "fedbiot", "projektor", "cluster_less"]
+STUDIES = ["online_mixing", "noisy_prefs_v2", "noisy_prefs_v3", "collaborative", "mixture_search", "selection_detection_v2", "mates", "mixture_search_v3", "colm", "fedbiot", "projektor", "cluster_less"]
 RUN_METRIC_PREFIXES = ("test/", "val/")
 
 
@@ -59,9 +59,9 @@ def test_placeholders_name_what_exists(spec):
     elif spec.root.name == "noisy_prefs_v2":
         assert refs == {"{setup:sft}"}
         assert set(spec.cross) == {"flip"} and set(spec.cross["flip"]) == {"0.0", "0.2", "0.4"}
-    elif spec.root.name == "forward_inf":
+    elif spec.root.name == "selection_detection_v2":
         assert refs == {"{run:probe}"}
-        assert spec.arm_order().index("probe") < min(spec.arm_order().index(a) for a in ("el2n", "forward_inf"))
+        assert spec.arm_order().index("probe") < min(spec.arm_order().index(a) for a in ("el2n", "forward_inf", "delta_loss", "nice", "cluster_less"))
     elif spec.root.name == "mates":
         assert refs == {"{run:probe}"}  # only the static EL2N arm reads the probe; MATES probes its own live model
         assert spec.arm_order().index("probe") < spec.arm_order().index("el2n")
