@@ -283,6 +283,9 @@ def validate(cfg: DictConfig) -> RunSpec:
     from assay.data.mixture import check_run
 
     check_run(spec)
+    if spec.trainer.max_steps is None and spec.mixture.drawn:
+        raise UserError("trainer.max_epochs", spec.trainer.max_epochs,
+                        f"mixture={spec.mixture.name} draws every batch by its weights, so its run has no epochs; set trainer.max_steps")
     if spec.data.format not in spec.dynamics.data_formats:
         raise UserError("dynamics", spec.dynamics.name, f"records {' or '.join(spec.dynamics.data_formats)} batches only, and this run trains on {spec.data.format} data; use dynamics=losses")
     spec.ordering.check_selection(spec.selection)

@@ -127,6 +127,9 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             tokenized["train"], tokenized, spec.selection.scoring_model(model, tokenizer), tokenizer, run_dir, Path(cfg.paths.cache_dir)
         ), run_dir))
     drawn = spec.batch_selection.drawn(data.batch_size)  # a per-batch selection (CoLM) draws r·b and trains b
+    if spec.trainer.max_steps is None:  # trainer.max_epochs alone: the steps follow from the selected rows
+        spec.trainer = spec.trainer.for_rows(len(selection.kept_rows), drawn, distributed.planned_processes(spec.trainer))
+        runlog.info("%d epochs over %d training rows: %d optimizer steps", spec.trainer.max_epochs, len(selection.kept_rows), spec.trainer.max_steps)
     ordering = spec.ordering.for_run(spec.trainer.max_steps * drawn * spec.trainer.accumulate_grad_batches)
     datamodule = AssayDataModule(
         tokenized, selection.kept_rows, ordering.keys(tokenized["train"], selection.scores), ordering, data.format, drawn,

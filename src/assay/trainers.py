@@ -11,11 +11,11 @@ at all (accelerator, devices, strategy installed, precision) is checked by
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar, Optional
 
 import hydra
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from assay.errors import UserError, check
 from assay.registry import register
@@ -24,6 +24,19 @@ PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-t
 LEGACY_PRECISIONS = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed", "64": "64-true"}
 """Lightning's older spellings, which it still accepts."""
 ACCELERATORS = ("cpu", "gpu", "cuda", "mps", "tpu", "auto")
+DEFAULT_STEPS = 2500
+"""A run's length when neither ``trainer.max_steps`` nor ``trainer.max_epochs`` is set (the tiny model's)."""
+
+
+def steps_unless_epochs(epochs: Any, steps: Any) -> Any:
+    """``${assay.steps_unless_epochs:${.max_epochs},N}``: the default ``max_steps`` of a profile or a model
+    preset. A run given ``trainer.max_epochs`` alone trains that many epochs (no step default caps it);
+    a run given both stops at whichever comes first."""
+    return None if epochs is not None and int(epochs) > 0 else steps
+
+
+if not OmegaConf.has_resolver("assay.steps_unless_epochs"):
+    OmegaConf.register_new_resolver("assay.steps_unless_epochs", steps_unless_epochs)
 
 
 @dataclass(frozen=True)
@@ -73,9 +86,11 @@ class TrainerConfig:
     precision: str = "32-true"
     """``32-true``, ``bf16-mixed`` (bf16 autocast, float32 weights and optimizer), ``16-mixed`` (GPU only),
     ``bf16-true`` / ``16-true`` (weights in half precision), ``64-true``."""
-    max_steps: int = 2500
-    """Optimizer steps; the run's length (epochs follow from the data size)."""
+    max_steps: Optional[int] = f"${{assay.steps_unless_epochs:${{.max_epochs}},{DEFAULT_STEPS}}}"  # type: ignore[assignment]
+    """Optimizer steps; the run's length. Default 2,500, or none when ``max_epochs`` is given: the
+    steps then follow from the epochs and the training rows (:meth:`for_rows`)."""
     max_epochs: int = -1
+    """Passes over the (selected) training rows; -1 = no limit. Alone, it sets the run's length."""
     val_check_interval: Any = 500
     """Validate every this many training batches (int) or fraction of an epoch (float)."""
     check_val_every_n_epoch: Optional[int] = None
@@ -105,7 +120,9 @@ class TrainerConfig:
             check(self.threads > 0, "trainer.threads", self.threads, "must be a positive integer (or null)")
         if self.peak_flops is not None:
             check(self.peak_flops > 0, "trainer.peak_flops", self.peak_flops, "must be a positive number of FLOP/s (or null: measured or from the datasheet)")
-        check(self.max_steps > 0, "trainer.max_steps", self.max_steps, "must be a positive integer")
+        check(self.max_steps is None or self.max_steps > 0, "trainer.max_steps", self.max_steps, "must be a positive integer (or null with trainer.max_epochs)")
+        check(self.max_steps is not None or self.max_epochs > 0, "trainer.max_steps", self.max_steps,
+              "is null and trainer.max_epochs is not set: give the run's length as one of them")
         check(self.max_epochs == -1 or self.max_epochs > 0, "trainer.max_epochs", self.max_epochs, "must be a positive integer, or -1 for no limit (0 would train nothing)")
         check(valid_val_check_interval(self.val_check_interval), "trainer.val_check_interval", self.val_check_interval,
               "must be a positive number of training batches (int) or a fraction of an epoch in (0, 1] (float)")
@@ -149,6 +166,19 @@ class TrainerConfig:
     def build_strategy(self, model: Any = None) -> Any:
         """The ``strategy`` argument of the Trainer (a name, or a strategy object built for ``model``)."""
         return self.strategy
+
+    def for_rows(self, rows: int, batch_rows: int, world: int) -> "TrainerConfig":
+        """The profile with ``max_steps`` set: unchanged when given, else ``max_epochs`` x the optimizer
+        steps of one epoch over ``rows`` training rows (each of ``world`` processes serves
+        ``rows // world`` of them in batches of ``batch_rows``, the last batch partial, and steps every
+        ``accumulate_grad_batches`` batches and at the epoch's end, as Lightning does). The schedule,
+        the ordering and the checkpoint cadence all read this number."""
+        if self.max_steps is not None:
+            return self
+        batches = -(-(rows // world) // batch_rows)
+        check(batches > 0, "trainer.max_epochs", self.max_epochs,
+              f"cannot set the run's length: {rows} training rows make no batch on {world} process(es); set trainer.max_steps")
+        return replace(self, max_steps=self.max_epochs * -(-batches // self.accumulate_grad_batches))
 
     def build(self, model: Any = None, **runtime: Any):
         """The Lightning Trainer; ``model`` is the policy (a strategy may shape itself to it)."""

@@ -217,3 +217,24 @@ def test_rescore_every_must_not_be_negative(compose_cfg):
 def test_a_model_preset_brings_training_defaults_that_fit_its_size(compose_cfg, overrides, lr, batch, steps):
     spec = validate(compose_cfg(overrides))
     assert (spec.optim.lr, spec.data.batch_size, spec.trainer.max_steps) == (lr, batch, steps)
+
+
+@pytest.mark.parametrize("overrides,steps,epochs", [
+    ([], 2500, -1),                                                           # neither: the documented default
+    (["trainer.max_epochs=3"], None, 3),                                      # epochs alone: no step default caps them
+    (["model=smollm2_135m", "trainer.max_epochs=3"], None, 3),                # not the preset's either
+    (["trainer.max_epochs=3", "trainer.max_steps=40"], 40, 3),                # both: whichever comes first
+])
+def test_a_run_length_in_epochs_is_one_setting(compose_cfg, overrides, steps, epochs):
+    spec = validate(compose_cfg(overrides))
+    assert (spec.trainer.max_steps, spec.trainer.max_epochs) == (steps, epochs)
+    if steps is None:  # set once the selected rows are known: 3 epochs of ceil(1000 // 2 / 64) = 8 batches a rank
+        trainer = spec.trainer.for_rows(1000, 64, 2)
+        assert trainer.max_steps == 3 * 8 and spec.trainer.for_rows(1000, 64, 1).max_steps == 3 * 16
+        accumulating = validate(compose_cfg([*overrides, "trainer.accumulate_grad_batches=3"])).trainer.for_rows(1000, 64, 1)
+        assert accumulating.max_steps == 3 * 6  # 16 batches: 5 full steps and the epoch's last partial one
+
+
+def test_a_drawn_mixture_has_no_epochs_to_count(compose_cfg):
+    with pytest.raises(UserError, match="trainer.max_epochs=2.*no epochs; set trainer.max_steps"):
+        validate(compose_cfg(["mixture=schedule", "mixture.upsample=[add]", "trainer.max_epochs=2"]))

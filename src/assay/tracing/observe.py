@@ -20,6 +20,7 @@ Cost: (m + 1) × (steps of the phase) optimizer steps, plus (m + 1) forward pass
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Optional
@@ -151,7 +152,9 @@ def retrain_phase(run: Path, t: Transcript, ckpt: Path, batches: list[list[int]]
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=float(raw.optim.lr), betas=tuple(raw.optim.betas), weight_decay=float(raw.optim.weight_decay))
     opt.load_state_dict(state["optimizer_states"][0])
-    mult = lr_multiplier(str(raw.optim.schedule), int(raw.optim.warmup_steps), int(raw.trainer.max_steps))
+    # an epoch-only run's length was set from its data (trainer.max_epochs): its summary has the steps it planned and ran
+    total = raw.trainer.max_steps if raw.trainer.max_steps is not None else json.loads((run / "summary.json").read_text())["global_step"]
+    mult = lr_multiplier(str(raw.optim.schedule), int(raw.optim.warmup_steps), int(total))
     clip = raw.trainer.get("gradient_clip_val")
     collate = Collator(t.tokenizer.pad_token_id, str(raw.data.format), with_generation=False, **objective.collation)
     rows = t.rows.add_column("_row", list(range(len(t.rows)))) if "_row" not in t.rows.column_names else t.rows
