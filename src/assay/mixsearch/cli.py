@@ -5,6 +5,7 @@
     assay-mix propose S --regressor lightgbm --proposer simulation --budget 9600 --max-repetition 2
     assay-mix swarm  S2 -n 16 --freeze S/proposed/lightgbm.json:code -- ...   (olmix reuse: search only the changes)
     assay-mix propose S2 --regressor log_linear --proposer optimize --freeze S/proposed/lightgbm.json:code
+    assay-mix swarm  S3 -n 16 --level topic --quality-weights '{high:70,med:30}' -- ...   (olmix levels: source:topic:quality)
     assay-mix propose S --regressor projektor --proposer projektor --lr 0.05 --scale 32000
     assay-mix pilots P.npz -- experiment=online_mixing                 (Projektor's pilot samples, for --pilots)
     assay-mix validate V --mixture S/proposed/lightgbm.yaml --baselines natural,uniform,best:S --seeds 0,1,2 -- trainer.max_steps=600
@@ -71,9 +72,13 @@ def _add_freeze_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--freeze", default=None, metavar="PROPOSAL.json[:CHANGED,...]",
                    help="olmix reuse: an earlier proposal; the ratios among its domains that still exist and did not change stay fixed "
                         "(one virtual domain), only the added and the listed revised domains are searched")
-    p.add_argument("--level", choices=["leaf", "source"], default="leaf",
-                   help="olmix's hierarchy: 'source' searches one weight per source of source:topic domains, its topics at their "
-                        "prior (natural) shares, and expands the result to the leaves")
+    p.add_argument("--level", choices=["leaf", "topic", "source"], default="leaf",
+                   help="olmix's hierarchy (domains named source:topic:quality): 'source' searches one weight per source, 'topic' "
+                        "one per source:topic, the leaves below at their natural shares, and expands the result to the leaves; "
+                        "names with fewer parts are searched as they are. With --freeze: the free leaves are grouped")
+    p.add_argument("--quality-weights", default=None, metavar="'{high:70,med:30}'",
+                   help="olmix's quality upsampling (--level topic|source): each topic's share is split over its quality buckets "
+                        "(the third name part) by these weights, normalised within the topic; a bucket not named gets 0")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--regressor", default="all", help="comma list or all")
     p.add_argument("--folds", type=int, default=None, help="k-fold cross-validation at any swarm size, with each fold's Spearman "
                    "(default: 5 folds up to 200 proxies, one 20%% held-out split above)")
+    p.add_argument("--sizes", default=None, help="domain pool sizes '{copy:1500,...}' for --level/--freeze's natural shares "
+                   "(default: the swarm's; a table without them has uniform shares)")
     p.add_argument("--out", default=None)
     _add_freeze_args(p)
 

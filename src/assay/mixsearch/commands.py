@@ -33,6 +33,8 @@ def _prior(text: str, domains: list[str], sizes: dict[str, float]) -> np.ndarray
     from assay.mixsearch.mixture import as_vector, normalise, parse_mixture
 
     if text == "natural":
+        missing = [d for d in domains if d not in sizes]
+        check(not missing, "--sizes", ",".join(missing), f"no pool size for these domains; sizes are given for {sorted(sizes)}")
         return np.array([sizes[d] for d in domains], dtype=float) / sum(sizes[d] for d in domains)
     if text == "uniform":
         return np.full(len(domains), 1.0 / len(domains))
@@ -65,7 +67,7 @@ def cmd_swarm(args, overrides: list[str]) -> int:
     caps = caps_from(args.caps, sizes, budget, max_rep, domains)
     check_feasible(caps, domains)
     prior = _prior(args.prior, domains, sizes)
-    leaves, frozen = domains, _grouping(args, domains, prior)
+    leaves, frozen = domains, _grouping(args, domains, _prior("natural", domains, sizes))
     if frozen is not None:
         # olmix: sample the virtual domains' shares (frozen part, or sources) with the free domains, expand to leaves below
         from assay.mixsearch.reuse import collapse_vector
@@ -95,7 +97,7 @@ def cmd_swarm(args, overrides: list[str]) -> int:
         root=root, domains=domains, proxies=make_proxies(x, domains), spec=spec, overrides=overrides,
         prior=as_dict(prior, domains), sizes={d: float(sizes[d]) for d in domains},
         caps=None if caps is None else {d: float(c) for d, c in zip(domains, caps)},
-        generator={k: getattr(args, k) for k in ("method", "n", "seed", "temperature", "concentration", "strengths", "min_weight", "min_distance", "prior", "freeze")},
+        generator={k: getattr(args, k) for k in ("method", "n", "seed", "temperature", "concentration", "strengths", "min_weight", "min_distance", "prior", "freeze", "level", "quality_weights")},
     ).write()
     print(f"[assay-mix] wrote {len(swarm.proxies)} proxy configs to {root / 'conf' / 'proxy'} and {root / 'mixtures.csv'}")
     if args.no_launch:
@@ -105,29 +107,38 @@ def cmd_swarm(args, overrides: list[str]) -> int:
 
 
 def _collapsed_table(args, table):
-    """``fit`` over the virtual domains of --freeze / --level source, as ``propose`` sees them (topic shares
-    from the swarm's pool sizes; a table without them has uniform shares)."""
+    """``fit`` over the virtual domains of --freeze / --level, as ``propose`` sees them (natural shares from the
+    swarm's pool sizes or --sizes; a table without them has uniform shares)."""
     from dataclasses import replace
 
     from assay.mixsearch.reuse import collapse
 
-    sizes = table.meta.get("sizes")
+    from assay.mixsearch.mixture import parse_mixture
+
+    sizes = parse_mixture(args.sizes, "--sizes") if getattr(args, "sizes", None) else table.meta.get("sizes")
     grouping = _grouping(args, table.domains, _prior("natural", table.domains, sizes or {d: 1.0 for d in table.domains}))
     if grouping is None:
         return table
     return replace(table, domains=grouping.collapsed(table.domains), X=collapse(table.X, table.domains, grouping))
 
 
-def _grouping(args, leaves: list[str], prior: np.ndarray):
-    """The virtual domains the search runs over (olmix): the frozen part of an earlier proposal (--freeze), or
-    one per source of source:topic leaves with the topics at their prior shares (--level source); else None."""
-    from assay.mixsearch.reuse import by_source, parse_freeze
+def _grouping(args, leaves: list[str], natural: np.ndarray):
+    """The virtual domains the search runs over (olmix): the frozen part of an earlier proposal (--freeze), one
+    per node at --level source|topic with its leaves at their natural shares (``natural``: the pool's counts;
+    --quality-weights splits each topic over its buckets), or both (frozen first, the free leaves grouped at
+    the level); else None."""
+    from assay.mixsearch.levels import by_level, parse_quality_weights
+    from assay.mixsearch.reuse import combine, parse_freeze
 
-    check(not (args.freeze and args.level == "source"), "--level", "source", "and --freeze together are not supported: "
-          "freeze the earlier proposal's leaves, or search at the source level, not both")
-    if args.freeze:
-        return parse_freeze(args.freeze, leaves)
-    return by_source(leaves, prior) if args.level == "source" else None
+    quality = parse_quality_weights(getattr(args, "quality_weights", None))
+    check(quality is None or args.level != "leaf", "--quality-weights", args.quality_weights, "needs --level topic or source "
+          "(it fixes the bucket shares inside a topic; at the leaf level every bucket is searched)")
+    frozen = parse_freeze(args.freeze, leaves, natural) if args.freeze else None
+    if args.level == "leaf":
+        return frozen
+    free = None if frozen is None else [d for d in leaves if d not in frozen.ratios]
+    level = by_level(leaves, natural, args.level, quality, free)
+    return level if frozen is None else combine(frozen, level)
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -193,7 +204,9 @@ def cmd_propose(args) -> int:
     check_feasible(caps, table.domains)
     # natural = the pool's shares (from the swarm, or --sizes); a table without sizes falls back to uniform
     prior = _prior(args.prior, table.domains, sizes or {d: 1.0 for d in table.domains})
-    leaves, frozen = table.domains, _grouping(args, table.domains, prior)
+    # the shares inside a collapsed node are the data's own counts whatever --prior says (as fit's collapse)
+    natural = _prior("natural", table.domains, sizes or {d: 1.0 for d in table.domains})
+    leaves, frozen = table.domains, _grouping(args, table.domains, natural)
     if frozen is not None:
         # olmix: fit and propose over the virtual domains (frozen part, or sources) + the free ones, expand the proposal
         from dataclasses import replace
@@ -219,7 +232,8 @@ def cmd_propose(args) -> int:
             from assay.mixsearch.reuse import expand
 
             print(result.describe(table.domains, name))
-            meta |= {"groups": frozen.groups, "collapsed": dict(zip(table.domains, result.weights.tolist()))}
+            meta |= {"groups": frozen.groups, "collapsed": dict(zip(table.domains, result.weights.tolist())), "level": args.level,
+                     "quality_weights": args.quality_weights}
             result.weights = expand(result.weights, leaves, frozen)[0]
         paths = write_proposal(out, name, result, leaves, spec, meta=meta)
         print(result.describe(leaves, name))

@@ -8,18 +8,20 @@ total share together with the free domains; the fit and the proposer see the col
 proposal is expanded leaf by leaf as ``w_leaf = ratio_leaf · w_virtual``. A removed domain needs no new
 runs (its weight is dropped and the rest renormalised).
 
-The same collapse/expand gives olmix's two levels (source → topic, leaves named ``source:topic``):
-``--level source`` makes every source one virtual domain whose topics keep their prior (natural) shares,
-so the swarm, the fit and the proposer work with source weights (:func:`by_source`); a mixture written
-per level flattens to leaf weights with :func:`flatten_levels`.
+The same collapse/expand gives olmix's levels (source → topic → quality bucket, leaves named
+``source:topic:quality``; :mod:`assay.mixsearch.levels`): ``--level source|topic`` makes every node at that
+depth one virtual domain whose leaves keep their natural shares. With ``--freeze`` and ``--level`` together
+(:func:`combine`) the frozen leaves keep the earlier proposal's ratios -- whatever level it was made at, a
+proposal's leaf weights already hold its inner shares -- and the remaining leaves are grouped at the
+requested level: a node whose leaves are partly frozen stands for its free leaves alone.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -42,63 +44,85 @@ class Grouping:
     groups: dict[str, dict[str, float]]
     flag: str = "--level"
     """The option that asked for it (named in error lines)."""
+    origin: dict[str, str] = field(default_factory=dict)
+    """Per group, the option that made it (``--freeze`` or ``--level``) when they differ; else ``flag``."""
 
     def collapsed(self, domains: Sequence[str]) -> list[str]:
         inside = {leaf for g in self.groups.values() for leaf in g}
         return list(self.groups) + [d for d in domains if d not in inside]
+
+    def flag_of(self, group: str) -> str:
+        return self.origin.get(group, self.flag)
 
 
 class Frozen(Grouping):
     """The unchanged domains and their pinned relative ratios (summing to 1): one virtual domain."""
 
     def __init__(self, ratios: dict[str, float], name: str = VIRTUAL):
-        super().__init__({name: dict(ratios)}, "--freeze")
+        super().__init__({name: dict(ratios)}, "--freeze", {name: "--freeze"})
 
     @property
     def ratios(self) -> dict[str, float]:
         return next(iter(self.groups.values()))
 
 
-def by_source(domains: Sequence[str], prior: np.ndarray, sep: str = ":") -> Grouping:
-    """The source level of leaves named ``source:topic`` (olmix's naming): each source one virtual domain whose
-    topics keep their prior's within-source shares (olmix expands a collapsed source by prior[t] / prior[source])."""
-    groups: dict[str, dict[str, float]] = {}
-    for d, p in zip(domains, np.asarray(prior, float)):
-        if sep in d:
-            groups.setdefault(d.split(sep, 1)[0], {})[d] = float(p)
-    check(bool(groups), "--level", "source", f"no domain is named source{sep}topic: {list(domains)[:8]}")
-    clash = sorted(set(groups) & set(domains))
-    check(not clash, "--level", "source", f"source {clash[0] if clash else ''} is also a domain of its own; rename one")
-    for g, kids in groups.items():
-        z = sum(kids.values())
-        groups[g] = {d: v / z for d, v in kids.items()}
-    return Grouping(groups)
+def combine(frozen: Frozen, level: Grouping) -> Grouping:
+    """The frozen virtual domain first, then the level's nodes over the free leaves (``--freeze`` + ``--level``)."""
+    pinned = set(frozen.ratios)
+    overlap = sorted(pinned & {leaf for kids in level.groups.values() for leaf in kids})
+    check(not overlap, "--level", overlap[0] if overlap else "", "is frozen and grouped at once (group only the free leaves)")
+    check(VIRTUAL not in level.groups, "--level", VIRTUAL, "a node is named like the virtual frozen domain; rename it")
+    return Grouping({**frozen.groups, **level.groups}, "--freeze", {**frozen.origin, **{g: "--level" for g in level.groups}})
 
 
-def parse_freeze(text: str, domains: Sequence[str]) -> Frozen:
+def parse_freeze(text: str, domains: Sequence[str], natural: Optional[Sequence[float]] = None, sep: str = ":") -> Frozen:
     """``--freeze PROPOSAL.json[:changed,...]``: the earlier proposal, then the domains revised since."""
     path, changed = text, ""
     if not Path(text).is_file() and ":" in text:
-        path, changed = text.rsplit(":", 1)
-    return frozen_from_proposal(path, domains, [c.strip() for c in changed.split(",") if c.strip()])
+        path, changed = _split_path(text)
+    return frozen_from_proposal(path, domains, [c.strip() for c in changed.split(",") if c.strip()], natural, sep)
 
 
-def frozen_from_proposal(path: str | Path, domains: Sequence[str], changed: Sequence[str] = ()) -> Frozen:
-    """Freeze the ratios of an earlier proposal among the domains that still exist and did not change."""
+def _split_path(text: str) -> tuple[str, str]:
+    """``runs/p.json:web:forum,code`` -> the file and the revised names (which may hold ':' themselves): the
+    first ``.json:`` ends the path, else the last colon."""
+    i = text.find(".json:")
+    return (text[: i + 5], text[i + 6:]) if i >= 0 else tuple(text.rsplit(":", 1))  # type: ignore[return-value]
+
+
+def frozen_from_proposal(path: str | Path, domains: Sequence[str], changed: Sequence[str] = (),
+                         natural: Optional[Sequence[float]] = None, sep: str = ":") -> Frozen:
+    """Freeze the ratios of an earlier proposal among the domains that still exist and did not change.
+
+    Hierarchical names: a revised name may be a node (``web`` = every ``web:...`` leaf), and a proposal's key
+    that is a node (a source-level mixture written by hand) spreads over its leaves at their natural shares
+    (``natural``: the leaves' counts; olmix's expand_collapsed_weights)."""
     path = Path(path)
     check(path.is_file(), "--freeze", str(path), "is not a file (an earlier proposal's .json, from `assay-mix propose`)")
     data = json.loads(path.read_text())
     weights = data.get("weights", data) if isinstance(data, dict) else None
     check(isinstance(weights, dict) and weights, "--freeze", str(path), "has no weights (write one with `assay-mix propose`)")
-    unknown = [c for c in changed if c not in domains]
+    nat = dict(zip(domains, np.ones(len(domains)) if natural is None else np.asarray(natural, float)))
+
+    def under(name: str) -> list[str]:
+        return [name] if name in nat else [d for d in domains if d.startswith(name + sep)]
+
+    unknown = [c for c in changed if not under(c)]
     check(not unknown, "--freeze", ",".join(unknown), f"unknown domain; domains are {list(domains)}")
-    keep = {d: float(w) for d, w in weights.items() if d in domains and d not in changed and float(w) > 0}
+    revised = {d for c in changed for d in under(c)}
+    leaf: dict[str, float] = {}
+    for k, w in weights.items():
+        kids = under(str(k))
+        z = sum(nat[d] for d in kids)
+        for d in kids:
+            leaf[d] = leaf.get(d, 0.0) + float(w) * (nat[d] / z if z > 0 else 1.0 / len(kids))
+    keep = {d: w for d, w in leaf.items() if d not in revised and w > 0}
     check(len(keep) >= 1, "--freeze", str(path), f"no unchanged domain with weight > 0 is among {list(domains)}: nothing to freeze")
     free = [d for d in domains if d not in keep]
     check(len(free) >= 1, "--freeze", str(path), "every domain is frozen: name the revised domains after a colon (PROPOSAL.json:code,math)")
     check(VIRTUAL not in domains, "--freeze", VIRTUAL, "a domain is named like the virtual frozen domain; rename it")
     total = sum(keep.values())
-    return Frozen({d: w / total for d, w in keep.items()})
+    return Frozen({d: keep[d] / total for d in domains if d in keep})
 
 
 def expand(x: np.ndarray, domains: Sequence[str], grouping: Grouping) -> np.ndarray:
@@ -124,8 +148,9 @@ def collapse(X: np.ndarray, domains: Sequence[str], grouping: Grouping) -> np.nd
         bad = np.flatnonzero(dev > RATIO_TOL)
         if len(bad):
             ratios = ", ".join(f"{d} {v:.4g}" for d, v in kids.items())
-            raise UserError(grouping.flag, f"row {bad[0]}", f"does not keep the ratios of {g} ({ratios}; off by {dev[bad[0]]:.3g}): "
-                            f"fit a swarm made with the same {grouping.flag}, or drop {grouping.flag}")
+            flag = grouping.flag_of(g)
+            raise UserError(flag, f"row {bad[0]}", f"does not keep the ratios of {g} ({ratios}; off by {dev[bad[0]]:.3g}): "
+                            f"fit a swarm made with the same {flag}, or drop {flag}")
         heads.append(share)
     inside = {leaf for kids in grouping.groups.values() for leaf in kids}
     rest = [pos[d] for d in domains if d not in inside]
@@ -145,31 +170,9 @@ def collapse_vector(v: Optional[np.ndarray], domains: Sequence[str], grouping: G
     return np.array(heads + [v[pos[d]] for d in domains if d not in inside])
 
 
-def flatten_levels(top: Mapping[str, float], within: Mapping[str, Mapping[str, float]], sep: str = ":") -> dict[str, float]:
-    """A hierarchical mixture (source → topic, or source → quality bucket) as leaf weights: w(s:t) = w(s) · w(t | s).
-
-    ``within[s]`` gives the relative weights of s's children (normalised here); a source without children is
-    a leaf itself. olmix names leaves ``source:topic`` (and ``source:topic:quality`` one level further)."""
-    total = sum(float(w) for w in top.values())
-    check(total > 0, "mixture", dict(top), "the source weights sum to 0")
-    unknown = sorted(set(within) - set(top))
-    check(not unknown, "mixture", ",".join(unknown), f"has children but is not a source; sources are {sorted(top)}")
-    out: dict[str, float] = {}
-    for s, w in top.items():
-        kids = within.get(s)
-        if not kids:
-            out[s] = float(w) / total
-            continue
-        z = sum(float(v) for v in kids.values())
-        check(z > 0 and all(float(v) >= 0 for v in kids.values()), "mixture", f"{s}: {dict(kids)}", "child weights must be >= 0 and not all 0")
-        for t, v in kids.items():
-            out[f"{s}{sep}{t}"] = float(w) / total * float(v) / z
-    return out
-
-
 class OlmixReuse:
     """Freeze the unchanged domains' ratios as one virtual domain and search only the changed part (``assay-mix swarm/propose
-    --freeze``); or search source weights with topics at their natural shares (``--level source``)."""
+    --freeze``); or search node weights with the leaves below at their natural shares (``--level source|topic``)."""
 
     ratio_tol = RATIO_TOL
     """How far a reused run's frozen leaves may leave their ratios (weights are written to 6 decimals)."""
@@ -188,15 +191,20 @@ class OlmixReuse:
             "The virtual domain's cap is min_i cap_i / ratio_i (no frozen leaf exceeds its own repetition cap); olmix bounds leaves "
             "during generation (the virtual cap is our own derivation, not read in olmix).",
             "A table row that breaks the frozen ratios is refused (one line) instead of being collapsed anyway.",
-            "Source level (--level source): every source's topics stay at their prior shares, olmix's collapsed source "
-            "(expand_collapsed_weights: prior[t] / prior[source] · w[source]). olmix's leaf-level swarm draws a Dirichlet over "
-            "sources and another over each source's topics; assay's leaf-level swarm draws one Dirichlet over all leaves "
-            "(the two-stage draw is not implemented). Only two levels (source → topic); olmix's third (quality) is not.",
-            "--level source and --freeze are not combined (olmix can freeze some sources' topics while searching others').",
+            "Levels (--level source|topic, leaves named source:topic:quality): a node's leaves stay at their natural shares, "
+            "olmix's collapsed source (expand_collapsed_weights: prior[t] / prior[source] · w[source]); --quality-weights splits each "
+            "topic's natural share over its buckets by fixed weights, olmix's QualityConfig.weight (a bucket without one gets 0), one "
+            "scheme for every topic (olmix sets it per topic). olmix's leaf-level swarm draws a Dirichlet over sources and another "
+            "over each source's leaves; assay's leaf-level swarm draws one Dirichlet over all leaves (the two-stage draw is not "
+            "implemented).",
+            "--freeze with --level: the frozen leaves keep the earlier proposal's ratios, the free leaves are grouped at the level "
+            "(a node partly frozen stands for its free leaves alone): our own reading of olmix's case study, which pins whole "
+            "sources.",
         ),
         checked="tests/unit/mixsearch/test_mixsearch_reuse.py: a synthetic law whose optimum keeps the frozen ratios is recovered "
                 "(hand-derived leaf weights) from 6 reuse runs; assay-mix swarm/propose --freeze and --level source end to end (toy "
-                "table, pool sizes faked); by_source and flatten_levels by hand",
+                "table, pool sizes faked); test_mixsearch_levels.py: a three-level mixture grouped at each level and flattened (shares "
+                "by hand), --freeze with --level on a synthetic law whose optimum is known, caps through the levels",
     )
 
 

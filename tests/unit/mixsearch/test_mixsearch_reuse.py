@@ -1,4 +1,5 @@
-"""olmix-style mixture reuse (freeze the unchanged ratios, search the changed part) and two-level mixtures."""
+"""olmix-style mixture reuse (freeze the unchanged ratios, search the changed part) and two-level mixtures
+(three levels and --freeze with --level: test_mixsearch_levels.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import pytest
 from assay.errors import UserError
 from assay.mixsearch.propose import propose
 from assay.mixsearch.regressors import make_regressor
-from assay.mixsearch.reuse import by_source, collapse, collapse_vector, expand, flatten_levels, frozen_from_proposal, parse_freeze
+from assay.mixsearch.levels import by_source, flatten_levels
+from assay.mixsearch.reuse import collapse, collapse_vector, expand, frozen_from_proposal, parse_freeze
 from assay.mixsearch.swarm import dirichlet_swarm
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -132,9 +134,9 @@ def test_source_level_groups_topics_at_their_prior_shares():
     g = by_source(SOURCES, np.array([0.3, 0.1, 0.4]))
     assert g.groups == {"web": pytest.approx({"web:news": 0.75, "web:forum": 0.25})} and g.collapsed(SOURCES) == ["web", "code"]
     np.testing.assert_allclose(expand(np.array([0.6, 0.4]), SOURCES, g), [[0.45, 0.15, 0.4]])
-    with pytest.raises(UserError, match="no domain is named source:topic"):
+    with pytest.raises(UserError, match="no domain is named below the source level"):
         by_source(["a", "b"], np.array([0.5, 0.5]))
-    with pytest.raises(UserError, match="source web is also a domain of its own"):
+    with pytest.raises(UserError, match="'web': is a domain and also a node of web:news"):
         by_source(["web", "web:news"], np.array([0.5, 0.5]))
 
 
@@ -168,6 +170,7 @@ def test_swarm_at_the_source_level_keeps_the_natural_topic_shares(old, tmp_path,
     X = np.array([[p.weights.get(d, 0.0) for d in SOURCES] for p in Swarm.load(tmp_path / "s").proxies])
     np.testing.assert_allclose(X[:, 0], 3 * X[:, 1], atol=4e-6)  # news : forum = 300 : 100 in every proxy
     assert np.ptp(X[:, 2]) > 0.05
+    # --level with --freeze is no longer refused (test_mixsearch_levels.py); --quality-weights at the leaf level is
     with pytest.raises(SystemExit) as bad:
-        main(["swarm", str(tmp_path / "t"), "-n", "4", "--no-launch", "--level", "source", "--freeze", str(old)])
-    assert bad.value.code == 2 and "--level='source': and --freeze together are not supported" in capsys.readouterr().err
+        main(["swarm", str(tmp_path / "t"), "-n", "4", "--no-launch", "--quality-weights", "{high:1}"])
+    assert bad.value.code == 2 and "--quality-weights='{high:1}': needs --level topic or source" in capsys.readouterr().err
