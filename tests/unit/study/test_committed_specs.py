@@ -12,7 +12,7 @@ import assay.study
 from assay.study.spec import PLACEHOLDER
 
 REPO = Path(__file__).resolve().parents[3]
-STUDIES = ["online_mixing", "noisy_prefs_v2", "noisy_prefs_v3", "collaborative", "mixture_search", "selection_detection_v2", "mates", "mixture_search_v3", "colm", "fedbiot", "projektor", "cluster_less"]
+STUDIES = ["online_mixing", "noisy_prefs_v2", "noisy_prefs_v3", "collaborative", "mixture_search", "selection_detection_v2", "mates", "mixture_search_v3", "colm", "fedbiot", "projektor", "cluster_less", "noisy_prefs_peers"]
 RUN_METRIC_PREFIXES = ("test/", "val/")
 
 
