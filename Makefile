@@ -7,6 +7,7 @@ VENV        ?= .venv
 PYTHON      ?= python3
 TORCH_CPU   ?= 2.13.0
 FLWR        ?= 1.25.0
+KRONFLUENCE ?= 1.0.1
 PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.assay-installed
 PYTEST_ARGS ?= -n 2 --dist loadscope --no-loadscope-reorder --durations=25
@@ -24,9 +25,14 @@ $(STAMP): pyproject.toml
 	@if $(PY) -c "import torch" 2>/dev/null; then echo "torch: keeping $$($(PY) -c 'import torch; print(torch.__version__)')"; \
 	elif command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install --quiet torch; \
 	else $(PY) -m pip install --quiet torch==$(TORCH_CPU); fi
-	$(PY) -m pip install --quiet -e ".[test,collab]"
+	$(PY) -m pip install --quiet -e ".[test,collab,attribution]"
 	@# Flower without its pins (pyproject.toml, extra `collab`, says which conflict and why this is safe).
 	$(PY) -m pip install --quiet --no-deps flwr==$(FLWR)
+	@# kronfluence without its unused torchvision requirement (pyproject.toml, extra `attribution`, says why).
+	$(PY) -m pip install --quiet --no-deps kronfluence==$(KRONFLUENCE)
+	@# Its wheel also installs kronfluence's own test suite as a top-level `tests` package, which shadows
+	@# this repository's tests/ (`from tests.conftest import ...` then fails): remove that package.
+	$(PY) -c "import importlib.metadata as m, shutil; d = m.distribution('kronfluence'); p = d.locate_file('tests'); any(f.parts[0] == 'tests' for f in d.files) and p.exists() and shutil.rmtree(p)"
 	@touch $(STAMP)
 
 demo: $(STAMP)

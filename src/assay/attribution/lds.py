@@ -16,7 +16,8 @@ MATES) have one τ for every test example: the target set is the test set, so τ
 every z and the per-example LDS compares it with each test example's loss. Beside it,
 ``lds_target_mean`` is the LDS of the test set as one target (the mean loss; τ averaged over test
 examples for the per-example methods): one Spearman over the subsets, without a CI. TracIn (one checkpoint) gives a
-per-(train, test) τ(z)_i = ⟨∇ℓ(z_i; θ̂), ∇ℓ(z; θ̂)⟩.
+per-(train, test) τ(z)_i = ⟨∇ℓ(z_i; θ̂), ∇ℓ(z; θ̂)⟩; EK-FAC (through kronfluence, ``ekfac.py``) puts the
+damped inverse of an eigenvalue-corrected Kronecker-factored Fisher between the two gradients.
 
 The confidence interval is a percentile bootstrap of the mean over test examples (resampling test
 examples, 2000 resamples).
@@ -263,6 +264,14 @@ def random_attribution(ctx) -> np.ndarray:
     return np.random.default_rng(0).standard_normal((len(ctx.splits["val"]), len(ctx.train)))
 
 
+def ekfac(ctx) -> np.ndarray:
+    """[T, n] EK-FAC influence (Grosse et al. 2023, arXiv 2308.03296) through kronfluence: the
+    library-backed second-order reference beside TracIn's identity-Hessian dot product (``ekfac.py``)."""
+    from assay.attribution.ekfac import ekfac_attribution
+
+    return ekfac_attribution(ctx)
+
+
 ATTRIBUTIONS: dict[str, Callable] = {
     "random": random_attribution,
     "tracin": tracin,
@@ -271,6 +280,7 @@ ATTRIBUTIONS: dict[str, Callable] = {
     "mates": scorer_attribution("mates", online=True, oracle_size=32),
     "grand": scorer_attribution("grand", prefer="hard"),
     "el2n": scorer_attribution("el2n", prefer="hard"),
+    "ekfac": ekfac,
 }
 """name -> (SelectionContext: train, splits["val"] = the test set, the full-data model and its
 optimizer) -> τ ([T, n] per test example, or [n] against the test set; higher = helps)."""
@@ -287,6 +297,10 @@ def evaluate(n_train: int, n_test: int, subsets: int, methods: list[str], seed: 
     check(n_train >= 10, "--train", n_train, "need at least 10 training examples")
     unknown = [m for m in methods if m not in ATTRIBUTIONS]
     check(not unknown, "--methods", unknown, f"must be among {sorted(ATTRIBUTIONS)}")
+    if "ekfac" in methods:  # before the subset models are trained, not after
+        from assay.attribution.ekfac import require_kronfluence
+
+        require_kronfluence()
     training = training or TinyTraining(seed=seed)
     train, test, tok = skills_task(n_train, n_test, seed)
     vocab = len(tok)
