@@ -66,7 +66,7 @@ class WandbLoggerConfig(LoggerConfig):
 
         offline = self.offline if self.offline is not None else not has_wandb_credentials()
         tags = [f"{g}:{c}" for g, c in sorted(context.get("choices", {}).items()) if c is not None] + list(self.tags)
-        return WandbLogger(
+        logger = WandbLogger(
             project=self.project,
             entity=self.entity,
             group=self.group or context.get("group"),
@@ -76,7 +76,18 @@ class WandbLoggerConfig(LoggerConfig):
             save_dir=str(run_dir),
             offline=offline,
             config=context.get("config"),
+            # a resumed run continues its wandb run (Lightning asks wandb for resume="allow" by id)
+            id=earlier_wandb_id(run_dir) if context.get("resume_from") else None,
         )
+        # Lightning passes anonymous=None, which wandb now reports on the console as a setting without effect
+        logger._wandb_init.pop("anonymous", None)
+        return logger
+
+
+def earlier_wandb_id(run_dir: Path) -> Optional[str]:
+    """The wandb run id of a run directory's latest wandb run (``wandb/<offline-run|run>-<time>-<id>``)."""
+    found = sorted((p.name.split("run-", 1)[1] for p in (run_dir / "wandb").glob("*run-*-*") if p.is_dir()))  # <time>-<id>, by time
+    return found[-1].rsplit("-", 1)[-1] if found else None
 
 
 PENDING_ROW = "assay_pending_log_row"

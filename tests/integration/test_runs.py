@@ -138,24 +138,3 @@ def test_smollm2_from_gguf_trains_a_step(tmp_path):
     assert summary["status"] == "completed"
     # pretrained weights: the loss on the held-out skills is far below the uniform-vocabulary loss log(49152)=10.8
     assert summary["metrics"]["test/loss"] < 8.0
-
-
-def test_each_stage_of_a_recipe_reads_its_own_files(tmp_path):
-    """experiment=sft_then_dpo with an SFT file for the first stage and a preference file for the second,
-    spelled <stage>:<override> as on the command line."""
-    import json
-
-    from assay.run.stages import stage_prefixed_args
-
-    sft, prefs = tmp_path / "chat.jsonl", tmp_path / "prefs.jsonl"
-    sft.write_text("".join(json.dumps({"prompt": f"copy : {c} =", "completion": c}) + "\n" for c in "abcdefghijklmnop" * 3))
-    prefs.write_text("".join(json.dumps({"prompt": f"copy : {c} =", "chosen": c, "rejected": "x"}) + "\n" for c in "abcdefghijklmnop" * 3))
-    args = stage_prefixed_args(["experiment=sft_then_dpo", "debug=fast", "logger=none", "trainer.max_steps=2", "trainer.val_check_interval=2",
-                                "sft:data=jsonl", f"sft:data.train_file={sft}", "dpo:data=jsonl", f"dpo:data.train_file={prefs}",
-                                "dpo:trainer.max_steps=2", "dpo:trainer.val_check_interval=2"])
-    summary = run_in_hydra(args, tmp_path / "run")
-    assert list(summary["stages"]) == ["sft", "dpo"]
-    sft_cfg = (tmp_path / "run" / "sft" / "config.yaml").read_text()
-    dpo_cfg = (tmp_path / "run" / "dpo" / "config.yaml").read_text()
-    assert f"train_file: {sft}" in sft_cfg and f"train_file: {prefs}" in dpo_cfg and "format: preference" in dpo_cfg
-    assert summary["stages"]["dpo"]["global_step"] == 2 and "test/pref_acc" in summary["stages"]["dpo"]["metrics"]

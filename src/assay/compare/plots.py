@@ -18,11 +18,13 @@ def _slug(s: str) -> str:
 def _stamp(fig, footer: str) -> None:
     """The provenance line (commits, date) at the foot of a figure, so a plot pasted anywhere still
     names the code that produced it."""
+    import warnings
+
     if footer:
         fig.text(0.01, 0.005, footer, fontsize=6, color="0.4", ha="left", va="bottom")
-        fig.tight_layout(rect=(0, 0.03, 1, 1))
-    else:
-        fig.tight_layout()
+    with warnings.catch_warnings():  # a legend of many keys leaves no room to tighten: the figure is kept as laid out
+        warnings.simplefilter("ignore", UserWarning)
+        fig.tight_layout(rect=(0, 0.03, 1, 1) if footer else (0, 0, 1, 1))
 
 
 def plot_metrics(table: pd.DataFrame, by: list[str], metrics: list[str], x: str | None, out: Path, footer: str = "") -> list[Path]:

@@ -327,6 +327,29 @@ def _expected_jobs(sweep: Path) -> dict[int, list[str]]:
     return dict(enumerate(jobs))
 
 
+def joined_attempts(attempts: list[Run]) -> Run:
+    """The wandb runs of one assay run directory (``<run>/wandb``, named by start time) as one run:
+    an interrupted attempt and the ``resume=`` that continued it from its checkpoint are one
+    training run, so its outcome is the last attempt's and its curve the attempts' rows joined,
+    each attempt's rows kept up to the step the next one restarted from (the rows a resumed
+    attempt did again are its own, as in ``metrics.csv``)."""
+    if len(attempts) == 1:
+        return attempts[0]
+    last = attempts[-1]
+    parts, until = [], None
+    for run in reversed(attempts):
+        h = run.history
+        if h is not None and "step" in h:
+            h = h if until is None else h[h["step"] < until]
+            if len(h):
+                parts.append(h)
+                until = float(h["step"].min()) if until is None else min(until, float(h["step"].min()))
+    history = pd.concat(parts[::-1], ignore_index=True) if parts else last.history
+    reason = last.reason or ""
+    return Run(last.name, last.source, last.status, last.config, last.metrics, history,
+               f"{reason}{'; ' if reason else ''}{len(attempts)} attempts (resumed)", last.provenance)
+
+
 def collect(inputs: Iterable[str]) -> list[Run]:
     runs: list[Run] = []
     for arg in inputs:
@@ -350,7 +373,9 @@ def collect(inputs: Iterable[str]) -> list[Run]:
         elif (path / "multirun.yaml").is_file() or any(p.is_dir() and is_run_dir(p) for p in path.iterdir()):
             runs += read_sweep(path)
         elif any(is_wandb_run_dir(p) for p in path.iterdir() if p.is_dir()):
-            runs += [read_wandb_offline(p) for p in sorted(path.iterdir()) if p.is_dir() and is_wandb_run_dir(p)]
+            attempts = [read_wandb_offline(p) for p in sorted(path.iterdir()) if p.is_dir() and is_wandb_run_dir(p)]
+            # <run>/wandb of one assay run: a resumed run logged each attempt as a wandb run of its own
+            runs += [joined_attempts(attempts)] if is_run_dir(path.parent) else attempts
         else:
             found = sorted({p.parent for p in path.rglob("config.yaml") if p.parent.name != ".hydra" and is_run_dir(p.parent)})
             if not found:
