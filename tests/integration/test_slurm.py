@@ -207,11 +207,15 @@ def test_preempted_job_checkpoints_requeues_and_resumes_in_place(cluster, tmp_pa
             time.sleep(0.1)
         assert job is not None and launcher.poll() is None, "the job never got going"
         _slurm("scancel", "--signal=USR2", job, check=True)
-        # Slurm holds a requeued job for a while (BeginTime); release it at once for the test.
+        # Slurm holds a requeued job for a while (BeginTime); release it early for the test, but not in
+        # the second the node revoked the first start's credential (at the requeue): slurmd refuses a
+        # credential issued in that second too ("Killing non-startable batch job: Job credential
+        # revoked", and the job ends FAILED).
         deadline = time.time() + 120
         while time.time() < deadline:
             show = _slurm("scontrol", "show", "job", job).stdout
             if "Restarts=1" in show and "JobState=PENDING" in show:
+                time.sleep(1.1)
                 _slurm("scontrol", "update", f"jobid={job}", "StartTime=now")
                 break
             time.sleep(0.5)
