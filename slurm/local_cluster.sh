@@ -28,6 +28,7 @@
 # Memory is a consumable with a per-CPU default, so small jobs run side by side instead of each
 # taking the whole node.
 set -euo pipefail
+umask 022  # the config, the state dir and the munge socket are read by users who submit jobs
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 STATE=${ASSAY_SLURM_STATE:-$ROOT/.slurm}
