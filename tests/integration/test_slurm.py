@@ -1,8 +1,12 @@
 """A real single-node SLURM cluster (slurm/local_cluster.sh): a sweep through the submitit launcher,
-the preflight's cluster checks, and a preempted job that is requeued and resumes in place.
+the preflight's cluster checks, a preempted job that is requeued and resumes in place, and two
+clusters (two checkouts) side by side.
 
-The cluster is started here when it is not already up (root needed; the Debian packages are
-installed if missing) and stopped afterwards when this module started it.
+The cluster is this checkout's (state in ASSAY_SLURM_STATE, by default <checkout>/.slurm): started
+here when it is not already up (root needed; the Debian packages are installed if missing) and
+stopped afterwards when no other user holds a lease on it. The launcher finds it by itself
+(hydra/launcher=slurm_local sets SLURM_CONF); the tests' own scontrol/scancel/squeue get SLURM_CONF
+through ``_slurm``.
 """
 
 import json
@@ -25,33 +29,34 @@ SCRIPT = REPO / "slurm" / "local_cluster.sh"
 TRAIN = str(Path(sys.executable).parent / "assay-train")
 
 
-STATE = Path(os.environ.get("ASSAY_SLURM_STATE", "/var/lib/assay-slurm"))
+STATE = Path(os.environ.get("ASSAY_SLURM_STATE") or REPO / ".slurm").absolute()
+CONF = STATE / "slurm.conf"
 # The script's failures that the set-up cannot fix: these skip; any other failure, and a hang, fail.
 UNFIXABLE = ("no apt-get to install them", "apt-get update failed", "apt-get install munge slurmctld slurmd slurm-client failed")
 
 
-def _foreign_cluster_up() -> bool:
-    """A controller answers that slurm/local_cluster.sh did not start (a site's own cluster): use it as it is."""
-    if shutil.which("scontrol") is None or (STATE / "slurmctld.pid").is_file():
-        return False
-    r = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=30)
-    return "UP" in r.stdout
-
-
-def _script(*args: str, timeout: float) -> subprocess.CompletedProcess:
+def _script(*args: str, timeout: float, state: Path | None = None, **env: str) -> subprocess.CompletedProcess:
+    environ = {**os.environ, **env, **({"ASSAY_SLURM_STATE": str(state)} if state else {})}
+    environ.pop("SLURM_CONF", None)
     try:
-        return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout, env=environ)
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"slurm/local_cluster.sh {' '.join(args)} hung for {timeout:.0f} s (output: {e.stderr or e.stdout or 'none'!r})")
 
 
-@pytest.fixture(scope="module")
-def cluster(request):
+def _slurm(*args: str, conf: Path = CONF, check: bool = False) -> subprocess.CompletedProcess:
+    """A SLURM client command (scontrol, scancel, squeue, sinfo) against one local cluster."""
+    return subprocess.run(list(args), capture_output=True, text=True, timeout=30, check=check, env={**os.environ, "SLURM_CONF": str(conf)})
+
+
+def _needs_root() -> None:
     if os.name != "posix" or os.geteuid() != 0:
         pytest.skip("the local SLURM cluster needs root (it starts munged, slurmctld and slurmd)")
-    if _foreign_cluster_up():
-        yield
-        return
+
+
+@pytest.fixture(scope="module")
+def cluster(request):
+    _needs_root()
     # Each module holds a lease: the daemons stop when the last module using them is done, even when
     # two test workers use the cluster at once.
     lease = f"pytest-{os.getpid()}-{request.module.__name__.rsplit('.', 1)[-1]}"
@@ -89,7 +94,7 @@ def test_the_daemons_do_not_hold_the_up_lock_so_a_second_up_returns(cluster):
     assert _script("up", "--lease", probe, timeout=60).returncode == 0
     r = _script("down", "--lease", probe, timeout=60)  # the module's own lease keeps the cluster up
     assert r.returncode == 0 and "kept up" in r.stdout, r.stdout
-    assert "UP" in subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=30).stdout
+    assert "UP" in _slurm("scontrol", "ping").stdout
 
 
 @pytest.mark.cli
@@ -137,26 +142,38 @@ def test_profile_larger_than_the_partition_is_one_line(cluster, tmp_path, overri
 
 
 def _fake_bin(tmp_path, with_slurm: bool) -> str:
-    """A PATH with python's own directory and, optionally, sbatch/sinfo that cannot reach a controller."""
+    """A PATH with python's own directory and, optionally, sbatch/sinfo that cannot reach a controller
+    (their error names the SLURM_CONF they were given)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     if with_slurm:
         for tool in ("sbatch", "sinfo"):
-            (bin_dir / tool).write_text("#!/bin/sh\necho 'slurm_load_partitions: Unable to contact slurm controller (connect failure)' >&2\nexit 1\n")
+            (bin_dir / tool).write_text("#!/bin/sh\necho \"slurm_load_partitions: Unable to contact slurm controller (connect failure) [$SLURM_CONF]\" >&2\nexit 1\n")
             (bin_dir / tool).chmod(0o755)
     return f"{bin_dir}:{Path(sys.executable).parent}"
 
 
 @pytest.mark.parametrize(
-    "with_slurm, expected",
-    [(False, "sbatch/sinfo not found on PATH"), (True, "SLURM controller unreachable (sinfo: slurm_load_partitions: Unable to contact slurm controller")],
+    "case, expected",
+    [
+        pytest.param("no slurm", "sbatch/sinfo not found on PATH", id="no slurm"),
+        # slurm_local finds this checkout's cluster by itself, or keeps the user's SLURM_CONF
+        pytest.param("local", "SLURM controller unreachable (sinfo: slurm_load_partitions: Unable to contact slurm controller (connect failure) [{state}/slurm.conf]", id="local"),
+        pytest.param("user's SLURM_CONF", "SLURM controller unreachable (sinfo: slurm_load_partitions: Unable to contact slurm controller (connect failure) [/site/slurm.conf]", id="user conf"),
+        pytest.param("never started", "the local cluster is not set up (no {state}/never/slurm.conf): start it with sudo slurm/local_cluster.sh up", id="never started"),
+    ],
 )
 @pytest.mark.cli
-def test_missing_or_unreachable_slurm_is_one_line(tmp_path, with_slurm, expected):
-    env = _env(tmp_path, PATH=_fake_bin(tmp_path, with_slurm))
+def test_missing_or_unreachable_slurm_is_one_line(tmp_path, case, expected):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "slurm.conf").write_text("ClusterName=assaylocal\n")
+    env = _env(tmp_path, PATH=_fake_bin(tmp_path, case != "no slurm"), ASSAY_SLURM_STATE=str(state / "never" if case == "never started" else state))
+    if case == "user's SLURM_CONF":
+        env["SLURM_CONF"] = "/site/slurm.conf"
     r = subprocess.run([sys.executable, TRAIN, "-m", "sweep=smoke", "hydra/launcher=slurm_local"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     err = r.stderr.strip()
-    assert r.returncode == 2 and err.startswith("error: ") and expected in err and len(err.splitlines()) == 1, err
+    assert r.returncode == 2 and err.startswith("error: ") and expected.format(state=state) in err and len(err.splitlines()) == 1, err
     assert err.startswith("error: hydra/launcher='slurm_local': "), err  # the profile the user chose, not "slurm"
 
 
@@ -189,13 +206,17 @@ def test_preempted_job_checkpoints_requeues_and_resumes_in_place(cluster, tmp_pa
                 break
             time.sleep(0.1)
         assert job is not None and launcher.poll() is None, "the job never got going"
-        subprocess.run(["scancel", "--signal=USR2", job], check=True, timeout=30)
-        # Slurm holds a requeued job for a while (BeginTime); release it at once for the test.
+        _slurm("scancel", "--signal=USR2", job, check=True)
+        # Slurm holds a requeued job for a while (BeginTime); release it early for the test, but not in
+        # the second the node revoked the first start's credential (at the requeue): slurmd refuses a
+        # credential issued in that second too ("Killing non-startable batch job: Job credential
+        # revoked", and the job ends FAILED).
         deadline = time.time() + 120
         while time.time() < deadline:
-            show = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+            show = _slurm("scontrol", "show", "job", job).stdout
             if "Restarts=1" in show and "JobState=PENDING" in show:
-                subprocess.run(["scontrol", "update", f"jobid={job}", "StartTime=now"], timeout=30)
+                time.sleep(1.1)
+                _slurm("scontrol", "update", f"jobid={job}", "StartTime=now")
                 break
             time.sleep(0.5)
         assert launcher.wait(timeout=400) == 0, launcher.stderr.read()[-3000:]
@@ -207,7 +228,7 @@ def test_preempted_job_checkpoints_requeues_and_resumes_in_place(cluster, tmp_pa
     log = "".join(p.read_text() for pattern in (".submitit/*_log.out", ".submitit/*_log.err", "*/train.log") for p in sorted(sweep.glob(pattern)))
     # the signal's own checkpoint (not a periodic one), the requeue, and the resume from it
     assert "caught SIGUSR2: saved" in log and "Requeued job" in log and "resuming from" in log, log[-2000:]
-    show = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+    show = _slurm("scontrol", "show", "job", job).stdout
     assert "Restarts=1" in show, show
 
     a = json.loads((ref / "summary.json").read_text())
@@ -224,7 +245,7 @@ def test_preempted_job_checkpoints_requeues_and_resumes_in_place(cluster, tmp_pa
 
 
 def _array_task_state(job: str) -> str:
-    out = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T", "-j", job.split("_")[0]], capture_output=True, text=True, timeout=30).stdout
+    out = _slurm("squeue", "-h", "-r", "-t", "all", "-o", "%i|%T", "-j", job.split("_")[0]).stdout
     return dict(line.split("|", 1) for line in out.split() if "|" in line).get(job, "")
 
 
@@ -253,7 +274,7 @@ def test_cancelled_job_ends_the_wait_and_compare_tells_it_from_running(cluster, 
         running = {Path(r.name).name: r for r in compare([str(sweep)], by=["trainer.max_steps"], out=tmp_path / "c1", plots=False, quiet=True)["runs"]}
         assert running["1"].status == "running" and "RUNNING" in running["1"].reason, running["1"]
 
-        subprocess.run(["scancel", job], check=True, timeout=30)
+        _slurm("scancel", job, check=True)
         out, err = launcher.communicate(timeout=400)  # the wait ends (it used to poll forever)
     finally:
         if launcher.poll() is None:
@@ -270,3 +291,69 @@ def test_cancelled_job_ends_the_wait_and_compare_tells_it_from_running(cluster, 
     runs = {Path(r.name).name: r for r in compare([str(sweep)], by=["trainer.max_steps"], out=tmp_path / "c2", plots=False, quiet=True)["runs"]}
     assert runs["0"].status == "completed"
     assert runs["1"].status == "cancelled" and f"SLURM job {job} was cancelled" in runs["1"].reason, runs["1"]
+
+
+def _conf_values(state: Path) -> dict[str, str]:
+    lines = (state / "slurm.conf").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith(("#", "NodeName", "PartitionName")))
+
+
+def _pids(state: Path) -> dict[str, int]:
+    return {name: int((state / f"{name}.pid").read_text()) for name in ("munged", "slurmctld", "slurmd")}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+@pytest.mark.cli
+def test_two_state_dirs_are_two_clusters_and_down_stops_only_its_own(tmp_path):
+    """Two checkouts (two state dirs) on one machine: each has its own config, ports, munge socket and
+    daemons, and `down` in one leaves the other running; an older machine-wide cluster is named, not
+    stopped; a port taken by something else is one line."""
+    _needs_root()
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert _script("env", state=a, timeout=30).stdout.strip() == f"export SLURM_CONF={a}/slurm.conf"
+    try:
+        for state in (a, b):
+            r = _script("up", state=state, timeout=180)
+            assert r.returncode == 0 and f"export SLURM_CONF={state}/slurm.conf" in r.stdout, r.stderr
+        ca, cb = _conf_values(a), _conf_values(b)
+        for key in ("SlurmctldPort", "SlurmdPort", "AuthInfo", "StateSaveLocation", "SlurmdSpoolDir", "SlurmctldPidFile", "SlurmctldLogFile"):
+            assert ca[key] != cb[key], key
+        assert ca["AuthInfo"] == f"socket={a}/munge/munge.socket" and ca["StateSaveLocation"].startswith(str(a))
+        pa, pb = _pids(a), _pids(b)
+        assert set(pa.values()).isdisjoint(pb.values()) and all(map(_alive, [*pa.values(), *pb.values()]))
+        for state in (a, b):
+            assert "UP" in _slurm("scontrol", "ping", conf=state / "slurm.conf").stdout
+
+        # A cluster of the old machine-wide kind still running (here: b's munged in its pid file) is named.
+        old = tmp_path / "old"
+        old.mkdir()
+        (old / "munged.pid").write_text(f"{pb['munged']}\n")
+        r = _script("up", state=a, timeout=60, ASSAY_SLURM_OLD_STATE=str(old))
+        assert r.returncode == 0 and f"munged={pb['munged']}, pid files in {old}); it is left alone" in r.stderr, r.stderr
+        assert _alive(pb["munged"]) and _pids(a) == pa  # the second `up` only checked
+
+        # Something else on a's ports: a third cluster told to use them says so in one line.
+        r = _script("up", state=tmp_path / "c", timeout=60, ASSAY_SLURM_PORT=ca["SlurmctldPort"])
+        why = r.stderr.strip()
+        assert r.returncode != 0 and f"port {ca['SlurmctldPort']} (SlurmctldPort of the cluster in {tmp_path / 'c'}) is taken by another program" in why, why
+        assert len(why.splitlines()) == 1 and not (tmp_path / "c" / "munged.pid").exists()
+
+        assert _script("down", state=a, timeout=60).stdout.strip() == "slurm down"
+        deadline = time.time() + 10
+        while time.time() < deadline and any(map(_alive, pa.values())):
+            time.sleep(0.1)
+        assert not any(map(_alive, pa.values())), pa
+        assert all(map(_alive, pb.values())) and _script("status", state=b, timeout=30).returncode == 0
+        # b still runs jobs, with its own munge key
+        job = _slurm("sbatch", "--parsable", "--wait", f"--output={tmp_path}/job.out", "--wrap", "echo ran on b", conf=b / "slurm.conf")
+        assert job.returncode == 0 and (tmp_path / "job.out").read_text() == "ran on b\n", job.stderr
+    finally:
+        for state in (a, b):
+            _script("down", state=state, timeout=60)
+    assert not any(map(_alive, pb.values())), pb

@@ -84,3 +84,28 @@ def test_job_states_tell_running_cancelled_and_failed(path_with_tools):
     assert states[1][0] == "cancelled" and states[2] == ("cancelled", "SLURM job 200_2 was cancelled at 2026-12-01T10:00:00, no result")
     assert states[3][0] == "failed" and "no longer queued" in states[3][1]
     assert states[4] == ("failed", "SLURM job 200_4 raised: ValueError: boom")
+
+
+@pytest.mark.parametrize("launcher, user_conf, asked", [
+    ("LocalSlurmLauncher", None, "local"),  # submitted to this checkout's cluster: asked there
+    ("LocalSlurmLauncher", "/site/slurm.conf", "/site/slurm.conf"),  # the user's SLURM_CONF wins
+    ("SlurmLauncher", None, ""),  # a real cluster: the environment's (/etc/slurm)
+])
+def test_job_states_ask_the_cluster_the_sweep_was_submitted_to(path_with_tools, monkeypatch, launcher, user_conf, asked):
+    tmp_path = path_with_tools
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "slurm.conf").write_text("ClusterName=assaylocal\n")
+    monkeypatch.setenv("ASSAY_SLURM_STATE", str(state))
+    if user_conf:
+        monkeypatch.setenv("SLURM_CONF", user_conf)
+    else:
+        monkeypatch.delenv("SLURM_CONF", raising=False)
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "multirun.yaml").write_text(f"hydra:\n  launcher:\n    _target_: hydra_plugins.assay_slurm_launcher.{launcher}\n")
+    _submitted(tmp_path / "sweep" / ".submitit", "300_0", 0, ["seed=0"])
+    _tools(tmp_path, "300_0|RUNNING\n")
+    (tmp_path / "bin" / "squeue").write_text(f"#!/bin/sh\necho \"$SLURM_CONF\" > {tmp_path}/squeue.conf\ncat {tmp_path}/squeue.out\n")
+    assert slurm.job_states(tmp_path / "sweep")[0] == ("running", "SLURM job 300_0 is RUNNING")
+    expected = str(state / "slurm.conf") if asked == "local" else asked
+    assert (tmp_path / "squeue.conf").read_text().strip() == expected

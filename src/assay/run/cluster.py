@@ -1,21 +1,64 @@
 """Before a sweep is submitted to SLURM: the launcher profile against the cluster (``sinfo``).
 
+``hydra/launcher=slurm_local`` submits to the single-node cluster of this checkout's
+``slurm/local_cluster.sh``, whose config is ``<state dir>/slurm.conf`` (``ASSAY_SLURM_STATE``, by
+default ``<checkout>/.slurm``): ``use_local_cluster`` points ``SLURM_CONF`` at it for every SLURM
+command of the sweep, unless the user has set ``SLURM_CONF`` already.
+
 What follows a submitted sweep (submitit's watcher, the jobs' states) is ``assay.run.slurm``; the
 share of a node the launcher requests, checked against the trainer, is ``assay.run.machine``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from pathlib import Path
+from typing import Any, Optional
 
 from assay.errors import UserError
+from assay.paths import CONF_DIR
+
+LOCAL_LAUNCHER = "LocalSlurmLauncher"
+"""The class name of the ``slurm_local`` profiles' launcher (``hydra_plugins.assay_slurm_launcher``)."""
+
+LOCAL_CLUSTER_SCRIPT = CONF_DIR.parent / "slurm" / "local_cluster.sh"
+
+
+def local_cluster_conf() -> Optional[Path]:
+    """The slurm.conf ``slurm/local_cluster.sh`` writes for this checkout: ``$ASSAY_SLURM_STATE/slurm.conf``,
+    else ``<checkout>/.slurm/slurm.conf``; None for an install without the script (a wheel) and no
+    ``ASSAY_SLURM_STATE``."""
+    state = os.environ.get("ASSAY_SLURM_STATE")
+    if state:
+        return Path(state).absolute() / "slurm.conf"
+    if LOCAL_CLUSTER_SCRIPT.is_file():
+        return LOCAL_CLUSTER_SCRIPT.parents[1] / ".slurm" / "slurm.conf"
+    return None
+
+
+def use_local_cluster(choice: str = "slurm_local") -> None:
+    """SLURM_CONF for this process (and so for sbatch, squeue, scancel and the jobs): the local cluster's
+    config, unless SLURM_CONF is set already. A cluster that was never started is one line."""
+    if os.environ.get("SLURM_CONF"):
+        return
+    conf = local_cluster_conf()
+    if conf is None:
+        raise UserError("hydra/launcher", choice, "no slurm/local_cluster.sh next to this install: set ASSAY_SLURM_STATE to the cluster's state dir, or SLURM_CONF")
+    if not conf.is_file():
+        raise UserError("hydra/launcher", choice, f"the local cluster is not set up (no {conf}): start it with sudo slurm/local_cluster.sh up, or set SLURM_CONF")
+    os.environ["SLURM_CONF"] = str(conf)
+
+
+def is_local_launcher(launcher: Any) -> bool:
+    return str(launcher.get("_target_", "")).rsplit(".", 1)[-1] == LOCAL_LAUNCHER
 
 
 def check_slurm_launcher(launcher: Any, choice: str = "slurm") -> None:
     """Before a sweep is submitted: sbatch exists, the controller answers, and the partition has the
     CPUs, memory, GPUs, nodes and time the launcher profile asks for (else SLURM would either refuse
     each job or leave it pending forever). ``choice``: the profile the user chose (``hydra/launcher=
-    slurm_local``), which the errors name."""
+    slurm_local``), which the errors name. For the local cluster's profile, SLURM_CONF is set here
+(``use_local_cluster``)."""
     import shutil
     import subprocess
 
@@ -23,6 +66,8 @@ def check_slurm_launcher(launcher: Any, choice: str = "slurm") -> None:
         return
     if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
         raise UserError("hydra/launcher", choice, "sbatch/sinfo not found on PATH: submit from a SLURM login node (or start slurm/local_cluster.sh up)")
+    if is_local_launcher(launcher):
+        use_local_cluster(choice)
     try:
         out = subprocess.run(["sinfo", "-h", "-o", "%P|%c|%m|%G|%l|%D|%a"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as e:

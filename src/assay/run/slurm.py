@@ -10,7 +10,8 @@ vanished. Either way the wait ends and that job is reported failed, while the ot
 waited for and collected.
 
 ``job_states`` reads the same facts for ``assay-compare``: which jobs of a sweep are still queued or
-running, which were cancelled or failed, and why.
+running, which were cancelled or failed, and why. A sweep submitted to the local cluster
+(``hydra/launcher=slurm_local``) is looked up there, as its launcher submitted it (``LocalClusterMixin``).
 """
 
 from __future__ import annotations
@@ -170,6 +171,18 @@ class SweepWaitMixin:
         return results
 
 
+class LocalClusterMixin:
+    """For the ``slurm_local`` profiles: submit to this checkout's ``slurm/local_cluster.sh`` cluster
+    (``SLURM_CONF``, unless the user set one; ``assay.run.cluster.use_local_cluster``). The preflight
+    has set it already for ``assay-train``; this covers any other caller of the launcher."""
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int):
+        from assay.run.cluster import use_local_cluster
+
+        use_local_cluster()
+        return super().launch(job_overrides, initial_job_idx)  # type: ignore[misc]
+
+
 # --------------------------------------------------------------------------------------------------
 # Reading a sweep's job states (assay-compare)
 
@@ -187,7 +200,7 @@ def job_states(sweep_dir: Path) -> dict[int, tuple[str, str]]:
         _, num = _submitted_job(pkl)
         if isinstance(num, int) and (num not in jobs or pkl.stat().st_mtime > jobs[num][0]):
             jobs[num] = (pkl.stat().st_mtime, job_id)
-    queue = _queue_states([job_id for _, job_id in jobs.values()])
+    queue = _queue_states([job_id for _, job_id in jobs.values()], _slurm_conf(Path(sweep_dir)))
     states = {}
     for num, (_, job_id) in jobs.items():
         paths = submitit_utils.JobPaths(folder, job_id=job_id, task_id=0)
@@ -219,13 +232,36 @@ def job_states(sweep_dir: Path) -> dict[int, tuple[str, str]]:
     return states
 
 
-def _queue_states(job_ids: list[str]) -> dict[str, str]:
-    """SLURM job id -> state from squeue (``__error__`` when squeue cannot answer)."""
+def _slurm_conf(sweep_dir: Path) -> Optional[str]:
+    """The SLURM_CONF to ask about a sweep's jobs: the local cluster's for a sweep its launcher submitted
+    there (``multirun.yaml`` names the launcher) when SLURM_CONF is unset; else None (the environment's)."""
+    import os
+
+    from assay.run.cluster import LOCAL_LAUNCHER, local_cluster_conf
+
+    if os.environ.get("SLURM_CONF"):
+        return None
+    try:
+        text = (sweep_dir / "multirun.yaml").read_text()
+    except OSError:
+        return None
+    if f"assay_slurm_launcher.{LOCAL_LAUNCHER}" not in text:
+        return None
+    conf = local_cluster_conf()
+    return str(conf) if conf is not None and conf.is_file() else None
+
+
+def _queue_states(job_ids: list[str], slurm_conf: Optional[str] = None) -> dict[str, str]:
+    """SLURM job id -> state from squeue (``__error__`` when squeue cannot answer); ``slurm_conf``: the
+    cluster to ask, else the environment's."""
+    import os
+
     if not job_ids:
         return {}
     arrays = sorted({j.split("_")[0] for j in job_ids})
+    env = {**os.environ, "SLURM_CONF": slurm_conf} if slurm_conf else None
     try:
-        out = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T", "-j", ",".join(arrays)], capture_output=True, text=True, timeout=60)
+        out = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T", "-j", ",".join(arrays)], capture_output=True, text=True, timeout=60, env=env)
     except (OSError, subprocess.TimeoutExpired) as e:
         return {"__error__": f"squeue: {type(e).__name__}"}
     if out.returncode != 0:
