@@ -66,10 +66,14 @@ class EvalConfig:
     responses (``test/kl_ref``; one forward pass of policy and reference per test batch)."""
     per_source_metrics: list[str] = field(default_factory=lambda: ["all"])
     """Metrics also reported per source (domain), as ``<split>/<metric>/<source>``; ``all`` = every metric."""
+    sample_prompts: list[str] = field(default_factory=list)
+    """Prompts answered greedily (``max_new_tokens``) at every validation and after the last step, rendered as
+    the training prompts are: to the console, ``samples.csv`` and a wandb table (``assay.samples``)."""
 
     def __post_init__(self) -> None:
         check(self.max_new_tokens > 0, "eval.max_new_tokens", self.max_new_tokens, "must be a positive integer")
         check(self.max_examples is None or self.max_examples > 0, "eval.max_examples", self.max_examples, "must be a positive integer (or null for all)")
+        check(all(isinstance(p, str) and p.strip() for p in self.sample_prompts), "eval.sample_prompts", self.sample_prompts, "must be a list of non-empty prompts")
 
 
 @dataclass

@@ -73,6 +73,7 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from assay.run.progress_bars import lightning_progress
     from assay.run.machine import check_trainer
     from assay.run.speed import Throughput
+    from assay.samples import SamplePrompts
     from assay.selection import SelectionContext
     from assay.selection.rescoring import rescoring_callbacks
 
@@ -161,10 +162,12 @@ def run_stage(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     # TR-DPO's reference sync comes before every checkpointing callback: a checkpoint at step s holds
     # the reference synced at s.
     sync = [ReferenceSync()] if getattr(spec.objective, "live_reference", False) else []
+    samples = [SamplePrompts(spec.eval.sample_prompts, tokenizer, data, "prompt_messages" in examples.splits["train"].column_names,
+                             spec.eval.max_new_tokens, run_dir)] if spec.eval.sample_prompts else []
     speed = Throughput(spec.trainer.peak_flops, Path(cfg.paths.cache_dir)) if spec.trainer.throughput else None
     callbacks = [*sync, SamplerProgress(), DivergenceGuard(spec.trainer.log_every_n_steps, spec.optim.lr), *mixing.callbacks, *spec.dynamics.callbacks(run_dir), *rescoring,
                  *([module.batch_selection] if module.batch_selection else []), PreemptionCheckpoint(run_dir / "checkpoints" / "last.ckpt"), checkpoints,
-                 *([speed] if speed else []), *lightning_progress(spec.trainer.enable_progress_bar)]
+                 *samples, *([speed] if speed else []), *lightning_progress(spec.trainer.enable_progress_bar)]
     resume = checkpoint_to_resume(cfg.ckpt_path, run_dir)
     if resume:  # before Lightning's strict restore, which lists every parameter of another shape
         check_checkpoint_fits(Path(resume), module, "ckpt_path", cfg.ckpt_path or "last")

@@ -50,6 +50,7 @@ CASES = {
     "infinite beta prime": (["objective=dpo", "data.format=preference", "objective/aggregator=dr_dpo", "objective.aggregator.beta_prime=inf"],
                             ["objective.aggregator.beta_prime=inf", "finite"]),
     "zero epochs": (["trainer.max_epochs=0"], ["trainer.max_epochs=0", "would train nothing"]),
+    "an empty sample prompt": (["eval.sample_prompts=['']"], ["eval.sample_prompts", "non-empty prompts"]),
     "no run length": (["trainer.max_steps=null"], ["trainer.max_steps", "give the run's length as one of them"]),
     "LoRA alpha 0": (["model.lora.r=4", "model.lora.alpha=0"], ["model.lora.alpha=0", "trains nothing"]),
     "--cfg job validates what it prints": (["--cfg", "job", "optim.lr=-1"], ["optim.lr=-1.0", "must be > 0"]),

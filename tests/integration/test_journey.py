@@ -55,7 +55,8 @@ def test_own_files_on_a_chat_model_sft_then_dpo_interrupted_resumed_loaded_and_c
               "sft:data=jsonl", "sft:data.train_file=chat.jsonl", "sft:data.schema=messages",
               "dpo:data=jsonl", "dpo:data.train_file=pairs.jsonl", "dpo:data.schema=messages", "hydra.run.dir=runs/mine"]
     small = ["model=hf", f"model.name_or_path={workdir / 'base'}", "trainer.max_steps=4", "trainer.val_check_interval=4", "dpo:trainer.max_steps=4",
-             "dpo:trainer.val_check_interval=4", "dpo:optim.lr=1e-2", "data.batch_size=8", "eval.max_new_tokens=4", "trainer.enable_progress_bar=false"]
+             "dpo:trainer.val_check_interval=4", "dpo:optim.lr=1e-2", "data.batch_size=8", "eval.max_new_tokens=4", "trainer.enable_progress_bar=false",
+             "eval.sample_prompts=['What is the capital of Peru?']"]
     run = workdir / "runs" / "mine"
 
     # 1. SIGTERM as the SFT stage starts its test phase: one line, the run interrupted and resumable
@@ -74,6 +75,12 @@ def test_own_files_on_a_chat_model_sft_then_dpo_interrupted_resumed_loaded_and_c
     assert "stage sft" in r.stdout + r.stderr and "wandb sync" in r.stdout
     sft_wandb = sorted((run / "sft" / "wandb").glob("offline-run-*"))
     assert len(sft_wandb) == 2 and len({p.name.rsplit("-", 1)[1] for p in sft_wandb}) == 1  # the resumed attempt continues the same wandb run
+
+    # the sample prompt, answered at the end of each stage's training (once: the resumed SFT stage adds no row) and logged to wandb
+    for stage in ("sft", "dpo"):
+        samples = pd.read_csv(run / stage / "samples.csv")
+        assert samples[["step", "prompt"]].values.tolist() == [[4, "What is the capital of Peru?"]]
+        assert any((run / stage / "wandb").rglob("media/table/samples_*.table.json"))
 
     # 3. the DPO adapter with peft alone, from inside its directory (its base: the SFT-merged start beside it)
     adapter = run / "dpo" / "adapter"

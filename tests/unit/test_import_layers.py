@@ -58,7 +58,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("methods", {"objectives", "mixing", "dynamics", "selection", "batch_selection"}),
     # run assembly: the composed config, the Lightning module and its held-out comparisons against the
     # starting model, the checks of every job before a command runs
-    ("run assembly", {"config", "module", "heldout", "run.preflight"}),
+    ("run assembly", {"config", "module", "heldout", "samples", "run.preflight"}),
     # entry points: the commands (assay-train, assay-list, assay-compare, assay-mix, assay-attribution) and the Flower launcher;
     # ``hydra_plugins`` (outside the package, loaded by an entry point's Hydra) and ``conf`` (the ``_target_``
     # strings Hydra instantiates for an entry point) count as entry points too
