@@ -340,7 +340,7 @@ def write(rows: list[dict], out: Path, header: str) -> None:
 def main(argv: Optional[list[str]] = None) -> int:
     from assay.errors import argument_parser
 
-    p = argument_parser(prog="assay-attribution", description="Score attribution methods against retraining.")
+    p = argument_parser(prog="assay-attribution", description="Score attribution methods against retraining (lds) and fact tracing against planted facts (fasttrack).")
     sub = p.add_subparsers(dest="command", required=True)
     q = sub.add_parser("lds", help="the linear datamodeling score of every attribution-style scorer on the skills task")
     q.add_argument("--train", type=int, default=100, help="training examples (subsets hold half of them)")
@@ -351,7 +351,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     q.add_argument("--epochs", type=int, default=TinyTraining.epochs, help="epochs of every subset and full model")
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--out", type=Path, default=Path("lds"), help="folder for lds.csv, lds.md, lds.png")
+    from assay.attribution import fasttrack_cli
+
+    fasttrack_cli.add_parser(sub)
     a = p.parse_args(argv)
+    if a.command == "fasttrack":
+        return fasttrack_cli.run(a)
     try:
         rows = evaluate(a.train, a.test, a.subsets, a.methods, a.seed, a.smoke, TinyTraining(epochs=a.epochs, seed=a.seed))
     except UserError as e:
