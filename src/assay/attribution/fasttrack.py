@@ -31,7 +31,7 @@ import numpy as np
 
 from assay.errors import UserError, check
 from assay.tracing.facts import FactCorpus
-from assay.tracing.fasttrack import (LABEL_TERMS, MATCH_CUTOFF, MAX_CLUSTERS, THRESHOLD, Index, LLMValidator, OracleValidator,
+from assay.tracing.fasttrack import (LABEL_TERMS, MATCH_CUTOFF, MAX_CLUSTERS, THRESHOLD, Index,
                                      prf, top_k, trace, words)
 
 BASELINES = ("embed", "bm25", "tracin")
