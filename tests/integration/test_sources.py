@@ -58,13 +58,6 @@ def test_hf_preference_hh_schema(tmp_path):
     assert "test/pref_acc" in summary["metrics"]
 
 
-def test_hh_transcripts_split_into_prompt_and_responses():
-    from assay.data.schemas import _split_hh
-
-    prompt, chosen, rejected = _split_hh("\n\nHuman: hi\n\nAssistant: hello", "\n\nHuman: hi\n\nAssistant: go away")
-    assert prompt == "\n\nHuman: hi\n\nAssistant:" and chosen == "hello" and rejected == "go away"
-
-
 def test_hf_preference_ultrafeedback_schema_with_split_mapping(tmp_path):
     data_dir = tmp_path / "uf"
     train = write_jsonl(data_dir / "train_prefs.jsonl", ultrafeedback_rows(60))
