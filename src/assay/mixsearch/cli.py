@@ -177,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--examples-key", default="mixture.num_examples")
     p.add_argument("--max-repetition", type=_positive(float), default=1.0)
     p.add_argument("--domains", default=None)
+    p.add_argument("--fixed-steps", action="store_true", help="every run trains the largest run's steps (smaller runs repeat their "
+                   "data), so the laws see the data amount at equal compute; default: one pass each, steps grow with the data")
     p.add_argument("--fit", action="store_true", help="fit the per-domain power laws and solve for the optimum at this budget")
     p.add_argument("--target", default="val/loss")
     p.add_argument("--target-weights", default=None)

@@ -288,7 +288,7 @@ def cmd_ddo(args, overrides: list[str]) -> int:
         result = ddo_fit_swarm(root, args.target, args.target_weights, min_factor=args.min_factor)
         print(result.describe())
         return 0
-    swarm = ddo_swarm(root, args.budget, args.factor, args.base, overrides, _spec(args), args.batch_size, args.steps_key, args.examples_key, args.domains, args.max_repetition)
+    swarm = ddo_swarm(root, args.budget, args.factor, args.base, overrides, _spec(args), args.batch_size, args.steps_key, args.examples_key, args.domains, args.max_repetition, args.fixed_steps)
     if args.no_launch:
         return 0
     return swarm.launch([], dry_run=args.dry_run)

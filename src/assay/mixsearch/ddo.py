@@ -165,7 +165,11 @@ def autoscale_predict(small: DDOResult, large: DDOResult, budget: float) -> DDOR
 
 
 def ddo_swarm(root: Path, budget: Optional[float], factor: float, base: str, overrides: list[str], spec: MixtureSpec, batch_size: Optional[int],
-              steps_key: str, examples_key: str, domains_arg: Optional[str], max_repetition: float):
+              steps_key: str, examples_key: str, domains_arg: Optional[str], max_repetition: float, fixed_steps: bool = False):
+    """The 2m+1 runs of DDO (Kang et al. 2024): the base amounts, then each domain's amount × and ÷ ``factor``.
+    Each run makes one pass over its examples (its steps grow with its data), or with ``fixed_steps``
+    every run trains the same steps, those of the largest run's one pass, so a smaller run repeats its
+    data: the fitted laws then see the data amount at equal compute, not the amount and the steps together."""
     from assay.mixsearch.pool import pool_sizes
     from assay.mixsearch.swarm import Proxy, Swarm
 
@@ -189,19 +193,23 @@ def ddo_swarm(root: Path, budget: Optional[float], factor: float, base: str, ove
     if batch_size is None:
         batch_size = _batch_size(overrides)
     proxies = []
-    for name, n in ddo_design(domains, budget * w, factor):
+    design = ddo_design(domains, budget * w, factor)
+    largest = max(float(n.sum()) for _, n in design)
+    for name, n in design:
         total = float(n.sum())
         for i, d in enumerate(domains):
             if n[i] > max_repetition * sizes[d] + 1e-9:
                 raise UserError("--budget", budget, f"run {name} needs {n[i]:.0f} examples of {d!r} but its pool has {sizes[d]} (× max_repetition {max_repetition:g}): the cap of {d} binds; lower the budget or the factor")
-        # one pass over the run's examples; every key in steps_key gets the step count
-        extra = {examples_key: int(round(total)), **{k: int(math.ceil(total / batch_size)) for k in steps_key.split(",")}}
+        # one pass over the run's examples (or over the largest run's: fixed steps); every key in steps_key gets the step count
+        steps = int(math.ceil((largest if fixed_steps else total) / batch_size))
+        extra = {examples_key: int(round(total)), **{k: steps for k in steps_key.split(",")}}
         if max_repetition > 1:
             extra["mixture.max_repetition"] = int(math.ceil(max_repetition))
         proxies.append(Proxy(name, as_dict(n / total, domains), extra))
     swarm = Swarm(root=root, domains=domains, proxies=proxies, spec=spec, overrides=overrides, prior=as_dict(w, domains),
                   sizes={d: float(sizes[d]) for d in domains},
-                  generator={"method": "ddo", "budget": budget, "factor": factor, "base_amounts": (budget * w).tolist(), "batch_size": batch_size}).write()
+                  generator={"method": "ddo", "budget": budget, "factor": factor, "base_amounts": (budget * w).tolist(), "batch_size": batch_size,
+                             "fixed_steps": fixed_steps}).write()
     print(f"[assay-mix] DDO: {len(proxies)} runs (base + up/down × {len(domains)} domains) written to {root}")
     return swarm
 

@@ -170,3 +170,21 @@ def test_three_points_two_exact_laws_the_flatter_is_taken():
     c_other = float(y[1] - (1 + other[0]) ** (-other[1]))
     assert np.allclose(power_law(x, *other, c_other), y, atol=1e-9)
     assert fit_power_law(x, y, 0.05) == pytest.approx((0.5, 0.3, 2.0), abs=1e-6)
+
+
+@pytest.mark.parametrize("fixed_steps", [False, True])
+def test_ddo_runs_one_pass_each_or_all_at_the_largest_runs_steps(tmp_path, monkeypatch, fixed_steps):
+    """Budget 1,200 over a:b = 300:900 (natural), factor 3, batch 100: 'up_b' holds 300 + 2,700 = 3,000
+    examples, the largest run; one pass each gives every run its own ceil(examples / 100) steps, fixed
+    steps gives all five runs that run's 30 (the others then repeat their data)."""
+    from assay.mixsearch import pool
+    from assay.mixsearch.ddo import ddo_swarm
+    from assay.mixsearch.mixture import MixtureSpec
+
+    monkeypatch.setattr(pool, "pool_sizes", lambda overrides: {"a": 1000, "b": 3000})
+    swarm = ddo_swarm(tmp_path / "ddo", 1200.0, 3.0, "{a:1,b:3}", [], MixtureSpec(), 100, "trainer.max_steps", "mixture.num_examples", None, 1.0,
+                      fixed_steps=fixed_steps)
+    examples = {p.id: p.extra["mixture.num_examples"] for p in swarm.proxies}
+    assert examples == {"base": 1200, "up_a": 1800, "down_a": 1000, "up_b": 3000, "down_b": 600}
+    steps = {p.id: p.extra["trainer.max_steps"] for p in swarm.proxies}
+    assert steps == ({k: 30 for k in examples} if fixed_steps else {"base": 12, "up_a": 18, "down_a": 10, "up_b": 30, "down_b": 6})
