@@ -24,7 +24,7 @@ from typing import Callable, Optional
 
 from assay import provenance
 from assay.errors import UserError
-from assay.study.spec import Cell, StudySpec
+from assay.study.spec import Cell, StudySpec, hydra_value
 
 
 @dataclass
@@ -73,13 +73,13 @@ def _train_exe() -> str:
 
 def setup_command(spec: StudySpec, name: str) -> list[str]:
     root = spec.setup_dir(name).parent.resolve()
-    return [_train_exe(), "-m", *spec.base, *spec.setup[name], f"hydra.sweep.dir={root}", f"hydra.sweep.subdir={name}",
+    return [_train_exe(), "-m", *spec.base, *spec.setup[name], f"hydra.sweep.dir={hydra_value(str(root))}", f"hydra.sweep.subdir={name}",
             "ckpt_path=last", *spec.launcher]
 
 
 def cell_command(spec: StudySpec, cell: Cell, seeds: list[int]) -> list[str]:
     root = spec.run_dir(cell, seeds[0]).parent.resolve()
-    return [_train_exe(), "-m", *spec.overrides(cell), "seed=" + ",".join(map(str, seeds)), f"hydra.sweep.dir={root}",
+    return [_train_exe(), "-m", *spec.overrides(cell), "seed=" + ",".join(map(str, seeds)), f"hydra.sweep.dir={hydra_value(str(root))}",
             "hydra.sweep.subdir=seed${seed}", "ckpt_path=last", *spec.launcher]
 
 

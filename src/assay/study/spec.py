@@ -42,6 +42,16 @@ METRIC_PREFIXES = ("test/", "val/", "train/", "selection/", "mixing/", "collab/"
 """Where a run's summary metrics live: a declared metric outside them cannot be in any run."""
 NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 PLACEHOLDER = re.compile(r"\{(run|setup):([^}]*)\}")
+PLAIN_VALUE = re.compile(r"^[\w./:@${}+-]*$")
+
+
+def hydra_value(path: str) -> str:
+    """``path`` as the value of a Hydra override: as it is, or single-quoted where it holds a character
+    the override grammar reads otherwise (a crossed cell's directory, ``dpo@flip=0.4``, holds ``=``)."""
+    if PLAIN_VALUE.match(path):
+        return path
+    return "'" + path.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
 
 
 @dataclass(frozen=True)
@@ -123,9 +133,12 @@ class StudySpec:
         def one(m: re.Match) -> str:
             kind, ref = m.groups()
             if kind == "setup":
-                return str(self.setup_dir(ref).resolve())
-            target = self.run_dir(Cell(ref, cell.level), 0).parent.resolve()
-            return str(target / (f"seed{seed}" if seed is not None else "seed${seed}"))
+                path = str(self.setup_dir(ref).resolve())
+            else:
+                target = self.run_dir(Cell(ref, cell.level), 0).parent.resolve()
+                path = str(target / (f"seed{seed}" if seed is not None else "seed${seed}"))
+            quoted = m.start() > 0 and text[m.start() - 1] in "'\""  # the spec quoted the reference itself
+            return path if quoted else hydra_value(path)
 
         return PLACEHOLDER.sub(one, text)
 

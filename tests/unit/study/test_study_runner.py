@@ -94,3 +94,25 @@ def test_a_dirty_tree_is_a_warning_and_names_the_diff(spec, at_commit):
     run(spec, dry_run=True, echo=lines.append)
     assert lines[0].startswith("[assay-study] warning: the working tree has uncommitted changes") and label in lines[0]
     assert all(s.status == "missing" for s in states(spec))
+
+
+def test_a_crossed_cells_directories_and_references_parse_as_hydra_overrides(tmp_path):
+    """A crossed cell's directory is <arm>@<factor>=<level>: its '=' must reach Hydra inside a quoted value,
+    in hydra.sweep.dir and in every {run:...} reference to it (a reference the spec quoted itself stays as written)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from assay.study.runner import cell_command
+
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "study.yaml").write_text(yaml.safe_dump({
+        "base": ["debug=fast"], "setup": {"sft": ["trainer.max_steps=2"]},
+        "cross": {"flip": {"0.4": ["noise.p=0.4", "model.init_from={setup:sft}"]}},
+        "arms": {"probe": ["optim.lr=1"], "b": ["selection.dynamics_from={run:probe}"], "c": ["selection.dynamics_from='{run:probe}'"]},
+        "seeds": [0, 1], "primary": "test/loss", "comparisons": [{"arm": "b", "baseline": "c"}]}, sort_keys=False))
+    spec = load(tmp_path / "s")
+    for arm in ("b", "c"):
+        cell = Cell(arm, (("flip", "0.4"),))
+        parsed = {o.key_or_group: o.value() for o in OverridesParser.create().parse_overrides(cell_command(spec, cell, [0, 1])[2:])}
+        assert parsed["hydra.sweep.dir"] == str((tmp_path / "s" / "runs" / f"{arm}@flip=0.4").resolve())
+        assert str(parsed["selection.dynamics_from"]) == str((tmp_path / "s" / "runs" / "probe@flip=0.4").resolve()) + "/seed${seed}"
+        assert parsed["model.init_from"] == str((tmp_path / "s" / "setup" / "sft").resolve())
