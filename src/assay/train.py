@@ -312,7 +312,10 @@ def print_summary(summary: dict[str, Any]) -> None:
     for stage in [summary, *summary.get("stages", {}).values()]:
         if "wandb" in stage:
             w = stage["wandb"]
-            how = f"offline; upload it with [bold]wandb sync {w['dir']}[/bold]" if w["offline"] else "synced"
+            # a resumed run's attempts are directories of one wandb run id: upload them all
+            attempts = sorted(Path(w["dir"]).parent.glob(f"offline-run-*-{w.get('id', '')}")) if w["offline"] else []
+            target = str(Path(w["dir"]).parent / f"offline-run-*-{w['id']}") if len(attempts) > 1 else w["dir"]
+            how = f"offline; upload it with [bold]wandb sync {target}[/bold]" if w["offline"] else "synced"
             console.print(f"wandb run: {w['dir']} ({how})", soft_wrap=True)
 
 

@@ -75,6 +75,7 @@ def test_own_files_on_a_chat_model_sft_then_dpo_interrupted_resumed_loaded_and_c
     assert "stage sft" in r.stdout + r.stderr and "wandb sync" in r.stdout
     sft_wandb = sorted((run / "sft" / "wandb").glob("offline-run-*"))
     assert len(sft_wandb) == 2 and len({p.name.rsplit("-", 1)[1] for p in sft_wandb}) == 1  # the resumed attempt continues the same wandb run
+    assert f"wandb sync {run / 'sft' / 'wandb'}/offline-run-*-{sft_wandb[0].name.rsplit('-', 1)[1]}" in r.stdout  # both attempts uploaded
 
     # the sample prompt, answered at the end of each stage's training (once: the resumed SFT stage adds no row) and logged to wandb
     for stage in ("sft", "dpo"):
