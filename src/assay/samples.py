@@ -43,23 +43,15 @@ class SamplePrompts(pl.Callback):
             self._last_step = max((r[0] for r in self.table), default=-1)
 
     def answers(self, model) -> list[str]:
-        """Greedy answers, the prompts left-padded into one batch."""
-        import torch
+        """Greedy answers, the prompts left-padded into one batch (as the held-out generations are)."""
+        from assay.data.collate import pad_left
+        from assay.models.passes import eval_mode, generate_texts, model_device
 
-        from assay.models.passes import generate_texts, model_device
-
-        pad = self.tokenizer.pad_token_id
-        width = max(len(p) for p in self.prompt_ids)
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in self.prompt_ids])
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in self.prompt_ids])
+        batch = pad_left(self.prompt_ids, self.tokenizer.pad_token_id)
         device = model_device(model)
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                return generate_texts(model, self.tokenizer, ids.to(device), mask.to(device), self.max_new_tokens)
-        finally:
-            model.train(was_training)
+        with eval_mode(model):
+            return generate_texts(model, self.tokenizer, batch["prompt_input_ids"].to(device), batch["prompt_attention_mask"].to(device),
+                                  self.max_new_tokens)
 
     def record(self, trainer: pl.Trainer, model) -> None:
         step = int(trainer.global_step)

@@ -157,7 +157,7 @@ class Collator:
             if flag in rows[0]:
                 batch[flag] = torch.tensor([r[flag] for r in rows])
         if self.with_generation:
-            batch.update(_pad_left([r["prompt_ids"] for r in rows], self.pad_id))
+            batch.update(pad_left([r["prompt_ids"] for r in rows], self.pad_id))
             batch["answers"] = [r["answer"] for r in rows]
         return batch
 
@@ -268,7 +268,7 @@ def shared_prompt_layout(rows: list[dict[str, Any]], pad_id: int, pack_factor: f
     }
 
 
-def _pad_left(seqs: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+def pad_left(seqs: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
     t = max(len(s) for s in seqs)
     return {
         "prompt_input_ids": torch.tensor([[pad_id] * (t - len(s)) + s for s in seqs], dtype=torch.long),
