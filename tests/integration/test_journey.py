@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import USER_MODEL_CACHE
 
 GGUF = USER_MODEL_CACHE / "SmolLM2-135M-Instruct.Q4_1.gguf"
-pytestmark = [pytest.mark.integration,
+pytestmark = [pytest.mark.integration, pytest.mark.slow,
               pytest.mark.skipif(not GGUF.is_file(), reason="SmolLM2 GGUF not fetched; run `assay-fetch smollm2` (make test does)")]
 
 FACTS = [("capital of France", "Paris"), ("capital of Italy", "Rome"), ("capital of Spain", "Madrid"), ("capital of Peru", "Lima"),
