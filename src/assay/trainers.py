@@ -29,9 +29,8 @@ DEFAULT_STEPS = 2500
 
 
 def steps_unless_epochs(epochs: Any, steps: Any) -> Any:
-    """``${assay.steps_unless_epochs:${.max_epochs},N}``: the default ``max_steps`` of a profile or a model
-    preset. A run given ``trainer.max_epochs`` alone trains that many epochs (no step default caps it);
-    a run given both stops at whichever comes first."""
+    """``${assay.steps_unless_epochs:${.max_epochs},N}``, the default ``max_steps`` of a profile or a model preset:
+    ``trainer.max_epochs`` alone sets the length (no step default caps it); given both, whichever comes first."""
     return None if epochs is not None and int(epochs) > 0 else steps
 
 
@@ -116,6 +115,8 @@ class TrainerConfig:
     """Fields of the profile that are not ``pytorch_lightning.Trainer`` arguments."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.max_steps, str):  # built in Python, not composed: the default's interpolation is unresolved
+            self.max_steps = steps_unless_epochs(self.max_epochs, DEFAULT_STEPS)
         if self.threads is not None:
             check(self.threads > 0, "trainer.threads", self.threads, "must be a positive integer (or null)")
         if self.peak_flops is not None:
