@@ -246,11 +246,8 @@ def check_run(spec: Any) -> None:
     trainer = spec.trainer
     wants = [f"{group}={getattr(spec, group).name}" for group in ("dynamics", "selection") if getattr(getattr(spec, group), "per_sample_gradients", False)]
     if wants and trainer.shards_parameters:
-        raise UserError(
-            "trainer.strategy", trainer.strategy,
-            f"shards parameters across ranks, and {' and '.join(wants)} needs every parameter whole on every rank for per-sample "
-            "gradients; use trainer=ddp or trainer=deepspeed_zero2 (or a scorer / dynamics without gradients)",
-        )
+        raise UserError("trainer.strategy", trainer.strategy, f"shards parameters across ranks, and {' and '.join(wants)} needs every parameter "
+                        "whole on every rank for per-sample gradients; use trainer=ddp or trainer=deepspeed_zero2 (or a scorer / dynamics without gradients)")
     probe = getattr(spec.selection, "probe_optimizer", None) if getattr(spec.selection, "probes_whole_model", False) else None
     if probe is not None and (trainer.shards_parameters or (probe == "run" and trainer.shards_optimizer_state)):
         raise UserError(
@@ -268,8 +265,9 @@ def check_run(spec: Any) -> None:
             raise UserError("objective.ref_sync", spec.objective.ref_sync, "mixes the policy's weights into the reference, and with "
                             "LoRA adapters those are factors whose mix is not the mix of their products (TRL refuses PEFT too); set model.lora.r=0")
     attention = getattr(spec.model, "attn_implementation", None)
-    if attention == "flash_attention_2" and spec.objective.collation.get("share_prompt"):
-        raise UserError("model.attn_implementation", attention, "takes no custom attention mask, and the shared-prompt preference layout needs one; set objective.share_prompt=false or use sdpa")
+    if attention == "flash_attention_2" and spec.objective.custom_attention_mask:
+        raise UserError("model.attn_implementation", attention, "takes no custom attention mask, and the objective's packed layout needs one; set "
+                        f"{'objective.share_prompt=false' if 'share_prompt' in spec.objective.collation else 'objective.pack_factor=0'} or use sdpa")
 
 
 @register("trainer", "cpu")

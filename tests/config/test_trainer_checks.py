@@ -59,7 +59,7 @@ GPU1 = Machine("a 1-GPU node", gpus=1, cpus=8, bf16=True)
         (["trainer=gpu"], Machine("an old GPU node", 1, 8, bf16=False), ["trainer.precision='bf16-mixed'", "does not support bfloat16"]),
         (["trainer=gpu", "trainer.precision=transformer-engine"], GPU1, ["trainer.precision='transformer-engine'", "not installed"]),
         (["trainer=gpu"], Machine("the SLURM job (hydra.launcher.gpus_per_node=0)", 0, 4, local=False), ["gpus_per_node=0", "gets no GPU"]),
-        (["model.attn_implementation=flash_attention_2"], this_machine(), ["model.attn_implementation='flash_attention_2'", "use sdpa"]),
+        (["objective.pack_factor=0", "model.attn_implementation=flash_attention_2"], this_machine(), ["model.attn_implementation='flash_attention_2'", "use sdpa"]),
     ],
 )
 def test_machine_checks_refuse_in_one_line(compose_cfg, overrides, machine, fragments):
@@ -103,6 +103,7 @@ def test_slurm_sweeps_are_checked_against_the_requested_nodes(compose_cfg):
         (["trainer.devices=0"], ["trainer.devices=0", "positive count"]),
         (["model.attn_implementation=flash"], ["model.attn_implementation='flash'", "sdpa"]),
         (["objective=dpo", "data.format=preference", "model.attn_implementation=flash_attention_2"], ["model.attn_implementation='flash_attention_2'", "share_prompt=false"]),
+        (["model.attn_implementation=flash_attention_2"], ["model.attn_implementation='flash_attention_2'", "objective.pack_factor=0"]),
     ],
 )
 def test_config_refusals_are_one_line(compose_cfg, overrides, fragments):
@@ -119,6 +120,7 @@ def test_config_refusals_are_one_line(compose_cfg, overrides, fragments):
         ["trainer=fsdp", "trainer.sharding_strategy=NO_SHARD", "dynamics=gradients"],
         ["trainer=fsdp", "dynamics=losses", "selection=el2n", "selection.allow_untrained=true"],  # no per-sample gradients
         ["objective=dpo", "data.format=preference", "objective.share_prompt=false", "model.attn_implementation=flash_attention_2"],
+        ["objective.pack_factor=0", "model.attn_implementation=flash_attention_2"],
     ],
 )
 def test_what_sharding_allows_still_validates(compose_cfg, overrides):

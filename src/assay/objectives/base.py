@@ -122,6 +122,12 @@ class ObjectiveConfig:
         """Keyword arguments of ``collate.Collator`` for the batch layout this objective reads."""
         return {}
 
+    @property
+    def custom_attention_mask(self) -> bool:
+        """True when the objective scores its batches through a custom 4D attention mask (packed or
+        shared-prompt layouts), which flash-attention kernels do not take."""
+        return False
+
     def build_controller(self) -> Optional[torch.nn.Module]:
         """Running state of a dynamic objective (buffers only), or None for a static one."""
         return self.controller.build(self)

@@ -7,7 +7,7 @@ from typing import Optional
 
 from assay.lazy import F, torch
 
-from assay.data.collate import IGNORE, PROMPT
+from assay.data.collate import IGNORE, PROMPT, pack_first_fit
 from assay.errors import UserError
 
 
@@ -45,29 +45,94 @@ def log_sum_sq_probs(logits: torch.Tensor) -> torch.Tensor:
 
 
 def sequence_logps(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
-                   wpo: bool = False) -> SequenceLogps:
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1]
+                   wpo: bool = False, pack_factor: float = 0.0) -> SequenceLogps:
+    """Log-probs of the labelled tokens of a right-padded batch [N, T], one sequence per row.
+
+    ``pack_factor`` > 0 computes them with the sequences packed whole into rows of at most
+    max(1, pack_factor) times the longest sequence (``packed_layout``: padding-free packing, each
+    sequence attending only to itself and keeping its own positions), so the forward and backward see
+    the batch's real tokens plus little padding. The result is the same, to float rounding, in the same
+    [N]/[N, T-1] shapes; the model's attention must take a custom 4D mask (sdpa or eager)."""
     targets = labels[:, 1:]
     mask = targets != IGNORE
-    # log_softmax + gather, one token per position: the memory-light form of cross-entropy per token.
-    token_logps = -F.cross_entropy(
-        logits.float().reshape(-1, logits.size(-1)), targets.clamp(min=0).reshape(-1), reduction="none"
-    ).view_as(targets)
-    token_logps = token_logps * mask
+    rows, cols = mask.nonzero(as_tuple=True)  # target (row, column): predicted by the logits at that column
+    if pack_factor > 0:
+        layout = packed_layout(attention_mask, pack_factor)
+        allowed = model_attention_mask(model, shared_prompt_mask(layout["segment"], layout["segment"].clamp(max=0)), "objective.pack_factor", pack_factor)
+        inputs = dict(input_ids=input_ids.flatten()[layout["source"]].view_as(layout["segment"]), attention_mask=allowed,
+                      position_ids=layout["position_ids"])
+        index = layout["start"][rows] + cols
+    else:
+        inputs = dict(input_ids=input_ids, attention_mask=attention_mask)
+        index = rows * input_ids.shape[1] + cols
+    picked = target_logits(model, inputs, index)
+    flat = -F.cross_entropy(picked, targets[rows, cols], reduction="none")
+    token_logps = flat.new_zeros(targets.shape).index_put((rows, cols), flat)
     count = mask.sum(-1).clamp(min=1)
     with torch.no_grad():
-        hits = ((logits.argmax(-1) == targets) & mask).sum(-1)
-        wpo_mean = (((token_logps - log_sum_sq_probs(logits)) * mask).sum(-1) / count) if wpo else None
+        hit = (picked.argmax(-1) == targets[rows, cols]).float()
+        hits = hit.new_zeros(targets.shape).index_put((rows, cols), hit).sum(-1)
+        wpo_mean = None
+        if wpo:
+            aligned = (flat - log_sum_sq_probs(picked))
+            wpo_mean = aligned.new_zeros(targets.shape).index_put((rows, cols), aligned).sum(-1) / count
     return SequenceLogps(
         sum=token_logps.sum(-1),
         count=count,
         mean_prob=(token_logps.exp() * mask).sum(-1) / count,
-        token_acc=hits.float() / count,
+        token_acc=hits / count,
         correct=(hits == mask.sum(-1)).float(),
         token_logps=token_logps,
         mask=mask,
         wpo_mean=wpo_mean,
     )
+
+
+def target_logits(model: torch.nn.Module, inputs: dict, index: torch.Tensor) -> torch.Tensor:
+    """[M, V] float32 logits at the flat positions ``index`` (into rows·T) of the model's output on
+    ``inputs``: the positions that predict a scored token."""
+    logits = model(**inputs, use_cache=False).logits
+    return logits.reshape(-1, logits.size(-1))[index].float()
+
+
+def packed_layout(attention_mask: torch.Tensor, pack_factor: float) -> dict[str, torch.Tensor]:
+    """Where the sequences of a right-padded batch [N, T] go when packed whole (first fit, longest
+    first) into rows of at most max(1, ``pack_factor``) times the longest sequence.
+
+    Returns, for ``n`` packed rows of width ``W``: ``source`` [n·W], the flat index (into N·T) of the
+    token each packed slot holds (padding slots repeat a padding token or the first token; they are
+    never attended to by, nor predict, a real token); ``position_ids`` [n, W], each sequence's own
+    positions 0..L-1; ``segment`` [n, W], the sequence a slot belongs to (-1 on padding); and
+    ``start`` [N], the flat index (into n·W) of each sequence's first token, so column j of sequence i
+    sits at ``start[i] + j``."""
+    n_seq, t = attention_mask.shape
+    lengths = attention_mask.sum(-1).tolist()
+    check_right_padded(attention_mask, lengths)
+    longest = max(max(lengths), 1)
+    bins = pack_first_fit(lengths, max(longest, int(pack_factor * longest)))
+    width = max(max(sum(lengths[k] for k in b) for b in bins), 1)
+    source = torch.full((len(bins) * width,), t - 1, dtype=torch.long)  # padding slots read the last column
+    position = torch.zeros(len(bins) * width, dtype=torch.long)
+    segment = torch.full((len(bins) * width,), -1, dtype=torch.long)
+    start = torch.zeros(n_seq, dtype=torch.long)
+    for row, members in enumerate(bins):
+        offset = row * width
+        for k in members:
+            span = torch.arange(lengths[k])
+            source[offset:offset + lengths[k]] = k * t + span
+            position[offset:offset + lengths[k]] = span
+            segment[offset:offset + lengths[k]] = k
+            start[k] = offset
+            offset += lengths[k]
+    device = attention_mask.device
+    return {"source": source.to(device), "position_ids": position.view(-1, width).to(device),
+            "segment": segment.view(-1, width).to(device), "start": start.to(device)}
+
+
+def check_right_padded(attention_mask: torch.Tensor, lengths: list[int]) -> None:
+    expected = torch.arange(attention_mask.shape[1], device=attention_mask.device)[None] < torch.tensor(lengths, device=attention_mask.device)[:, None]
+    if not torch.equal(attention_mask.bool(), expected):
+        raise ValueError("packing needs right-padded rows (the attention mask a prefix of ones in every row)")
 
 
 def shared_prompt_mask(segment: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
@@ -85,7 +150,7 @@ def shared_prompt_mask(segment: torch.Tensor, part: torch.Tensor) -> torch.Tenso
     return (causal & same & visible)[:, None]
 
 
-def model_attention_mask(model: torch.nn.Module, allowed: torch.Tensor) -> torch.Tensor:
+def model_attention_mask(model: torch.nn.Module, allowed: torch.Tensor, setting: str = "objective.share_prompt", value: object = True) -> torch.Tensor:
     """``allowed`` in the form the model's attention takes as a custom 4D mask.
 
     transformers passes a 4D mask through unchanged (``masking_utils``): ``sdpa`` hands it to
@@ -98,10 +163,10 @@ def model_attention_mask(model: torch.nn.Module, allowed: torch.Tensor) -> torch
     if impl == "eager":
         dtype = model.get_input_embeddings().weight.dtype
         return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+    off = "objective.share_prompt=false" if setting == "objective.share_prompt" else f"{setting}=0"
     raise UserError(
-        "objective.share_prompt", True,
-        f"needs a model whose attention takes a custom 4D mask (attn_implementation sdpa or eager), this one uses {impl!r}; "
-        "set objective.share_prompt=false",
+        setting, value,
+        f"needs a model whose attention takes a custom 4D mask (attn_implementation sdpa or eager), this one uses {impl!r}; set {off}",
     )
 
 
@@ -109,8 +174,7 @@ def shared_prompt_logps(model: torch.nn.Module, batch: dict, heads: bool = False
     """[2B] log-probs of a shared-prompt batch (``collate.shared_prompt_layout``): chosen responses
     first, then rejected ones, as ``sequence_logps`` returns them for the two-sequence layout."""
     mask = model_attention_mask(model, shared_prompt_mask(batch["segment"], batch["part"]))
-    logits = model(input_ids=batch["input_ids"], attention_mask=mask, position_ids=batch["position_ids"], use_cache=False).logits
-    picked = logits.reshape(-1, logits.size(-1))[batch["target_index"]].float()
+    picked = target_logits(model, dict(input_ids=batch["input_ids"], attention_mask=mask, position_ids=batch["position_ids"]), batch["target_index"])
     token_logps = -F.cross_entropy(picked, batch["target_ids"], reduction="none")
     seq = batch["target_seq"]
     n = 2 * len(batch["ids"])

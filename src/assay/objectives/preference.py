@@ -140,6 +140,10 @@ class PreferenceObjective(ObjectiveConfig):
         return {"share_prompt": self.share_prompt, "pack_factor": self.pack_factor}
 
     @property
+    def custom_attention_mask(self) -> bool:
+        return self.share_prompt
+
+    @property
     def reference_heads(self) -> bool:
         """True when the reference log-probs of each response's first min(|y_w|, |y_l|) tokens are
         needed too (LD-DPO against a reference)."""

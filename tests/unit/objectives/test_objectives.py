@@ -547,7 +547,7 @@ def test_sft_records_confidence_token_accuracy_and_correctness_hand_derived():
         "attention_mask": torch.tensor([[1, 1, 1, 0], [1, 1, 1, 0]]),
         "labels": torch.tensor([[IGNORE, 2, 3, IGNORE], [IGNORE, 2, 1, IGNORE]]),
     }
-    out = SFT().compute(FixedModel(), batch)
+    out = SFT(pack_factor=0).compute(FixedModel(), batch)  # one row per example: the fixed logits are per position
     assert torch.allclose(out.loss, torch.tensor([0.43375, 1.32963]), atol=1e-5)
     assert torch.allclose(out.metrics["confidence"], torch.tensor([0.65, 0.4]))
     assert out.metrics["token_acc"].tolist() == [1.0, 0.5]

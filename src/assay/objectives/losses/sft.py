@@ -8,6 +8,7 @@ from typing import ClassVar, Optional
 from assay.lazy import torch
 
 from assay.cards import MethodCard
+from assay.errors import check
 from assay.objectives.base import ObjectiveConfig, ObjectiveOutput
 from assay.objectives.logps import sequence_logps
 from assay.registry import register
@@ -36,12 +37,26 @@ class SFT(ObjectiveConfig):
     )
 
     name: str = "sft"
+    pack_factor: float = 2.0
+    """Padding-free packing: the batch's examples are packed whole (first fit, longest first) into
+    rows of at most max(1, pack_factor) times its longest example, each attending only to itself and
+    keeping its own positions, so the forward and backward skip most of the padding. The log-probs
+    and the loss are those of one example per row to float rounding. 0 = one example per padded row.
+    Needs a model with ``sdpa`` or ``eager`` attention (a custom 4D mask)."""
+
+    def __post_init__(self) -> None:
+        check(self.pack_factor >= 0, "objective.pack_factor", self.pack_factor, "must be >= 0 (0: one example per row)")
+        super().__post_init__()
+
+    @property
+    def custom_attention_mask(self) -> bool:
+        return self.pack_factor > 0
 
     @property
     def data_format(self) -> str:
         return "sft"
 
     def compute(self, model: torch.nn.Module, batch: dict, training: bool = False, controller: Optional[torch.nn.Module] = None) -> ObjectiveOutput:
-        lp = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        lp = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["labels"], pack_factor=self.pack_factor)
         return ObjectiveOutput(loss=sft_loss(lp.sum, lp.count), metrics={"confidence": lp.mean_prob, "token_acc": lp.token_acc, "correct": lp.correct},
                                token_logps=lp.token_logps, token_mask=lp.mask, weight=batch.get("weight"))
