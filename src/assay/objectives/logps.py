@@ -9,6 +9,7 @@ from assay.lazy import F, torch
 
 from assay.data.collate import IGNORE, PROMPT, pack_first_fit
 from assay.errors import UserError
+from assay.objectives.lm_head import TargetLogps, head_parts, target_logps
 
 
 @dataclass
@@ -65,16 +66,14 @@ def sequence_logps(model: torch.nn.Module, input_ids: torch.Tensor, attention_ma
     else:
         inputs = dict(input_ids=input_ids, attention_mask=attention_mask)
         index = rows * input_ids.shape[1] + cols
-    picked = target_logits(model, inputs, index)
-    flat = -F.cross_entropy(picked, targets[rows, cols], reduction="none")
-    token_logps = flat.new_zeros(targets.shape).index_put((rows, cols), flat)
+    scored = scored_logps(model, inputs, index, targets[rows, cols], hits=True, sum_sq=wpo)
+    token_logps = scored.logps.new_zeros(targets.shape).index_put((rows, cols), scored.logps)
     count = mask.sum(-1).clamp(min=1)
     with torch.no_grad():
-        hit = (picked.argmax(-1) == targets[rows, cols]).float()
-        hits = hit.new_zeros(targets.shape).index_put((rows, cols), hit).sum(-1)
+        hits = token_logps.new_zeros(targets.shape).index_put((rows, cols), scored.hits.to(token_logps.dtype)).sum(-1)
         wpo_mean = None
         if wpo:
-            aligned = (flat - log_sum_sq_probs(picked))
+            aligned = scored.logps - scored.log_sum_sq
             wpo_mean = aligned.new_zeros(targets.shape).index_put((rows, cols), aligned).sum(-1) / count
     return SequenceLogps(
         sum=token_logps.sum(-1),
@@ -88,11 +87,35 @@ def sequence_logps(model: torch.nn.Module, input_ids: torch.Tensor, attention_ma
     )
 
 
-def target_logits(model: torch.nn.Module, inputs: dict, index: torch.Tensor) -> torch.Tensor:
-    """[M, V] float32 logits at the flat positions ``index`` (into rows·T) of the model's output on
-    ``inputs``: the positions that predict a scored token."""
-    logits = model(**inputs, use_cache=False).logits
-    return logits.reshape(-1, logits.size(-1))[index].float()
+FUSED_HEAD_ABOVE = 128 * 2**20
+"""Scored positions whose float32 logits would exceed this many bytes go through the chunked head
+(``lm_head.target_logps``: memory O(chunk·V), one more head matmul); fewer take the plain head on
+the scored positions, which is faster (benchmarks/README.md, "LM head")."""
+
+
+def scored_logps(model: torch.nn.Module, inputs: dict, index: torch.Tensor, targets: torch.Tensor, hits: bool = False,
+                 sum_sq: bool = False) -> TargetLogps:
+    """log p of ``targets`` [M] predicted at the flat positions ``index`` (into rows·T) of the model's
+    output on ``inputs``. Only those positions reach the lm head where the model splits into a body
+    and a plain linear head (``lm_head.head_parts``); the prompt and padding positions get no logits."""
+    parts = head_parts(model)
+    if parts is None:
+        logits = model(**inputs, use_cache=False).logits
+        return logps_from_logits(logits.reshape(-1, logits.size(-1))[index].float(), targets, hits, sum_sq)
+    body, weight = parts
+    hidden = body(**inputs, use_cache=False).last_hidden_state
+    hidden = hidden.reshape(-1, hidden.size(-1))[index]
+    if 4 * targets.numel() * weight.shape[0] > FUSED_HEAD_ABOVE:
+        return target_logps(hidden, weight, targets, want_hits=hits, want_sum_sq=sum_sq)
+    return logps_from_logits(F.linear(hidden, weight).float(), targets, hits, sum_sq)
+
+
+def logps_from_logits(logits: torch.Tensor, targets: torch.Tensor, hits: bool, sum_sq: bool) -> TargetLogps:
+    out = TargetLogps(-F.cross_entropy(logits, targets, reduction="none"))
+    with torch.no_grad():
+        out.hits = (logits.argmax(-1) == targets) if hits else None
+        out.log_sum_sq = log_sum_sq_probs(logits) if sum_sq else None
+    return out
 
 
 def packed_layout(attention_mask: torch.Tensor, pack_factor: float) -> dict[str, torch.Tensor]:
@@ -174,8 +197,9 @@ def shared_prompt_logps(model: torch.nn.Module, batch: dict, heads: bool = False
     """[2B] log-probs of a shared-prompt batch (``collate.shared_prompt_layout``): chosen responses
     first, then rejected ones, as ``sequence_logps`` returns them for the two-sequence layout."""
     mask = model_attention_mask(model, shared_prompt_mask(batch["segment"], batch["part"]))
-    picked = target_logits(model, dict(input_ids=batch["input_ids"], attention_mask=mask, position_ids=batch["position_ids"]), batch["target_index"])
-    token_logps = -F.cross_entropy(picked, batch["target_ids"], reduction="none")
+    scored = scored_logps(model, dict(input_ids=batch["input_ids"], attention_mask=mask, position_ids=batch["position_ids"]),
+                          batch["target_index"], batch["target_ids"], sum_sq=wpo)
+    token_logps = scored.logps
     seq = batch["target_seq"]
     n = 2 * len(batch["ids"])
     total = token_logps.new_zeros(n).index_add(0, seq, token_logps)
@@ -191,7 +215,7 @@ def shared_prompt_logps(model: torch.nn.Module, batch: dict, heads: bool = False
         out.head = head_sums(token_logps, seq, index - first[seq] + 1, tokens)
     if wpo:
         with torch.no_grad():
-            aligned = token_logps - log_sum_sq_probs(picked)
+            aligned = token_logps - scored.log_sum_sq
             out.wpo_mean = aligned.new_zeros(n).index_add(0, seq, aligned) / count
     return out
 

@@ -101,3 +101,28 @@ def test_flash_attention_model_names_the_setting():
     b = batch(sft_rows(3))
     with pytest.raises(UserError, match="objective.pack_factor=0"):
         sequence_logps(model, b["input_ids"], b["attention_mask"], b["labels"], pack_factor=2.0)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_head_on_scored_positions_only_gives_the_full_logits_results(monkeypatch, fused):
+    """The lm head sees only the positions that predict a scored token, plainly or chunked
+    (``FUSED_HEAD_ABOVE`` = 0 forces the chunked head): the same log-probs, WPO terms and gradients as
+    the model's own full logits."""
+    from assay.objectives import logps
+
+    b = batch(sft_rows(8, seed=2))
+    model = tiny_model()
+    monkeypatch.setattr(logps, "head_parts", lambda m: None)  # the model's full logits
+    full = sequence_logps(model, b["input_ids"], b["attention_mask"], b["labels"], wpo=True, pack_factor=2.0)
+    full.sum.sum().backward()
+    want = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    monkeypatch.undo()
+    if fused:
+        monkeypatch.setattr(logps, "FUSED_HEAD_ABOVE", 0)
+    got = sequence_logps(model, b["input_ids"], b["attention_mask"], b["labels"], wpo=True, pack_factor=2.0)
+    got.sum.sum().backward()
+    assert torch.allclose(got.token_logps, full.token_logps, atol=1e-5, rtol=0)
+    assert torch.equal(got.correct, full.correct) and torch.allclose(got.wpo_mean, full.wpo_mean, atol=1e-5)
+    for n, p in model.named_parameters():
+        assert torch.allclose(p.grad, want[n], atol=1e-6, rtol=1e-4), n
