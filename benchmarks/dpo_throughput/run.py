@@ -1,7 +1,8 @@
-"""DPO training throughput on CPU: assay vs TRL's DPOTrainer vs a bare PyTorch loop.
+"""DPO (and SFT) training throughput on CPU: assay vs TRL's DPOTrainer (SFTTrainer) vs a bare PyTorch loop.
 
-    .venv/bin/python benchmarks/dpo_throughput/run.py [--steps N --batch-size B --threads T]
+    .venv/bin/python benchmarks/dpo_throughput/run.py [--steps N --batch-size B --threads T ...]
     .venv/bin/python benchmarks/dpo_throughput/run.py --arm realistic   # SmolLM2-135M, UltraFeedback-like lengths, LoRA and full
+    .venv/bin/python benchmarks/dpo_throughput/run.py --arm realistic --objective sft --threads 1 2   # SFT, at 1 and 2 threads
 
 Two arms. ``tiny`` (the default) is described below. ``realistic`` trains SmolLM2-135M (the real
 weights of ``model=smollm2_135m``, ``assay-fetch smollm2``; a Llama of hidden 576, 30 layers, 9
@@ -39,8 +40,8 @@ framework's per-step bookkeeping included; setup and teardown excluded).
 MFU. Before the contenders (and again after them) the same invocation measures the machine's own
 dense-matmul peak with ``assay.run.peak.peak_flops`` (the function every assay run uses; float32,
 ``--threads`` threads, best of 3, into a fresh cache so it is measured, not read; on CUDA the card's
-datasheet bf16 peak, with a measured bf16 matmul beside it); the higher of the two measurements is
-the peak. Each contender's MFU = its model FLOPs per second ÷ that peak, with the FLOPs of
+datasheet bf16 peak, with a measured bf16 matmul beside it); MFU is against the measurement before
+the contenders, the one after shows whether the machine's speed moved. Each contender's MFU = its model FLOPs per second ÷ that peak, with the FLOPs of
 ``assay.run.speed`` (PaLM, arXiv 2204.02311, appendix B), counted from the model it trains:
 
     FLOPs per pair = (6·N_trainable + 4·N_frozen)·tokens + 12·L·H·Q·Σ t²
@@ -54,10 +55,38 @@ what each contender runs per pair: two sequences (P + C and P + R tokens) for TR
 and for assay with ``objective.share_prompt=false``, one sequence P + C + R for assay's shared-prompt
 default. Tokens/s is pairs/s times those tokens.
 
+SFT (``--objective sft``). Each example is a row's prompt and one response (the realistic arm: the
+chosen reply, ``data.columns={completion:chosen}``; the tiny arm: the skills corpus's completion),
+trained on with the loss on the response tokens only, one sequence P + C per example padded to the
+batch's longest, nothing precomputed:
+
+- ``assay``: as above with ``objective=sft`` and ``data.format=sft`` (per-sample dynamics on). Its
+  loss is the mean over the batch's examples of each example's mean token NLL.
+- ``trl``: ``trl.SFTTrainer`` on a prompt-completion dataset (``completion_only_loss=True``: the
+  loss on the completion tokens), ``packing=False`` and ``padding_free=False`` (TRL's defaults,
+  recorded in the row), otherwise configured as its DPO contender. Its loss is the mean over all the
+  batch's completion tokens; the token ids, and which of them carry the loss, are checked against
+  assay's for every example.
+- ``bare``: pad to the batch's longest, one forward, the mean NLL of the batch's completion tokens,
+  clipping, AdamW.
+
+The losses weigh tokens differently (per example vs per token), which changes the gradient, not the
+work: the same sequences pass forward and backward. Samples/s, tokens/s and MFU count the real
+(non-pad) tokens of the examples, P + C, averaged over the training examples: the same number for
+every contender, so the ratios compare the same work (the padding each contender computes is not
+counted; all three pad alike).
+
+Threads. ``--threads 1 2`` runs every (thread count, mode, contender) combination in every round,
+interleaved (thread counts outermost, so the contenders of one table run back to back), measures the
+peak at each thread count (each table's MFU is against its own), and prints one table per thread
+count and mode.
+
 Load. The 1-minute load average is recorded before and after every contender. A result row is
-written only when the load before the contender is at most ``--threads`` (the machine was otherwise
-idle); before each contender the script waits up to ``--settle`` seconds for the load to fall that
-far (the contender before it is part of the 1-minute average). ``--force`` writes every row anyway.
+written only when the load before the contender is at most its thread count (the machine was
+otherwise idle); before each contender the script waits up to ``--settle`` seconds for the load to
+fall that far (the contender before it is part of the 1-minute average). ``--force`` writes every
+row anyway. Rows carry ``"objective"`` (``dpo`` or ``sft``); SFT rows name their rates
+``samples_per_s`` / ``samples_per_cpu_s`` and their count ``examples``.
 """
 
 from __future__ import annotations
@@ -137,7 +166,9 @@ def arm_overrides(args: argparse.Namespace) -> list[str]:
     if args.arm == "tiny":
         return []
     model = ["model=smollm2_135m"] if args.init == "weights" else []  # config: see prepare()
-    return [*model, "data=jsonl", f"data.train_file={args.data_file}", "data.schema=ultrafeedback", "data.max_length=1024",
+    # SFT reads the same file: each row's prompt and its chosen reply (the schema's completion column)
+    sft = ["data.columns={completion:chosen}"] if args.objective == "sft" else []
+    return [*model, "data=jsonl", f"data.train_file={args.data_file}", "data.schema=ultrafeedback", *sft, "data.max_length=1024",
             "data.val_fraction=0.2", "data.test_fraction=0.2", f"data.eval_batch_size={args.batch_size}"]
 
 
@@ -147,13 +178,14 @@ def mode_overrides(args: argparse.Namespace) -> list[str]:
 
 def assay_overrides(args: argparse.Namespace, out_dir: Path) -> list[str]:
     """The run as ``assay-train`` would compose it; only what the benchmark fixes differs from the defaults."""
+    if args.objective == "sft":
+        objective = ["objective=sft", "data.format=sft", f"data.max_train_examples={args.pairs}", f"data.batch_size={args.batch_size}"]
+    else:
+        objective = ["objective=dpo", "data.format=preference", f"data.max_train_examples={args.pairs}", f"data.batch_size={args.batch_size}",
+                     f"objective.beta={args.beta}"]
     return [
         *arm_overrides(args),
-        "objective=dpo",
-        "data.format=preference",
-        f"data.max_train_examples={args.pairs}",
-        f"data.batch_size={args.batch_size}",
-        f"objective.beta={args.beta}",
+        *objective,
         f"optim.lr={args.lr}",
         "optim.warmup_steps=0",
         "optim.schedule=constant",
@@ -194,7 +226,6 @@ def prepare(args: argparse.Namespace, work: Path) -> dict:
     from assay.objectives.reference import attach_reference_logps
 
     import torch
-    from transformers import AutoTokenizer
 
     torch.set_num_threads(args.threads)
     cfg, spec = compose(args, work / "prepare")
@@ -212,6 +243,11 @@ def prepare(args: argparse.Namespace, work: Path) -> dict:
     data = spec.data
     train = tokenize_split(examples.splits["train"], tokenizer, data.format, data.separator, data.max_length)
     train = train.add_column("_row", list(range(len(train))))
+    if args.objective == "sft":  # nothing to precompute: SFT has no reference model
+        train.save_to_disk(str(work / "train"))
+        model.save_pretrained(work / "model")
+        tokenizer.save_pretrained(work / "tokenizer")
+        return {**sft_info(train, tokenizer, model), "_flops": mode_flops(model, args, sft_tokens(train))}
     splits, _ = attach_reference_logps(
         model.to(args.device), DatasetDict(train=train), tokenizer.pad_token_id, data.eval_batch_size, work / "reference", spec.objective.collation
     )
@@ -232,7 +268,39 @@ def prepare(args: argparse.Namespace, work: Path) -> dict:
         # the tokens of the two sequences prompt+chosen and prompt+rejected: the same work for every contender
         "pair_tokens": round(sum(2 * len(p) + len(c) + len(r) for p, c, r in zip(train["prompt_ids"], train["chosen_ids"], train["rejected_ids"])) / len(train), 1),
         "response_tokens": [min(response), round(sum(response) / len(response), 1), max(response)],
+        "_flops": mode_flops(model, args, pair_tokens(train, False)),
     }
+
+
+def sft_info(train, tokenizer, model) -> dict:
+    """What the SFT examples hold: prompt and completion tokens (the completion ends in eos), and
+    the tokens of prompt + completion, which every contender computes (padding aside)."""
+    prompt = [len(p) for p in train["prompt_ids"]]
+    completion = [len(c) for c in train["completion_ids"]]
+    lengths = [p + c for p, c in zip(prompt, completion)]
+    stats = lambda xs: [min(xs), round(sum(xs) / len(xs), 1), max(xs)]  # noqa: E731
+    return {
+        "examples": len(train),
+        "vocab": len(tokenizer),
+        "params": sum(p.numel() for p in model.parameters()),
+        "prompt_tokens": stats(prompt),
+        "completion_tokens": stats(completion),
+        "example_tokens": stats(lengths),
+    }
+
+
+def mode_flops(model, args: argparse.Namespace, tokens: tuple[float, float]) -> dict:
+    """Training FLOPs of one sample (an SFT example, or a DPO pair as two sequences) in each mode,
+    for the time estimate printed before the contenders run."""
+    import torch
+
+    from assay.run.speed import ModelShape, model_shape, train_flops
+
+    full = model_shape(model)
+    lora = sum(args.lora_r * (m.in_features + m.out_features) for name, m in model.named_modules()
+               if isinstance(m, torch.nn.Linear) and name.rsplit(".", 1)[-1] in LORA_TARGETS)
+    shapes = {"full": full, "lora": ModelShape(lora, full.params, full.layers, full.attention_width)}
+    return {mode: train_flops(shape, *tokens) for mode, shape in shapes.items()}
 
 
 def load_shared(work: Path, model: bool = True, lora: int = 0):
@@ -266,18 +334,26 @@ def stamp() -> tuple[float, float]:
     return time.perf_counter(), time.process_time()
 
 
+def unit(args: argparse.Namespace) -> str:
+    """What a sample is: a preference pair (DPO) or an example (SFT)."""
+    return "samples" if args.objective == "sft" else "pairs"
+
+
 def throughput(ends: list[tuple[float, float]], args: argparse.Namespace) -> dict:
-    """Pairs per second over the steps after the warm-up; ``ends[i]`` stamps the end of optimizer step i+1.
+    """Pairs (SFT: samples) per second over the steps after the warm-up; ``ends[i]`` stamps the end of
+    optimizer step i+1.
 
     ``pairs_per_s`` divides by wall time; ``pairs_per_cpu_s`` by the process's CPU time over the same
-    span, which other load on the machine inflates far less (with one thread they agree on an idle machine).
+    span, which other load on the machine inflates far less (with one thread they agree on an idle
+    machine; with T threads the CPU time is up to T times the wall time).
     """
     assert len(ends) == args.steps, f"expected {args.steps} step timestamps, got {len(ends)}"
     timed, pairs = args.steps - args.warmup, (args.steps - args.warmup) * args.batch_size
     seconds = ends[-1][0] - ends[args.warmup - 1][0]
     cpu_seconds = ends[-1][1] - ends[args.warmup - 1][1]
+    u = unit(args)
     return {"timed_steps": timed, "seconds": round(seconds, 3), "step_ms": round(1000 * seconds / timed, 2),
-            "pairs_per_s": round(pairs / seconds, 3), "cpu_seconds": round(cpu_seconds, 3), "pairs_per_cpu_s": round(pairs / cpu_seconds, 3)}
+            f"{u}_per_s": round(pairs / seconds, 3), "cpu_seconds": round(cpu_seconds, 3), f"{u}_per_cpu_s": round(pairs / cpu_seconds, 3)}
 
 
 def pair_tokens(train, shared: bool) -> tuple[float, float]:
@@ -304,6 +380,33 @@ def speed(result: dict, model, train, shared: bool, args: argparse.Namespace) ->
            "tokens_per_s": round(result["pairs_per_s"] * tokens, 2), "tokens_per_cpu_s": round(result["pairs_per_cpu_s"] * tokens, 2)}
     if args.peak_flops:
         out["mfu"] = round(result["pairs_per_s"] * flops_per_pair / args.peak_flops, 5)
+    return out
+
+
+def sft_tokens(train) -> tuple[float, float]:
+    """(tokens, t²) per SFT example, averaged over the training examples: the real tokens of its one
+    sequence prompt + completion, padding excluded."""
+    lengths = [len(p) + len(c) for p, c in zip(train["prompt_ids"], train["completion_ids"])]
+    return sum(lengths) / len(lengths), sum(t * t for t in lengths) / len(lengths)
+
+
+def sft_speed(result: dict, model, train, args: argparse.Namespace) -> dict:
+    """Tokens/s and MFU of an SFT contender from its samples/s and the model it trained.
+
+    Every contender pads each batch to its longest example; the padding is computed but not counted:
+    tokens and FLOPs are those of the real tokens (the same number for every contender), so the
+    ratios compare the same work."""
+    from assay.run.speed import model_shape, train_flops
+
+    shape = model_shape(model)
+    tokens, square = sft_tokens(train)
+    flops = train_flops(shape, tokens, square)
+    out = {"layout": "one sequence (P+C) a sample, padded to the batch's longest", "tokens_per_sample": round(tokens, 1),
+           "n_trainable": shape.trainable, "n_frozen": shape.frozen, "layers": shape.layers, "attention_width": shape.attention_width,
+           "flops_per_sample": flops, "flops_per_token": round(flops / tokens, 1),
+           "tokens_per_s": round(result["samples_per_s"] * tokens, 2), "tokens_per_cpu_s": round(result["samples_per_cpu_s"] * tokens, 2)}
+    if args.peak_flops:
+        out["mfu"] = round(result["samples_per_s"] * flops / args.peak_flops, 5)
     return out
 
 
@@ -354,12 +457,17 @@ def run_assay(args: argparse.Namespace, work: Path) -> dict:
     assert records == args.steps * args.batch_size, f"dynamics store holds {records} records, expected {args.steps * args.batch_size}"
     result = throughput(ends, args)
     own = {k.replace("speed/", "assay_reported_"): v for k, v in reported.summary().items() if k in ("speed/tokens_per_s", "speed/mfu")}
-    return {**result, **speed(result, module.model, train, bool(spec.objective.collation.get("share_prompt")), args), **own,
-            "dynamics_records": records, "peak_rss_mib": peak, **gpu_peak(args)}
+    if args.objective == "sft":
+        rates = sft_speed(result, module.model, train, args)
+    else:
+        rates = speed(result, module.model, train, bool(spec.objective.collation.get("share_prompt")), args)
+    return {**result, **rates, **own, "dynamics_records": records, "peak_rss_mib": peak, **gpu_peak(args)}
 
 
 # ---- (b) TRL ----------------------------------------------------------------------------------------
 def run_trl(args: argparse.Namespace, work: Path) -> dict:
+    if args.objective == "sft":
+        return run_trl_sft(args, work)
     import torch
     import trl
     from transformers import TrainerCallback
@@ -418,6 +526,8 @@ def run_trl(args: argparse.Namespace, work: Path) -> dict:
 
 # ---- (c) bare PyTorch -------------------------------------------------------------------------------
 def run_bare(args: argparse.Namespace, work: Path) -> dict:
+    if args.objective == "sft":
+        return run_bare_sft(args, work)
     import torch
     import torch.nn.functional as F
 
@@ -464,6 +574,107 @@ def run_bare(args: argparse.Namespace, work: Path) -> dict:
     return {**result, **speed(result, model, train, False, args), **gpu_peak(args)}
 
 
+# ---- SFT: TRL's SFTTrainer and the bare loop ------------------------------------------------------
+def run_trl_sft(args: argparse.Namespace, work: Path) -> dict:
+    import torch
+    import trl
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    torch.manual_seed(args.seed)
+    model, tokenizer, train = load_shared(work, lora=args.lora_r if args.mode == "lora" else 0)
+    # A prompt-completion dataset: TRL tokenizes prompt and prompt + completion + eos itself and puts
+    # the loss on the completion tokens only. assay joins prompt and completion with data.separator
+    # (" "), so the completions carry it in front; the token ids are compared with assay's below.
+    text = Dataset.from_dict({"prompt": list(train["prompt"]), "completion": [" " + c for c in train["completion"]]})
+    config = SFTConfig(
+        output_dir=str(work / "trl_run"),
+        per_device_train_batch_size=args.batch_size,
+        max_steps=args.steps,
+        learning_rate=args.lr,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=0.0,
+        adam_beta1=0.9,
+        adam_beta2=0.95,  # assay's optim.betas
+        max_grad_norm=1.0,  # assay's trainer.gradient_clip_val
+        completion_only_loss=True,
+        packing=False,  # TRL's default: one example a row, padded to the batch's longest (as assay and the bare loop)
+        padding_free=False,  # TRL's default
+        max_length=None,  # assay truncated at data.max_length=1024 already; nothing here is longer
+        gradient_checkpointing=False,
+        bf16=args.device == "cuda",  # the same bf16 autocast as assay's trainer=gpu
+        use_cpu=args.device == "cpu",
+        eval_strategy="no",
+        save_strategy="no",
+        logging_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        seed=args.seed,
+    )
+    ends: list[tuple[float, float]] = []
+
+    class StepEnds(TrainerCallback):
+        def on_step_end(self, args_, state, control, **kwargs):
+            ends.append(stamp())
+
+    trainer = SFTTrainer(model=model, args=config, train_dataset=text, processing_class=tokenizer, callbacks=[StepEnds()])
+    prepared = trainer.train_dataset  # in the dataset's order (shuffle_dataset=False)
+    ids, labels = list(prepared["input_ids"]), list(prepared["labels"])
+    prompts, completions = list(train["prompt_ids"]), list(train["completion_ids"])
+    same = sum(ids[i] == prompts[i] + completions[i] for i in range(len(train)))
+    same_loss = sum(labels[i] == [-100] * len(prompts[i]) + completions[i] for i in range(len(train)))
+    trainer.train()
+    result = throughput(ends, args)
+    return {**result, **sft_speed(result, model, train, args), **gpu_peak(args), "trl_version": trl.__version__, "optim": config.optim,
+            "packing": config.packing, "padding_free": config.padding_free, "completion_only_loss": config.completion_only_loss,
+            "loss_type": config.loss_type, "same_tokens_as_assay": f"{same}/{len(train)}", "same_loss_tokens_as_assay": f"{same_loss}/{len(train)}"}
+
+
+def run_bare_sft(args: argparse.Namespace, work: Path) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(args.seed)
+    model, tokenizer, train = load_shared(work, lora=args.lora_r if args.mode == "lora" else 0)
+    model.to(args.device).train()
+    pad = tokenizer.pad_token_id
+    prompts, completions = list(train["prompt_ids"]), list(train["completion_ids"])
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
+
+    def batch(rows: list[int]):
+        seqs = [prompts[i] + completions[i] for i in rows]
+        t = max(map(len, seqs))
+        ids = torch.full((len(seqs), t), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), t), dtype=torch.long)
+        labels = torch.full((len(seqs), t), -100, dtype=torch.long)
+        for k, (s, i) in enumerate(zip(seqs, rows)):
+            ids[k, : len(s)] = torch.tensor(s)
+            mask[k, : len(s)] = 1
+            labels[k, len(prompts[i]) : len(s)] = torch.tensor(completions[i])
+        return ids, mask, labels
+
+    order = torch.randperm(len(train)).tolist()
+    ends: list[tuple[float, float]] = []
+    for step in range(args.steps):
+        start = (step * args.batch_size) % len(train)
+        rows = order[start : start + args.batch_size]
+        ids, mask, labels = (t.to(args.device) for t in batch(rows))
+        with torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.device == "cuda"):
+            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()
+        # the mean NLL over the batch's completion tokens
+        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1), ignore_index=-100)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        ends.append(stamp())
+    result = throughput(ends, args)
+    return {**result, **sft_speed(result, model, train, args), **gpu_peak(args)}
+
+
 def measure_peak(args: argparse.Namespace, work: Path) -> dict:
     """The machine's peak FLOP/s as every assay run gets it (``assay.run.peak.peak_flops``), measured
     now: a fresh cache directory each time, so nothing is read from an earlier measurement."""
@@ -490,11 +701,21 @@ def gpu_peak(args: argparse.Namespace) -> dict:
 
 RUNNERS = {"assay": run_assay, "trl": run_trl, "bare": run_bare}
 ARMS = ("tiny", "realistic")
+OBJECTIVES = ("dpo", "sft")
 ARM_DEFAULTS = {
     "tiny": {"steps": 60, "warmup": 10, "batch_size": 64, "pairs": 2048, "repeats": 3, "modes": ["full"]},
-    # a 135M model at 300-500 tokens a sequence is seconds per pair on one CPU core: few, short steps
-    "realistic": {"steps": 4, "warmup": 1, "batch_size": 2, "repeats": 1, "modes": ["lora", "full"]},
+    # a 135M model at 300-500 tokens a sequence is seconds per sample on one CPU core: 6 timed steps of
+    # 2 samples (each contender about 1.5-3.5 minutes at one thread) in 3 rounds, so that one slow step
+    # or a burst of other load moves a median little
+    "realistic": {"steps": 8, "warmup": 2, "batch_size": 2, "repeats": 3, "modes": ["lora", "full"]},
 }
+# For the time estimate printed before the contenders run, not for any result: the share of the
+# measured matmul peak a contender's training step reaches on a CPU (float32; the realistic arm's
+# per-CPU-second rates of TRL and the bare loop on 2026-12-01, against the 105-110 GFLOP/s one core
+# of that 2-core AMD EPYC machine measured in later smoke runs), and the seconds a contender's
+# process spends outside its training steps (imports, loading the model and data, the trainer's setup).
+ASSUMED_MFU = {"full": 0.35, "lora": 0.28}
+STARTUP_S = {"tiny": 10.0, "realistic": 20.0}
 
 
 # ---- driver -----------------------------------------------------------------------------------------
@@ -511,10 +732,11 @@ def child(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def spawn(args: argparse.Namespace, what: str, work: Path, mode: str = "full") -> dict:
-    args = argparse.Namespace(**{**vars(args), "mode": mode})
+def spawn(args: argparse.Namespace, what: str, work: Path, mode: str = "full", **fixed) -> dict:
+    """Run ``what`` in its own process; ``fixed`` overrides arguments for it (threads, peak_flops)."""
+    args = argparse.Namespace(**{**vars(args), "mode": mode, **fixed})
     cmd = [sys.executable, __file__, "--one", what, "--work", str(work)]
-    for key in ("steps", "warmup", "batch_size", "pairs", "threads", "beta", "lr", "seed", "arm", "init", "size", "device", "lora_r", "data_file", "mode", "peak_flops"):
+    for key in ("objective", "steps", "warmup", "batch_size", "pairs", "threads", "beta", "lr", "seed", "arm", "init", "size", "device", "lora_r", "data_file", "mode", "peak_flops"):
         if getattr(args, key) is not None:
             cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
     cmd += ["--assay-overrides", *args.assay_overrides]
@@ -538,8 +760,23 @@ def settled_load(args: argparse.Namespace) -> float:
     return os.getloadavg()[0]
 
 
+def estimate_s(args: argparse.Namespace, flops: dict, peaks: dict[int, float], thread_counts: list[int]) -> tuple[float, float]:
+    """(seconds the contenders will take, of which waiting for the load to settle), from the FLOPs of
+    their steps at ``ASSUMED_MFU`` of the measured peak, ``STARTUP_S`` a process, the peak measured
+    again at the end, and, each time a round goes from more threads to fewer, the wait for the
+    1-minute load average to decay from the one to the other (60·ln(ratio) seconds, at most --settle)."""
+    import math
+
+    runs = sum(args.steps * args.batch_size * flops[m] / (peaks[t] * ASSUMED_MFU[m]) + STARTUP_S[args.arm]
+               for t in thread_counts for m in args.modes for _ in args.contenders)
+    drop = min(args.settle, 60 * math.log(max(thread_counts) / min(thread_counts)))
+    settle = drop * args.repeats  # into the next round, and into the closing peak measurement
+    return args.repeats * runs + settle + 10 * len(thread_counts), settle
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--objective", choices=OBJECTIVES, default="dpo", help="dpo: preference pairs (DPOTrainer); sft: prompt + chosen reply as an SFT example (SFTTrainer)")
     p.add_argument("--arm", choices=ARMS, default="tiny", help="tiny: 1M-parameter Llama on the skills corpus; realistic: SmolLM2-135M on UltraFeedback-like lengths")
     p.add_argument("--init", choices=("weights", "config"), default="weights", help="realistic arm: SmolLM2-135M's real weights (assay-fetch smollm2) or its config with random weights")
     p.add_argument("--size", choices=tuple(LLAMA_SIZES), default="135m", help="--init config: which SmolLM2 architecture")
@@ -548,21 +785,23 @@ def main() -> None:
     p.add_argument("--lora-r", type=int, default=16, help="LoRA rank (alpha = 2r, on q/k/v/o projections)")
     p.add_argument("--data-file", default=None, help="realistic arm: the UltraFeedback-schema JSON-lines file (default: generated into the work directory)")
     p.add_argument("--mode", default="full", help=argparse.SUPPRESS)
-    p.add_argument("--steps", type=int, default=None, help="optimizer steps per contender (tiny 60, realistic 4)")
-    p.add_argument("--warmup", type=int, default=None, help="first steps left out of the timing (tiny 10, realistic 1)")
-    p.add_argument("--batch-size", type=int, default=None, help="pairs per optimizer step (tiny 64, realistic 2)")
-    p.add_argument("--pairs", type=int, default=None, help="training pairs (data.max_train_examples; tiny 2048, realistic steps x batch)")
-    p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (and OMP_NUM_THREADS) in every contender")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps per contender (tiny 60, realistic 8)")
+    p.add_argument("--warmup", type=int, default=None, help="first steps left out of the timing (tiny 10, realistic 2)")
+    p.add_argument("--batch-size", type=int, default=None, help="pairs (SFT: examples) per optimizer step (tiny 64, realistic 2)")
+    p.add_argument("--pairs", "--examples", dest="pairs", type=int, default=None,
+                   help="training pairs or SFT examples (data.max_train_examples; tiny 2048, realistic steps x batch)")
+    p.add_argument("--threads", type=int, nargs="+", default=[1],
+                   help="torch.set_num_threads (and OMP_NUM_THREADS) in every contender; several values (--threads 1 2) are interleaved within each round")
     p.add_argument("--beta", type=float, default=0.1)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--repeats", type=int, default=None, help="rounds of (assay, trl, bare); medians over rounds are reported (tiny 3, realistic 1)")
+    p.add_argument("--repeats", type=int, default=None, help="rounds of (assay, trl, bare); medians over rounds are reported (tiny 3, realistic 3)")
     p.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS)
     p.add_argument("--assay-overrides", nargs="*", default=[], metavar="KEY=VALUE",
                    help="extra Hydra overrides for the assay contender and the shared preparation, e.g. objective.share_prompt=false")
     p.add_argument("--results", default=str(HERE / "results.jsonl"), help="append one JSON line per measurement here")
-    p.add_argument("--force", action="store_true", help="write result rows even when the 1-minute load average before a contender exceeds --threads")
-    p.add_argument("--settle", type=float, default=60.0, help="seconds to wait before each contender for the load average to fall to --threads")
+    p.add_argument("--force", action="store_true", help="write result rows even when the 1-minute load average before a contender exceeds its thread count")
+    p.add_argument("--settle", type=float, default=60.0, help="seconds to wait before each contender for the load average to fall to its thread count")
     p.add_argument("--peak-flops", type=float, default=None, help=argparse.SUPPRESS)
     p.add_argument("--one", choices=("prepare", "peak", *CONTENDERS), help=argparse.SUPPRESS)
     p.add_argument("--work", help=argparse.SUPPRESS)
@@ -574,46 +813,71 @@ def main() -> None:
         args.pairs = args.steps * args.batch_size
     if not 0 < args.warmup < args.steps:
         p.error("--warmup must be in [1, steps)")
+    thread_counts = list(dict.fromkeys(args.threads))
+    if min(thread_counts) < 1:
+        p.error("--threads must be positive")
+    args.threads = max(thread_counts)  # the preparation's; each contender and peak gets its own
     if args.one:
         child(args)
         return
 
+    sft = args.objective == "sft"
+    u = unit(args)
+    several = len(thread_counts) > 1
+    at = lambda t: f" at {t} thread{'s' if t > 1 else ''}" if several else ""  # noqa: E731
     with tempfile.TemporaryDirectory(prefix="dpo_throughput_") as tmp:
         work = Path(tmp)
         if args.arm == "realistic" and args.data_file is None:
             # enough rows that the train split keeps `pairs` after val/test (20% each) are carved out
             args.data_file = str(write_ultrafeedback(work / "ultrafeedback_like.jsonl", int(args.pairs / 0.6) + 4, args.seed))
         info = spawn(args, "prepare", work)
-        peaks = [spawn(args, "peak", work)]
-        args.peak_flops = peaks[0]["peak_flops"]
-        print(f"peak: {args.peak_flops / 1e9:.1f} GFLOP/s ({peaks[0]['peak_source']}; load1 {peaks[0]['load1_before']})", flush=True)
-        print(f"data: {info['pairs']} pairs, vocab {info['vocab']}, {info['params']:,} parameters, "
-              f"tokens per sequence max {info['max_tokens']} mean {info['mean_tokens']}; "
-              f"prompt tokens min/mean/max {info['prompt_tokens']}, response tokens {info['response_tokens']}", flush=True)
-        rounds: dict[tuple[str, str], list[dict]] = {(m, c): [] for m in args.modes for c in args.contenders}
+        flops = info.pop("_flops")
+        peaks = {t: [spawn(args, "peak", work, threads=t)] for t in thread_counts}
+        peak_at = {t: ps[0]["peak_flops"] for t, ps in peaks.items()}
+        for t, ps in peaks.items():
+            print(f"peak{at(t)}: {ps[0]['peak_flops'] / 1e9:.1f} GFLOP/s ({ps[0]['peak_source']}; load1 {ps[0]['load1_before']})", flush=True)
+        if sft:
+            print(f"data: {info['examples']} SFT examples, vocab {info['vocab']}, {info['params']:,} parameters; tokens min/mean/max: "
+                  f"prompt + completion {info['example_tokens']}, prompt {info['prompt_tokens']}, completion {info['completion_tokens']}", flush=True)
+        else:
+            print(f"data: {info['pairs']} pairs, vocab {info['vocab']}, {info['params']:,} parameters, "
+                  f"tokens per sequence max {info['max_tokens']} mean {info['mean_tokens']}; "
+                  f"prompt tokens min/mean/max {info['prompt_tokens']}, response tokens {info['response_tokens']}", flush=True)
+        total, settle = estimate_s(args, flops, peak_at, thread_counts)
+        runs = args.repeats * len(thread_counts) * len(args.modes) * len(args.contenders)
+        print(f"estimate: about {total / 60:.0f} min for {runs} contender runs ({args.steps} steps of {args.batch_size} {u} each; "
+              f"{', '.join(f'{m} {flops[m] / 1e9:.3g} GFLOP a {u[:-1]}' for m in args.modes)} at an assumed "
+              f"{', '.join(f'{m} {ASSUMED_MFU[m]:.0%}' for m in args.modes)} of the peak, {STARTUP_S[args.arm]:.0f} s start-up a process"
+              + (f", {settle / 60:.1f} min of it waiting for the load to fall between thread counts" if settle else "") + ")", flush=True)
+        rounds: dict[tuple[int, str, str], list[dict]] = {(t, m, c): [] for t in thread_counts for m in args.modes for c in args.contenders}
         for r in range(args.repeats):
-            for m in args.modes:
-                for c in args.contenders:  # interleaved: load drifts hit every contender alike
-                    res = spawn(args, c, work, m)
-                    res.update(peak_flops=args.peak_flops, peak_source=peaks[0]["peak_source"], round=r, arm=args.arm, mode=m, init=args.init if args.arm == "realistic" else None, lora_r=args.lora_r if m == "lora" else 0,
-                               assay_overrides=args.assay_overrides, steps=args.steps, warmup=args.warmup, batch_size=args.batch_size, pairs=info["pairs"],
-                               data=info, beta=args.beta, lr=args.lr, cpu_count=os.cpu_count(), time=time.strftime("%Y-%m-%dT%H:%M:%S"))
-                    res["idle"] = res["load1_before"] <= args.threads
-                    rounds[(m, c)].append(res)
-                    print(f"  round {r} {m:4s} {c:5s}: {res['pairs_per_s']:7.3f} pairs/s ({res['pairs_per_cpu_s']:7.3f} per CPU-s)  "
-                          f"{res['tokens_per_s']:9.1f} tokens/s  MFU {res.get('mfu', float('nan')):6.1%}  "
-                          f"{res['step_ms']:9.1f} ms/step  peak RSS {res['peak_rss_mib']:7.1f} MiB  (load1 {res['load1_before']} -> {res['load1_after']})", flush=True)
-                    if res["idle"] or args.force:
-                        with open(args.results, "a") as f:
-                            f.write(json.dumps({**res, "forced": not res["idle"]}) + "\n")
-                    else:
-                        print(f"    not written to {args.results}: load1 {res['load1_before']} > {args.threads} threads (--force writes it)", flush=True)
-        peaks.append(spawn(args, "peak", work))
-        print(f"peak again after the contenders: {peaks[1]['peak_flops'] / 1e9:.1f} GFLOP/s (load1 {peaks[1]['load1_before']}); "
-              f"MFU above is against the first, {args.peak_flops / 1e9:.1f}", flush=True)
-    for m in args.modes:
-        print(f"\n== {args.arm} arm, {m} fine-tuning")
-        report({c: rounds[(m, c)] for c in args.contenders})
+            for t in thread_counts:
+                for m in args.modes:
+                    for c in args.contenders:  # interleaved: load drifts hit every contender alike
+                        res = spawn(args, c, work, m, threads=t, peak_flops=peak_at[t])
+                        res.update(peak_flops=peak_at[t], peak_source=peaks[t][0]["peak_source"], round=r, arm=args.arm, mode=m, init=args.init if args.arm == "realistic" else None, lora_r=args.lora_r if m == "lora" else 0,
+                                   assay_overrides=args.assay_overrides, steps=args.steps, warmup=args.warmup, batch_size=args.batch_size,
+                                   **({"examples": info["examples"]} if sft else {"pairs": info["pairs"]}), data=info,
+                                   **({} if sft else {"beta": args.beta}), lr=args.lr, cpu_count=os.cpu_count(), time=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                   objective=args.objective)
+                        res["idle"] = res["load1_before"] <= t
+                        rounds[(t, m, c)].append(res)
+                        print(f"  round {r} {f'{t}t ' if several else ''}{m:4s} {c:5s}: {res[f'{u}_per_s']:7.3f} {u}/s ({res[f'{u}_per_cpu_s']:7.3f} per CPU-s)  "
+                              f"{res['tokens_per_s']:9.1f} tokens/s  MFU {res.get('mfu', float('nan')):6.1%}  "
+                              f"{res['step_ms']:9.1f} ms/step  peak RSS {res['peak_rss_mib']:7.1f} MiB  (load1 {res['load1_before']} -> {res['load1_after']})", flush=True)
+                        if res["idle"] or args.force:
+                            with open(args.results, "a") as f:
+                                f.write(json.dumps({**res, "forced": not res["idle"]}) + "\n")
+                        else:
+                            print(f"    not written to {args.results}: load1 {res['load1_before']} > {t} threads (--force writes it)", flush=True)
+        for t in thread_counts:
+            peaks[t].append(spawn(args, "peak", work, threads=t))
+            print(f"peak{at(t)} again after the contenders: {peaks[t][1]['peak_flops'] / 1e9:.1f} GFLOP/s (load1 {peaks[t][1]['load1_before']}); "
+                  f"MFU above is against the first, {peak_at[t] / 1e9:.1f}", flush=True)
+    for t in thread_counts:
+        for m in args.modes:
+            print(f"\n== {args.arm} arm, {'SFT, ' if sft else ''}{m} fine-tuning{', ' + at(t)[4:] if several else ''}")
+            (report_sft if sft else report)({c: rounds[(t, m, c)] for c in args.contenders})
 
 
 def median(results: list[dict], key: str) -> float:
@@ -649,6 +913,38 @@ def report(rounds: dict[str, list[dict]]) -> None:
         t = rounds["trl"][0]
         print(f"trl {t['trl_version']} (optim {t['optim']}): same token ids as assay for {t['same_tokens_as_assay']} pairs, "
               f"max |ref log-prob gap| {t['max_ref_logp_gap_vs_assay']}")
+
+
+def report_sft(rounds: dict[str, list[dict]]) -> None:
+    """The SFT table: medians over rounds; tokens are the real (non-pad) tokens of the examples
+    trained on, the same for every contender, so every column's ratio compares the same work."""
+    keys = ("samples_per_s", "samples_per_cpu_s", "tokens_per_s", "tokens_per_cpu_s", "mfu", "step_ms", "peak_rss_mib")
+    med = {c: {k: median(rs, k) for k in keys if all(k in r for r in rs)} for c, rs in rounds.items()}
+    print(f"\nmedian of {len(next(iter(rounds.values())))} round(s)")
+    print(f"{'contender':10s} {'samples/s':>10s} {'samples/CPU-s':>14s} {'tokens/s':>10s} {'tokens/CPU-s':>13s} {'MFU':>7s} {'ms/step':>9s} {'peak RSS MiB':>13s}")
+    for c, m in med.items():
+        print(f"{c:10s} {m['samples_per_s']:10.3f} {m['samples_per_cpu_s']:14.3f} {m['tokens_per_s']:10.1f} {m['tokens_per_cpu_s']:13.1f} "
+              f"{m.get('mfu', float('nan')):7.1%} {m['step_ms']:9.1f} {m['peak_rss_mib']:13.1f}")
+    r = next(iter(rounds.values()))[0]
+    print(f"  {r['layout']}, {r['tokens_per_sample']} real tokens a sample; FLOPs/sample = (6·{r['n_trainable']:,} + 4·{r['n_frozen']:,})·tokens "
+          f"+ 12·{r['layers']}·{r['attention_width']}·t² = {r['flops_per_sample']:.4g} ({r['flops_per_token']:.4g} a token)")
+    if "assay" in rounds and "assay_reported_mfu" in rounds["assay"][0]:
+        a = rounds["assay"][0]
+        print(f"  assay's own report: {a['assay_reported_tokens_per_s']:.1f} tokens/s, MFU {a['assay_reported_mfu']:.1%}")
+    if "assay" in med:
+        a = med["assay"]
+        for other, target in (("trl", " (target >= 1.5x)"), ("bare", "")):
+            if other in med:
+                o = med[other]
+                print(f"assay/{other} tokens/s: {a['tokens_per_s'] / o['tokens_per_s']:.2f}x wall, "
+                      f"{a['tokens_per_cpu_s'] / o['tokens_per_cpu_s']:.2f}x per CPU-s{target}")
+        if "trl" in med:
+            print(f"assay/trl peak RSS: {a['peak_rss_mib'] / med['trl']['peak_rss_mib']:.2f}x")
+    if "trl" in rounds:
+        t = rounds["trl"][0]
+        print(f"trl {t['trl_version']} SFTTrainer (optim {t['optim']}, packing={t['packing']}, padding_free={t['padding_free']}, "
+              f"completion_only_loss={t['completion_only_loss']}, loss_type={t['loss_type']}): same token ids as assay for "
+              f"{t['same_tokens_as_assay']} examples, loss on the same tokens for {t['same_loss_tokens_as_assay']}")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
-"""GPU benchmarks in one call: DPO tokens/s and peak memory of assay vs TRL's DPOTrainer (and a bare
-loop), per-sample gradient feature throughput, OT valuation of a million points, and a 2-GPU DDP run.
+"""GPU benchmarks in one call: DPO and SFT tokens/s and peak memory of assay vs TRL's DPOTrainer and
+SFTTrainer (and a bare loop), per-sample gradient feature throughput, OT valuation of a million
+points, and a 2-GPU DDP run.
 
-    python benchmarks/gpu/run.py                    # on a GPU machine; about 5 minutes on one modern GPU
-    python benchmarks/gpu/run.py --smoke            # everything shrunk (DPO: LoRA mode only), runs on a CPU (what the test runs)
+    python benchmarks/gpu/run.py                    # on a GPU machine; about 6 minutes on one modern GPU
+    python benchmarks/gpu/run.py --smoke            # everything shrunk (DPO and SFT: LoRA mode only), runs on a CPU (what the test runs)
 
 Needs the bench extra for the TRL contender (``pip install -e '.[bench]'``); without TRL that
 contender is skipped and the results say so. Writes ``<out>/results.json`` and ``<out>/results.md``
-(default ``benchmarks/gpu/results/``), plus the raw DPO rows in ``<out>/dpo.jsonl``.
+(default ``benchmarks/gpu/results/``), plus the raw DPO and SFT rows in ``<out>/dpo.jsonl`` and
+``<out>/sft.jsonl``.
 
 Sections (each in its own process, so one failing or running out of memory does not stop the rest):
 
@@ -17,6 +19,11 @@ Sections (each in its own process, so one failing or running out of memory does 
   autocast, batch 8 pairs, 30 steps (5 untimed). Tokens/s counts the tokens of the two sequences
   prompt+chosen and prompt+rejected of every pair (the same work for every contender, whatever its
   layout); peak memory is ``torch.cuda.max_memory_allocated`` of the contender's process.
+- ``sft``: the same script and model with ``--objective sft``: each pair's prompt + chosen reply as
+  an SFT example (loss on the reply's tokens), assay vs TRL's SFTTrainer (prompt-completion data,
+  ``completion_only_loss``, no packing, not padding-free) vs a bare loop, batch 8 examples, 30 steps
+  (5 untimed). Tokens/s counts the real (non-pad) tokens of prompt + completion, the same for every
+  contender.
 - ``grad_features``: the per-sample gradient features ``dynamics=gradients`` records (batched
   backward with module taps, then the sparse JL projection to k = 8192) over the last decoder layer
   of the same model, 512-token rows: examples per second and peak memory.
@@ -42,7 +49,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-SECTIONS = ("dpo", "grad_features", "ot", "ddp")
+SECTIONS = ("dpo", "sft", "grad_features", "ot", "ddp")
 
 
 def load(path: Path, name: str):
@@ -142,24 +149,28 @@ def ddp(args: argparse.Namespace, out: Path) -> dict:
             "stderr_tail": proc.stderr[-1500:] if proc.returncode else ""}
 
 
-def dpo(args: argparse.Namespace, out: Path) -> dict:
-    rows_file = out / "dpo.jsonl"
+def throughput(args: argparse.Namespace, out: Path, objective: str) -> dict:
+    """The realistic arm of ``benchmarks/dpo_throughput/run.py`` for ``objective`` (dpo or sft)."""
+    rows_file = out / f"{objective}.jsonl"
     rows_file.unlink(missing_ok=True)
     contenders = ["assay", "trl", "bare"] if importlib.util.find_spec("trl") else ["assay", "bare"]
     steps, warmup, batch = (3, 1, 2) if args.smoke else (30, 5, 8)
-    cmd = [sys.executable, str(REPO / "benchmarks" / "dpo_throughput" / "run.py"), "--arm", "realistic", "--init", "config", "--size", args.size,
+    cmd = [sys.executable, str(REPO / "benchmarks" / "dpo_throughput" / "run.py"), "--objective", objective, "--arm", "realistic", "--init", "config", "--size", args.size,
            "--device", device(), "--modes", *(["lora"] if args.smoke else ["lora", "full"]), "--contenders", *contenders, "--repeats", "1", "--steps", str(steps),
            "--warmup", str(warmup), "--batch-size", str(batch), "--threads", str(min(8, os.cpu_count() or 1)), "--results", str(rows_file)]
     if args.smoke:  # not a measurement: no wait for the load to settle, and its rows are written whatever the load
         cmd += ["--settle", "0", "--force"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.section_timeout)
     if proc.returncode != 0:
-        raise RuntimeError(f"dpo_throughput failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
+        raise RuntimeError(f"dpo_throughput --objective {objective} failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
     rows = [json.loads(line) for line in rows_file.read_text().splitlines()]
     table = []
     for r in rows:
-        tokens = r["data"]["pair_tokens"] * r["batch_size"] * r["timed_steps"] / r["seconds"]
-        table.append({"mode": r["mode"], "contender": r["contender"], "pairs_per_s": r["pairs_per_s"], "tokens_per_s": round(tokens, 1),
+        if objective == "sft":  # the real tokens of prompt + completion, counted by the script itself
+            rate, tokens = {"samples_per_s": r["samples_per_s"]}, r["tokens_per_s"]
+        else:  # the two sequences prompt+chosen and prompt+rejected of every pair, whatever the contender's layout
+            rate, tokens = {"pairs_per_s": r["pairs_per_s"]}, r["data"]["pair_tokens"] * r["batch_size"] * r["timed_steps"] / r["seconds"]
+        table.append({"mode": r["mode"], "contender": r["contender"], **rate, "tokens_per_s": round(tokens, 1),
                       "step_ms": r["step_ms"], "peak_gpu_mib": r.get("peak_gpu_mib"), "peak_rss_mib": r["peak_rss_mib"]})
     ratios = {}
     for mode in sorted({t["mode"] for t in table}):
@@ -224,6 +235,20 @@ def markdown(results: dict) -> str:
         lines += [f"| {r['mode']} | {r['contender']} | {r['pairs_per_s']} | {r['tokens_per_s']} | {r['step_ms']} | {r['peak_gpu_mib']} | {r['peak_rss_mib']} |" for r in d["rows"]]
         lines += [""] + [f"- {mode}: assay/TRL tokens/s {v['tokens_per_s_assay_over_trl']}x, peak memory ({v['memory_measure']}) {v['peak_memory_assay_over_trl']}x"
                          for mode, v in d["ratios"].items()] + [""]
+    d = results["sections"].get("sft", {})
+    lines += ["## SFT: assay vs TRL SFTTrainer vs a bare loop", ""]
+    if not d:
+        lines += ["not run", ""]
+    elif "error" in d:
+        lines += [f"failed: {d['error']}", ""]
+    else:
+        data = d["data"]
+        lines += [f"{data['params']:,}-parameter Llama built from a config; {data['examples']} examples (prompt + chosen reply), prompt tokens min/mean/max "
+                  f"{data['prompt_tokens']}, completion tokens {data['completion_tokens']}; tokens/s counts the real (non-pad) tokens. TRL: {d['trl']}.", "",
+                  "| mode | contender | samples/s | tokens/s | ms/step | peak GPU MiB | peak RSS MiB |", "|---|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r['mode']} | {r['contender']} | {r['samples_per_s']} | {r['tokens_per_s']} | {r['step_ms']} | {r['peak_gpu_mib']} | {r['peak_rss_mib']} |" for r in d["rows"]]
+        lines += [""] + [f"- {mode}: assay/TRL tokens/s {v['tokens_per_s_assay_over_trl']}x, peak memory ({v['memory_measure']}) {v['peak_memory_assay_over_trl']}x"
+                         for mode, v in d["ratios"].items()] + [""]
     for name, title in (("grad_features", "Per-sample gradient features"), ("ot", "OT valuation"), ("ddp", "2-GPU DDP run")):
         lines += [f"## {title}", "", "```", json.dumps(results["sections"].get(name), indent=1), "```", ""]
     return "\n".join(lines)
@@ -243,7 +268,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.one:
-        fn = {"dpo": lambda: dpo(args, out), "grad_features": lambda: grad_features(args), "ot": lambda: ot(args), "ddp": lambda: ddp(args, out)}[args.one]
+        fn = {"dpo": lambda: throughput(args, out, "dpo"), "sft": lambda: throughput(args, out, "sft"), "grad_features": lambda: grad_features(args), "ot": lambda: ot(args), "ddp": lambda: ddp(args, out)}[args.one]
         print("RESULT " + json.dumps(fn()), flush=True)
         return
     if device() == "cpu" and not args.smoke:
