@@ -465,12 +465,37 @@ def run_assay(args: argparse.Namespace, work: Path) -> dict:
 
 
 # ---- (b) TRL ----------------------------------------------------------------------------------------
+def trl_settings(args: argparse.Namespace, work: Path) -> dict:
+    """The TRL trainer arguments both TRL contenders share: assay's optimizer, clipping, schedule and
+    batch, nothing logged, evaluated or saved."""
+    return dict(
+        output_dir=str(work / "trl_run"), per_device_train_batch_size=args.batch_size, max_steps=args.steps, learning_rate=args.lr,
+        lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
+        adam_beta1=0.9, adam_beta2=0.95,  # assay's optim.betas
+        max_grad_norm=1.0,  # assay's trainer.gradient_clip_val
+        gradient_checkpointing=False,
+        bf16=args.device == "cuda",  # the same bf16 autocast as assay's trainer=gpu
+        use_cpu=args.device == "cpu",
+        eval_strategy="no", save_strategy="no", logging_strategy="no", report_to="none", disable_tqdm=True, dataloader_num_workers=0, seed=args.seed,
+    )
+
+
+def step_ends(ends: list):
+    """A TRL callback that stamps the end of every optimizer step into ``ends``."""
+    from transformers import TrainerCallback
+
+    class StepEnds(TrainerCallback):
+        def on_step_end(self, args_, state, control, **kwargs):
+            ends.append(stamp())
+
+    return StepEnds()
+
+
 def run_trl(args: argparse.Namespace, work: Path) -> dict:
     if args.objective == "sft":
         return run_trl_sft(args, work)
     import torch
     import trl
-    from transformers import TrainerCallback
     from trl import DPOConfig, DPOTrainer
 
     torch.manual_seed(args.seed)
@@ -480,39 +505,15 @@ def run_trl(args: argparse.Namespace, work: Path) -> dict:
     text = train.select_columns(["prompt", "chosen", "rejected"])
     text = text.map(lambda r: {"chosen": " " + r["chosen"], "rejected": " " + r["rejected"]})
     config = DPOConfig(
-        output_dir=str(work / "trl_run"),
-        per_device_train_batch_size=args.batch_size,
-        max_steps=args.steps,
-        learning_rate=args.lr,
+        **trl_settings(args, work),
         beta=args.beta,
         loss_type=["sigmoid"],
-        lr_scheduler_type="constant",
-        warmup_steps=0,
-        weight_decay=0.0,
-        adam_beta1=0.9,
-        adam_beta2=0.95,  # assay's optim.betas
-        max_grad_norm=1.0,  # assay's trainer.gradient_clip_val
         precompute_ref_log_probs=True,
         precompute_ref_batch_size=128 if args.arm == "tiny" else args.batch_size,
-        gradient_checkpointing=False,
-        bf16=args.device == "cuda",  # the same bf16 autocast as assay's trainer=gpu
-        use_cpu=args.device == "cpu",
         max_length=None,
-        eval_strategy="no",
-        save_strategy="no",
-        logging_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        seed=args.seed,
     )
     ends: list[tuple[float, float]] = []
-
-    class StepEnds(TrainerCallback):
-        def on_step_end(self, args_, state, control, **kwargs):
-            ends.append(stamp())
-
-    trainer = DPOTrainer(model=model, args=config, train_dataset=text, processing_class=tokenizer, callbacks=[StepEnds()])
+    trainer = DPOTrainer(model=model, args=config, train_dataset=text, processing_class=tokenizer, callbacks=[step_ends(ends)])
     prepared = trainer.train_dataset
     cols = ("prompt_ids", "chosen_ids", "rejected_ids", "ref_chosen_logps", "ref_rejected_logps")
     theirs, ours = ({c: list(ds[c]) for c in cols} for ds in (prepared, train))
@@ -579,7 +580,6 @@ def run_trl_sft(args: argparse.Namespace, work: Path) -> dict:
     import torch
     import trl
     from datasets import Dataset
-    from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
     torch.manual_seed(args.seed)
@@ -589,38 +589,14 @@ def run_trl_sft(args: argparse.Namespace, work: Path) -> dict:
     # (" "), so the completions carry it in front; the token ids are compared with assay's below.
     text = Dataset.from_dict({"prompt": list(train["prompt"]), "completion": [" " + c for c in train["completion"]]})
     config = SFTConfig(
-        output_dir=str(work / "trl_run"),
-        per_device_train_batch_size=args.batch_size,
-        max_steps=args.steps,
-        learning_rate=args.lr,
-        lr_scheduler_type="constant",
-        warmup_steps=0,
-        weight_decay=0.0,
-        adam_beta1=0.9,
-        adam_beta2=0.95,  # assay's optim.betas
-        max_grad_norm=1.0,  # assay's trainer.gradient_clip_val
+        **trl_settings(args, work),
         completion_only_loss=True,
-        packing=False,  # TRL's default: one example a row, padded to the batch's longest (as assay and the bare loop)
+        packing=False,  # TRL's default: one example a row, padded to the batch's longest (as the bare loop)
         padding_free=False,  # TRL's default
         max_length=None,  # assay truncated at data.max_length=1024 already; nothing here is longer
-        gradient_checkpointing=False,
-        bf16=args.device == "cuda",  # the same bf16 autocast as assay's trainer=gpu
-        use_cpu=args.device == "cpu",
-        eval_strategy="no",
-        save_strategy="no",
-        logging_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        seed=args.seed,
     )
     ends: list[tuple[float, float]] = []
-
-    class StepEnds(TrainerCallback):
-        def on_step_end(self, args_, state, control, **kwargs):
-            ends.append(stamp())
-
-    trainer = SFTTrainer(model=model, args=config, train_dataset=text, processing_class=tokenizer, callbacks=[StepEnds()])
+    trainer = SFTTrainer(model=model, args=config, train_dataset=text, processing_class=tokenizer, callbacks=[step_ends(ends)])
     prepared = trainer.train_dataset  # in the dataset's order (shuffle_dataset=False)
     ids, labels = list(prepared["input_ids"]), list(prepared["labels"])
     prompts, completions = list(train["prompt_ids"]), list(train["completion_ids"])

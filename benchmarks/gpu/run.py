@@ -214,6 +214,27 @@ def run_section(args: argparse.Namespace, name: str, out: Path) -> dict:
     return {**json.loads(lines[-1][len("RESULT "):]), "wall_s": round(time.perf_counter() - start, 1)}
 
 
+def throughput_lines(d: dict, title: str, unit: str) -> list[str]:
+    """The markdown of a DPO (``unit`` pairs) or SFT (samples) throughput section."""
+    lines = [title, ""]
+    if not d:
+        return lines + ["not run", ""]
+    if "error" in d:
+        return lines + [f"failed: {d['error']}", ""]
+    data = d["data"]
+    if unit == "pairs":
+        what = (f"{data['pairs']} pairs, prompt tokens min/mean/max {data['prompt_tokens']}, response tokens {data['response_tokens']}, "
+                f"{data['pair_tokens']} tokens per pair (prompt+chosen, prompt+rejected)")
+    else:
+        what = (f"{data['examples']} examples (prompt + chosen reply), prompt tokens min/mean/max {data['prompt_tokens']}, completion tokens "
+                f"{data['completion_tokens']}; tokens/s counts the real (non-pad) tokens")
+    lines += [f"{data['params']:,}-parameter Llama built from a config; {what}. TRL: {d['trl']}.", "",
+              f"| mode | contender | {unit}/s | tokens/s | ms/step | peak GPU MiB | peak RSS MiB |", "|---|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['mode']} | {r['contender']} | {r[unit + '_per_s']} | {r['tokens_per_s']} | {r['step_ms']} | {r['peak_gpu_mib']} | {r['peak_rss_mib']} |" for r in d["rows"]]
+    return lines + [""] + [f"- {mode}: assay/TRL tokens/s {v['tokens_per_s_assay_over_trl']}x, peak memory ({v['memory_measure']}) {v['peak_memory_assay_over_trl']}x"
+                           for mode, v in d["ratios"].items()] + [""]
+
+
 def markdown(results: dict) -> str:
     m = results["machine"]
     lines = [f"# GPU benchmark results ({'smoke mode, not a measurement' if results['smoke'] else 'measurement'})", "",
@@ -221,34 +242,8 @@ def markdown(results: dict) -> str:
              f"- machine: {', '.join(m['gpus']) or 'no GPU'}; {m['cpus']} CPUs; torch {m['torch']} (CUDA {m['cuda']}), transformers {m['transformers']}, "
              f"pytorch_lightning {m['pytorch_lightning']}, trl {m['trl']}, peft {m['peft']}",
              f"- command: `{results['command']}`", ""]
-    d = results["sections"].get("dpo", {})
-    lines += ["## DPO: assay vs TRL DPOTrainer vs a bare loop", ""]
-    if not d:
-        lines += ["not run", ""]
-    elif "error" in d:
-        lines += [f"failed: {d['error']}", ""]
-    else:
-        data = d["data"]
-        lines += [f"{data['params']:,}-parameter Llama built from a config; {data['pairs']} pairs, prompt tokens min/mean/max {data['prompt_tokens']}, "
-                  f"response tokens {data['response_tokens']}, {data['pair_tokens']} tokens per pair (prompt+chosen, prompt+rejected). TRL: {d['trl']}.", "",
-                  "| mode | contender | pairs/s | tokens/s | ms/step | peak GPU MiB | peak RSS MiB |", "|---|---|---:|---:|---:|---:|---:|"]
-        lines += [f"| {r['mode']} | {r['contender']} | {r['pairs_per_s']} | {r['tokens_per_s']} | {r['step_ms']} | {r['peak_gpu_mib']} | {r['peak_rss_mib']} |" for r in d["rows"]]
-        lines += [""] + [f"- {mode}: assay/TRL tokens/s {v['tokens_per_s_assay_over_trl']}x, peak memory ({v['memory_measure']}) {v['peak_memory_assay_over_trl']}x"
-                         for mode, v in d["ratios"].items()] + [""]
-    d = results["sections"].get("sft", {})
-    lines += ["## SFT: assay vs TRL SFTTrainer vs a bare loop", ""]
-    if not d:
-        lines += ["not run", ""]
-    elif "error" in d:
-        lines += [f"failed: {d['error']}", ""]
-    else:
-        data = d["data"]
-        lines += [f"{data['params']:,}-parameter Llama built from a config; {data['examples']} examples (prompt + chosen reply), prompt tokens min/mean/max "
-                  f"{data['prompt_tokens']}, completion tokens {data['completion_tokens']}; tokens/s counts the real (non-pad) tokens. TRL: {d['trl']}.", "",
-                  "| mode | contender | samples/s | tokens/s | ms/step | peak GPU MiB | peak RSS MiB |", "|---|---|---:|---:|---:|---:|---:|"]
-        lines += [f"| {r['mode']} | {r['contender']} | {r['samples_per_s']} | {r['tokens_per_s']} | {r['step_ms']} | {r['peak_gpu_mib']} | {r['peak_rss_mib']} |" for r in d["rows"]]
-        lines += [""] + [f"- {mode}: assay/TRL tokens/s {v['tokens_per_s_assay_over_trl']}x, peak memory ({v['memory_measure']}) {v['peak_memory_assay_over_trl']}x"
-                         for mode, v in d["ratios"].items()] + [""]
+    lines += throughput_lines(results["sections"].get("dpo", {}), "## DPO: assay vs TRL DPOTrainer vs a bare loop", "pairs")
+    lines += throughput_lines(results["sections"].get("sft", {}), "## SFT: assay vs TRL SFTTrainer vs a bare loop", "samples")
     for name, title in (("grad_features", "Per-sample gradient features"), ("ot", "OT valuation"), ("ddp", "2-GPU DDP run")):
         lines += [f"## {title}", "", "```", json.dumps(results["sections"].get(name), indent=1), "```", ""]
     return "\n".join(lines)
