@@ -90,7 +90,7 @@ def sequence_logps(model: torch.nn.Module, input_ids: torch.Tensor, attention_ma
 FUSED_HEAD_ABOVE = 128 * 2**20
 """Scored positions whose float32 logits would exceed this many bytes go through the chunked head
 (``lm_head.target_logps``: memory O(chunk·V), one more head matmul); fewer take the plain head on
-the scored positions, which is faster (benchmarks/README.md, "LM head")."""
+the scored positions, which is faster (benchmarks/README.md, "Target log-probs through the LM head")."""
 
 
 def scored_logps(model: torch.nn.Module, inputs: dict, index: torch.Tensor, targets: torch.Tensor, hits: bool = False,
