@@ -159,6 +159,7 @@ def test_every_sweep_composes(compose_cfg, sweep):
     [
         ("trainer.threads=0", "trainer.threads"),
         ("objective=dpo data.format=preference objective.pack_factor=-1", "objective.pack_factor"),
+        ("objective=sft objective.pack_factor=-1", "objective.pack_factor"),
         ("selection=less selection.projection=gaussian", "selection.projection"),
         ("selection=gotd selection.fit_size=-5", "selection.fit_size"),
         ("selection=random selection/selector=quota selection.selector.clusters=0", "selection.selector.clusters"),
