@@ -123,8 +123,8 @@ def packed_layout(attention_mask: torch.Tensor, pack_factor: float) -> dict[str,
     first) into rows of at most max(1, ``pack_factor``) times the longest sequence.
 
     Returns, for ``n`` packed rows of width ``W``: ``source`` [n·W], the flat index (into N·T) of the
-    token each packed slot holds (padding slots repeat a padding token or the first token; they are
-    never attended to by, nor predict, a real token); ``position_ids`` [n, W], each sequence's own
+    token each packed slot holds (a padding slot reads the first row's last column, any token: no real
+    token attends to it, and it predicts none); ``position_ids`` [n, W], each sequence's own
     positions 0..L-1; ``segment`` [n, W], the sequence a slot belongs to (-1 on padding); and
     ``start`` [N], the flat index (into n·W) of each sequence's first token, so column j of sequence i
     sits at ``start[i] + j``."""
