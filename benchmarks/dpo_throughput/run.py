@@ -534,45 +534,63 @@ def run_bare(args: argparse.Namespace, work: Path) -> dict:
 
     torch.manual_seed(args.seed)
     model, tokenizer, train = load_shared(work, lora=args.lora_r if args.mode == "lora" else 0)
-    model.to(args.device).train()
-    pad = tokenizer.pad_token_id
     prompts, chosen, rejected = list(train["prompt_ids"]), list(train["chosen_ids"]), list(train["rejected_ids"])
     ref = torch.tensor([list(train["ref_chosen_logps"]), list(train["ref_rejected_logps"])], dtype=torch.float32, device=args.device)  # [2, N]
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
 
     def batch(rows: list[int]):
         seqs = [prompts[i] + chosen[i] for i in rows] + [prompts[i] + rejected[i] for i in rows]
-        starts = [len(prompts[i]) for i in rows] * 2
-        t = max(map(len, seqs))
-        ids = torch.full((len(seqs), t), pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), t), dtype=torch.long)
-        response = torch.zeros((len(seqs), t), dtype=torch.bool)
-        for k, (s, p) in enumerate(zip(seqs, starts)):
-            ids[k, : len(s)] = torch.tensor(s)
-            mask[k, : len(s)] = 1
+        ids, mask = pad_right(seqs, tokenizer.pad_token_id)
+        response = torch.zeros(ids.shape, dtype=torch.bool)
+        for k, (s, p) in enumerate(zip(seqs, [len(prompts[i]) for i in rows] * 2)):
             response[k, p : len(s)] = True
         return ids, mask, response
 
-    order = torch.randperm(len(train)).tolist()
+    def loss(logits, ids, response, rows):
+        token_logps = -F.cross_entropy(logits.reshape(-1, logits.size(-1)), ids[:, 1:].reshape(-1), reduction="none").view(ids.size(0), -1)
+        policy_chosen, policy_rejected = (token_logps * response[:, 1:]).sum(-1).chunk(2)
+        margin = (policy_chosen - ref[0, rows]) - (policy_rejected - ref[1, rows])
+        return -F.logsigmoid(args.beta * margin).mean()
+
+    result = throughput(bare_steps(args, model, len(train), batch, loss), args)
+    return {**result, **speed(result, model, train, False, args), **gpu_peak(args)}
+
+
+def pad_right(seqs: list[list[int]], pad: int):
+    """[n, T] token ids padded on the right with ``pad`` and the matching attention mask."""
+    import torch
+
+    t = max(map(len, seqs))
+    ids = torch.full((len(seqs), t), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), t), dtype=torch.long)
+    for k, s in enumerate(seqs):
+        ids[k, : len(s)] = torch.tensor(s)
+        mask[k, : len(s)] = 1
+    return ids, mask
+
+
+def bare_steps(args: argparse.Namespace, model, rows: int, batch, loss) -> list[tuple[float, float]]:
+    """The bare loop's training: ``args.steps`` AdamW steps over a seeded order of the ``rows``
+    examples, ``batch(rows)`` -> (ids, mask, extra), ``loss(logits, ids, extra, rows)`` on the logits
+    of every position, clipping at 1.0; returns the end stamp of every step."""
+    import torch
+
+    model.to(args.device).train()
+    trained = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trained, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    order = torch.randperm(rows).tolist()
     ends: list[tuple[float, float]] = []
     for step in range(args.steps):
-        start = (step * args.batch_size) % len(train)
-        rows = order[start : start + args.batch_size]
-        ids, mask, response = (t.to(args.device) for t in batch(rows))
+        start = (step * args.batch_size) % rows
+        picked = order[start : start + args.batch_size]
+        ids, mask, extra = (t.to(args.device) for t in batch(picked))
         with torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.device == "cuda"):
             logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()
-        token_logps = -F.cross_entropy(logits.reshape(-1, logits.size(-1)), ids[:, 1:].reshape(-1), reduction="none").view(ids.size(0), -1)
-        logps = (token_logps * response[:, 1:]).sum(-1)
-        policy_chosen, policy_rejected = logps.chunk(2)
-        margin = (policy_chosen - ref[0, rows]) - (policy_rejected - ref[1, rows])
-        loss = -F.logsigmoid(args.beta * margin).mean()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+        loss(logits, ids, extra, picked).backward()
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         ends.append(stamp())
-    result = throughput(ends, args)
-    return {**result, **speed(result, model, train, False, args), **gpu_peak(args)}
+    return ends
 
 
 # ---- SFT: TRL's SFTTrainer and the bare loop ------------------------------------------------------
@@ -615,39 +633,19 @@ def run_bare_sft(args: argparse.Namespace, work: Path) -> dict:
 
     torch.manual_seed(args.seed)
     model, tokenizer, train = load_shared(work, lora=args.lora_r if args.mode == "lora" else 0)
-    model.to(args.device).train()
-    pad = tokenizer.pad_token_id
     prompts, completions = list(train["prompt_ids"]), list(train["completion_ids"])
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
 
     def batch(rows: list[int]):
-        seqs = [prompts[i] + completions[i] for i in rows]
-        t = max(map(len, seqs))
-        ids = torch.full((len(seqs), t), pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), t), dtype=torch.long)
-        labels = torch.full((len(seqs), t), -100, dtype=torch.long)
-        for k, (s, i) in enumerate(zip(seqs, rows)):
-            ids[k, : len(s)] = torch.tensor(s)
-            mask[k, : len(s)] = 1
-            labels[k, len(prompts[i]) : len(s)] = torch.tensor(completions[i])
+        ids, mask = pad_right([prompts[i] + completions[i] for i in rows], tokenizer.pad_token_id)
+        labels = torch.full(ids.shape, -100, dtype=torch.long)
+        for k, i in enumerate(rows):
+            labels[k, len(prompts[i]) : len(prompts[i]) + len(completions[i])] = torch.tensor(completions[i])
         return ids, mask, labels
 
-    order = torch.randperm(len(train)).tolist()
-    ends: list[tuple[float, float]] = []
-    for step in range(args.steps):
-        start = (step * args.batch_size) % len(train)
-        rows = order[start : start + args.batch_size]
-        ids, mask, labels = (t.to(args.device) for t in batch(rows))
-        with torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.device == "cuda"):
-            logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()
-        # the mean NLL over the batch's completion tokens
-        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1), ignore_index=-100)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        ends.append(stamp())
-    result = throughput(ends, args)
+    def loss(logits, ids, labels, rows):  # the mean NLL over the batch's completion tokens
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1), ignore_index=-100)
+
+    result = throughput(bare_steps(args, model, len(train), batch, loss), args)
     return {**result, **sft_speed(result, model, train, args), **gpu_peak(args)}
 
 
